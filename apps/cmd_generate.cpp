@@ -1,0 +1,114 @@
+// `lserve generate`: one prompt in, streamed text out on stdout, timing on stderr.
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <memory>
+#include <sstream>
+
+#include "commands.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/mapped_file.h"
+#include "options.h"
+#include "tokenizer/chat_template.h"
+
+namespace lserve::app {
+namespace {
+
+struct GenerateOptions {
+  ModelOptions model;
+  SamplingParams sampling;
+  std::string seed_text;
+  std::string prompt;
+  std::string prompt_file;
+  bool chat = false;
+  std::string system;
+  std::string chat_template;
+  bool show_prompt = false;
+};
+
+std::string read_prompt(const GenerateOptions& o) {
+  if (!o.prompt.empty()) return o.prompt;
+  if (!o.prompt_file.empty()) return read_text_file(o.prompt_file);
+  log::info("reading the prompt from stdin (end with Ctrl-D)");
+  return std::string(std::istreambuf_iterator<char>(std::cin), {});
+}
+
+int run_generate(GenerateOptions& o) {
+  apply_seed(o.seed_text, o.sampling);
+  o.sampling.validate();
+  std::string text = read_prompt(o);
+  LSERVE_CHECK(!text.empty(), "the prompt is empty");
+
+  auto engine = build_engine(o.model);
+  const Tokenizer& tok = engine->tokenizer();
+  if (o.chat) {
+    const ChatTemplate tmpl = o.chat_template.empty()
+                                  ? ChatTemplate::from_model(tok.chat_template_source())
+                                  : ChatTemplate::by_name(o.chat_template);
+    std::vector<ChatMessage> msgs;
+    if (!o.system.empty()) msgs.push_back({"system", o.system});
+    msgs.push_back({"user", text});
+    text = tmpl.apply(msgs, /*add_generation_prompt=*/true);
+  }
+  Request req;
+  req.prompt = tok.encode(text, /*parse_special=*/o.chat, /*add_bos=*/tok.add_bos());
+  req.params = o.sampling;
+  if (o.show_prompt) std::cerr << text << "\n";
+  log::info("prompt: {} tokens", req.prompt.size());
+
+  const int64_t id = engine->submit(std::move(req));
+  int64_t completion = 0;
+  FinishReason reason = FinishReason::kNone;
+  while (engine->has_work()) {
+    for (const SeqOutput& out : engine->step()) {
+      if (out.id != id) continue;
+      std::fwrite(out.new_text.data(), 1, out.new_text.size(), stdout);
+      std::fflush(stdout);
+      if (out.finished) {
+        completion = out.completion_tokens;
+        reason = out.finish_reason;
+      }
+    }
+  }
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+
+  const EngineStats& s = engine->stats();
+  std::fprintf(stderr,
+               "\n--- stats ---\n"
+               "prompt:   %lld tokens in %.3f s = %.1f tokens/s (prefill)\n"
+               "output:   %lld tokens (finish: %s); decode %.3f s = %.1f tokens/s\n"
+               "seed:     %llu\n"
+               "memory:   peak RSS %.1f MiB, KV cache %.1f MiB, KV pages in use at end %d of %d\n",
+               static_cast<long long>(s.prompt_tokens), s.prefill_seconds,
+               s.prefill_seconds > 0 ? s.prompt_tokens / s.prefill_seconds : 0.0,
+               static_cast<long long>(completion), std::string(finish_reason_name(reason)).c_str(),
+               s.decode_seconds, s.decode_seconds > 0 ? s.decode_tokens / s.decode_seconds : 0.0,
+               static_cast<unsigned long long>(*o.sampling.seed), peak_rss_bytes() / 1048576.0,
+               engine->kv_cache().bytes() / 1048576.0, engine->blocks().pool().num_used(),
+               engine->blocks().pool().num_pages());
+  return 0;
+}
+
+}  // namespace
+
+Command add_generate_command(CLI::App& app) {
+  auto opts = std::make_shared<GenerateOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "generate", "Generate text for one prompt (streamed to stdout; timing and memory to stderr)");
+  add_model_options(*cmd, opts->model);
+  add_sampling_options(*cmd, opts->sampling, opts->seed_text);
+  cmd->add_option("-p,--prompt", opts->prompt, "Prompt text (default: read --prompt-file or stdin)");
+  cmd->add_option("-f,--prompt-file", opts->prompt_file, "Read the prompt from this file")
+      ->check(CLI::ExistingFile);
+  cmd->add_flag("--chat", opts->chat,
+                "Wrap the prompt as a user message in the model's chat template");
+  cmd->add_option("--system", opts->system, "System message for --chat");
+  cmd->add_option("--chat-template", opts->chat_template,
+                  "Override the model's chat template: chatml or llama3");
+  cmd->add_flag("--show-prompt", opts->show_prompt, "Print the final prompt text to stderr");
+  return [opts] { return run_generate(*opts); };
+}
+
+}  // namespace lserve::app

@@ -1,0 +1,134 @@
+#include "options.h"
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "model/model_loader.h"
+
+namespace lserve::app {
+
+void add_model_options(CLI::App& cmd, ModelOptions& o) {
+  cmd.add_option("-m,--model", o.model,
+                 "Model: a .gguf file, a Hugging Face folder (config.json + *.safetensors + "
+                 "tokenizer.json), or 'default' (SmolLM2-135M-Instruct Q4_1, fetched by "
+                 "scripts/fetch-model.sh)")
+      ->capture_default_str();
+  cmd.add_option("--load-format", o.load_format,
+                 "How to read --model: auto (by path), gguf, hf, or dummy (random weights from a "
+                 "config.json, for speed tests)")
+      ->check(CLI::IsMember({"auto", "gguf", "hf", "safetensors", "dummy"}))
+      ->capture_default_str();
+  cmd.add_option("--dummy-seed", o.dummy_seed, "Seed of the random weights of --load-format dummy")
+      ->capture_default_str();
+  cmd.add_option("--device", o.device, "Where to run: cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd.add_option("-t,--threads", o.threads, "CPU threads (0 = all cores)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  cmd.add_option("--max-model-len", o.max_model_len,
+                 "Longest sequence (prompt + output) in tokens (0 = the model's context length)")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str();
+  cmd.add_option("--kv-cache-mib", o.kv_cache_mib, "Memory for the paged KV cache, in MiB")
+      ->check(CLI::Range(1, 1 << 22))
+      ->capture_default_str();
+  cmd.add_option("--page-size", o.page_size, "Tokens per physical KV page (P)")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  cmd.add_option("--logical-page-size", o.logical_page_size,
+                 "Tokens per logical page (L) of the key statistics; must divide --page-size")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  cmd.add_option("--max-num-seqs", o.max_num_seqs, "Most sequences in one batch")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  cmd.add_option("--max-num-batched-tokens", o.max_num_batched_tokens,
+                 "Most new tokens in one step; longer prompts are prefilled in chunks of this size")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+}
+
+void add_sampling_options(CLI::App& cmd, SamplingParams& p, std::string& seed_text) {
+  cmd.add_option("--temperature,--temp", p.temperature, "Sampling temperature (0 = greedy)")
+      ->capture_default_str();
+  cmd.add_option("--top-k", p.top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
+  cmd.add_option("--top-p", p.top_p, "Nucleus sampling: smallest set with this much probability")
+      ->capture_default_str();
+  cmd.add_option("--min-p", p.min_p, "Drop tokens below min-p times the best token's probability")
+      ->capture_default_str();
+  cmd.add_option("--repeat-penalty", p.repetition_penalty,
+                 "Penalty for tokens among the last --repeat-last-n (1 = off)")
+      ->capture_default_str();
+  cmd.add_option("--repeat-last-n", p.repeat_last_n, "Window of the repeat penalty (-1 = all)")
+      ->capture_default_str();
+  cmd.add_option("-n,--max-tokens", p.max_tokens, "Most tokens to generate")->capture_default_str();
+  cmd.add_option("--stop", p.stop, "Stop string (repeatable); it is not printed");
+  cmd.add_option("--seed", seed_text, "Random seed (default: random, printed in the stats)");
+  cmd.add_flag("--ignore-eos", p.ignore_eos, "Keep generating after end-of-text tokens");
+}
+
+void apply_seed(const std::string& seed_text, SamplingParams& p) {
+  if (seed_text.empty()) {
+    p.seed = std::random_device{}();
+    return;
+  }
+  try {
+    size_t used = 0;
+    p.seed = std::stoull(seed_text, &used);
+    LSERVE_CHECK(used == seed_text.size(), "--seed '{}' is not a number", seed_text);
+  } catch (const std::logic_error&) {
+    fail("--seed '{}' is not a non-negative integer", seed_text);
+  }
+}
+
+std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
+  LSERVE_CHECK(o.device == "cpu", "--device {}: this build has no {} backend", o.device, o.device);
+  const int threads =
+      o.threads > 0 ? o.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  auto backend = std::make_unique<CpuBackend>(threads);
+
+  LoadOptions lo;
+  lo.format = parse_load_format(o.load_format);
+  lo.dummy_seed = o.dummy_seed;
+  int last_pct = -1;
+  lo.progress = [&](int done, int total) {
+    const int pct = 100 * done / total;
+    if (pct / 10 != last_pct / 10 || done == total) {
+      log::info("loading weights: {:3d}% ({}/{} tensors)", pct, done, total);
+      last_pct = pct;
+    }
+  };
+  const std::string path =
+      lo.format == LoadFormat::kDummy ? o.model : resolve_model_path(o.model);
+  log::info("loading {} on {} ({} threads)", path, backend->name(), threads);
+  const auto t0 = std::chrono::steady_clock::now();
+  LoadedModel loaded = load_model(path, *backend, lo);
+  log::info("model: {}", loaded.config.summary());
+  log::info("loaded in {:.2f} s",
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+
+  EngineConfig ec;
+  ec.scheduler.max_num_seqs = o.max_num_seqs;
+  ec.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
+  ec.max_model_len = o.max_model_len;
+  ec.page_size = o.page_size;
+  ec.logical_page_size = o.logical_page_size;
+  ec.kv_cache_bytes = static_cast<int64_t>(o.kv_cache_mib) << 20;
+  return std::make_unique<Engine>(std::move(backend), std::move(loaded), ec);
+}
+
+int64_t peak_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+}  // namespace lserve::app

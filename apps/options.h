@@ -1,0 +1,39 @@
+// Flags shared by the commands that run a model, and the engine they build.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+
+#include "engine/engine.h"
+#include "engine/sampling_params.h"
+
+namespace lserve::app {
+
+struct ModelOptions {
+  std::string model = "default";
+  std::string load_format = "auto";
+  std::string device = "cpu";
+  int threads = 0;  // 0: all cores
+  int max_model_len = 0;
+  int kv_cache_mib = 1024;
+  int page_size = 64;
+  int logical_page_size = 16;
+  int max_num_seqs = 64;
+  int max_num_batched_tokens = 2048;
+  uint64_t dummy_seed = 0;
+};
+
+void add_model_options(CLI::App& cmd, ModelOptions& o);
+void add_sampling_options(CLI::App& cmd, SamplingParams& p, std::string& seed_text);
+// Applies the textual --seed (empty = random) to `p`.
+void apply_seed(const std::string& seed_text, SamplingParams& p);
+
+// Loads the model with progress on stderr and builds an engine on the chosen device.
+std::unique_ptr<Engine> build_engine(const ModelOptions& o);
+
+// Peak resident memory of this process in bytes (VmHWM), 0 when unknown.
+int64_t peak_rss_bytes();
+
+}  // namespace lserve::app

@@ -1,0 +1,67 @@
+// The backend interface: every op the model needs, implemented once per device. The model's
+// forward pass (src/model/) is written only against this interface; the CPU backend is the
+// reference every other backend is tested against.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "backend/tensor.h"
+#include "kv/step_plan.h"
+
+namespace lserve {
+
+class KvCache;
+struct ModelConfig;
+
+struct RopeParams {
+  float theta = 10000.0f;
+  bool half_split = true;           // NEOX pairing (i, i+d/2); false = adjacent pairs (2i, 2i+1)
+  const float* freq_factors = nullptr;  // host, head_dim/2 divisors, or null
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // The dtype activations and weights use on this backend.
+  virtual DType compute_dtype() const = 0;
+
+  // --- memory -------------------------------------------------------------------------------
+  virtual Tensor alloc(DType dtype, int64_t rows, int64_t cols) = 0;
+  // Weight from host f32 data, converted to the backend's compute dtype.
+  virtual Tensor upload(const float* host, int64_t rows, int64_t cols) = 0;
+  // Weight filled with uniform(-scale, scale) noise from `seed` (dummy weights, no host copy).
+  virtual Tensor random(int64_t rows, int64_t cols, uint64_t seed, float scale) = 0;
+  virtual void fill(Tensor& t, float value) = 0;
+  virtual void to_host(const Tensor& t, float* host) = 0;  // converts to f32
+  virtual void synchronize() {}
+
+  // --- model ops (x, out: [n_tokens, features]) -----------------------------------------
+  // out[i] = table[ids[i]]
+  virtual void embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) = 0;
+  // out = x / rms(x) * w, per row
+  virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
+  // out[n, o] = sum_i x[n, i] * w[o, i]   (x @ w^T)
+  virtual void matmul(const Tensor& x, const Tensor& w, Tensor& out) = 0;
+  // x[n, :] += bias[0, :]
+  virtual void add_bias(Tensor& x, const Tensor& bias) = 0;
+  // x += y
+  virtual void add(Tensor& x, const Tensor& y) = 0;
+  // out[n, j] = silu(gate[n, j]) * up[n, j]
+  virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // out[r] = x[rows[r]]
+  virtual void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) = 0;
+
+  // Rotates q [n, Hq*d] and k [n, Hkv*d] in place by their positions, then writes k and v into
+  // the sequences' KV pages (and updates page statistics) for layer `layer`.
+  virtual void rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v,
+                              const RopeParams& rope, const StepPlan& plan, KvCache& cache) = 0;
+  // out [n, Hq*d] = attention of q over each sequence's cached KV (positions <= its own).
+  virtual void attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
+                         Tensor& out) = 0;
+};
+
+}  // namespace lserve

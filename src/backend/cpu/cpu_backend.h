@@ -1,0 +1,45 @@
+// The CPU backend: f32 everywhere, GEMMs through OpenBLAS, element-wise work and attention spread
+// over a thread pool. It is the reference every other backend is tested against, so it favours
+// plain, checkable code over speed where the two conflict.
+#pragma once
+
+#include <memory>
+
+#include "backend/backend.h"
+#include "core/thread_pool.h"
+
+namespace lserve {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads);
+
+  std::string name() const override { return "cpu"; }
+  DType compute_dtype() const override { return DType::F32; }
+  int threads() const { return pool_.size(); }
+
+  Tensor alloc(DType dtype, int64_t rows, int64_t cols) override;
+  Tensor upload(const float* host, int64_t rows, int64_t cols) override;
+  Tensor random(int64_t rows, int64_t cols, uint64_t seed, float scale) override;
+  void fill(Tensor& t, float value) override;
+  void to_host(const Tensor& t, float* host) override;
+
+  void embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) override;
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
+  void matmul(const Tensor& x, const Tensor& w, Tensor& out) override;
+  void add_bias(Tensor& x, const Tensor& bias) override;
+  void add(Tensor& x, const Tensor& y) override;
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override;
+  void rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v, const RopeParams& rope,
+                      const StepPlan& plan, KvCache& cache) override;
+  void attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
+                 Tensor& out) override;
+
+  ThreadPool& pool() { return pool_; }
+
+ private:
+  ThreadPool pool_;
+};
+
+}  // namespace lserve

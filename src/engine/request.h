@@ -1,0 +1,31 @@
+// What a client asks for, and what the engine reports back each step.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/sampling_params.h"
+
+namespace lserve {
+
+struct Request {
+  std::vector<int32_t> prompt;  // token ids (templates and BOS already applied)
+  SamplingParams params;
+};
+
+enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };
+std::string_view finish_reason_name(FinishReason r);  // "stop", "length", ... as in the OpenAI API
+
+struct SeqOutput {
+  int64_t id = 0;
+  std::vector<int32_t> new_tokens;
+  std::string new_text;  // complete UTF-8, with stop strings and held-back prefixes removed
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  std::string error;  // set with kError
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+};
+
+}  // namespace lserve

@@ -1,0 +1,17 @@
+// Turns a row of logits into the next token: repetition penalty, then greedy or temperature +
+// top-k + top-p + min-p sampling from the seeded per-sequence generator.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+
+#include "engine/sampling_params.h"
+
+namespace lserve {
+
+// `logits` is modified (penalties, scaling). `history` holds the sequence's tokens so far.
+int32_t sample_token(std::span<float> logits, const SamplingParams& params,
+                     std::span<const int32_t> history, std::mt19937_64& rng);
+
+}  // namespace lserve

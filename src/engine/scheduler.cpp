@@ -1,0 +1,99 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace lserve {
+
+Scheduler::Scheduler(SchedulerConfig config, BlockManager& blocks)
+    : config_(config), blocks_(blocks) {
+  LSERVE_CHECK(config.max_num_seqs >= 1, "max_num_seqs must be >= 1, got {}", config.max_num_seqs);
+  LSERVE_CHECK(config.max_num_batched_tokens >= 1, "max_num_batched_tokens must be >= 1, got {}",
+               config.max_num_batched_tokens);
+}
+
+void Scheduler::add(Sequence* seq) {
+  seq->status = SeqStatus::kWaiting;
+  waiting_.push_back(seq);
+}
+
+void Scheduler::remove(Sequence* seq) {
+  std::erase(running_, seq);
+  std::erase(waiting_, seq);
+  blocks_.release(seq->kv);
+}
+
+void Scheduler::preempt(Sequence* seq) {
+  log::debug("preempting sequence {} ({} tokens cached)", seq->id, seq->kv.num_tokens);
+  std::erase(running_, seq);
+  blocks_.release(seq->kv);
+  seq->status = SeqStatus::kWaiting;
+  ++seq->num_preemptions;
+  waiting_.push_front(seq);
+}
+
+void Scheduler::add_to_plan(ScheduledStep& step, Sequence* seq, int32_t n) {
+  StepPlan& p = step.plan;
+  if (p.page_indptr.empty()) p.page_indptr.push_back(0);
+  SeqStep s;
+  s.seq_id = seq->id;
+  s.q_offset = p.n_tokens();
+  s.q_len = n;
+  s.start_pos = seq->kv.num_tokens;
+  s.decode = s.start_pos >= seq->prompt_len;
+  s.want_logits = s.end_pos() == seq->len();
+  for (int32_t i = 0; i < n; ++i) {
+    p.token_ids.push_back(seq->tokens[s.start_pos + i]);
+    p.positions.push_back(s.start_pos + i);
+  }
+  p.page_indices.insert(p.page_indices.end(), seq->kv.pages.begin(), seq->kv.pages.end());
+  p.page_indptr.push_back(static_cast<int32_t>(p.page_indices.size()));
+  if (s.want_logits) p.logits_rows.push_back(s.q_offset + n - 1);
+  p.seqs.push_back(s);
+  step.seqs.push_back(seq);
+}
+
+ScheduledStep Scheduler::schedule() {
+  ScheduledStep step;
+  int budget = config_.max_num_batched_tokens;
+
+  for (size_t i = 0; i < running_.size() && budget > 0;) {
+    Sequence* seq = running_[i];
+    const int32_t n = std::min(seq->num_uncached(), budget);
+    LSERVE_ASSERT(n > 0);
+    bool self_preempted = false;
+    while (!blocks_.can_grow(seq->kv, seq->kv.num_tokens + n)) {
+      Sequence* victim = running_.back();
+      preempt(victim);
+      ++step.num_preempted;
+      if (victim == seq) {
+        self_preempted = true;
+        break;
+      }
+    }
+    if (self_preempted) break;  // everything after it was preempted too
+    blocks_.grow(seq->kv, seq->kv.num_tokens + n);
+    add_to_plan(step, seq, n);
+    budget -= n;
+    ++i;
+  }
+
+  // Admit new work only when nothing had to be preempted: memory is tight otherwise.
+  while (step.num_preempted == 0 && budget > 0 && !waiting_.empty() &&
+         running_.size() < static_cast<size_t>(config_.max_num_seqs)) {
+    Sequence* seq = waiting_.front();
+    const int32_t n = std::min(seq->num_uncached(), budget);
+    if (!blocks_.can_grow(seq->kv, seq->kv.num_tokens + n)) break;
+    blocks_.grow(seq->kv, seq->kv.num_tokens + n);
+    waiting_.pop_front();
+    seq->status = SeqStatus::kRunning;
+    running_.push_back(seq);
+    add_to_plan(step, seq, n);
+    budget -= n;
+  }
+  return step;
+}
+
+}  // namespace lserve

@@ -1,0 +1,46 @@
+// A request's state inside the engine: its tokens, how many of them are in the KV cache, its
+// pages, its sampler state and its detokenized output.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/request.h"
+#include "kv/sequence_kv.h"
+#include "tokenizer/detokenizer.h"
+
+namespace lserve {
+
+enum class SeqStatus { kWaiting, kRunning, kFinished };
+
+struct Sequence {
+  using Clock = std::chrono::steady_clock;
+
+  int64_t id = 0;
+  std::vector<int32_t> tokens;  // prompt followed by generated tokens
+  int32_t prompt_len = 0;
+  SamplingParams params;
+  std::mt19937_64 rng;
+  SeqStatus status = SeqStatus::kWaiting;
+  FinishReason finish_reason = FinishReason::kNone;
+  SequenceKv kv;             // pages and how many tokens they hold
+  int32_t num_preemptions = 0;
+
+  std::unique_ptr<IncrementalDetokenizer> detok;
+  std::string held_text;  // decoded text not yet emitted (could be the start of a stop string)
+
+  Clock::time_point arrival;
+  Clock::time_point first_token_time;
+
+  int32_t len() const { return static_cast<int32_t>(tokens.size()); }
+  int32_t num_generated() const { return len() - prompt_len; }
+  // Tokens not yet in the KV cache (the whole prompt at first, then the last sampled token).
+  int32_t num_uncached() const { return len() - kv.num_tokens; }
+  bool finished() const { return status == SeqStatus::kFinished; }
+};
+
+}  // namespace lserve

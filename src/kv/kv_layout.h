@@ -1,0 +1,40 @@
+// Geometry of the paged KV cache. A page holds `page_size` consecutive tokens of one sequence for
+// every KV head stored in its pool, in every layer: a page id names the same slot in all layers.
+// Storage per layer and pool is [page][head][slot][head_dim] so one head's page is contiguous.
+// Each retrieval page also keeps per-logical-page key bounds (kmin/kmax) for page selection.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace lserve {
+
+// Which pool serves a KV head; streaming heads only keep sink + local tokens (two-way paging).
+enum class HeadClass : uint8_t { kRetrieval, kStreaming };
+
+struct KvPoolLayout {
+  int num_pages = 0;
+  int page_size = 0;  // P tokens
+  int head_dim = 0;
+  std::vector<int> heads_per_layer;  // KV heads of this class in each layer (may be 0)
+
+  int64_t page_elems(int layer) const {
+    return static_cast<int64_t>(heads_per_layer[layer]) * page_size * head_dim;
+  }
+  // Bytes of K+V for one page across all layers (for pool accounting).
+  int64_t page_bytes_all_layers(int elem_bytes) const;
+};
+
+// Maps each (layer, kv_head) to its class and its index inside that class's pool.
+struct HeadMap {
+  std::vector<std::vector<HeadClass>> cls;  // [layer][kv_head]
+  std::vector<std::vector<int>> slot;       // [layer][kv_head] index within the pool's heads
+
+  static HeadMap all_retrieval(int n_layers, int n_kv_heads);
+  // From per-layer flags (true = retrieval).
+  static HeadMap from_flags(const std::vector<std::vector<bool>>& retrieval);
+  int count(int layer, HeadClass c) const;
+};
+
+}  // namespace lserve

@@ -1,0 +1,184 @@
+#include "model/model_config.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/dequant.h"
+
+namespace lserve {
+namespace {
+
+bool known_arch(const std::string& a) { return a == "llama" || a == "mistral" || a == "qwen2"; }
+
+}  // namespace
+
+void ModelConfig::validate(const std::string& source) const {
+  LSERVE_CHECK(known_arch(arch), "{}: architecture '{}' is not supported (llama, mistral, qwen2)",
+               source, arch);
+  auto in_range = [&](int v, int lo, int hi, const char* what) {
+    LSERVE_CHECK(v >= lo && v <= hi, "{}: {} = {} is out of range [{}, {}]", source, what, v, lo, hi);
+  };
+  in_range(n_layers, 1, 1024, "number of layers");
+  in_range(d_model, 1, 1 << 16, "hidden size");
+  in_range(n_heads, 1, 1024, "number of attention heads");
+  in_range(n_kv_heads, 1, n_heads, "number of KV heads");
+  in_range(head_dim, 2, 1024, "head dimension");
+  in_range(d_ff, 1, 1 << 18, "feed-forward size");
+  in_range(vocab_size, 1, 1 << 22, "vocabulary size");
+  in_range(max_context, 1, 1 << 24, "context length");
+  LSERVE_CHECK(n_heads % n_kv_heads == 0,
+               "{}: {} attention heads are not a multiple of {} KV heads", source, n_heads,
+               n_kv_heads);
+  LSERVE_CHECK(head_dim % 2 == 0, "{}: head dimension {} must be even for RoPE", source, head_dim);
+  LSERVE_CHECK(rms_eps > 0 && rms_eps < 1, "{}: rms norm epsilon {} is out of range", source,
+               rms_eps);
+  LSERVE_CHECK(rope_theta > 1, "{}: rope theta {} is out of range", source, rope_theta);
+  LSERVE_CHECK(rope_freq_factors.empty() ||
+                   rope_freq_factors.size() == static_cast<size_t>(head_dim / 2),
+               "{}: {} rope frequency factors, expected head_dim/2 = {}", source,
+               rope_freq_factors.size(), head_dim / 2);
+}
+
+std::string ModelConfig::summary() const {
+  return fmt::format(
+      "{} ({}): {} layers, d_model {}, {} heads / {} KV heads of dim {}, d_ff {}, vocab {}, "
+      "context {}, rope theta {}{}",
+      name.empty() ? arch : name, arch, n_layers, d_model, n_heads, n_kv_heads, head_dim, d_ff,
+      vocab_size, max_context, rope_theta, rope_freq_factors.empty() ? "" : " (scaled)");
+}
+
+std::vector<float> llama3_rope_factors(int head_dim, float theta, float factor,
+                                       float low_freq_factor, float high_freq_factor,
+                                       int original_max_positions) {
+  LSERVE_CHECK(factor >= 1 && high_freq_factor > low_freq_factor && original_max_positions > 0,
+               "llama3 rope scaling needs factor >= 1, high_freq_factor > low_freq_factor and a "
+               "positive original_max_position_embeddings");
+  const double low_wavelen = original_max_positions / low_freq_factor;
+  const double high_wavelen = original_max_positions / high_freq_factor;
+  std::vector<float> out(head_dim / 2);
+  for (int i = 0; i < head_dim / 2; ++i) {
+    const double freq = std::pow(static_cast<double>(theta), -2.0 * i / head_dim);
+    const double wavelen = 2 * M_PI / freq;
+    double scaled;
+    if (wavelen < high_wavelen) {
+      scaled = freq;  // high frequencies keep their resolution
+    } else if (wavelen > low_wavelen) {
+      scaled = freq / factor;
+    } else {
+      const double smooth = (original_max_positions / wavelen - low_freq_factor) /
+                            (high_freq_factor - low_freq_factor);
+      scaled = (1 - smooth) * freq / factor + smooth * freq;
+    }
+    out[i] = static_cast<float>(freq / scaled);
+  }
+  return out;
+}
+
+ModelConfig config_from_gguf(const GgufFile& g) {
+  ModelConfig c;
+  c.arch = g.get_string("general.architecture");
+  LSERVE_CHECK(known_arch(c.arch), "{}: architecture '{}' is not supported (llama, mistral, qwen2)",
+               g.path(), c.arch);
+  const std::string a = c.arch + ".";
+  c.name = g.opt_string("general.name").value_or(c.arch);
+  c.n_layers = static_cast<int>(g.get_int(a + "block_count"));
+  c.d_model = static_cast<int>(g.get_int(a + "embedding_length"));
+  c.n_heads = static_cast<int>(g.get_int(a + "attention.head_count"));
+  c.n_kv_heads = static_cast<int>(g.opt_int(a + "attention.head_count_kv").value_or(c.n_heads));
+  c.head_dim = c.n_heads > 0 ? static_cast<int>(g.opt_int(a + "attention.key_length")
+                                                     .value_or(c.d_model / c.n_heads))
+                             : 0;
+  c.d_ff = static_cast<int>(g.get_int(a + "feed_forward_length"));
+  c.max_context = static_cast<int>(g.get_int(a + "context_length"));
+  c.rms_eps = static_cast<float>(g.get_float(a + "attention.layer_norm_rms_epsilon"));
+  c.rope_theta = static_cast<float>(g.opt_float(a + "rope.freq_base").value_or(10000.0));
+  const auto rope_dims = g.opt_int(a + "rope.dimension_count");
+  LSERVE_CHECK(!rope_dims || *rope_dims == c.head_dim,
+               "{}: partial rotary embeddings (rope.dimension_count {} of head_dim {}) are not "
+               "supported",
+               g.path(), rope_dims.value_or(0), c.head_dim);
+  // llama.cpp's converter permutes Q/K of llama and mistral for adjacent-pair RoPE; qwen2 keeps
+  // the Hugging Face layout.
+  c.rope_style = c.arch == "qwen2" ? RopeStyle::kHalfSplit : RopeStyle::kAdjacentPairs;
+  c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
+  c.tied_embeddings = g.find_tensor("output.weight") == nullptr;
+  const auto& embd = g.tensor("token_embd.weight");
+  LSERVE_CHECK(embd.dims.size() == 2, "{}: token_embd.weight must be 2-D", g.path());
+  c.vocab_size = static_cast<int>(g.opt_int(a + "vocab_size").value_or(embd.dims[1]));
+  if (const auto* f = g.find_tensor("rope_freqs.weight")) {
+    LSERVE_CHECK(f->n_elements < (1u << 20), "{}: rope_freqs.weight is too large", g.path());
+    c.rope_freq_factors.resize(f->n_elements);
+    dequantize(f->type, f->data, c.rope_freq_factors.data(), static_cast<int64_t>(f->n_elements));
+  }
+  c.validate(g.path());
+  return c;
+}
+
+namespace {
+
+template <typename T>
+T json_get(const nlohmann::json& j, const char* key, const std::string& source) {
+  LSERVE_CHECK(j.contains(key), "{}: '{}' is missing", source, key);
+  try {
+    return j.at(key).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail("{}: '{}' has the wrong type ({})", source, key, j.at(key).dump());
+  }
+}
+
+template <typename T>
+T json_opt(const nlohmann::json& j, const char* key, T fallback, const std::string& source) {
+  if (!j.contains(key) || j.at(key).is_null()) return fallback;
+  return json_get<T>(j, key, source);
+}
+
+}  // namespace
+
+ModelConfig config_from_hf_json(const std::string& text, const std::string& source) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON: {}", source, e.what());
+  }
+  LSERVE_CHECK(j.is_object(), "{}: not a JSON object", source);
+  ModelConfig c;
+  c.arch = json_get<std::string>(j, "model_type", source);
+  c.name = c.arch;
+  c.n_layers = json_get<int>(j, "num_hidden_layers", source);
+  c.d_model = json_get<int>(j, "hidden_size", source);
+  c.n_heads = json_get<int>(j, "num_attention_heads", source);
+  c.n_kv_heads = json_opt<int>(j, "num_key_value_heads", c.n_heads, source);
+  c.head_dim = json_opt<int>(j, "head_dim", c.n_heads > 0 ? c.d_model / c.n_heads : 0, source);
+  c.d_ff = json_get<int>(j, "intermediate_size", source);
+  c.vocab_size = json_get<int>(j, "vocab_size", source);
+  c.max_context = json_opt<int>(j, "max_position_embeddings", 4096, source);
+  c.rms_eps = json_opt<float>(j, "rms_norm_eps", 1e-5f, source);
+  c.rope_theta = json_opt<float>(j, "rope_theta", 10000.0f, source);
+  c.rope_style = RopeStyle::kHalfSplit;
+  c.tied_embeddings = json_opt<bool>(j, "tie_word_embeddings", false, source);
+  c.qkv_bias = c.arch == "qwen2" || json_opt<bool>(j, "attention_bias", false, source);
+  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+    const auto& rs = j["rope_scaling"];
+    std::string type = json_opt<std::string>(rs, "rope_type", "", source);
+    if (type.empty()) type = json_opt<std::string>(rs, "type", "", source);
+    const float factor = json_opt<float>(rs, "factor", 1.0f, source);
+    if (type == "llama3") {
+      c.rope_freq_factors = llama3_rope_factors(
+          c.head_dim, c.rope_theta, factor, json_opt<float>(rs, "low_freq_factor", 1.0f, source),
+          json_opt<float>(rs, "high_freq_factor", 4.0f, source),
+          json_opt<int>(rs, "original_max_position_embeddings", 8192, source));
+    } else if (type == "linear") {
+      c.rope_freq_factors.assign(c.head_dim / 2, factor);
+    } else if (type != "default" && !type.empty()) {
+      fail("{}: rope_scaling type '{}' is not supported (llama3, linear)", source, type);
+    }
+  }
+  c.validate(source);
+  return c;
+}
+
+}  // namespace lserve
