@@ -76,7 +76,8 @@ void apply_chatml(std::span<const ChatMessage> messages, const std::string& defa
   auto add = [&](std::string_view role, std::string_view content) {
     out.append(kImStart).append(role).append("\n").append(content).append(kImEnd).append("\n");
   };
-  if (!default_system.empty() && (messages.empty() || messages[0].role != "system")) {
+  // Like the templates themselves: the default is added in front of a first non-system message.
+  if (!default_system.empty() && !messages.empty() && messages[0].role != "system") {
     add("system", default_system);
   }
   for (const ChatMessage& m : messages) add(m.role, m.content);

@@ -1,0 +1,38 @@
+// Shared helpers of the unit tests: paths, the default model, a one-sequence forward pass.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+#include "model/model_loader.h"
+
+namespace lserve::test {
+
+std::string source_dir();
+std::string fixture_path(const std::string& name);
+// A fresh seed per run, printed so a failure can be replayed with LSERVE_TEST_SEED.
+uint64_t test_seed();
+
+// The default model loaded once per test binary on a shared CPU backend; fails the test (does not
+// skip) when the file is missing, since `make test` fetches it first.
+struct DefaultModel {
+  std::unique_ptr<CpuBackend> backend;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  ModelConfig config;
+};
+DefaultModel& default_model();
+
+// Runs `tokens` through the model as one sequence in chunks of `chunk` tokens and returns the
+// logits of every position, [tokens.size() * vocab].
+std::vector<float> sequence_logits(Model& model, Backend& backend, const std::vector<int32_t>& tokens,
+                                   int chunk, int page_size = 16);
+
+}  // namespace lserve::test
