@@ -29,12 +29,13 @@ void BpeMerges::apply(std::vector<int32_t>& ids, Scratch& scratch) const {
   for (int32_t i = 0; i < n; ++i) symbols.push_back({ids[i], i - 1, i + 1 < n ? i + 1 : -1});
 
   auto push_pair = [&](int32_t left) {
+    if (left < 0) return;
     const int32_t right = symbols[left].next;
-    if (left < 0 || right < 0) return;
+    if (right < 0) return;
     const auto it = pairs_.find(key(symbols[left].id, symbols[right].id));
     if (it == pairs_.end()) return;
-    heap.push_back({it->second.rank, left, right, symbols[left].id, symbols[right].id,
-                    it->second.merged});
+    heap.push_back(
+        {it->second.rank, left, right, symbols[left].id, symbols[right].id, it->second.merged});
     std::push_heap(heap.begin(), heap.end(), merges_later);
   };
   for (int32_t i = 0; i + 1 < n; ++i) push_pair(i);

@@ -25,13 +25,23 @@ std::optional<std::string> read_string_literal(std::string_view src, size_t open
     }
     const char e = src[++i];
     switch (e) {
-      case 'n': value += '\n'; break;
-      case 't': value += '\t'; break;
-      case 'r': value += '\r'; break;
+      case 'n':
+        value += '\n';
+        break;
+      case 't':
+        value += '\t';
+        break;
+      case 'r':
+        value += '\r';
+        break;
       case '\\':
       case '\'':
-      case '"': value += e; break;
-      default: value += '\\'; value += e;
+      case '"':
+        value += e;
+        break;
+      default:
+        value += '\\';
+        value += e;
     }
   }
   return std::nullopt;
@@ -41,7 +51,8 @@ std::optional<std::string> read_string_literal(std::string_view src, size_t open
 // prompt this way, guarded by "first message is not system") and returns the prompt text.
 std::string find_default_system_prompt(std::string_view src) {
   const std::string header = std::string(kImStart) + "system\n";
-  for (size_t at = src.find(kImStart); at != std::string_view::npos; at = src.find(kImStart, at + 1)) {
+  for (size_t at = src.find(kImStart); at != std::string_view::npos;
+       at = src.find(kImStart, at + 1)) {
     if (at == 0 || (src[at - 1] != '\'' && src[at - 1] != '"')) continue;
     const auto literal = read_string_literal(src, at - 1);
     if (!literal || !literal->starts_with(header)) continue;

@@ -11,8 +11,8 @@ namespace lserve {
 
 class IncrementalDetokenizer {
  public:
-  // The tokenizer must outlive the detokenizer. skip_special: control tokens (<|im_end|>...) produce
-  // no text.
+  // The tokenizer must outlive the detokenizer. skip_special: control tokens (<|im_end|>...)
+  // produce no text.
   explicit IncrementalDetokenizer(const Tokenizer& tokenizer, bool skip_special = true);
 
   // Text completed by this token: whole characters only; ill-formed bytes become U+FFFD as soon as

@@ -77,7 +77,8 @@ void scan_pre_tokenizer(const json& pt, PreTokenizerScan& scan) {
     const std::string behavior = string_member(pt, "behavior", where.c_str());
     LSERVE_CHECK(behavior == "Isolated", "{}: Split behavior '{}' is not supported (only Isolated)",
                  where, behavior);
-    LSERVE_CHECK(!bool_member(pt, "invert", false), "{}: Split invert=true is not supported", where);
+    LSERVE_CHECK(!bool_member(pt, "invert", false), "{}: Split invert=true is not supported",
+                 where);
     const json& pattern = member(pt, "pattern", where.c_str());
     if (const json* re = optional_member(pattern, "Regex"); re != nullptr && re->is_string()) {
       scan.regexes.push_back(re->get<std::string>());
@@ -141,8 +142,9 @@ void read_vocab(const json& model, const json& tok, TokenizerSpec& spec) {
   if (added != nullptr) {
     for (const json& t : *added) {
       const json& id = member(t, "id", "tokenizer.json: added_tokens entry");
-      LSERVE_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < INT32_MAX,
-                   "{}: added_tokens id must be a non-negative integer", kTok);
+      LSERVE_CHECK(
+          id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < INT32_MAX,
+          "{}: added_tokens id must be a non-negative integer", kTok);
       max_id = std::max(max_id, id.get<int64_t>());
     }
   }
@@ -199,7 +201,8 @@ void read_merges(const json& model, TokenizerSpec& spec) {
 int32_t token_id(const TokenizerSpec& spec, const std::string& text, const char* file,
                  const char* what) {
   for (size_t i = 0; i < spec.tokens.size(); ++i) {
-    if (spec.tokens[i] == text && spec.token_types[i] != kTokenUnused) return static_cast<int32_t>(i);
+    if (spec.tokens[i] == text && spec.token_types[i] != kTokenUnused)
+      return static_cast<int32_t>(i);
   }
   fail("{}: {} '{}' is not in the vocabulary", file, what, text);
 }
@@ -230,9 +233,12 @@ void read_config(const std::string& text, const json& tok, TokenizerSpec& spec) 
   std::optional<std::string> bos = config_token(config, "bos_token");
   if (!bos) bos = prefix;
   if (bos) spec.bos_id = token_id(spec, *bos, kConfig, "bos_token");
-  if (auto eos = config_token(config, "eos_token")) spec.eos_id = token_id(spec, *eos, kConfig, "eos_token");
-  if (auto pad = config_token(config, "pad_token")) spec.pad_id = token_id(spec, *pad, kConfig, "pad_token");
-  if (auto unk = config_token(config, "unk_token")) spec.unk_id = token_id(spec, *unk, kConfig, "unk_token");
+  if (auto eos = config_token(config, "eos_token"))
+    spec.eos_id = token_id(spec, *eos, kConfig, "eos_token");
+  if (auto pad = config_token(config, "pad_token"))
+    spec.pad_id = token_id(spec, *pad, kConfig, "pad_token");
+  if (auto unk = config_token(config, "unk_token"))
+    spec.unk_id = token_id(spec, *unk, kConfig, "unk_token");
 
   if (const json* add = optional_member(config, "add_bos_token")) {
     LSERVE_CHECK(add->is_boolean(), "{}: add_bos_token must be true or false", kConfig);
@@ -251,7 +257,8 @@ TokenizerSpec Tokenizer::spec_from_hf_json(const std::string& tokenizer_json_tex
   const json tok = parse_json(tokenizer_json_text, kTok);
   LSERVE_CHECK(tok.is_object(), "{}: top level must be an object", kTok);
   const json& model = member(tok, "model", kTok);
-  const std::string type = optional_member(model, "type") ? string_member(model, "type", kTok) : "BPE";
+  const std::string type =
+      optional_member(model, "type") ? string_member(model, "type", kTok) : "BPE";
   LSERVE_CHECK(type == "BPE", "{}: model.type '{}' is not supported (only BPE)", kTok, type);
   const json* dropout = optional_member(model, "dropout");
   LSERVE_CHECK(!dropout || (dropout->is_number() && dropout->get<double>() == 0.0),
@@ -283,8 +290,10 @@ TokenizerSpec Tokenizer::spec_from_hf_json(const std::string& tokenizer_json_tex
   LSERVE_CHECK(pt != nullptr, "{}: pre_tokenizer is null; only byte-level BPE is supported", kTok);
   PreTokenizerScan scan;
   scan_pre_tokenizer(*pt, scan);
-  LSERVE_CHECK(scan.byte_level, "{}: pre_tokenizer has no ByteLevel step; only byte-level BPE is "
-                                "supported", kTok);
+  LSERVE_CHECK(scan.byte_level,
+               "{}: pre_tokenizer has no ByteLevel step; only byte-level BPE is "
+               "supported",
+               kTok);
   // ByteLevel(use_regex=false) alone leaves the whole text as one pre-token.
   spec.pre_regexes = scan.regexes.empty() ? std::vector<std::string>{R"([\s\S]+)"} : scan.regexes;
 

@@ -24,7 +24,8 @@ std::string pcre2_message(int code) {
 
 struct MatchData {
   pcre2_match_data* data;
-  explicit MatchData(const pcre2_code* code) : data(pcre2_match_data_create_from_pattern(code, nullptr)) {
+  explicit MatchData(const pcre2_code* code)
+      : data(pcre2_match_data_create_from_pattern(code, nullptr)) {
     LSERVE_CHECK(data != nullptr, "pre-tokenizer: out of memory for regex match data");
   }
   ~MatchData() { pcre2_match_data_free(data); }
@@ -92,9 +93,10 @@ std::vector<std::string> PreTokenizer::regexes_for(std::string_view name) {
     return {std::string(kDefaultPunctuation), std::string(kGpt2), std::string(kDigitRuns),
             std::string(kDefaultDigitTriples)};
   }
-  fail("unknown pre-tokenizer '{}' (known: gpt2, gpt-2, llama-bpe, llama3, llama-v3, qwen2, smollm, "
-       "starcoder, default)",
-       name);
+  fail(
+      "unknown pre-tokenizer '{}' (known: gpt2, gpt-2, llama-bpe, llama3, llama-v3, qwen2, smollm, "
+      "starcoder, default)",
+      name);
 }
 
 void PreTokenizer::split(std::string_view text,
@@ -122,7 +124,8 @@ void PreTokenizer::split(std::string_view text,
         pos = next_char(piece, start);
         continue;
       }
-      if (start > piece_start) split_level(piece.substr(piece_start, start - piece_start), level + 1);
+      if (start > piece_start)
+        split_level(piece.substr(piece_start, start - piece_start), level + 1);
       split_level(piece.substr(start, end - start), level + 1);
       piece_start = pos = end;
     }

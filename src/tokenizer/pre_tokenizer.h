@@ -36,7 +36,8 @@ namespace pre_regex {
 // GPT-2 / HF ByteLevel(use_regex=true).
 inline constexpr std::string_view kGpt2 =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-// Llama-3: case-insensitive contractions, letters glued to one leading non-letter, 1-3 digit groups.
+// Llama-3: case-insensitive contractions, letters glued to one leading non-letter, 1-3 digit
+// groups.
 inline constexpr std::string_view kLlama3 =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|)"
     R"(\s*[\r\n]+|\s+(?!\S)|\s+)";

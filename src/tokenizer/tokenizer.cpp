@@ -50,14 +50,17 @@ void Tokenizer::validate_and_index() {
   LSERVE_CHECK(static_cast<int64_t>(spec_.token_types.size()) == n,
                "tokenizer: {} token types for {} tokens", spec_.token_types.size(), n);
 
-  const std::pair<const char*, int32_t> ids[] = {{"bos", spec_.bos_id}, {"eos", spec_.eos_id},
-                                                 {"eot", spec_.eot_id}, {"unk", spec_.unk_id},
+  const std::pair<const char*, int32_t> ids[] = {{"bos", spec_.bos_id},
+                                                 {"eos", spec_.eos_id},
+                                                 {"eot", spec_.eot_id},
+                                                 {"unk", spec_.unk_id},
                                                  {"pad", spec_.pad_id}};
   for (const auto& [name, id] : ids) {
-    LSERVE_CHECK(id >= -1 && id < n, "tokenizer: {} token id {} is out of range (vocabulary has {})",
-                 name, id, n);
+    LSERVE_CHECK(id >= -1 && id < n,
+                 "tokenizer: {} token id {} is out of range (vocabulary has {})", name, id, n);
   }
-  LSERVE_CHECK(!spec_.add_bos || spec_.bos_id >= 0, "tokenizer: add_bos is set but there is no bos token");
+  LSERVE_CHECK(!spec_.add_bos || spec_.bos_id >= 0,
+               "tokenizer: add_bos is set but there is no bos token");
 
   token_ids_.reserve(n);
   token_bytes_.resize(n);
@@ -100,13 +103,16 @@ void Tokenizer::validate_and_index() {
     const auto merged_id = find_token(std::string(left) + std::string(right));
     LSERVE_CHECK(left_id && right_id && merged_id,
                  "tokenizer: merge #{} {}: token {} is not in the vocabulary", rank, quoted(merge),
-                 quoted(!left_id ? left : !right_id ? right : std::string(left) + std::string(right)));
+                 quoted(!left_id    ? left
+                        : !right_id ? right
+                                    : std::string(left) + std::string(right)));
     merges_.add(*left_id, *right_id, *merged_id, static_cast<int32_t>(rank));
   }
 
   // Longest first, so that a special token that contains another one wins.
-  std::stable_sort(specials_.begin(), specials_.end(),
-                   [](const SpecialToken& a, const SpecialToken& b) { return a.text.size() > b.text.size(); });
+  std::stable_sort(
+      specials_.begin(), specials_.end(),
+      [](const SpecialToken& a, const SpecialToken& b) { return a.text.size() > b.text.size(); });
   for (size_t i = 0; i < specials_.size(); ++i) {
     specials_by_first_byte_[static_cast<unsigned char>(specials_[i].text[0])].push_back(
         static_cast<int32_t>(i));
@@ -116,11 +122,12 @@ void Tokenizer::validate_and_index() {
 }
 
 void Tokenizer::check_id(int32_t id) const {
-  LSERVE_CHECK(id >= 0 && id < vocab_size(), "tokenizer: token id {} is out of range (vocabulary has {})",
-               id, vocab_size());
+  LSERVE_CHECK(id >= 0 && id < vocab_size(),
+               "tokenizer: token id {} is out of range (vocabulary has {})", id, vocab_size());
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special, bool add_bos) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special,
+                                       bool add_bos) const {
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
   if (add_bos) {
@@ -174,10 +181,11 @@ void Tokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out) c
         continue;
       }
       // Only a vocabulary that is not fully byte-level gets here.
-      LSERVE_CHECK(spec_.unk_id >= 0,
-                   "tokenizer: byte 0x{:02x} has no token in the vocabulary and there is no unknown "
-                   "token",
-                   static_cast<unsigned char>(piece[k]));
+      LSERVE_CHECK(
+          spec_.unk_id >= 0,
+          "tokenizer: byte 0x{:02x} has no token in the vocabulary and there is no unknown "
+          "token",
+          static_cast<unsigned char>(piece[k]));
       out.push_back(spec_.unk_id);
     }
   });

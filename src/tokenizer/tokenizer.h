@@ -105,7 +105,7 @@ class Tokenizer {
   std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> token_ids_;
   std::array<int32_t, 256> byte_tokens_{};  // token of each single byte, -1 if none
   BpeMerges merges_;
-  std::vector<SpecialToken> specials_;                   // longest first
+  std::vector<SpecialToken> specials_;                            // longest first
   std::array<std::vector<int32_t>, 256> specials_by_first_byte_;  // indices into specials_
   PreTokenizer pre_tokenizer_;
   bool ignore_merges_ = false;

@@ -29,7 +29,8 @@ size_t matching_bytes(std::string_view s, const LeadInfo& info) {
   size_t n = 1;
   while (n < info.length && n < s.size()) {
     const auto b = static_cast<uint8_t>(s[n]);
-    const bool ok = n == 1 ? (b >= info.second_lo && b <= info.second_hi) : (b >= 0x80 && b <= 0xBF);
+    const bool ok =
+        n == 1 ? (b >= info.second_lo && b <= info.second_hi) : (b >= 0x80 && b <= 0xBF);
     if (!ok) break;
     ++n;
   }

@@ -22,8 +22,8 @@ size_t valid_sequence_length(std::string_view s);
 // bytes arrive (a truncated but so far valid sequence): 0 when s[0] is complete or invalid.
 size_t incomplete_prefix_length(std::string_view s);
 
-// Length of the maximal subpart of an ill-formed sequence at the start of `s` (s[0] must not start a
-// well-formed character): the bytes that one U+FFFD replaces, as Unicode recommends. At least 1.
+// Length of the maximal subpart of an ill-formed sequence at the start of `s` (s[0] must not start
+// a well-formed character): the bytes that one U+FFFD replaces, as Unicode recommends. At least 1.
 size_t invalid_prefix_length(std::string_view s);
 
 // Decodes the character at the start of `s`; returns its length, or 0 (and cp unset) if invalid.

@@ -13,7 +13,8 @@ namespace {
 const std::string kSmolLM2 =
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
-    "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] "
+    "+ "
     "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
     "{% endif %}";
 
@@ -91,9 +92,10 @@ TEST(ChatTemplate, UnknownTemplateIsAnError) {
     ChatTemplate::from_model("{% for message in messages %}\n{{ '[INST] ' + message['content'] }}");
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(),
-                 "unknown chat template (starts with '{% for message in messages %}\\n{{ '[INST]'); "
-                 "pass --chat-template chatml|llama3");
+    EXPECT_STREQ(
+        e.what(),
+        "unknown chat template (starts with '{% for message in messages %}\\n{{ '[INST]'); "
+        "pass --chat-template chatml|llama3");
   }
   EXPECT_THROW(ChatTemplate::from_model(""), Error);
 }

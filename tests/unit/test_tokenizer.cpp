@@ -73,7 +73,8 @@ TEST(Tokenizer, LongPieceMergesQuickly) {
 }
 
 // Straightforward BPE: rescan for the best pair after every merge.
-Pieces naive_bpe(const std::string& text, const std::map<std::pair<std::string, std::string>, int>& ranks) {
+Pieces naive_bpe(const std::string& text,
+                 const std::map<std::pair<std::string, std::string>, int>& ranks) {
   Pieces syms;
   for (char c : text) syms.emplace_back(1, c);
   for (;;) {
@@ -103,7 +104,9 @@ TEST(Tokenizer, MatchesNaiveBpeOnRandomMerges) {
     while (merges.size() < 60) {
       const std::string& l = alphabet[rng() % alphabet.size()];
       const std::string& r = alphabet[rng() % alphabet.size()];
-      if (l.size() + r.size() > 8 || !ranks.try_emplace({l, r}, static_cast<int>(merges.size())).second) continue;
+      if (l.size() + r.size() > 8 ||
+          !ranks.try_emplace({l, r}, static_cast<int>(merges.size())).second)
+        continue;
       merges.push_back({l, r});
       alphabet.push_back(l + r);  // may repeat a token another pair already makes; that is allowed
     }
@@ -156,7 +159,8 @@ TEST(Tokenizer, AddBos) {
 
 TEST(Tokenizer, IgnoreMergesEmitsWholePreTokens) {
   TokenizerSpec spec = byte_vocab({{"a", "b"}});
-  add_token(spec, byte_level::encode("abc"), kTokenNormal);  // in the vocabulary, but no merge makes it
+  add_token(spec, byte_level::encode("abc"),
+            kTokenNormal);  // in the vocabulary, but no merge makes it
   EXPECT_EQ(pieces(Tokenizer(spec), "abc"), (Pieces{"ab", "c"}));
   spec.pre = "llama-bpe";  // implies ignore_merges, as in llama.cpp
   EXPECT_EQ(pieces(Tokenizer(spec), "abc abd"), (Pieces{"abc", " ", "ab", "d"}));
@@ -170,11 +174,12 @@ TEST(Tokenizer, RoundTripsRandomBytes) {
   const unsigned seed = std::random_device{}();
   std::cout << "[ seed     ] " << seed << "\n";
   std::mt19937 rng(seed);
-  const std::vector<std::string> atoms = {"a", "b", "Z", " ", "  ", "\n", "\r\n", "\t", "7", "42",
-                                          "'s", "'LL", "!", "é", "中", "😀", "\xC3", "\xE4\xB8",
-                                          "\x80", "\xFF", "<|x|>", "\xC2\xA0", "٣"};
+  const std::vector<std::string> atoms = {
+      "a", "b", "Z",  " ", "  ",   "\n",       "\r\n", "\t",   "7",     "42",       "'s", "'LL",
+      "!", "é", "中", "😀", "\xC3", "\xE4\xB8", "\x80", "\xFF", "<|x|>", "\xC2\xA0", "٣"};
   for (const char* pre : {"gpt2", "llama-bpe", "qwen2", "smollm", "default"}) {
-    TokenizerSpec spec = byte_vocab({{" ", "a"}, {"a", "b"}, {" a", "b"}, {"\n", "\n"}, {"4", "2"}}, pre);
+    TokenizerSpec spec =
+        byte_vocab({{" ", "a"}, {"a", "b"}, {" a", "b"}, {"\n", "\n"}, {"4", "2"}}, pre);
     add_token(spec, "<|x|>", kTokenControl);
     const Tokenizer tok(std::move(spec));
     for (int t = 0; t < 300; ++t) {

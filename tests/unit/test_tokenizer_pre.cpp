@@ -61,11 +61,7 @@ const std::vector<Case>& cases() {
        {"abc", "1", "2", "3", " ", "4", "5", "x"},
        {"abc", "1", "2", "3", " ", "4", "5", "x"}},
       {"a  ", {"a", "  "}, {"a", "  "}, {"a", "  "}, {"a", "  "}},
-      {"  \n  x",
-       {"  \n ", " x"},
-       {"  \n", " ", " x"},
-       {"  \n", " ", " x"},
-       {"  \n ", " x"}},
+      {"  \n  x", {"  \n ", " x"}, {"  \n", " ", " x"}, {"  \n", " ", " x"}, {"  \n ", " x"}},
       {"It's 2024!!",
        {"It", "'s", " 2024", "!!"},
        {"It", "'s", " ", "202", "4", "!!"},
@@ -140,7 +136,8 @@ TEST(TokenizerPre, CustomSequenceAndErrors) {
 TEST(TokenizerPre, LongWhitespaceRuns) {
   const PreTokenizer pre(PreTokenizer::regexes_for("llama-bpe"));
   const std::string text = std::string(300'000, ' ') + "x" + std::string(300'000, '\n');
-  EXPECT_EQ(split(pre, text), (Pieces{std::string(299'999, ' '), " x", std::string(300'000, '\n')}));
+  EXPECT_EQ(split(pre, text),
+            (Pieces{std::string(299'999, ' '), " x", std::string(300'000, '\n')}));
 }
 
 }  // namespace

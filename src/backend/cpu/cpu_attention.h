@@ -26,7 +26,7 @@ struct AttendArgs {
   int nq = 0;
   const float* k = nullptr;  // [nk, head_dim] contiguous
   const float* v = nullptr;  // [nk, head_dim] contiguous
-  const int32_t* k_pos = nullptr;  // [nk]
+  const int32_t* k_pos = nullptr;  // [nk], ascending
   int nk = 0;
   int head_dim = 0;
   float scale = 1.0f;

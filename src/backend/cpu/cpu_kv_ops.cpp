@@ -1,5 +1,6 @@
 // The CPU backend's KV ops: RoPE + append into pages (with key statistics) and paged attention.
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <vector>
 
@@ -10,6 +11,9 @@
 
 namespace lserve {
 namespace {
+
+// Sequences with at most this many new tokens read K/V in place instead of gathering for GEMMs.
+constexpr int kDirectQueryRows = 4;
 
 std::vector<float> inverse_frequencies(const RopeParams& rope, int head_dim) {
   std::vector<float> inv(head_dim / 2);
@@ -108,19 +112,52 @@ void CpuBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvC
     const SeqStep& seq = plan.seqs[s];
     const int32_t ctx = seq.end_pos();
     const int32_t* pages = plan.pages_of(s);
+    auto key_row = [&](int hs, int32_t j) { return (static_cast<int64_t>(pages[j / P]) * nr + hs) * P + j % P; };
+
+    if (seq.q_len <= kDirectQueryRows) {
+      // Few queries (decode): read K/V straight from the pages, one task per (query, head).
+      pool_.parallel_for(static_cast<int64_t>(seq.q_len) * hq, [&](int64_t task) {
+        const int i = static_cast<int>(task / hq), qh = static_cast<int>(task % hq);
+        const int hs = heads.slot[layer][qh / group];
+        const int32_t pos = seq.start_pos + i;
+        const float* qv = q.as<float>() + static_cast<int64_t>(seq.q_offset + i) * q.cols + qh * d;
+        std::vector<float> sc(pos + 1);
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int32_t j = 0; j <= pos; ++j) {
+          const float* kr = kc + key_row(hs, j) * d;
+          float dot = 0;
+          for (int c = 0; c < d; ++c) dot += qv[c] * kr[c];
+          sc[j] = dot * scale;
+          mx = std::max(mx, sc[j]);
+        }
+        std::vector<float> acc(d, 0.0f);
+        double sum = 0;
+        for (int32_t j = 0; j <= pos; ++j) {
+          const float p = std::exp(sc[j] - mx);
+          sum += p;
+          const float* vr = vc + key_row(hs, j) * d;
+          for (int c = 0; c < d; ++c) acc[c] += p * vr[c];
+        }
+        float* o = out.as<float>() + static_cast<int64_t>(seq.q_offset + i) * out.cols + qh * d;
+        const auto inv = static_cast<float>(1.0 / sum);
+        for (int c = 0; c < d; ++c) o[c] = acc[c] * inv;
+      });
+      continue;
+    }
+
+    // Many queries (prefill): gather each head's K/V into contiguous rows, then GEMM tiles.
     kbuf.resize(static_cast<size_t>(ctx) * d);
     vbuf.resize(static_cast<size_t>(ctx) * d);
     kpos.resize(ctx);
     for (int32_t j = 0; j < ctx; ++j) kpos[j] = j;
     for (int h = 0; h < hkv; ++h) {
       const int hs = heads.slot[layer][h];
-      // Gather this head's keys and values for positions [0, ctx) page by page.
       pool_.parallel_for((ctx + P - 1) / P, [&](int64_t pi) {
-        const int64_t page = pages[pi];
-        const int32_t n = std::min<int32_t>(P, ctx - static_cast<int32_t>(pi) * P);
-        const int64_t src = (page * nr + hs) * P * d;
-        std::memcpy(&kbuf[pi * P * d], kc + src, static_cast<size_t>(n) * d * sizeof(float));
-        std::memcpy(&vbuf[pi * P * d], vc + src, static_cast<size_t>(n) * d * sizeof(float));
+        const int32_t first = static_cast<int32_t>(pi) * P;
+        const int32_t n = std::min<int32_t>(P, ctx - first);
+        const int64_t src = key_row(hs, first) * d;
+        std::memcpy(&kbuf[static_cast<size_t>(first) * d], kc + src, static_cast<size_t>(n) * d * sizeof(float));
+        std::memcpy(&vbuf[static_cast<size_t>(first) * d], vc + src, static_cast<size_t>(n) * d * sizeof(float));
       });
       for (int g = 0; g < group; ++g) {
         const int qh = h * group + g;
