@@ -211,7 +211,9 @@ std::vector<SeqOutput> Engine::step() {
     ++logit_row;
     SeqOutput out;
     out.id = seq.id;
-    const int32_t token = sample_token(row, seq.params, seq.tokens, seq.rng);
+    // Models often pad their vocabulary past the tokenizer's; those ids are never sampled.
+    const int32_t token = sample_token(row.first(std::min<size_t>(vocab, tokenizer_->vocab_size())),
+                                       seq.params, seq.tokens, seq.rng);
     on_token(seq, token, out);
     if (seq.finished()) done.push_back(seq.id);
     outputs.push_back(std::move(out));
