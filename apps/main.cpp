@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
                ": serve Llama-family LLMs on long contexts with sparse attention "
                "(streaming heads + query-aware KV page selection)"};
   app.require_subcommand(1);
+  app.fallthrough();  // global flags such as --log-level may follow the subcommand
   app.set_version_flag("--version", LSERVE_VERSION);
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "Log verbosity: trace, debug, info, warn, error, off")

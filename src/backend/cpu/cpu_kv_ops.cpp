@@ -7,6 +7,7 @@
 #include "backend/cpu/cpu_attention.h"
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "core/vec.h"
 #include "kv/kv_cache.h"
 
 namespace lserve {
@@ -115,32 +116,38 @@ void CpuBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvC
     auto key_row = [&](int hs, int32_t j) { return (static_cast<int64_t>(pages[j / P]) * nr + hs) * P + j % P; };
 
     if (seq.q_len <= kDirectQueryRows) {
-      // Few queries (decode): read K/V straight from the pages, one task per (query, head).
-      pool_.parallel_for(static_cast<int64_t>(seq.q_len) * hq, [&](int64_t task) {
-        const int i = static_cast<int>(task / hq), qh = static_cast<int>(task % hq);
-        const int hs = heads.slot[layer][qh / group];
+      // Few queries (decode): read K/V straight from the pages, one task per (query, KV head)
+      // so the group's query heads share each key and value row.
+      pool_.parallel_for(static_cast<int64_t>(seq.q_len) * hkv, [&](int64_t task) {
+        const int i = static_cast<int>(task / hkv), h = static_cast<int>(task % hkv);
+        const int hs = heads.slot[layer][h];
         const int32_t pos = seq.start_pos + i;
-        const float* qv = q.as<float>() + static_cast<int64_t>(seq.q_offset + i) * q.cols + qh * d;
-        std::vector<float> sc(pos + 1);
-        float mx = -std::numeric_limits<float>::infinity();
+        const float* qv = q.as<float>() + static_cast<int64_t>(seq.q_offset + i) * q.cols + h * group * d;
+        std::vector<float> sc(static_cast<size_t>(group) * (pos + 1));
+        std::vector<float> mx(group, -std::numeric_limits<float>::infinity());
         for (int32_t j = 0; j <= pos; ++j) {
           const float* kr = kc + key_row(hs, j) * d;
-          float dot = 0;
-          for (int c = 0; c < d; ++c) dot += qv[c] * kr[c];
-          sc[j] = dot * scale;
-          mx = std::max(mx, sc[j]);
+          for (int g = 0; g < group; ++g) {
+            const float dot = vec::dot(qv + g * d, kr, d) * scale;
+            sc[static_cast<size_t>(g) * (pos + 1) + j] = dot;
+            mx[g] = std::max(mx[g], dot);
+          }
         }
-        std::vector<float> acc(d, 0.0f);
-        double sum = 0;
+        std::vector<float> acc(static_cast<size_t>(group) * d, 0.0f);
+        std::vector<double> sum(group, 0.0);
         for (int32_t j = 0; j <= pos; ++j) {
-          const float p = std::exp(sc[j] - mx);
-          sum += p;
           const float* vr = vc + key_row(hs, j) * d;
-          for (int c = 0; c < d; ++c) acc[c] += p * vr[c];
+          for (int g = 0; g < group; ++g) {
+            const float p = std::exp(sc[static_cast<size_t>(g) * (pos + 1) + j] - mx[g]);
+            sum[g] += p;
+            vec::axpy(p, vr, &acc[static_cast<size_t>(g) * d], d);
+          }
         }
-        float* o = out.as<float>() + static_cast<int64_t>(seq.q_offset + i) * out.cols + qh * d;
-        const auto inv = static_cast<float>(1.0 / sum);
-        for (int c = 0; c < d; ++c) o[c] = acc[c] * inv;
+        float* o = out.as<float>() + static_cast<int64_t>(seq.q_offset + i) * out.cols + h * group * d;
+        for (int g = 0; g < group; ++g) {
+          const auto inv = static_cast<float>(1.0 / sum[g]);
+          for (int c = 0; c < d; ++c) o[g * d + c] = acc[g * d + c] * inv;
+        }
       });
       continue;
     }
