@@ -37,13 +37,6 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
   cmd.add_option("--kv-cache-mib", o.kv_cache_mib, "Memory for the paged KV cache, in MiB")
       ->check(CLI::Range(1, 1 << 22))
       ->capture_default_str();
-  cmd.add_option("--page-size", o.page_size, "Tokens per physical KV page (P)")
-      ->check(CLI::Range(1, 4096))
-      ->capture_default_str();
-  cmd.add_option("--logical-page-size", o.logical_page_size,
-                 "Tokens per logical page (L) of the key statistics; must divide --page-size")
-      ->check(CLI::Range(1, 4096))
-      ->capture_default_str();
   cmd.add_option("--max-num-seqs", o.max_num_seqs, "Most sequences in one batch")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
@@ -51,6 +44,45 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
                  "Most new tokens in one step; longer prompts are prefilled in chunks of this size")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
+  add_sparse_options(cmd, o);
+}
+
+void add_sparse_options(CLI::App& cmd, ModelOptions& o) {
+  SparseAttentionConfig& s = o.sparse;
+  const std::string g = "Sparse attention";
+  cmd.add_flag("--dense", s.dense, "Dense attention everywhere (the baseline): no streaming heads, "
+               "no page selection")->group(g);
+  cmd.add_option("--head-pattern", s.head_pattern,
+                 "DuoAttention full_attention_heads.tsv ranking KV heads (one row per layer, one "
+                 "gate per KV head); default: the model's own (patterns/ or the HF folder), else "
+                 "all heads retrieval")
+      ->check(CLI::ExistingFile)->group(g);
+  cmd.add_option("--static-sparsity", s.static_sparsity,
+                 "Share of KV heads made streaming heads (lowest gates first)")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str()->group(g);
+  cmd.add_option("--sink-tokens", s.sink_tokens, "Streaming heads: first tokens always attended")
+      ->capture_default_str()->group(g);
+  cmd.add_option("--local-tokens", s.local_tokens,
+                 "Streaming heads: trailing window while decoding")->capture_default_str()->group(g);
+  cmd.add_option("--prefill-local-tokens", s.prefill_local_tokens,
+                 "Streaming heads: trailing window while prefilling")->capture_default_str()->group(g);
+  cmd.add_option("--page-size", s.page_size, "Tokens per physical KV page (P)")
+      ->capture_default_str()->group(g);
+  cmd.add_option("--logical-page-size", s.logical_page_size,
+                 "Tokens per logical page (L), the granularity of page scores; divides P")
+      ->capture_default_str()->group(g);
+  cmd.add_option("--token-budget", s.token_budget,
+                 "Retrieval heads read at most this many tokens per decode step (multiple of P)")
+      ->capture_default_str()->group(g);
+  cmd.add_option("--selector-interval", s.selector_interval,
+                 "Recompute the page selection every N decode steps, reusing it in between")
+      ->capture_default_str()->group(g);
+  cmd.add_option("--selector-granularity", o.granularity,
+                 "kv-head: one selection per KV head (max over its query heads); query-head: one "
+                 "per query head")
+      ->check(CLI::IsMember({"kv-head", "query-head"}))->capture_default_str()->group(g);
+  cmd.add_option("--selector-skip-layers", s.selector_skip_layers,
+                 "The first N layers always decode densely")->capture_default_str()->group(g);
 }
 
 void add_sampling_options(CLI::App& cmd, SamplingParams& p, std::string& seed_text) {
@@ -116,8 +148,9 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
   ec.scheduler.max_num_seqs = o.max_num_seqs;
   ec.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
   ec.max_model_len = o.max_model_len;
-  ec.page_size = o.page_size;
-  ec.logical_page_size = o.logical_page_size;
+  ec.sparse = o.sparse;
+  ec.sparse.granularity = parse_granularity(o.granularity);
+  ec.sparse.validate();
   ec.kv_cache_bytes = static_cast<int64_t>(o.kv_cache_mib) << 20;
   return std::make_unique<Engine>(std::move(backend), std::move(loaded), ec);
 }

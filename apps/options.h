@@ -18,14 +18,16 @@ struct ModelOptions {
   int threads = 0;  // 0: all cores
   int max_model_len = 0;
   int kv_cache_mib = 1024;
-  int page_size = 64;
-  int logical_page_size = 16;
   int max_num_seqs = 64;
   int max_num_batched_tokens = 2048;
   uint64_t dummy_seed = 0;
+  SparseAttentionConfig sparse;
+  std::string granularity = "kv-head";
 };
 
+// Model, device, memory and batching flags, plus the sparse-attention flags.
 void add_model_options(CLI::App& cmd, ModelOptions& o);
+void add_sparse_options(CLI::App& cmd, ModelOptions& o);
 void add_sampling_options(CLI::App& cmd, SamplingParams& p, std::string& seed_text);
 // Applies the textual --seed (empty = random) to `p`.
 void apply_seed(const std::string& seed_text, SamplingParams& p);

@@ -59,7 +59,11 @@ class Backend {
   // the sequences' KV pages (and updates page statistics) for layer `layer`.
   virtual void rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v,
                               const RopeParams& rope, const StepPlan& plan, KvCache& cache) = 0;
-  // out [n, Hq*d] = attention of q over each sequence's cached KV (positions <= its own).
+  // For decoding sequences whose plan asks for it (refresh_selection, uses_selection), scores every
+  // page from its key bounds against q and keeps the best pages in the sequence's selection slot.
+  virtual void select_pages(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache) = 0;
+  // out [n, Hq*d] = attention of q over each sequence's cached KV: retrieval heads causal (or the
+  // selected pages when decoding sparsely), streaming heads sink + window.
   virtual void attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
                          Tensor& out) = 0;
 };

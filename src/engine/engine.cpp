@@ -6,30 +6,91 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "engine/sampler.h"
+#include "sparse/head_pattern.h"
+#include "sparse/head_pattern_lookup.h"
 
 namespace lserve {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-KvCacheConfig kv_config(const ModelConfig& m, const EngineConfig& c, DType dtype) {
+HeadMap choose_heads(const LoadedModel& m, const SparseAttentionConfig& sp) {
+  const ModelConfig& c = m.config;
+  if (sp.dense) return HeadMap::all_retrieval(c.n_layers, c.n_kv_heads);
+  const std::optional<std::string> path =
+      sp.head_pattern.empty() ? default_head_pattern(m.source) : std::optional(sp.head_pattern);
+  if (!path) {
+    log::info("no head pattern for {}: every KV head is a retrieval head (page selection only); "
+              "`lserve profile-heads` makes one",
+              m.source);
+    return HeadMap::all_retrieval(c.n_layers, c.n_kv_heads);
+  }
+  const HeadPattern pattern = HeadPattern::load(*path, c.n_layers, c.n_kv_heads);
+  HeadMap heads = HeadMap::from_flags(pattern.retrieval_flags(sp.static_sparsity));
+  int streaming = 0;
+  for (int l = 0; l < c.n_layers; ++l) streaming += heads.count(l, HeadClass::kStreaming);
+  log::info("head pattern {}: {} of {} KV heads are streaming heads (static sparsity {})", *path,
+            streaming, c.n_layers * c.n_kv_heads, sp.static_sparsity);
+  return heads;
+}
+
+// Splits the KV memory between the pools in proportion to what one sequence of the maximum
+// length needs from each, so neither runs out first in the common case.
+KvCacheConfig kv_config(const ModelConfig& m, const EngineConfig& c, const HeadMap& heads,
+                        DType dtype) {
+  const SparseAttentionConfig& sp = c.sparse;
+  sp.validate();
   KvCacheConfig k;
   k.n_layers = m.n_layers;
+  k.n_heads = m.n_heads;
   k.n_kv_heads = m.n_kv_heads;
   k.head_dim = m.head_dim;
-  k.page_size = c.page_size;
-  k.logical_page_size = c.logical_page_size;
-  LSERVE_CHECK(c.page_size > 0 && c.logical_page_size > 0 && c.page_size % c.logical_page_size == 0,
-               "page size {} must be a positive multiple of the logical page size {}", c.page_size,
-               c.logical_page_size);
-  // K and V plus the kmin/kmax statistics (2 vectors per logical page).
-  const int64_t per_page = static_cast<int64_t>(m.n_layers) * m.n_kv_heads * m.head_dim *
-                           (2 * c.page_size + 2 * (c.page_size / c.logical_page_size)) *
-                           static_cast<int64_t>(dtype_size(dtype));
-  k.num_pages = c.num_pages > 0 ? c.num_pages : static_cast<int>(c.kv_cache_bytes / per_page);
-  LSERVE_CHECK(k.num_pages >= 1, "the KV cache budget of {} bytes holds no page ({} bytes each)",
-               c.kv_cache_bytes, per_page);
+  k.sparse = sp;
+  k.num_sel_slots = sp.dense ? 0 : c.scheduler.max_num_seqs;
+  const KvPageBytes pb = kv_page_bytes(heads, m.head_dim, sp, dtype_size(dtype));
+  const int P = sp.page_size;
+  const int64_t max_len = c.max_model_len > 0 ? c.max_model_len : m.max_context;
+  const int64_t stream_bound = (sp.sink_tokens + P - 1) / P +
+                               (std::min<int64_t>(sp.prefill_local_tokens, max_len) +
+                                c.scheduler.max_num_batched_tokens + P - 1) / P + 2;
+  if (pb.streaming > 0) {
+    if (c.num_stream_pages > 0) {
+      k.num_stream_pages = c.num_stream_pages;
+    } else {
+      const double stream_need = static_cast<double>(stream_bound) * pb.streaming;
+      const double retr_need = static_cast<double>((max_len + P - 1) / P) * pb.retrieval;
+      const double share = stream_need / (stream_need + retr_need);
+      k.num_stream_pages = std::max<int64_t>(
+          stream_bound, static_cast<int64_t>(share * c.kv_cache_bytes / pb.streaming));
+    }
+  }
+  if (c.num_pages > 0) {
+    k.num_pages = c.num_pages;
+  } else {
+    const int64_t left = c.kv_cache_bytes - static_cast<int64_t>(k.num_stream_pages) * pb.streaming;
+    k.num_pages = pb.retrieval > 0 ? static_cast<int>(std::max<int64_t>(0, left / pb.retrieval)) : 0;
+  }
+  LSERVE_CHECK(pb.retrieval == 0 || k.num_pages >= 2,
+               "the KV cache budget of {} MiB holds {} retrieval pages of {} KiB; raise "
+               "--kv-cache-mib",
+               c.kv_cache_bytes >> 20, k.num_pages, pb.retrieval >> 10);
   return k;
+}
+
+std::unique_ptr<KvCache> make_cache(Backend& backend, const LoadedModel& m, const EngineConfig& c) {
+  HeadMap heads = choose_heads(m, c.sparse);
+  const KvCacheConfig kc = kv_config(m.config, c, heads, backend.compute_dtype());
+  return std::make_unique<KvCache>(backend, kc, std::move(heads));
+}
+
+BlockManagerConfig block_config(const KvCache& cache) {
+  BlockManagerConfig b;
+  b.page_size = cache.page_size();
+  b.num_pages = cache.config().num_pages;
+  b.num_stream_pages = cache.config().num_stream_pages;
+  b.sink_tokens = cache.sparse().sink_tokens;
+  b.num_sel_slots = cache.config().num_sel_slots;
+  return b;
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer(LoadedModel& m) {
@@ -57,30 +118,40 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel loaded, const Engin
     : backend_(std::move(backend)),
       tokenizer_(make_tokenizer(loaded)),
       model_(make_model(loaded.config, std::move(loaded.weights))),
-      cache_(std::make_unique<KvCache>(
-          *backend_, kv_config(loaded.config, config, backend_->compute_dtype()),
-          HeadMap::all_retrieval(loaded.config.n_layers, loaded.config.n_kv_heads))),
-      blocks_(cache_->config().num_pages, config.page_size),
-      scheduler_(config.scheduler, blocks_),
+      cache_(make_cache(*backend_, loaded, config)),
+      blocks_(block_config(*cache_)),
+      scheduler_(config.scheduler, config.sparse, blocks_),
       runner_(*model_, *backend_, *cache_) {
   const ModelConfig& mc = model_->config();
   max_model_len_ = config.max_model_len > 0 ? config.max_model_len : mc.max_context;
-  const int64_t pool_tokens = static_cast<int64_t>(blocks_.pool().num_pages()) * config.page_size;
+  const int64_t pool_tokens =
+      static_cast<int64_t>(blocks_.pool().num_pages()) * cache_->page_size();
   if (pool_tokens < max_model_len_) {
     log::warn("KV cache holds {} tokens, less than the context length {}; limiting it to {}",
               pool_tokens, max_model_len_, pool_tokens);
     max_model_len_ = static_cast<int>(pool_tokens);
   }
   stop_ids_ = tokenizer_->stop_token_ids();
-  log::info("KV cache: {} pages of {} tokens ({:.1f} MiB), max model length {}",
-            blocks_.pool().num_pages(), config.page_size, cache_->bytes() / 1048576.0,
-            max_model_len_);
+  log::info("attention: {}", cache_->sparse().summary());
+  log::info("KV cache: {:.1f} MiB; retrieval pool {} pages ({:.1f} MiB), streaming pool {} pages "
+            "({:.1f} MiB) of {} tokens; max model length {}",
+            cache_->bytes() / 1048576.0, blocks_.pool().num_pages(),
+            cache_->bytes(HeadClass::kRetrieval) / 1048576.0, blocks_.stream_pool().num_pages(),
+            cache_->bytes(HeadClass::kStreaming) / 1048576.0, cache_->page_size(), max_model_len_);
 }
 
 Engine::~Engine() = default;
 
 int64_t Engine::submit(Request req) {
   req.params.validate();
+  LSERVE_CHECK(req.sparse.token_budget >= 0 &&
+                   req.sparse.token_budget <= cache_->sparse().token_budget &&
+                   req.sparse.token_budget % cache_->page_size() == 0 &&
+                   (req.sparse.token_budget == 0 || req.sparse.token_budget >= 2 * cache_->page_size()),
+               "token_budget {} must be a multiple of the page size {} between {} and the engine's "
+               "budget {}",
+               req.sparse.token_budget, cache_->page_size(), 2 * cache_->page_size(),
+               cache_->sparse().token_budget);
   LSERVE_CHECK(!req.prompt.empty(), "the prompt is empty");
   const int64_t prompt_len = static_cast<int64_t>(req.prompt.size());
   LSERVE_CHECK(prompt_len + 1 <= max_model_len_,
@@ -96,6 +167,7 @@ int64_t Engine::submit(Request req) {
   seq->tokens = std::move(req.prompt);
   seq->prompt_len = static_cast<int32_t>(prompt_len);
   seq->params = std::move(req.params);
+  seq->sparse = req.sparse;
   seq->rng.seed(seq->params.seed ? *seq->params.seed : std::random_device{}());
   seq->detok = std::make_unique<IncrementalDetokenizer>(*tokenizer_);
   seq->arrival = Clock::now();
@@ -185,10 +257,18 @@ std::vector<SeqOutput> Engine::step() {
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
   bool any_prefill = false;
+  const ModelConfig& mc = model_->config();
   for (const auto& s : step.plan.seqs) {
     any_prefill |= !s.decode;
     if (!s.decode) stats_.prompt_tokens += s.q_len;
+    if (s.decode) {
+      stats_.decode_kv += decode_kv_traffic(s, cache_->heads(), mc.n_heads, mc.head_dim,
+                                            cache_->sparse(),
+                                            static_cast<int>(dtype_size(backend_->compute_dtype())));
+    }
   }
+  stats_.peak_pages = std::max(stats_.peak_pages, blocks_.pool().num_used());
+  stats_.peak_stream_pages = std::max(stats_.peak_stream_pages, blocks_.stream_pool().num_used());
   ++stats_.steps;
   stats_.preemptions += step.num_preempted;
   if (any_prefill) {

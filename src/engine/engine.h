@@ -16,16 +16,18 @@
 #include "kv/kv_cache.h"
 #include "model/model.h"
 #include "model/model_loader.h"
+#include "sparse/kv_traffic.h"
+#include "sparse/sparse_config.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lserve {
 
 struct EngineConfig {
   SchedulerConfig scheduler;
+  SparseAttentionConfig sparse;
   int max_model_len = 0;        // 0: the model's context length
-  int page_size = 64;
-  int logical_page_size = 16;
-  int num_pages = 0;            // 0: derived from kv_cache_bytes
+  int num_pages = 0;            // retrieval pool pages; 0: derived from kv_cache_bytes
+  int num_stream_pages = 0;     // streaming pool pages; 0: derived from kv_cache_bytes
   int64_t kv_cache_bytes = 1ll << 30;
 };
 
@@ -38,6 +40,9 @@ struct EngineStats {
   double decode_seconds = 0;      // model time of decode-only steps
   int64_t decode_steps = 0;
   int64_t decode_tokens = 0;
+  KvTraffic decode_kv;            // summed over decode tokens (divide by decode_tokens)
+  int peak_pages = 0;             // retrieval pool pages in use, maximum over steps
+  int peak_stream_pages = 0;      // streaming pool pages in use, maximum over steps
 };
 
 class Engine {
@@ -52,6 +57,7 @@ class Engine {
   const BlockManager& blocks() const { return blocks_; }
   const KvCache& kv_cache() const { return *cache_; }
   const EngineStats& stats() const { return stats_; }
+  const SparseAttentionConfig& sparse() const { return cache_->sparse(); }
   Backend& backend() { return *backend_; }
 
   // Queues a request; throws Error (nothing queued) when it cannot be served.

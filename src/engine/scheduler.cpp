@@ -1,14 +1,16 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <climits>
 
 #include "core/error.h"
 #include "core/log.h"
 
 namespace lserve {
 
-Scheduler::Scheduler(SchedulerConfig config, BlockManager& blocks)
-    : config_(config), blocks_(blocks) {
+Scheduler::Scheduler(SchedulerConfig config, const SparseAttentionConfig& sparse,
+                     BlockManager& blocks)
+    : config_(config), sparse_(sparse), blocks_(blocks) {
   LSERVE_CHECK(config.max_num_seqs >= 1, "max_num_seqs must be >= 1, got {}", config.max_num_seqs);
   LSERVE_CHECK(config.max_num_batched_tokens >= 1, "max_num_batched_tokens must be >= 1, got {}",
                config.max_num_batched_tokens);
@@ -30,26 +32,59 @@ void Scheduler::preempt(Sequence* seq) {
   std::erase(running_, seq);
   blocks_.release(seq->kv);
   seq->status = SeqStatus::kWaiting;
+  seq->selection_valid = false;
   ++seq->num_preemptions;
   waiting_.push_front(seq);
 }
 
+int32_t Scheduler::stream_window(const Sequence& seq) const {
+  if (seq.sparse.dense) return INT_MAX;
+  const bool decoding = seq.kv.num_tokens >= seq.prompt_len;
+  return decoding ? sparse_.local_tokens : sparse_.prefill_local_tokens;
+}
+
+bool Scheduler::make_room(Sequence* seq, int32_t n) {
+  blocks_.trim_window(seq->kv, seq->kv.num_tokens, stream_window(*seq));
+  return blocks_.can_grow(seq->kv, seq->kv.num_tokens + n);
+}
+
 void Scheduler::add_to_plan(ScheduledStep& step, Sequence* seq, int32_t n) {
+  blocks_.grow(seq->kv, seq->kv.num_tokens + n);
   StepPlan& p = step.plan;
   if (p.page_indptr.empty()) p.page_indptr.push_back(0);
+  if (p.stream_indptr.empty()) p.stream_indptr.push_back(0);
+  const SequenceKv& kv = seq->kv;
   SeqStep s;
   s.seq_id = seq->id;
   s.q_offset = p.n_tokens();
   s.q_len = n;
-  s.start_pos = seq->kv.num_tokens;
+  s.start_pos = kv.num_tokens;
   s.decode = s.start_pos >= seq->prompt_len;
   s.want_logits = s.end_pos() == seq->len();
+  s.stream_window = stream_window(*seq);
+  s.stream_sink_blocks = static_cast<int32_t>(kv.sink_pages.size());
+  s.stream_window_first = kv.window_first;
+  s.sel_slot = kv.sel_slot;
+  if (!sparse_.dense && !seq->sparse.dense) {
+    s.token_budget = seq->sparse.token_budget > 0 ? seq->sparse.token_budget : sparse_.token_budget;
+  }
+  // The selector runs on the reuse clock, and whenever the slot holds no current selection
+  // (first sparse step, after a dense step or a preemption).
+  const bool sparse_step = s.decode && s.token_budget > 0 && s.end_pos() > s.token_budget;
+  s.refresh_selection =
+      sparse_step && (!seq->selection_valid || seq->decode_steps % sparse_.selector_interval == 0);
+  seq->selection_valid = sparse_step;
+  if (s.decode) ++seq->decode_steps;
+
   for (int32_t i = 0; i < n; ++i) {
     p.token_ids.push_back(seq->tokens[s.start_pos + i]);
     p.positions.push_back(s.start_pos + i);
   }
-  p.page_indices.insert(p.page_indices.end(), seq->kv.pages.begin(), seq->kv.pages.end());
+  p.page_indices.insert(p.page_indices.end(), kv.pages.begin(), kv.pages.end());
   p.page_indptr.push_back(static_cast<int32_t>(p.page_indices.size()));
+  p.stream_indices.insert(p.stream_indices.end(), kv.sink_pages.begin(), kv.sink_pages.end());
+  p.stream_indices.insert(p.stream_indices.end(), kv.window_pages.begin(), kv.window_pages.end());
+  p.stream_indptr.push_back(static_cast<int32_t>(p.stream_indices.size()));
   if (s.want_logits) p.logits_rows.push_back(s.q_offset + n - 1);
   p.seqs.push_back(s);
   step.seqs.push_back(seq);
@@ -64,7 +99,7 @@ ScheduledStep Scheduler::schedule() {
     const int32_t n = std::min(seq->num_uncached(), budget);
     LSERVE_ASSERT(n > 0);
     bool self_preempted = false;
-    while (!blocks_.can_grow(seq->kv, seq->kv.num_tokens + n)) {
+    while (!make_room(seq, n)) {
       Sequence* victim = running_.back();
       preempt(victim);
       ++step.num_preempted;
@@ -74,7 +109,6 @@ ScheduledStep Scheduler::schedule() {
       }
     }
     if (self_preempted) break;  // everything after it was preempted too
-    blocks_.grow(seq->kv, seq->kv.num_tokens + n);
     add_to_plan(step, seq, n);
     budget -= n;
     ++i;
@@ -85,8 +119,7 @@ ScheduledStep Scheduler::schedule() {
          running_.size() < static_cast<size_t>(config_.max_num_seqs)) {
     Sequence* seq = waiting_.front();
     const int32_t n = std::min(seq->num_uncached(), budget);
-    if (!blocks_.can_grow(seq->kv, seq->kv.num_tokens + n)) break;
-    blocks_.grow(seq->kv, seq->kv.num_tokens + n);
+    if (!make_room(seq, n)) break;
     waiting_.pop_front();
     seq->status = SeqStatus::kRunning;
     running_.push_back(seq);

@@ -1,7 +1,8 @@
 // Continuous batching: every step takes the running sequences (decodes and unfinished prompt
 // chunks) first, then admits waiting ones while the token budget and KV pages last. Prompts are
 // split into chunks so one long prompt cannot stall the streams already running. When pages run
-// out, the most recently admitted sequence is preempted (pages freed, recomputed later).
+// out, the most recently admitted sequence is preempted (pages freed, recomputed later). The
+// scheduler also fills in each sequence's sparse-attention settings for the step.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include "engine/sequence.h"
 #include "kv/block_manager.h"
 #include "kv/step_plan.h"
+#include "sparse/sparse_config.h"
 
 namespace lserve {
 
@@ -27,7 +29,7 @@ struct ScheduledStep {
 
 class Scheduler {
  public:
-  Scheduler(SchedulerConfig config, BlockManager& blocks);
+  Scheduler(SchedulerConfig config, const SparseAttentionConfig& sparse, BlockManager& blocks);
 
   void add(Sequence* seq);
   // Drops a sequence from the queues and frees its pages (finished or cancelled).
@@ -42,9 +44,14 @@ class Scheduler {
 
  private:
   void preempt(Sequence* seq);
-  static void add_to_plan(ScheduledStep& step, Sequence* seq, int32_t n);
+  // Window of the streaming heads for the sequence's next tokens.
+  int32_t stream_window(const Sequence& seq) const;
+  // Frees window pages the sequence's next step cannot see, then checks it can grow by n.
+  bool make_room(Sequence* seq, int32_t n);
+  void add_to_plan(ScheduledStep& step, Sequence* seq, int32_t n);
 
   SchedulerConfig config_;
+  SparseAttentionConfig sparse_;
   BlockManager& blocks_;
   std::deque<Sequence*> waiting_;
   std::vector<Sequence*> running_;

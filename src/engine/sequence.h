@@ -29,6 +29,9 @@ struct Sequence {
   FinishReason finish_reason = FinishReason::kNone;
   SequenceKv kv;             // pages and how many tokens they hold
   int32_t num_preemptions = 0;
+  SparseOverride sparse;
+  int32_t decode_steps = 0;      // decode steps run so far (the selector's reuse clock)
+  bool selection_valid = false;  // the selection slot holds this sequence's current selection
 
   std::unique_ptr<IncrementalDetokenizer> detok;
   std::string held_text;  // decoded text not yet emitted (could be the start of a stop string)

@@ -5,39 +5,62 @@
 
 namespace lserve {
 
+KvPageBytes kv_page_bytes(const HeadMap& heads, int head_dim, const SparseAttentionConfig& sparse,
+                          size_t elem_bytes) {
+  KvPageBytes b;
+  const int64_t P = sparse.page_size, lpp = sparse.page_size / sparse.logical_page_size;
+  for (size_t l = 0; l < heads.cls.size(); ++l) {
+    const int64_t nr = heads.count(static_cast<int>(l), HeadClass::kRetrieval);
+    const int64_t ns = heads.count(static_cast<int>(l), HeadClass::kStreaming);
+    b.retrieval += nr * head_dim * (2 * P + 2 * lpp) * static_cast<int64_t>(elem_bytes);
+    b.streaming += ns * head_dim * 2 * P * static_cast<int64_t>(elem_bytes);
+  }
+  return b;
+}
+
+int KvCache::sel_heads() const {
+  return config_.sparse.granularity == SelectorGranularity::kKvHead ? config_.n_kv_heads
+                                                                   : config_.n_heads;
+}
+
 KvCache::KvCache(Backend& backend, const KvCacheConfig& config, HeadMap heads)
     : config_(config), heads_(std::move(heads)) {
-  LSERVE_CHECK(config.page_size > 0 && config.logical_page_size > 0 &&
-                   config.page_size % config.logical_page_size == 0,
-               "page size {} must be a positive multiple of the logical page size {}",
-               config.page_size, config.logical_page_size);
+  config.sparse.validate();
   LSERVE_CHECK(static_cast<int>(heads_.cls.size()) == config.n_layers,
                "head map has {} layers, model has {}", heads_.cls.size(), config.n_layers);
+  const int P = page_size(), d = config.head_dim;
   for (auto* lay : {&retrieval_, &streaming_}) {
-    lay->page_size = config.page_size;
-    lay->head_dim = config.head_dim;
+    lay->page_size = P;
+    lay->head_dim = d;
   }
   retrieval_.num_pages = config.num_pages;
   streaming_.num_pages = config.num_stream_pages;
   const int lpp = logical_pages_per_page();
+  const DType dt = backend.compute_dtype();
+  auto add = [&](std::vector<Tensor>& dst, int64_t rows, int64_t& counter) {
+    dst.push_back(rows > 0 ? backend.alloc(dt, rows, d) : Tensor{});
+    counter += static_cast<int64_t>(dst.back().nbytes());
+  };
   for (int l = 0; l < config.n_layers; ++l) {
     const int nr = heads_.count(l, HeadClass::kRetrieval);
     const int ns = heads_.count(l, HeadClass::kStreaming);
     retrieval_.heads_per_layer.push_back(nr);
     streaming_.heads_per_layer.push_back(ns);
-    const DType dt = backend.compute_dtype();
-    auto add = [&](std::vector<Tensor>& dst, int64_t rows) {
-      dst.push_back(rows > 0 ? backend.alloc(dt, rows, config.head_dim) : Tensor{});
-      bytes_ += static_cast<int64_t>(dst.back().nbytes());
-    };
-    const int64_t rrows = static_cast<int64_t>(config.num_pages) * nr * config.page_size;
-    const int64_t srows = static_cast<int64_t>(config.num_stream_pages) * ns * config.page_size;
-    add(retrieval_store_.k, rrows);
-    add(retrieval_store_.v, rrows);
-    add(retrieval_store_.kmin, static_cast<int64_t>(config.num_pages) * nr * lpp);
-    add(retrieval_store_.kmax, static_cast<int64_t>(config.num_pages) * nr * lpp);
-    add(streaming_store_.k, srows);
-    add(streaming_store_.v, srows);
+    const int64_t rrows = static_cast<int64_t>(config.num_pages) * nr * P;
+    const int64_t srows = static_cast<int64_t>(config.num_stream_pages) * ns * P;
+    add(retrieval_store_.k, rrows, retrieval_bytes_);
+    add(retrieval_store_.v, rrows, retrieval_bytes_);
+    add(retrieval_store_.kmin, static_cast<int64_t>(config.num_pages) * nr * lpp, retrieval_bytes_);
+    add(retrieval_store_.kmax, static_cast<int64_t>(config.num_pages) * nr * lpp, retrieval_bytes_);
+    add(streaming_store_.k, srows, streaming_bytes_);
+    add(streaming_store_.v, srows, streaming_bytes_);
+  }
+  bytes_ = retrieval_bytes_ + streaming_bytes_;
+  if (config.num_sel_slots > 0) {
+    const int64_t rows = sel_row(config.num_sel_slots, 0, 0);
+    sel_blocks_ = backend.alloc(DType::I32, rows, max_sel_pages());
+    sel_count_ = backend.alloc(DType::I32, rows, 1);
+    bytes_ += static_cast<int64_t>(sel_blocks_.nbytes() + sel_count_.nbytes());
   }
 }
 

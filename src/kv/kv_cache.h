@@ -1,11 +1,14 @@
-// The KV storage of all layers, allocated on a backend. Holds the data only; which pages belong to
-// which sequence is decided by the engine (BlockManager) and passed to ops through StepPlan.
+// The KV storage of all layers, allocated on a backend: two pools (retrieval and streaming heads),
+// the retrieval pool's per-logical-page key bounds, and the page selections kept between selector
+// refreshes. Holds data only; which pages belong to which sequence is decided by the engine
+// (BlockManager) and passed to ops through StepPlan.
 #pragma once
 
 #include <vector>
 
 #include "backend/tensor.h"
 #include "kv/kv_layout.h"
+#include "sparse/sparse_config.h"
 
 namespace lserve {
 
@@ -13,12 +16,13 @@ class Backend;
 
 struct KvCacheConfig {
   int n_layers = 0;
+  int n_heads = 0;  // query heads (for query-head selection granularity)
   int n_kv_heads = 0;
   int head_dim = 0;
-  int page_size = 64;          // P
-  int logical_page_size = 16;  // L, granularity of the key statistics
-  int num_pages = 0;           // retrieval pool pages
-  int num_stream_pages = 0;    // streaming pool pages
+  int num_pages = 0;         // retrieval pool pages
+  int num_stream_pages = 0;  // streaming pool pages
+  int num_sel_slots = 0;     // sequences that can keep a page selection at once
+  SparseAttentionConfig sparse;  // page sizes, windows, budget, selector settings
 };
 
 class KvCache {
@@ -26,12 +30,17 @@ class KvCache {
   KvCache(Backend& backend, const KvCacheConfig& config, HeadMap heads);
 
   const KvCacheConfig& config() const { return config_; }
+  const SparseAttentionConfig& sparse() const { return config_.sparse; }
   const HeadMap& heads() const { return heads_; }
   const KvPoolLayout& layout(HeadClass c) const {
     return c == HeadClass::kRetrieval ? retrieval_ : streaming_;
   }
-  int page_size() const { return config_.page_size; }
-  int logical_pages_per_page() const { return config_.page_size / config_.logical_page_size; }
+  int page_size() const { return config_.sparse.page_size; }
+  int logical_page_size() const { return config_.sparse.logical_page_size; }
+  int logical_pages_per_page() const { return page_size() / logical_page_size(); }
+  // Heads a selection is kept for: KV heads, or query heads with query-head granularity.
+  int sel_heads() const;
+  int max_sel_pages() const { return config_.sparse.max_selected_pages(); }
 
   // [num_pages * heads * P, head_dim] storage of `layer` in the pool of class `c`.
   Tensor& k(HeadClass c, int layer) { return pool(c).k[layer]; }
@@ -39,9 +48,17 @@ class KvCache {
   // Retrieval pool key bounds, [num_pages * heads * (P/L), head_dim] each.
   Tensor& kmin(int layer) { return retrieval_store_.kmin[layer]; }
   Tensor& kmax(int layer) { return retrieval_store_.kmax[layer]; }
+  // Selected block indices, I32 [slots * layers * sel_heads, max_sel_pages], ascending, and their
+  // counts, I32 [slots * layers * sel_heads, 1]. Row of (slot, layer, head): see sel_row().
+  Tensor& sel_blocks() { return sel_blocks_; }
+  Tensor& sel_count() { return sel_count_; }
+  int64_t sel_row(int slot, int layer, int head) const {
+    return (static_cast<int64_t>(slot) * config_.n_layers + layer) * sel_heads() + head;
+  }
 
-  // Bytes of device/host memory the cache holds (K, V and statistics).
+  // Bytes of memory the cache holds (K, V, statistics, selections).
   int64_t bytes() const { return bytes_; }
+  int64_t bytes(HeadClass c) const { return c == HeadClass::kRetrieval ? retrieval_bytes_ : streaming_bytes_; }
 
  private:
   struct Store {
@@ -53,7 +70,16 @@ class KvCache {
   HeadMap heads_;
   KvPoolLayout retrieval_, streaming_;
   Store retrieval_store_, streaming_store_;
-  int64_t bytes_ = 0;
+  Tensor sel_blocks_, sel_count_;
+  int64_t bytes_ = 0, retrieval_bytes_ = 0, streaming_bytes_ = 0;
 };
+
+// Bytes one page takes in each pool over all layers (K, V and, for retrieval, key bounds).
+struct KvPageBytes {
+  int64_t retrieval = 0;
+  int64_t streaming = 0;
+};
+KvPageBytes kv_page_bytes(const HeadMap& heads, int head_dim, const SparseAttentionConfig& sparse,
+                          size_t elem_bytes);
 
 }  // namespace lserve

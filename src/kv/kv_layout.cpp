@@ -2,12 +2,6 @@
 
 namespace lserve {
 
-int64_t KvPoolLayout::page_bytes_all_layers(int elem_bytes) const {
-  int64_t total = 0;
-  for (size_t l = 0; l < heads_per_layer.size(); ++l) total += 2 * page_elems(static_cast<int>(l));
-  return total * elem_bytes;
-}
-
 HeadMap HeadMap::all_retrieval(int n_layers, int n_kv_heads) {
   return from_flags(std::vector<std::vector<bool>>(n_layers, std::vector<bool>(n_kv_heads, true)));
 }

@@ -18,12 +18,6 @@ struct KvPoolLayout {
   int page_size = 0;  // P tokens
   int head_dim = 0;
   std::vector<int> heads_per_layer;  // KV heads of this class in each layer (may be 0)
-
-  int64_t page_elems(int layer) const {
-    return static_cast<int64_t>(heads_per_layer[layer]) * page_size * head_dim;
-  }
-  // Bytes of K+V for one page across all layers (for pool accounting).
-  int64_t page_bytes_all_layers(int elem_bytes) const;
 };
 
 // Maps each (layer, kv_head) to its class and its index inside that class's pool.

@@ -1,8 +1,10 @@
 // What one forward step computes, built once by the scheduler and passed by const reference to
 // every op: the flattened new tokens of all scheduled sequences and, per sequence, where its KV
-// lives. Page tables are CSR arrays (FlashInfer style) so a device backend can copy them as-is.
+// lives and how its heads attend. Page tables are CSR arrays (FlashInfer style) so a device
+// backend can copy them as they are.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <vector>
 
@@ -15,7 +17,23 @@ struct SeqStep {
   int32_t start_pos = 0;  // position of the first new token = tokens already in the cache
   bool decode = false;    // a generation step (one token after the prompt)
   bool want_logits = false;  // the logits of the last new token are needed for sampling
+  // Streaming heads see keys j with j < sink or j > i - stream_window (INT_MAX: all, i.e. dense).
+  int32_t stream_window = INT_MAX;
+  // Streaming-pool table: stream_sink_blocks sink pages, then window pages from block
+  // stream_window_first on.
+  int32_t stream_sink_blocks = 0;
+  int32_t stream_window_first = 0;
+  // Retrieval heads while decoding: read at most this many tokens through page selection;
+  // <= 0 means dense.
+  int32_t token_budget = 0;
+  bool refresh_selection = false;  // recompute the page selection at this step
+  int32_t sel_slot = -1;           // where this sequence's selection is kept
+
   int32_t end_pos() const { return start_pos + q_len; }
+  // The retrieval heads of `layer` read selected pages (not all pages) at this step.
+  bool uses_selection(int layer, int skip_layers) const {
+    return decode && token_budget > 0 && end_pos() > token_budget && layer >= skip_layers;
+  }
 };
 
 struct StepPlan {
@@ -26,11 +44,24 @@ struct StepPlan {
   // page k holding positions [k*P, (k+1)*P); it covers every position up to end_pos().
   std::vector<int32_t> page_indptr;
   std::vector<int32_t> page_indices;
+  // Streaming-pool page table, same CSR form: sink pages then window pages (see SeqStep).
+  std::vector<int32_t> stream_indptr;
+  std::vector<int32_t> stream_indices;
   std::vector<int32_t> logits_rows;  // flattened rows whose logits are returned, in seqs order
 
   int32_t n_tokens() const { return static_cast<int32_t>(token_ids.size()); }
   const int32_t* pages_of(size_t s) const { return page_indices.data() + page_indptr[s]; }
   int32_t num_pages_of(size_t s) const { return page_indptr[s + 1] - page_indptr[s]; }
+  // Streaming page holding block b of sequence s, or -1 when that block is not kept.
+  int32_t stream_page(size_t s, int32_t b) const {
+    const SeqStep& q = seqs[s];
+    const int32_t base = stream_indptr[s];
+    if (b < q.stream_sink_blocks) return stream_indices[base + b];
+    const int32_t w = b - q.stream_window_first;
+    const int32_t n_window = stream_indptr[s + 1] - base - q.stream_sink_blocks;
+    if (b < q.stream_window_first || w >= n_window) return -1;
+    return stream_indices[base + q.stream_sink_blocks + w];
+  }
 };
 
 }  // namespace lserve

@@ -45,6 +45,7 @@ class LlamaModel final : public Model {
         be.add_bias(v, L.bv);
       }
       be.rope_append_kv(l, q, k, v, rope_, plan, cache);
+      be.select_pages(l, q, plan, cache);
       be.attention(l, q, plan, cache, attn);
       be.matmul(attn, L.wo, h);
       be.add(x, h);

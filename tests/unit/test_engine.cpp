@@ -64,7 +64,7 @@ std::vector<Request> greedy_requests(const Tokenizer& tok, int max_tokens) {
 TEST(Engine, BatchedChunkedAndPreemptedRunsMatchSoloRuns) {
   EngineConfig base;
   base.num_pages = 64;
-  base.page_size = 16;
+  base.sparse.page_size = 16;
   auto solo_engine = make_engine(base);
   const auto reqs = greedy_requests(solo_engine->tokenizer(), 12);
   std::vector<Result> solo;
@@ -97,7 +97,7 @@ TEST(Engine, BatchedChunkedAndPreemptedRunsMatchSoloRuns) {
 TEST(Engine, StopStringEndsTheTextBeforeIt) {
   EngineConfig ec;
   ec.num_pages = 32;
-  ec.page_size = 16;
+  ec.sparse.page_size = 16;
   auto e = make_engine(ec);
   Request r = greedy_requests(e->tokenizer(), 30)[3];
   const Result full = run_all(*e, {r})[0];
@@ -113,7 +113,7 @@ TEST(Engine, StopStringEndsTheTextBeforeIt) {
 TEST(Engine, CancelFreesPagesAndReports) {
   EngineConfig ec;
   ec.num_pages = 32;
-  ec.page_size = 16;
+  ec.sparse.page_size = 16;
   auto e = make_engine(ec);
   auto reqs = greedy_requests(e->tokenizer(), 100);
   const int64_t a = e->submit(reqs[0]);
@@ -141,7 +141,7 @@ TEST(Engine, CancelFreesPagesAndReports) {
 TEST(Engine, RejectsImpossibleRequests) {
   EngineConfig ec;
   ec.num_pages = 4;
-  ec.page_size = 16;
+  ec.sparse.page_size = 16;
   auto e = make_engine(ec);
   EXPECT_EQ(e->max_model_len(), 64);  // limited by the pool
   Request r;

@@ -242,8 +242,8 @@ TEST(HfModel, DummyWeightsFromConfigLoadAndGenerate) {
   }
   EngineConfig ec;
   ec.num_pages = 8;
-  ec.page_size = 16;
-  ec.logical_page_size = 8;
+  ec.sparse.page_size = 16;
+  ec.sparse.logical_page_size = 8;
   auto backend = std::make_unique<CpuBackend>(2);
   LoadedModel loaded = load_model(dir.string(), *backend, opt);
   Engine engine(std::move(backend), std::move(loaded), ec);

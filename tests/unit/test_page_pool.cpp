@@ -70,7 +70,10 @@ TEST(PagePool, RandomWorkloadKeepsAccounting) {
 }
 
 TEST(BlockManager, GrowsByWholePagesAndReleases) {
-  BlockManager bm(10, 16);
+  BlockManagerConfig bc;
+  bc.page_size = 16;
+  bc.num_pages = 10;
+  BlockManager bm(bc);
   SequenceKv kv;
   EXPECT_EQ(bm.pages_needed(kv, 1), 1);
   EXPECT_EQ(bm.pages_needed(kv, 16), 1);

@@ -37,10 +37,13 @@ std::vector<float> sequence_logits(Model& model, Backend& backend, const std::ve
   const ModelConfig& c = model.config();
   KvCacheConfig kc;
   kc.n_layers = c.n_layers;
+  kc.n_heads = c.n_heads;
   kc.n_kv_heads = c.n_kv_heads;
   kc.head_dim = c.head_dim;
-  kc.page_size = page_size;
-  kc.logical_page_size = page_size;
+  kc.sparse.dense = true;
+  kc.sparse.page_size = page_size;
+  kc.sparse.logical_page_size = page_size;
+  kc.sparse.token_budget = 2 * page_size;
   const int n = static_cast<int>(tokens.size());
   kc.num_pages = (n + page_size - 1) / page_size + 1;
   KvCache cache(backend, kc, HeadMap::all_retrieval(c.n_layers, c.n_kv_heads));
@@ -66,6 +69,7 @@ std::vector<float> sequence_logits(Model& model, Backend& backend, const std::ve
     const int np = (start + len + page_size - 1) / page_size;
     p.page_indptr = {0, np};
     p.page_indices.assign(pages.begin(), pages.begin() + np);
+    p.stream_indptr = {0, 0};
     Tensor logits = model.forward(p, backend, cache);
     backend.to_host(logits, all.data() + static_cast<size_t>(start) * c.vocab_size);
   }

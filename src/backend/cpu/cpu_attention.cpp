@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/vec.h"
 
 namespace lserve {
 
@@ -54,6 +55,35 @@ void attend(const AttendArgs& a, ThreadPool& pool) {
       std::memcpy(a.out + (r0 + r) * a.out_stride, &obuf[static_cast<size_t>(r) * d],
                   d * sizeof(float));
     }
+  }
+}
+
+void attend_direct(const AttendArgs& a) {
+  LSERVE_ASSERT(a.nk > 0 && a.nq > 0 && a.head_dim > 0);
+  const int d = a.head_dim;
+  std::vector<float> scores(a.nk);
+  std::vector<float> acc(d);
+  for (int r = 0; r < a.nq; ++r) {
+    const float* q = a.q + r * a.q_stride;
+    const int32_t qp = a.q_pos[r];
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int j = 0; j < a.nk; ++j) {
+      scores[j] = a.vis.visible(a.k_pos[j], qp) ? vec::dot(q, a.k + static_cast<int64_t>(j) * d, d) * a.scale
+                                                : -std::numeric_limits<float>::infinity();
+      mx = std::max(mx, scores[j]);
+    }
+    LSERVE_ASSERT(mx > -std::numeric_limits<float>::infinity());
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    double sum = 0;
+    for (int j = 0; j < a.nk; ++j) {
+      if (scores[j] == -std::numeric_limits<float>::infinity()) continue;
+      const float p = std::exp(scores[j] - mx);
+      sum += p;
+      vec::axpy(p, a.v + static_cast<int64_t>(j) * d, acc.data(), d);
+    }
+    const auto inv = static_cast<float>(1.0 / sum);
+    float* o = a.out + r * a.out_stride;
+    for (int c = 0; c < d; ++c) o[c] = acc[c] * inv;
   }
 }
 

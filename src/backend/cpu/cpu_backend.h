@@ -33,6 +33,7 @@ class CpuBackend final : public Backend {
   void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override;
   void rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v, const RopeParams& rope,
                       const StepPlan& plan, KvCache& cache) override;
+  void select_pages(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache) override;
   void attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
                  Tensor& out) override;
 

@@ -1,20 +1,15 @@
-// The CPU backend's KV ops: RoPE + append into pages (with key statistics) and paged attention.
+// The CPU backend's KV write path: RoPE, then K/V into the pages of each head's pool, with the
+// retrieval pool's per-logical-page key bounds maintained on every append.
 #include <cmath>
-#include <limits>
 #include <cstring>
 #include <vector>
 
-#include "backend/cpu/cpu_attention.h"
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
-#include "core/vec.h"
 #include "kv/kv_cache.h"
 
 namespace lserve {
 namespace {
-
-// Sequences with at most this many new tokens read K/V in place instead of gathering for GEMMs.
-constexpr int kDirectQueryRows = 4;
 
 std::vector<float> inverse_frequencies(const RopeParams& rope, int head_dim) {
   std::vector<float> inv(head_dim / 2);
@@ -53,31 +48,35 @@ void CpuBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v
   });
 
   const HeadMap& heads = cache.heads();
-  LSERVE_CHECK(heads.count(layer, HeadClass::kStreaming) == 0,
-               "streaming heads are not supported by this KV path yet");
-  const int P = cache.page_size();
-  const int L = cache.config().logical_page_size;
-  const int lpp = cache.logical_pages_per_page();
+  const int P = cache.page_size(), L = cache.logical_page_size(), lpp = cache.logical_pages_per_page();
   const int nr = cache.layout(HeadClass::kRetrieval).heads_per_layer[layer];
-  float* kdst = cache.k(HeadClass::kRetrieval, layer).as<float>();
-  float* vdst = cache.v(HeadClass::kRetrieval, layer).as<float>();
-  float* kmin = cache.kmin(layer).as<float>();
-  float* kmax = cache.kmax(layer).as<float>();
+  const int ns = cache.layout(HeadClass::kStreaming).heads_per_layer[layer];
+  float* kmin = nr > 0 ? cache.kmin(layer).as<float>() : nullptr;
+  float* kmax = nr > 0 ? cache.kmax(layer).as<float>() : nullptr;
   for (size_t s = 0; s < plan.seqs.size(); ++s) {
     const SeqStep& seq = plan.seqs[s];
-    const int32_t* pages = plan.pages_of(s);
     for (int32_t i = 0; i < seq.q_len; ++i) {
       const int64_t t = seq.q_offset + i;
       const int32_t pos = seq.start_pos + i;
-      LSERVE_ASSERT(pos / P < plan.num_pages_of(s));
-      const int64_t page = pages[pos / P];
+      const int32_t block = pos / P;
       const int slot = pos % P;
       for (int h = 0; h < hkv; ++h) {
         const int hs = heads.slot[layer][h];
-        const int64_t row = (page * nr + hs) * P + slot;
         const float* ksrc = k.as<float>() + t * k.cols + h * d;
-        std::memcpy(kdst + row * d, ksrc, d * sizeof(float));
-        std::memcpy(vdst + row * d, v.as<float>() + t * v.cols + h * d, d * sizeof(float));
+        const float* vsrc = v.as<float>() + t * v.cols + h * d;
+        if (heads.cls[layer][h] == HeadClass::kStreaming) {
+          const int32_t page = plan.stream_page(s, block);
+          LSERVE_ASSERT(page >= 0);
+          const int64_t row = (static_cast<int64_t>(page) * ns + hs) * P + slot;
+          std::memcpy(cache.k(HeadClass::kStreaming, layer).as<float>() + row * d, ksrc, d * sizeof(float));
+          std::memcpy(cache.v(HeadClass::kStreaming, layer).as<float>() + row * d, vsrc, d * sizeof(float));
+          continue;
+        }
+        LSERVE_ASSERT(block < plan.num_pages_of(s));
+        const int64_t page = plan.pages_of(s)[block];
+        const int64_t row = (page * nr + hs) * P + slot;
+        std::memcpy(cache.k(HeadClass::kRetrieval, layer).as<float>() + row * d, ksrc, d * sizeof(float));
+        std::memcpy(cache.v(HeadClass::kRetrieval, layer).as<float>() + row * d, vsrc, d * sizeof(float));
         // Bounds of a logical page start from its first token, never from stale memory.
         const int64_t srow = ((page * nr + hs) * lpp + slot / L) * d;
         if (slot % L == 0) {
@@ -89,99 +88,6 @@ void CpuBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v
             kmax[srow + c] = std::max(kmax[srow + c], ksrc[c]);
           }
         }
-      }
-    }
-  }
-}
-
-void CpuBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
-                           Tensor& out) {
-  const int d = cache.config().head_dim;
-  const int hq = static_cast<int>(q.cols / d);
-  const int hkv = cache.config().n_kv_heads;
-  const int group = hq / hkv;
-  const int P = cache.page_size();
-  const HeadMap& heads = cache.heads();
-  const int nr = cache.layout(HeadClass::kRetrieval).heads_per_layer[layer];
-  const float* kc = cache.k(HeadClass::kRetrieval, layer).as<float>();
-  const float* vc = cache.v(HeadClass::kRetrieval, layer).as<float>();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-
-  std::vector<float> kbuf, vbuf;
-  std::vector<int32_t> kpos;
-  for (size_t s = 0; s < plan.seqs.size(); ++s) {
-    const SeqStep& seq = plan.seqs[s];
-    const int32_t ctx = seq.end_pos();
-    const int32_t* pages = plan.pages_of(s);
-    auto key_row = [&](int hs, int32_t j) { return (static_cast<int64_t>(pages[j / P]) * nr + hs) * P + j % P; };
-
-    if (seq.q_len <= kDirectQueryRows) {
-      // Few queries (decode): read K/V straight from the pages, one task per (query, KV head)
-      // so the group's query heads share each key and value row.
-      pool_.parallel_for(static_cast<int64_t>(seq.q_len) * hkv, [&](int64_t task) {
-        const int i = static_cast<int>(task / hkv), h = static_cast<int>(task % hkv);
-        const int hs = heads.slot[layer][h];
-        const int32_t pos = seq.start_pos + i;
-        const float* qv = q.as<float>() + static_cast<int64_t>(seq.q_offset + i) * q.cols + h * group * d;
-        std::vector<float> sc(static_cast<size_t>(group) * (pos + 1));
-        std::vector<float> mx(group, -std::numeric_limits<float>::infinity());
-        for (int32_t j = 0; j <= pos; ++j) {
-          const float* kr = kc + key_row(hs, j) * d;
-          for (int g = 0; g < group; ++g) {
-            const float dot = vec::dot(qv + g * d, kr, d) * scale;
-            sc[static_cast<size_t>(g) * (pos + 1) + j] = dot;
-            mx[g] = std::max(mx[g], dot);
-          }
-        }
-        std::vector<float> acc(static_cast<size_t>(group) * d, 0.0f);
-        std::vector<double> sum(group, 0.0);
-        for (int32_t j = 0; j <= pos; ++j) {
-          const float* vr = vc + key_row(hs, j) * d;
-          for (int g = 0; g < group; ++g) {
-            const float p = std::exp(sc[static_cast<size_t>(g) * (pos + 1) + j] - mx[g]);
-            sum[g] += p;
-            vec::axpy(p, vr, &acc[static_cast<size_t>(g) * d], d);
-          }
-        }
-        float* o = out.as<float>() + static_cast<int64_t>(seq.q_offset + i) * out.cols + h * group * d;
-        for (int g = 0; g < group; ++g) {
-          const auto inv = static_cast<float>(1.0 / sum[g]);
-          for (int c = 0; c < d; ++c) o[g * d + c] = acc[g * d + c] * inv;
-        }
-      });
-      continue;
-    }
-
-    // Many queries (prefill): gather each head's K/V into contiguous rows, then GEMM tiles.
-    kbuf.resize(static_cast<size_t>(ctx) * d);
-    vbuf.resize(static_cast<size_t>(ctx) * d);
-    kpos.resize(ctx);
-    for (int32_t j = 0; j < ctx; ++j) kpos[j] = j;
-    for (int h = 0; h < hkv; ++h) {
-      const int hs = heads.slot[layer][h];
-      pool_.parallel_for((ctx + P - 1) / P, [&](int64_t pi) {
-        const int32_t first = static_cast<int32_t>(pi) * P;
-        const int32_t n = std::min<int32_t>(P, ctx - first);
-        const int64_t src = key_row(hs, first) * d;
-        std::memcpy(&kbuf[static_cast<size_t>(first) * d], kc + src, static_cast<size_t>(n) * d * sizeof(float));
-        std::memcpy(&vbuf[static_cast<size_t>(first) * d], vc + src, static_cast<size_t>(n) * d * sizeof(float));
-      });
-      for (int g = 0; g < group; ++g) {
-        const int qh = h * group + g;
-        AttendArgs a;
-        a.q = q.as<float>() + static_cast<int64_t>(seq.q_offset) * q.cols + qh * d;
-        a.q_stride = q.cols;
-        a.q_pos = plan.positions.data() + seq.q_offset;
-        a.nq = seq.q_len;
-        a.k = kbuf.data();
-        a.v = vbuf.data();
-        a.k_pos = kpos.data();
-        a.nk = ctx;
-        a.head_dim = d;
-        a.scale = scale;
-        a.out = out.as<float>() + static_cast<int64_t>(seq.q_offset) * out.cols + qh * d;
-        a.out_stride = out.cols;
-        attend(a, pool_);
       }
     }
   }

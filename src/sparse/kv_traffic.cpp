@@ -1,0 +1,44 @@
+#include "sparse/kv_traffic.h"
+
+#include <algorithm>
+
+namespace lserve {
+
+KvTraffic decode_kv_traffic(const SeqStep& seq, const HeadMap& heads, int n_heads, int head_dim,
+                            const SparseAttentionConfig& sp, int elem_bytes) {
+  KvTraffic t;
+  const double ctx = seq.end_pos();
+  const double token_bytes = 2.0 * head_dim * elem_bytes;  // K and V of one head
+  const int P = sp.page_size, L = sp.logical_page_size;
+  const auto n_blocks = static_cast<double>((seq.end_pos() + P - 1) / P);
+  const int n_layers = static_cast<int>(heads.cls.size());
+  for (int l = 0; l < n_layers; ++l) {
+    const int n_kv = static_cast<int>(heads.cls[l].size());
+    const int group = n_heads / n_kv;
+    for (int h = 0; h < n_kv; ++h) {
+      t.dense_bytes += ctx * token_bytes;
+      if (heads.cls[l][h] == HeadClass::kStreaming) {
+        const double sink = std::min<double>(sp.sink_tokens, ctx);
+        const double local = std::min<double>(seq.stream_window, ctx - sink);
+        t.sparse_bytes += (sink + local) * token_bytes;
+        continue;
+      }
+      if (!seq.uses_selection(l, sp.selector_skip_layers)) {
+        t.sparse_bytes += ctx * token_bytes;
+        continue;
+      }
+      // Selected pages (the current one included); query-head granularity reads per query head.
+      const double pages = std::min<double>(seq.token_budget / P, n_blocks);
+      const int readers = sp.granularity == SelectorGranularity::kQueryHead ? group : 1;
+      t.sparse_bytes += readers * std::min(ctx, pages * P) * token_bytes;
+      if (seq.refresh_selection) {
+        const double stats = static_cast<double>((seq.end_pos() + L - 1) / L) * token_bytes;
+        t.selector_bytes += stats;
+        t.sparse_bytes += stats;
+      }
+    }
+  }
+  return t;
+}
+
+}  // namespace lserve

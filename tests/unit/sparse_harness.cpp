@@ -1,0 +1,232 @@
+#include "sparse_harness.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace lserve::test {
+namespace {
+
+Tensor upload(Backend& b, const std::vector<float>& v, int64_t rows, int64_t cols) {
+  return b.upload(v.data(), rows, cols);
+}
+
+std::vector<float> download(Backend& b, const Tensor& t) {
+  std::vector<float> v(static_cast<size_t>(t.numel()));
+  b.to_host(t, v.data());
+  return v;
+}
+
+}  // namespace
+
+SparseHarness::SparseHarness(Backend& backend, const SparseCase& c, uint64_t seed)
+    : backend_(backend), c_(c), rng_(seed) {
+  if (c_.retrieval.empty()) {
+    std::bernoulli_distribution coin(0.5);
+    c_.retrieval.assign(c_.n_layers, std::vector<bool>(c_.n_kv_heads));
+    for (auto& layer : c_.retrieval) {
+      for (size_t h = 0; h < layer.size(); ++h) layer[h] = coin(rng_);
+    }
+  }
+  HeadMap heads = HeadMap::from_flags(c_.retrieval);
+  KvCacheConfig kc;
+  kc.n_layers = c_.n_layers;
+  kc.n_heads = c_.n_kv_heads * c_.group;
+  kc.n_kv_heads = c_.n_kv_heads;
+  kc.head_dim = c_.head_dim;
+  kc.num_pages = c_.num_pages;
+  kc.num_stream_pages = c_.num_stream_pages;
+  kc.num_sel_slots = 2;
+  kc.sparse = c_.sparse;
+  cache_ = std::make_unique<KvCache>(backend_, kc, heads);
+  BlockManagerConfig bc;
+  bc.page_size = c_.sparse.page_size;
+  bc.num_pages = c_.num_pages;
+  bool any_streaming = false;
+  for (auto& l : c_.retrieval) {
+    for (bool r : l) any_streaming |= !r;
+  }
+  bc.num_stream_pages = any_streaming ? c_.num_stream_pages : 0;
+  bc.sink_tokens = c_.sparse.sink_tokens;
+  bc.num_sel_slots = 2;
+  blocks_ = std::make_unique<BlockManager>(bc);
+  SchedulerConfig sc;
+  sc.max_num_batched_tokens = c_.chunk;
+  scheduler_ = std::make_unique<Scheduler>(sc, c_.sparse, *blocks_);
+  seq_.id = 1;
+  seq_.tokens.assign(c_.prompt_len, 0);
+  seq_.prompt_len = c_.prompt_len;
+  k_hist_.assign(c_.n_layers, {});
+  v_hist_.assign(c_.n_layers, {});
+  const int sel_heads = c_.sparse.granularity == SelectorGranularity::kKvHead
+                            ? c_.n_kv_heads
+                            : c_.n_kv_heads * c_.group;
+  ref_sel_.assign(c_.n_layers, std::vector<std::vector<int32_t>>(sel_heads));
+}
+
+std::vector<int32_t> SparseHarness::reference_selection(int layer, int sel_head, int32_t pos,
+                                                        const float* q_row) {
+  const int d = c_.head_dim, P = c_.sparse.page_size, L = c_.sparse.logical_page_size;
+  const bool per_q = c_.sparse.granularity == SelectorGranularity::kQueryHead;
+  const int kv = per_q ? sel_head / c_.group : sel_head;
+  const int n_tokens = pos + 1;
+  const int n_blocks = (n_tokens + P - 1) / P;
+  std::vector<double> block_score(n_blocks, -std::numeric_limits<double>::infinity());
+  for (int lp = 0; lp * L < n_tokens; ++lp) {
+    // Bounds straight from the keys of this logical page.
+    std::vector<double> lo(d, std::numeric_limits<double>::infinity());
+    std::vector<double> hi(d, -std::numeric_limits<double>::infinity());
+    for (int j = lp * L; j < std::min(n_tokens, (lp + 1) * L); ++j) {
+      for (int ch = 0; ch < d; ++ch) {
+        const double x = k_hist_[layer][j][kv * d + ch];
+        lo[ch] = std::min(lo[ch], x);
+        hi[ch] = std::max(hi[ch], x);
+      }
+    }
+    double best = -std::numeric_limits<double>::infinity();
+    for (int g = 0; g < c_.group; ++g) {
+      const int qh = kv * c_.group + g;
+      if (per_q && qh != sel_head) continue;
+      double s = 0;
+      for (int ch = 0; ch < d; ++ch) {
+        const double qc = q_row[qh * d + ch];
+        s += std::max(qc * lo[ch], qc * hi[ch]);
+      }
+      best = std::max(best, s);
+    }
+    block_score[lp * L / P] = std::max(block_score[lp * L / P], best);
+  }
+  const int others = std::min(c_.sparse.token_budget / P - 1, n_blocks - 1);
+  std::vector<int32_t> order(n_blocks - 1);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return block_score[a] > block_score[b]; });
+  std::vector<int32_t> chosen(order.begin(), order.begin() + others);
+  chosen.push_back(n_blocks - 1);
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
+}
+
+void SparseHarness::check_step(const StepPlan& plan, int layer, const std::vector<float>& q,
+                               const std::vector<float>& out, double tolerance,
+                               double& max_diff) {
+  const SeqStep& s = plan.seqs[0];
+  const int d = c_.head_dim, P = c_.sparse.page_size, hq = c_.n_kv_heads * c_.group;
+  const bool per_q = c_.sparse.granularity == SelectorGranularity::kQueryHead;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  for (int i = 0; i < s.q_len; ++i) {
+    const int32_t pos = s.start_pos + i;
+    const float* q_row = q.data() + static_cast<size_t>(i) * hq * d;
+    const bool decoding = pos >= c_.prompt_len;
+    const bool sparse_decode = decoding && !c_.sparse.dense && pos + 1 > c_.sparse.token_budget &&
+                               layer >= c_.sparse.selector_skip_layers;
+    for (int qh = 0; qh < hq; ++qh) {
+      const int kv = qh / c_.group;
+      const bool retrieval = c_.retrieval[layer][kv] || c_.sparse.dense;
+      std::vector<int32_t> keys;
+      if (!retrieval) {
+        const int64_t window = decoding ? c_.sparse.local_tokens : c_.sparse.prefill_local_tokens;
+        for (int32_t j = 0; j <= pos; ++j) {
+          if (j < c_.sparse.sink_tokens || j > pos - window) keys.push_back(j);
+        }
+      } else if (!sparse_decode) {
+        for (int32_t j = 0; j <= pos; ++j) keys.push_back(j);
+      } else {
+        std::set<int32_t> blocks(ref_sel_[layer][per_q ? qh : kv].begin(),
+                                 ref_sel_[layer][per_q ? qh : kv].end());
+        blocks.insert(pos / P);
+        for (int32_t b : blocks) {
+          for (int32_t j = b * P; j < std::min(pos + 1, (b + 1) * P); ++j) keys.push_back(j);
+        }
+      }
+      std::vector<double> w(keys.size());
+      double mx = -std::numeric_limits<double>::infinity();
+      for (size_t t = 0; t < keys.size(); ++t) {
+        double dot = 0;
+        for (int ch = 0; ch < d; ++ch) {
+          dot += static_cast<double>(q_row[qh * d + ch]) * k_hist_[layer][keys[t]][kv * d + ch];
+        }
+        w[t] = dot * scale;
+        mx = std::max(mx, w[t]);
+      }
+      double sum = 0;
+      for (auto& x : w) sum += x = std::exp(x - mx);
+      for (int ch = 0; ch < d; ++ch) {
+        double o = 0;
+        for (size_t t = 0; t < keys.size(); ++t) o += w[t] * v_hist_[layer][keys[t]][kv * d + ch];
+        o /= sum;
+        const double got = out[(static_cast<size_t>(i) * hq + qh) * d + ch];
+        const double diff = std::abs(got - o);
+        max_diff = std::max(max_diff, diff);
+        ASSERT_LE(diff, tolerance) << "layer " << layer << " pos " << pos << " q head " << qh
+                                   << (retrieval ? " retrieval" : " streaming")
+                                   << (sparse_decode ? " sparse decode" : "") << " channel " << ch;
+      }
+    }
+  }
+}
+
+double SparseHarness::run(double tolerance) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const int d = c_.head_dim, hq = c_.n_kv_heads * c_.group, hkv = c_.n_kv_heads;
+  RopeParams rope;
+  rope.theta = 10000.0f;
+  rope.half_split = true;
+  double max_diff = 0;
+  scheduler_->add(&seq_);
+  int steps_left = c_.decode_steps;
+  while (true) {
+    ScheduledStep step = scheduler_->schedule();
+    if (step.plan.seqs.empty()) break;
+    const StepPlan& plan = step.plan;
+    const SeqStep& s = plan.seqs[0];
+    const int n = plan.n_tokens();
+    if (s.decode) refresh_flags.push_back(s.refresh_selection);
+    // The reference's reuse clock: refresh on interval multiples or when it has no selection.
+    const bool sparse_active = s.decode && !c_.sparse.dense && s.end_pos() > c_.sparse.token_budget;
+    const bool ref_refresh =
+        sparse_active && (!ref_sel_valid_ || decode_step_ % c_.sparse.selector_interval == 0);
+    EXPECT_EQ(s.refresh_selection, ref_refresh) << "decode step " << decode_step_;
+    for (int layer = 0; layer < c_.n_layers; ++layer) {
+      std::vector<float> qv(static_cast<size_t>(n) * hq * d), kv(static_cast<size_t>(n) * hkv * d),
+          vv(kv.size());
+      for (auto* vec : {&qv, &kv, &vv}) {
+        for (auto& x : *vec) x = dist(rng_);
+      }
+      Tensor q = upload(backend_, qv, n, hq * d), k = upload(backend_, kv, n, hkv * d),
+             v = upload(backend_, vv, n, hkv * d);
+      backend_.rope_append_kv(layer, q, k, v, rope, plan, *cache_);
+      backend_.select_pages(layer, q, plan, *cache_);
+      Tensor out = backend_.alloc(backend_.compute_dtype(), n, hq * d);
+      backend_.attention(layer, q, plan, *cache_, out);
+      const auto q_rot = download(backend_, q), k_rot = download(backend_, k);
+      for (int i = 0; i < n; ++i) {
+        k_hist_[layer].emplace_back(k_rot.begin() + static_cast<int64_t>(i) * hkv * d,
+                                    k_rot.begin() + static_cast<int64_t>(i + 1) * hkv * d);
+        v_hist_[layer].emplace_back(vv.begin() + static_cast<int64_t>(i) * hkv * d,
+                                    vv.begin() + static_cast<int64_t>(i + 1) * hkv * d);
+      }
+      if (ref_refresh && layer >= c_.sparse.selector_skip_layers) {
+        for (size_t h = 0; h < ref_sel_[layer].size(); ++h) {
+          ref_sel_[layer][h] = reference_selection(layer, static_cast<int>(h), s.start_pos, q_rot.data());
+        }
+      }
+      check_step(plan, layer, q_rot, download(backend_, out), tolerance, max_diff);
+      if (testing::Test::HasFatalFailure()) return max_diff;
+    }
+    ref_sel_valid_ = sparse_active;
+    if (s.decode) ++decode_step_;
+    seq_.kv.num_tokens = s.end_pos();
+    stream_pages_per_step.push_back(seq_.kv.stream_pages());
+    pages_per_step.push_back(static_cast<int>(seq_.kv.pages.size()));
+    if (s.want_logits) {
+      if (steps_left-- == 0) break;
+      seq_.tokens.push_back(0);  // a "generated" token; its Q/K/V are drawn at the next step
+    }
+  }
+  scheduler_->remove(&seq_);
+  return max_diff;
+}
+
+}  // namespace lserve::test
