@@ -1,4 +1,5 @@
 // `lserve generate`: one prompt in, streamed text out on stdout, timing on stderr.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -25,6 +26,7 @@ struct GenerateOptions {
   std::string system;
   std::string chat_template;
   bool show_prompt = false;
+  bool stats = false;
 };
 
 std::string read_prompt(const GenerateOptions& o) {
@@ -32,6 +34,27 @@ std::string read_prompt(const GenerateOptions& o) {
   if (!o.prompt_file.empty()) return read_text_file(o.prompt_file);
   log::info("reading the prompt from stdin (end with Ctrl-D)");
   return std::string(std::istreambuf_iterator<char>(std::cin), {});
+}
+
+void print_sparse_stats(const Engine& e) {
+  const EngineStats& s = e.stats();
+  const double steps = std::max<double>(1, s.decode_tokens);
+  const KvTraffic& t = s.decode_kv;
+  const auto mib = [](double b) { return b / 1048576.0; };
+  const KvCache& kv = e.kv_cache();
+  const double page_r = kv.blocks_pool_page_bytes(HeadClass::kRetrieval);
+  const double page_s = kv.blocks_pool_page_bytes(HeadClass::kStreaming);
+  std::fprintf(stderr,
+               "--- sparse attention (%s) ---\n"
+               "KV read per decode step: %.3f MiB vs %.3f MiB dense (%.1f%%, %.1fx less); "
+               "selector share %.1f%%\n"
+               "KV pool in use (peak): retrieval %d pages = %.2f MiB, streaming %d pages = %.2f "
+               "MiB\n",
+               e.sparse().summary().c_str(), mib(t.sparse_bytes / steps), mib(t.dense_bytes / steps),
+               t.dense_bytes > 0 ? 100.0 * t.sparse_bytes / t.dense_bytes : 0.0,
+               t.sparse_bytes > 0 ? t.dense_bytes / t.sparse_bytes : 0.0,
+               t.sparse_bytes > 0 ? 100.0 * t.selector_bytes / t.sparse_bytes : 0.0, s.peak_pages,
+               mib(s.peak_pages * page_r), s.peak_stream_pages, mib(s.peak_stream_pages * page_s));
 }
 
 int run_generate(GenerateOptions& o) {
@@ -88,6 +111,7 @@ int run_generate(GenerateOptions& o) {
                static_cast<unsigned long long>(*o.sampling.seed), peak_rss_bytes() / 1048576.0,
                engine->kv_cache().bytes() / 1048576.0, engine->blocks().pool().num_used(),
                engine->blocks().pool().num_pages());
+  if (o.stats) print_sparse_stats(*engine);
   return 0;
 }
 
@@ -108,6 +132,9 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--chat-template", opts->chat_template,
                   "Override the model's chat template: chatml or llama3");
   cmd->add_flag("--show-prompt", opts->show_prompt, "Print the final prompt text to stderr");
+  cmd->add_flag("--stats", opts->stats,
+                "Also report what sparse attention saves: KV bytes read per decode step vs dense, "
+                "the selector's share, and KV pool memory in use");
   return [opts] { return run_generate(*opts); };
 }
 

@@ -10,5 +10,6 @@ namespace lserve::app {
 using Command = std::function<int()>;
 
 Command add_generate_command(CLI::App& app);
+Command add_profile_heads_command(CLI::App& app);
 
 }  // namespace lserve::app

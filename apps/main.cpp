@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
 
   std::map<std::string, lserve::app::Command> commands;
   commands["generate"] = lserve::app::add_generate_command(app);
+  commands["profile-heads"] = lserve::app::add_profile_heads_command(app);
 
   try {
     app.parse(argc, argv);

@@ -142,8 +142,9 @@ void dequantize(GgmlType type, const void* src, float* dst, int64_t n) {
   const GgmlTypeTraits* tr = ggml_type_traits(static_cast<uint32_t>(type));
   LSERVE_CHECK(tr != nullptr && tr->can_dequantize, "no dequantizer for ggml type {}",
                ggml_type_name(type));
-  LSERVE_CHECK(n % tr->block_size == 0, "cannot dequantize {} elements of {}: not a multiple of {}",
-               n, tr->name, tr->block_size);
+  LSERVE_CHECK(n >= 0 && n % tr->block_size == 0,
+               "cannot dequantize {} elements of {}: not a multiple of {}", n, tr->name,
+               tr->block_size);
   const auto* p = static_cast<const uint8_t*>(src);
   switch (type) {
     case GgmlType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;

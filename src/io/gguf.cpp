@@ -12,6 +12,9 @@ constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 // Limits that stop a hostile header from asking for absurd allocations before any data is read.
 constexpr uint64_t kMaxKeyLength = 1u << 16;
 constexpr uint64_t kMaxDims = 4;
+// Each array element becomes a ~48-byte value in memory; real arrays (vocabularies, merges) have
+// at most a few hundred thousand entries.
+constexpr uint64_t kMaxArrayLength = 1u << 24;
 
 size_t value_type_min_bytes(GgufValueType t) {
   switch (t) {
@@ -67,6 +70,8 @@ GgufValue read_value(ByteReader& r, GgufValueType type, const std::string& key, 
       LSERVE_CHECK(n <= r.remaining() / min_bytes,
                    "{}: metadata '{}' claims {} array elements but only {} bytes remain", r.source(),
                    key, n, r.remaining());
+      LSERVE_CHECK(n <= kMaxArrayLength, "{}: metadata '{}' has {} array elements, more than the "
+                   "limit {}", r.source(), key, n, kMaxArrayLength);
       arr->items.reserve(n);
       for (uint64_t i = 0; i < n; ++i) arr->items.push_back(read_value(r, arr->elem_type, key, depth + 1));
       v.value = std::move(arr);
@@ -191,6 +196,7 @@ std::optional<int64_t> as_int(const GgufValue& v) {
 
 std::optional<double> as_float(const GgufValue& v) {
   if (const auto* d = get_if_value<double>(v)) return *d;
+  if (const auto* u = get_if_value<uint64_t>(v)) return static_cast<double>(*u);
   if (auto i = as_int(v)) return static_cast<double>(*i);
   return std::nullopt;
 }

@@ -110,7 +110,14 @@ SafetensorsModel::SafetensorsModel(const std::string& folder) : folder_(folder) 
   const fs::path dir(folder);
   const fs::path index = dir / "model.safetensors.index.json";
   std::vector<std::string> shard_names;
-  if (fs::exists(index)) {
+  // The error_code overloads: a path the OS refuses (EACCES, ENAMETOOLONG) must be an Error.
+  const auto exists = [](const fs::path& p) {
+    std::error_code ec;
+    const bool found = fs::exists(p, ec);
+    LSERVE_CHECK(!ec, "cannot access '{}': {}", p.string(), ec.message());
+    return found;
+  };
+  if (exists(index)) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(read_text_file(index.string()));
@@ -129,7 +136,7 @@ SafetensorsModel::SafetensorsModel(const std::string& folder) : folder_(folder) 
         shard_names.push_back(f);
       }
     }
-  } else if (fs::exists(dir / "model.safetensors")) {
+  } else if (exists(dir / "model.safetensors")) {
     shard_names.push_back("model.safetensors");
   } else {
     fail("{}: no model.safetensors or model.safetensors.index.json", folder);

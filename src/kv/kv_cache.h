@@ -59,6 +59,11 @@ class KvCache {
   // Bytes of memory the cache holds (K, V, statistics, selections).
   int64_t bytes() const { return bytes_; }
   int64_t bytes(HeadClass c) const { return c == HeadClass::kRetrieval ? retrieval_bytes_ : streaming_bytes_; }
+  // Bytes of one page of the pool of class c, over all layers.
+  int64_t blocks_pool_page_bytes(HeadClass c) const {
+    const int pages = layout(c).num_pages;
+    return pages > 0 ? bytes(c) / pages : 0;
+  }
 
  private:
   struct Store {

@@ -58,6 +58,7 @@ class LlamaModel final : public Model {
       be.add(x, h);
     }
     const auto rows = static_cast<int64_t>(plan.logits_rows.size());
+    if (rows == 0) return Tensor{};
     Tensor last = be.alloc(dt, rows, c.d_model);
     be.gather_rows(x, plan.logits_rows, last);
     be.rms_norm(last, w_.output_norm, c.rms_eps, last);

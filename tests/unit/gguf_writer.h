@@ -22,8 +22,19 @@ namespace lserve::test {
 
 // GGUF metadata value type ids (the specification's gguf_type).
 enum GgufTypeId : uint32_t {
-  kGgufU8 = 0, kGgufI8 = 1, kGgufU16 = 2, kGgufI16 = 3, kGgufU32 = 4, kGgufI32 = 5, kGgufF32 = 6,
-  kGgufBool = 7, kGgufString = 8, kGgufArray = 9, kGgufU64 = 10, kGgufI64 = 11, kGgufF64 = 12,
+  kGgufU8 = 0,
+  kGgufI8 = 1,
+  kGgufU16 = 2,
+  kGgufI16 = 3,
+  kGgufU32 = 4,
+  kGgufI32 = 5,
+  kGgufF32 = 6,
+  kGgufBool = 7,
+  kGgufString = 8,
+  kGgufArray = 9,
+  kGgufU64 = 10,
+  kGgufI64 = 11,
+  kGgufF64 = 12,
 };
 
 // Little-endian byte sink (the test machines are little-endian, as is GGUF v2/v3 by default).
@@ -92,9 +103,9 @@ inline GgufVal gguf_array(uint32_t elem_type, const std::vector<GgufVal>& items,
 
 struct GgufTensorSpec {
   std::string name;
-  std::vector<uint64_t> dims;  // ggml order, innermost first
-  uint32_t type = 0;           // ggml type id
-  std::vector<uint8_t> data;   // the tensor's bytes as stored
+  std::vector<uint64_t> dims;      // ggml order, innermost first
+  uint32_t type = 0;               // ggml type id
+  std::vector<uint8_t> data;       // the tensor's bytes as stored
   std::optional<uint64_t> offset;  // overrides the offset written into the tensor info
 };
 
@@ -110,9 +121,9 @@ struct GgufSpec {
 
 struct GgufImage {
   std::vector<uint8_t> bytes;
-  size_t infos_end = 0;   // end of the tensor infos (start of the padding before the data)
-  size_t data_start = 0;  // start of the data section
-  size_t data_end = 0;    // end of the last tensor's bytes; the file is padded after it
+  size_t infos_end = 0;           // end of the tensor infos (start of the padding before the data)
+  size_t data_start = 0;          // start of the data section
+  size_t data_end = 0;            // end of the last tensor's bytes; the file is padded after it
   std::vector<uint64_t> offsets;  // each tensor's offset relative to data_start
 };
 
@@ -170,7 +181,8 @@ class TempFile {
 
   void write(std::span<const uint8_t> bytes) const {
     std::ofstream out(path_, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
     ASSERT_TRUE(out.good()) << "cannot write " << path_;
   }
   const std::string& path() const { return path_; }
@@ -202,7 +214,8 @@ class TempDir {
   std::string file(std::string_view name) const { return path_ + "/" + std::string(name); }
   void write(std::string_view name, std::span<const uint8_t> bytes) const {
     std::ofstream out(file(name), std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
     ASSERT_TRUE(out.good()) << "cannot write " << file(name);
   }
   void write(std::string_view name, std::string_view text) const {

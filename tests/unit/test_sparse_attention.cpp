@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <string>
 
 #include "backend/cpu/cpu_backend.h"
 #include "sparse_harness.h"
@@ -62,7 +63,11 @@ INSTANTIATE_TEST_SUITE_P(
                     Shape{3, 64, SelectorGranularity::kKvHead},
                     Shape{4, 128, SelectorGranularity::kKvHead},
                     Shape{3, 128, SelectorGranularity::kQueryHead},
-                    Shape{4, 64, SelectorGranularity::kQueryHead}));
+                    Shape{4, 64, SelectorGranularity::kQueryHead}),
+    [](const testing::TestParamInfo<Shape>& i) {
+      return "G" + std::to_string(i.param.group) + "_d" + std::to_string(i.param.head_dim) +
+             (i.param.granularity == SelectorGranularity::kKvHead ? "_kvhead" : "_qhead");
+    });
 
 TEST(SparseAttentionExactness, AllRetrievalWideWindowsAndBudgetEqualDense) {
   // Every head retrieval, budget >= context: sparse equals dense (the harness's reference is then

@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 
+#include "engine/offline.h"
+
 namespace lserve::test {
 
 std::string source_dir() {
@@ -34,46 +36,11 @@ DefaultModel& default_model() {
 
 std::vector<float> sequence_logits(Model& model, Backend& backend, const std::vector<int32_t>& tokens,
                                    int chunk, int page_size) {
-  const ModelConfig& c = model.config();
-  KvCacheConfig kc;
-  kc.n_layers = c.n_layers;
-  kc.n_heads = c.n_heads;
-  kc.n_kv_heads = c.n_kv_heads;
-  kc.head_dim = c.head_dim;
-  kc.sparse.dense = true;
-  kc.sparse.page_size = page_size;
-  kc.sparse.logical_page_size = page_size;
-  kc.sparse.token_budget = 2 * page_size;
-  const int n = static_cast<int>(tokens.size());
-  kc.num_pages = (n + page_size - 1) / page_size + 1;
-  KvCache cache(backend, kc, HeadMap::all_retrieval(c.n_layers, c.n_kv_heads));
-  // Pages in scrambled order so the test exercises the page table, not contiguous memory.
-  std::vector<int32_t> pages(kc.num_pages);
-  for (int i = 0; i < kc.num_pages; ++i) pages[i] = (i * 7 + 3) % kc.num_pages;
-  if (std::gcd(7, kc.num_pages) != 1) std::iota(pages.begin(), pages.end(), 0);
-
-  std::vector<float> all(static_cast<size_t>(n) * c.vocab_size);
-  for (int start = 0; start < n; start += chunk) {
-    const int len = std::min(chunk, n - start);
-    StepPlan p;
-    SeqStep s;
-    s.q_len = len;
-    s.start_pos = start;
-    s.want_logits = true;
-    p.seqs.push_back(s);
-    for (int i = 0; i < len; ++i) {
-      p.token_ids.push_back(tokens[start + i]);
-      p.positions.push_back(start + i);
-      p.logits_rows.push_back(i);
-    }
-    const int np = (start + len + page_size - 1) / page_size;
-    p.page_indptr = {0, np};
-    p.page_indices.assign(pages.begin(), pages.begin() + np);
-    p.stream_indptr = {0, 0};
-    Tensor logits = model.forward(p, backend, cache);
-    backend.to_host(logits, all.data() + static_cast<size_t>(start) * c.vocab_size);
-  }
-  return all;
+  OfflineRunOptions o;
+  o.chunk = chunk;
+  o.page_size = page_size;
+  o.scramble_pages = true;
+  return lserve::sequence_logits(model, backend, tokens, o);
 }
 
 }  // namespace lserve::test

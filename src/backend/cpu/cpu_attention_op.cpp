@@ -154,6 +154,7 @@ void CpuBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvC
     collect(plan, t.seq, layer, t, cache, keys);
     for (int qh : heads_of(t)) attend(args_for(t, qh, keys), pool_);
   }
+  if (observer_) observer_(layer, q, plan, cache, out);
 }
 
 }  // namespace lserve

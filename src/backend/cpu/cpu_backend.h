@@ -3,6 +3,7 @@
 // plain, checkable code over speed where the two conflict.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "backend/backend.h"
@@ -39,8 +40,14 @@ class CpuBackend final : public Backend {
 
   ThreadPool& pool() { return pool_; }
 
+  // Called after every attention op with its inputs and output (the head profiler's probe).
+  using AttentionObserver = std::function<void(int layer, const Tensor& q, const StepPlan& plan,
+                                               KvCache& cache, const Tensor& out)>;
+  void set_attention_observer(AttentionObserver observer) { observer_ = std::move(observer); }
+
  private:
   ThreadPool pool_;
+  AttentionObserver observer_;
 };
 
 }  // namespace lserve

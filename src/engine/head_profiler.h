@@ -1,0 +1,37 @@
+// Training-free ranking of KV heads by how much they need full attention (docs/sparse-attention.md
+// explains the method). On passkey prompts of several lengths, each KV head's full attention
+// output at the last positions (the question) is compared with what the same head would output
+// attending only to the sink and the local window; heads whose outputs change most are the ones
+// retrieval depends on. Writes DuoAttention's full_attention_heads.tsv format.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "model/model.h"
+#include "sparse/head_pattern.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lserve {
+
+struct HeadProfileOptions {
+  std::vector<int> lengths = {1000, 2000, 3500};  // approximate prompt lengths, in tokens
+  std::vector<double> depths = {0.1, 0.5, 0.9};   // where the passkey sits
+  int probe_queries = 32;  // last positions whose outputs are compared
+  int sink_tokens = 128;   // the streaming window being judged
+  int local_tokens = 256;
+  uint64_t seed = 0;
+};
+
+struct HeadProfile {
+  HeadPattern pattern;  // gates: mean relative error scaled to [0, 1] (1 = needs full attention)
+  std::vector<std::vector<double>> error;  // [layer][kv_head] mean relative output error
+  int prompts = 0;
+};
+
+HeadProfile profile_heads(Model& model, CpuBackend& backend, const Tokenizer& tokenizer,
+                          const HeadProfileOptions& options,
+                          const std::function<void(int done, int total)>& progress);
+
+}  // namespace lserve
