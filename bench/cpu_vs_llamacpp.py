@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 
-def run_lserve(args):
-    cmd = [args.lserve, "generate", "--model", args.model, "--prompt-file", args.prompt_file,
+def run_lserve(args, extra=()):
+    cmd = [args.lserve, "generate", *extra, "--model", args.model, "--prompt-file", args.prompt_file,
            "--threads", str(args.threads), "--temperature", "0", "--ignore-eos",
            "--max-tokens", str(args.decode_tokens), "--log-level", "warn"]
     best = None
@@ -63,7 +63,10 @@ def main():
     args = ap.parse_args()
     print("| engine | prompt tokens | prefill tok/s | decode tok/s |")
     print("|---|---|---|---|")
-    for name, fn in (("lserve (f32 CPU)", run_lserve), ("llama.cpp (Q4_1)", run_llamacpp)):
+    runs = (("lserve --dense (f32)", lambda a: run_lserve(a, ["--dense"])),
+            ("lserve default sparse (f32)", run_lserve),
+            ("llama.cpp (Q4_1 weights, Q8 activations)", run_llamacpp))
+    for name, fn in runs:
         n, pre, dec = fn(args)
         print(f"| {name} | {n} | {pre:.1f} | {dec:.1f} |", flush=True)
 
