@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fmt/format.h>
+
 #include <string>
 
 #include "backend/cpu/cpu_backend.h"
@@ -65,8 +67,8 @@ INSTANTIATE_TEST_SUITE_P(
                     Shape{3, 128, SelectorGranularity::kQueryHead},
                     Shape{4, 64, SelectorGranularity::kQueryHead}),
     [](const testing::TestParamInfo<Shape>& i) {
-      return "G" + std::to_string(i.param.group) + "_d" + std::to_string(i.param.head_dim) +
-             (i.param.granularity == SelectorGranularity::kKvHead ? "_kvhead" : "_qhead");
+      return fmt::format("G{}_d{}_{}", i.param.group, i.param.head_dim,
+                         i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead");
     });
 
 TEST(SparseAttentionExactness, AllRetrievalWideWindowsAndBudgetEqualDense) {
