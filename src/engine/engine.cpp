@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "engine/logprobs.h"
 #include "engine/sampler.h"
 #include "sparse/head_pattern.h"
 #include "sparse/head_pattern_lookup.h"
@@ -142,16 +143,16 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel loaded, const Engin
 
 Engine::~Engine() = default;
 
-int64_t Engine::submit(Request req) {
+void Engine::validate(const Request& req) const {
   req.params.validate();
-  LSERVE_CHECK(req.sparse.token_budget >= 0 &&
-                   req.sparse.token_budget <= cache_->sparse().token_budget &&
-                   req.sparse.token_budget % cache_->page_size() == 0 &&
-                   (req.sparse.token_budget == 0 || req.sparse.token_budget >= 2 * cache_->page_size()),
+  const SparseAttentionConfig& sp = cache_->sparse();
+  const int page = cache_->page_size();
+  LSERVE_CHECK(req.sparse.token_budget >= 0 && req.sparse.token_budget <= sp.token_budget &&
+                   req.sparse.token_budget % page == 0 &&
+                   (req.sparse.token_budget == 0 || req.sparse.token_budget >= 2 * page),
                "token_budget {} must be a multiple of the page size {} between {} and the engine's "
                "budget {}",
-               req.sparse.token_budget, cache_->page_size(), 2 * cache_->page_size(),
-               cache_->sparse().token_budget);
+               req.sparse.token_budget, page, 2 * page, sp.token_budget);
   LSERVE_CHECK(!req.prompt.empty(), "the prompt is empty");
   const int64_t prompt_len = static_cast<int64_t>(req.prompt.size());
   LSERVE_CHECK(prompt_len + 1 <= max_model_len_,
@@ -162,6 +163,11 @@ int64_t Engine::submit(Request req) {
     LSERVE_CHECK(t >= 0 && t < model_->config().vocab_size,
                  "token id {} is outside the vocabulary ({})", t, model_->config().vocab_size);
   }
+}
+
+int64_t Engine::submit(Request req) {
+  validate(req);
+  const int64_t prompt_len = static_cast<int64_t>(req.prompt.size());
   auto seq = std::make_unique<Sequence>();
   seq->id = next_id_++;
   seq->tokens = std::move(req.prompt);
@@ -292,8 +298,12 @@ std::vector<SeqOutput> Engine::step() {
     SeqOutput out;
     out.id = seq.id;
     // Models often pad their vocabulary past the tokenizer's; those ids are never sampled.
-    const int32_t token = sample_token(row.first(std::min<size_t>(vocab, tokenizer_->vocab_size())),
-                                       seq.params, seq.tokens, seq.rng);
+    row = row.first(std::min<size_t>(vocab, tokenizer_->vocab_size()));
+    // Log-probabilities describe the raw distribution, so keep it before sampling edits the row.
+    std::vector<float> raw;
+    if (seq.params.logprobs >= 0) raw.assign(row.begin(), row.end());
+    const int32_t token = sample_token(row, seq.params, seq.tokens, seq.rng);
+    if (!raw.empty()) out.logprobs.push_back(token_logprob(raw, token, seq.params.logprobs));
     on_token(seq, token, out);
     if (seq.finished()) done.push_back(seq.id);
     outputs.push_back(std::move(out));

@@ -60,6 +60,9 @@ class Engine {
   const SparseAttentionConfig& sparse() const { return cache_->sparse(); }
   Backend& backend() { return *backend_; }
 
+  // Throws Error naming the problem when `request` cannot be served. Reads only state fixed at
+  // construction, so other threads may call it while the engine thread steps.
+  void validate(const Request& request) const;
   // Queues a request; throws Error (nothing queued) when it cannot be served.
   int64_t submit(Request request);
   // Runs one step and returns what changed; finished sequences are forgotten after reporting.

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/logprobs.h"
 #include "engine/sampling_params.h"
 
 namespace lserve {
@@ -27,6 +28,7 @@ std::string_view finish_reason_name(FinishReason r);  // "stop", "length", ... a
 struct SeqOutput {
   int64_t id = 0;
   std::vector<int32_t> new_tokens;
+  std::vector<TokenLogprob> logprobs;  // parallel to new_tokens when params.logprobs >= 0
   std::string new_text;  // complete UTF-8, with stop strings and held-back prefixes removed
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;

@@ -18,6 +18,8 @@ void SamplingParams::validate() const {
   LSERVE_CHECK(repeat_last_n >= -1, "repeat_last_n must be >= -1, got {}", repeat_last_n);
   LSERVE_CHECK(max_tokens >= 1, "max_tokens must be >= 1, got {}", max_tokens);
   LSERVE_CHECK(stop.size() <= 16, "at most 16 stop strings are allowed, got {}", stop.size());
+  LSERVE_CHECK(logprobs >= -1 && logprobs <= kMaxLogprobs,
+               "logprobs must be between 0 and {}, got {}", kMaxLogprobs, logprobs);
   for (const auto& s : stop) {
     LSERVE_CHECK(!s.empty() && s.size() <= 256, "stop strings must be 1..256 bytes long");
   }

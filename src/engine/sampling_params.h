@@ -9,6 +9,8 @@
 namespace lserve {
 
 struct SamplingParams {
+  static constexpr int kMaxLogprobs = 20;  // as OpenAI's top_logprobs
+
   float temperature = 0.8f;  // 0 = greedy
   int top_k = 40;            // 0 = off
   float top_p = 0.95f;       // 1 = off
@@ -20,6 +22,7 @@ struct SamplingParams {
   std::vector<std::string> stop;       // stop strings (not included in the output)
   std::vector<int32_t> stop_token_ids;  // in addition to the model's end-of-turn tokens
   bool ignore_eos = false;
+  int logprobs = -1;  // -1: none; 0..20: report each token's logprob and this many alternatives
 
   // Throws Error naming the field when a value is out of range.
   void validate() const;

@@ -90,17 +90,50 @@ void Scheduler::add_to_plan(ScheduledStep& step, Sequence* seq, int32_t n) {
   step.seqs.push_back(seq);
 }
 
+Sequence* Scheduler::pick_victim(const ScheduledStep& step, Sequence* fallback) const {
+  for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
+    if (*it != fallback && std::find(step.seqs.begin(), step.seqs.end(), *it) == step.seqs.end()) {
+      return *it;
+    }
+  }
+  return fallback;
+}
+
+int32_t Scheduler::prefill_chunk(const Sequence& seq, int budget) const {
+  int32_t n = std::min(seq.num_uncached(), budget);
+  const bool others_wait =
+      !waiting_.empty() && running_.size() < static_cast<size_t>(config_.max_num_seqs);
+  if (others_wait) {
+    const int cap = config_.long_prefill_token_threshold > 0
+                        ? config_.long_prefill_token_threshold
+                        : std::max(1, config_.max_num_batched_tokens / 2);
+    n = std::min(n, cap);
+  }
+  return n;
+}
+
 ScheduledStep Scheduler::schedule() {
   ScheduledStep step;
   int budget = config_.max_num_batched_tokens;
 
-  for (size_t i = 0; i < running_.size() && budget > 0;) {
-    Sequence* seq = running_[i];
-    const int32_t n = std::min(seq->num_uncached(), budget);
+  // Decodes go first so that a long prompt being prefilled never stalls the running streams,
+  // whatever the order of admission.
+  std::vector<Sequence*> order;
+  order.reserve(running_.size());
+  for (Sequence* seq : running_) {
+    if (seq->kv.num_tokens >= seq->prompt_len) order.push_back(seq);
+  }
+  for (Sequence* seq : running_) {
+    if (seq->kv.num_tokens < seq->prompt_len) order.push_back(seq);
+  }
+  for (Sequence* seq : order) {
+    if (budget <= 0) break;
+    if (seq->status != SeqStatus::kRunning) continue;  // preempted earlier in this step
+    const int32_t n = prefill_chunk(*seq, budget);
     LSERVE_ASSERT(n > 0);
     bool self_preempted = false;
     while (!make_room(seq, n)) {
-      Sequence* victim = running_.back();
+      Sequence* victim = pick_victim(step, seq);
       preempt(victim);
       ++step.num_preempted;
       if (victim == seq) {
@@ -108,10 +141,9 @@ ScheduledStep Scheduler::schedule() {
         break;
       }
     }
-    if (self_preempted) break;  // everything after it was preempted too
+    if (self_preempted) continue;
     add_to_plan(step, seq, n);
     budget -= n;
-    ++i;
   }
 
   // Admit new work only when nothing had to be preempted: memory is tight otherwise.

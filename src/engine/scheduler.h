@@ -1,5 +1,5 @@
-// Continuous batching: every step takes the running sequences (decodes and unfinished prompt
-// chunks) first, then admits waiting ones while the token budget and KV pages last. Prompts are
+// Continuous batching: every step takes the running sequences first (decodes, then unfinished
+// prompt chunks), then admits waiting ones while the token budget and KV pages last. Prompts are
 // split into chunks so one long prompt cannot stall the streams already running. When pages run
 // out, the most recently admitted sequence is preempted (pages freed, recomputed later). The
 // scheduler also fills in each sequence's sparse-attention settings for the step.
@@ -19,6 +19,10 @@ namespace lserve {
 struct SchedulerConfig {
   int max_num_seqs = 64;              // sequences in one step
   int max_num_batched_tokens = 2048;  // new tokens in one step (prefill chunks + decodes)
+  // While requests wait for admission, a prompt already being prefilled takes at most this many
+  // tokens of a step, so newcomers start at once instead of after the whole long prompt
+  // (0: half of max_num_batched_tokens). Alone, a prompt still gets the whole step.
+  int long_prefill_token_threshold = 0;
 };
 
 struct ScheduledStep {
@@ -44,6 +48,10 @@ class Scheduler {
 
  private:
   void preempt(Sequence* seq);
+  // The most recently admitted running sequence not yet in `step` (`fallback` if none is left).
+  Sequence* pick_victim(const ScheduledStep& step, Sequence* fallback) const;
+  // Tokens a running prompt may take this step, out of `budget`.
+  int32_t prefill_chunk(const Sequence& seq, int budget) const;
   // Window of the streaming heads for the sequence's next tokens.
   int32_t stream_window(const Sequence& seq) const;
   // Frees window pages the sequence's next step cannot see, then checks it can grow by n.

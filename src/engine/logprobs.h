@@ -1,0 +1,22 @@
+// Log-probabilities of sampled tokens, for the OpenAI `logprobs` options. They describe the
+// model's own distribution (log-softmax of the raw logits, before penalties or temperature), as
+// vLLM reports them by default, so they say how close two candidates were regardless of sampling.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace lserve {
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // best first; ties by lower id
+};
+
+// `token`'s log-probability under softmax(logits) and the `top_n` most likely tokens.
+TokenLogprob token_logprob(std::span<const float> logits, int32_t token, int top_n);
+
+}  // namespace lserve
