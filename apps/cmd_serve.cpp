@@ -1,0 +1,171 @@
+// `lserve serve MODEL`: the OpenAI-compatible HTTP server. The engine runs on its own thread
+// (server::EngineLoop); this file wires flags to it and owns the process lifecycle: signals are
+// blocked in every thread and taken by the main thread with sigwait, so shutdown is ordinary
+// code rather than a signal handler.
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "commands.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "model/model_loader.h"
+#include "options.h"
+#include "server/engine_loop.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
+#include "server/server_context.h"
+
+namespace lserve::app {
+namespace {
+
+struct ServeOptions {
+  ModelOptions model;
+  server::ServerConfig server;
+  std::vector<std::string> served_names;
+  std::string chat_template;
+  int max_waiting = 64;
+  int max_request_kib = 16 * 1024;
+  int http_threads = 0;
+  double shutdown_timeout_s = 10;
+};
+
+std::string default_model_name(const ModelOptions& o) {
+  if (o.load_format == "dummy") return std::filesystem::path(o.model).filename().string();
+  const std::filesystem::path p(resolve_model_path(o.model));
+  return std::filesystem::is_directory(p) ? p.filename().string() : p.stem().string();
+}
+
+std::optional<ChatTemplate> pick_chat_template(const ServeOptions& o, const Tokenizer& tok) {
+  if (!o.chat_template.empty()) return ChatTemplate::by_name(o.chat_template);
+  try {
+    return ChatTemplate::from_model(tok.chat_template_source());
+  } catch (const Error& e) {
+    log::warn("no chat template: {}; /v1/chat/completions will answer 400 (use --chat-template)",
+              e.what());
+    return std::nullopt;
+  }
+}
+
+sigset_t shutdown_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+// Waits for in-flight requests to finish, at most `timeout`; a second signal cuts it short.
+void drain(const server::EngineLoop& loop, double timeout_s) {
+  const sigset_t set = shutdown_signals();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (loop.outstanding() > 0 && std::chrono::steady_clock::now() < deadline) {
+    timespec tick{0, 100'000'000};
+    if (sigtimedwait(&set, nullptr, &tick) > 0) {
+      log::warn("second signal: cancelling the {} requests in flight", loop.outstanding());
+      return;
+    }
+  }
+  if (loop.outstanding() > 0) {
+    log::warn("shutdown timeout: cancelling the {} requests in flight", loop.outstanding());
+  }
+}
+
+int run_serve(ServeOptions& o) {
+  // Before any thread exists, so every thread inherits the mask and only sigwait sees them.
+  const sigset_t set = shutdown_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a client that hung up is a failed write, not a dead server
+
+  server::ServerConfig config = o.server;
+  config.served_model_names = o.served_names;
+  if (config.served_model_names.empty()) {
+    config.served_model_names.push_back(default_model_name(o.model));
+  }
+  config.max_body_bytes = static_cast<size_t>(o.max_request_kib) << 10;
+  const int max_pending = o.model.max_num_seqs + o.max_waiting;
+  // One thread per connection: enough for every accepted request plus room to keep answering
+  // /health, /metrics and refusals when full.
+  config.http_threads = o.http_threads > 0 ? o.http_threads : max_pending + 16;
+
+  auto engine = build_engine(o.model);
+  std::optional<ChatTemplate> tmpl = pick_chat_template(o, engine->tokenizer());
+  server::Metrics metrics(config.served_model_names.front());
+  server::EngineLoop loop(*engine, metrics, {max_pending});
+  server::ServerContext ctx{config, *engine, loop, metrics, tmpl};
+  ctx.id_salt = std::random_device{}();
+  server::HttpServer http(ctx);
+  const int port = http.bind();
+  log::info("serving '{}' on http://{}:{} (OpenAI API under /v1; /health, /metrics){}",
+            config.served_model_names.front(), config.host, port,
+            config.api_key.empty() ? "" : "; API key required");
+  std::thread listener([&] { http.listen(); });
+
+  int sig = 0;
+  sigwait(&set, &sig);
+  log::info("{}: not accepting new requests; finishing the {} in flight",
+            sig == SIGINT ? "SIGINT" : "SIGTERM", loop.outstanding());
+  loop.begin_drain();
+  drain(loop, o.shutdown_timeout_s);
+  loop.stop();  // cancels what is left; every request still gets its final response
+  http.stop();
+  listener.join();
+  log::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+Command add_serve_command(CLI::App& app) {
+  auto opts = std::make_shared<ServeOptions>();
+  CLI::App* cmd =
+      app.add_subcommand("serve",
+                         "Serve a model over an OpenAI-compatible HTTP API (/v1/completions, "
+                         "/v1/chat/completions, /v1/models, /health, /metrics)");
+  add_model_options(*cmd, opts->model);
+  cmd->add_option("model", opts->model.model, "Model (same as --model)");
+  const std::string g = "Server";
+  cmd->add_option("--host", opts->server.host, "Address to listen on")
+      ->capture_default_str()
+      ->group(g);
+  cmd->add_option("--port", opts->server.port, "Port to listen on (0: any free port, logged)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str()
+      ->group(g);
+  cmd->add_option("--api-key", opts->server.api_key,
+                  "Require 'Authorization: Bearer KEY' on /v1/ endpoints")
+      ->envname("LSERVE_API_KEY")
+      ->group(g);
+  cmd->add_option("--served-model-name", opts->served_names,
+                  "Model name(s) clients use (default: the model file's name)")
+      ->group(g);
+  cmd->add_option("--chat-template", opts->chat_template,
+                  "Override the model's chat template: chatml or llama3")
+      ->group(g);
+  cmd->add_option("--max-waiting-requests", opts->max_waiting,
+                  "Requests that may wait beyond --max-num-seqs; more get 429")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str()
+      ->group(g);
+  cmd->add_option("--max-request-kib", opts->max_request_kib,
+                  "Largest request body in KiB; larger ones get 413")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str()
+      ->group(g);
+  cmd->add_option("--http-threads", opts->http_threads,
+                  "Connections served at once (0: accepted requests + 16)")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str()
+      ->group(g);
+  cmd->add_option("--shutdown-timeout", opts->shutdown_timeout_s,
+                  "On SIGINT/SIGTERM, seconds to let requests in flight finish before cancelling")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str()
+      ->group(g);
+  return [opts] { return run_serve(*opts); };
+}
+
+}  // namespace lserve::app

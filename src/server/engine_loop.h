@@ -1,0 +1,91 @@
+// Runs the single-threaded Engine on one dedicated thread. HTTP handler threads hand it requests
+// and cancellations through a locked inbox and read each request's output from its own
+// RequestChannel, so a long step (a big prefill chunk) only delays the engine, never the HTTP
+// threads: /health, /metrics and new connections keep being answered.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/engine.h"
+#include "server/metrics.h"
+#include "server/request_channel.h"
+
+namespace lserve::server {
+
+struct EngineLoopConfig {
+  int max_pending = 256;  // accepted requests not yet finished (running + waiting)
+};
+
+enum class Admission { kAccepted, kQueueFull, kShuttingDown };
+
+class EngineLoop {
+ public:
+  // Starts the engine thread; `engine` and `metrics` must outlive the loop.
+  EngineLoop(Engine& engine, Metrics& metrics, EngineLoopConfig config);
+  ~EngineLoop();
+  EngineLoop(const EngineLoop&) = delete;
+  EngineLoop& operator=(const EngineLoop&) = delete;
+
+  // Thread-safe. When accepted, `channel` gets the request's output up to a finished update,
+  // whatever happens (errors, cancellation, shutdown). Validate the request first
+  // (Engine::validate): a request the engine refuses here finishes with kError.
+  Admission submit(Request request, std::shared_ptr<RequestChannel> channel);
+  // Thread-safe; the channel then gets a finished update with kCancelled (unless it had finished).
+  void cancel(const std::shared_ptr<RequestChannel>& channel);
+
+  // From now on submit() answers kShuttingDown; requests in flight continue.
+  void begin_drain() { draining_ = true; }
+  bool draining() const { return draining_.load(); }
+  int outstanding() const { return outstanding_.load(); }
+  // Cancels whatever is still in flight (each gets its final update) and joins the thread.
+  void stop();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Command {
+    std::shared_ptr<RequestChannel> channel;
+    std::optional<Request> request;  // empty: cancel
+  };
+  struct Active {
+    std::shared_ptr<RequestChannel> channel;
+    int64_t submit_step = 0;
+    bool got_first_token = false;
+    Clock::time_point last_token;
+    RequestTiming timing;
+  };
+
+  void run();
+  void handle(Command& command);
+  void dispatch(std::vector<SeqOutput>& outputs, bool shutting_down);
+  void fail_all(const std::string& why);
+  void finish_active(int64_t id, RequestUpdate update);
+  void publish_snapshot();
+
+  Engine& engine_;
+  Metrics& metrics_;
+  const EngineLoopConfig config_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Command> inbox_;
+  bool stop_ = false;
+  std::atomic<bool> draining_{false};
+  std::atomic<int> outstanding_{0};
+
+  // Engine thread only.
+  std::unordered_map<int64_t, Active> active_;
+  std::unordered_map<const RequestChannel*, int64_t> ids_;
+
+  std::thread thread_;  // last: starts after everything above exists
+};
+
+}  // namespace lserve::server

@@ -1,0 +1,208 @@
+#include "server/openai_request.h"
+
+#include <fmt/format.h>
+
+#include <limits>
+
+#include "server/api_error.h"
+#include "server/json_fields.h"
+
+namespace lserve::server {
+namespace {
+
+constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
+
+// Fields both endpoints share: sampling, streaming, vLLM's extensions and lserve's own.
+void parse_common(const json& b, GenerationRequest& r) {
+  if (auto m = get_string(b, "model")) r.model = *m;
+  SamplingParams& p = r.params;
+  // OpenAI's defaults, not the CLI's: a client that sends nothing gets plain sampling.
+  p.temperature = 1.0f;
+  p.top_p = 1.0f;
+  p.top_k = 0;
+  p.min_p = 0.0f;
+  if (auto v = get_number(b, "temperature")) p.temperature = static_cast<float>(*v);
+  if (auto v = get_number(b, "top_p")) p.top_p = static_cast<float>(*v);
+  if (auto v = get_int(b, "top_k", -1, kIntMax)) p.top_k = *v < 0 ? 0 : static_cast<int>(*v);
+  if (auto v = get_number(b, "min_p")) p.min_p = static_cast<float>(*v);
+  if (auto v = get_number(b, "repetition_penalty")) p.repetition_penalty = static_cast<float>(*v);
+  for (const char* key : {"presence_penalty", "frequency_penalty"}) {
+    if (auto v = get_number(b, key); v && *v != 0) {
+      throw bad_request(fmt::format("'{}' is not supported (use repetition_penalty)", key), key);
+    }
+  }
+  if (auto v = get_int(b, "seed", std::numeric_limits<int64_t>::min(),
+                       std::numeric_limits<int64_t>::max())) {
+    p.seed = static_cast<uint64_t>(*v);
+  }
+  if (auto v = get_strings(b, "stop")) p.stop = *v;
+  if (auto v = get_ints(b, "stop_token_ids", 0, kIntMax)) {
+    p.stop_token_ids.assign(v->begin(), v->end());
+  }
+  if (auto v = get_bool(b, "ignore_eos")) p.ignore_eos = *v;
+  if (auto v = get_int(b, "n", 1, 1)) (void)v;  // one choice per request
+  if (const json* lb = get_object(b, "logit_bias"); lb && !lb->empty()) {
+    throw bad_request("'logit_bias' is not supported", "logit_bias");
+  }
+
+  if (auto v = get_bool(b, "stream")) r.stream = *v;
+  if (const json* so = get_object(b, "stream_options")) {
+    if (!r.stream) {
+      throw bad_request("'stream_options' is only allowed when 'stream' is true", "stream_options");
+    }
+    if (auto v = get_bool(*so, "include_usage")) r.include_usage = *v;
+  }
+
+  if (const json* ext = get_object(b, "lserve")) {
+    for (const auto& [key, value] : ext->items()) {
+      if (key != "dense" && key != "token_budget") {
+        throw bad_request(
+            fmt::format("unknown field 'lserve.{}' (known: dense, token_budget)", key), "lserve");
+      }
+    }
+    if (auto v = get_bool(*ext, "dense")) r.sparse.dense = *v;
+    if (auto v = get_int(*ext, "token_budget", 0, kIntMax)) {
+      r.sparse.token_budget = static_cast<int>(*v);
+    }
+  }
+}
+
+std::vector<int32_t> to_ids(const std::vector<int64_t>& v) {
+  return std::vector<int32_t>(v.begin(), v.end());
+}
+
+void parse_prompt(const json& b, GenerationRequest& r) {
+  const auto it = b.find("prompt");
+  if (it == b.end() || it->is_null()) throw bad_request("'prompt' is required", "prompt");
+  const json& p = *it;
+  const char* shape =
+      "'prompt' must be a string, an array of token ids, or an array holding one of those "
+      "(one prompt per request)";
+  if (p.is_string()) {
+    r.prompt_text = p.get<std::string>();
+    return;
+  }
+  if (!p.is_array() || p.empty()) throw bad_request(shape, "prompt");
+  if (p.size() == 1 && p[0].is_string()) {
+    r.prompt_text = p[0].get<std::string>();
+    return;
+  }
+  const json& ids = p.size() == 1 && p[0].is_array() ? p[0] : p;
+  if (ids.empty() || !ids[0].is_number()) throw bad_request(shape, "prompt");
+  const json wrapped = {{"prompt", ids}};
+  r.prompt_ids = to_ids(*get_ints(wrapped, "prompt", 0, kIntMax));
+}
+
+std::string message_content(const json& m, size_t index) {
+  const auto it = m.find("content");
+  if (it == m.end() || it->is_null()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  const std::string param = fmt::format("messages[{}].content", index);
+  if (!it->is_array()) throw bad_request("message content must be a string or an array", param);
+  std::string text;
+  for (const json& part : *it) {
+    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+        !part["text"].is_string()) {
+      throw bad_request(
+          "only text content parts ({\"type\": \"text\", \"text\": ...}) are "
+          "supported",
+          param);
+    }
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+void parse_messages(const json& b, GenerationRequest& r) {
+  const auto it = b.find("messages");
+  if (it == b.end() || !it->is_array() || it->empty()) {
+    throw bad_request("'messages' must be a non-empty array", "messages");
+  }
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& m = (*it)[i];
+    const std::string param = fmt::format("messages[{}]", i);
+    if (!m.is_object()) throw bad_request("each message must be an object", param);
+    const auto role = m.find("role");
+    if (role == m.end() || !role->is_string()) {
+      throw bad_request("each message needs a string 'role'", param + ".role");
+    }
+    std::string name = role->get<std::string>();
+    if (name == "developer") name = "system";  // OpenAI's newer name for the system role
+    if (name != "system" && name != "user" && name != "assistant") {
+      throw bad_request(
+          fmt::format("unsupported role '{}' (system, developer, user, assistant)", name),
+          param + ".role");
+    }
+    r.messages.push_back({name, message_content(m, i)});
+  }
+}
+
+void reject_unsupported(const json& b) {
+  for (const char* key : {"tools", "functions", "suffix"}) {
+    const auto it = b.find(key);
+    if (it != b.end() && !it->is_null() && !(it->is_array() && it->empty()) &&
+        !(it->is_string() && it->get<std::string>().empty())) {
+      throw bad_request(fmt::format("'{}' is not supported", key), key);
+    }
+  }
+  if (auto v = get_bool(b, "echo"); v && *v) throw bad_request("'echo' is not supported", "echo");
+  if (auto v = get_int(b, "best_of", 1, 1)) (void)v;
+  if (const json* rf = get_object(b, "response_format")) {
+    if (rf->value("type", "text") != "text") {
+      throw bad_request("only response_format {\"type\": \"text\"} is supported",
+                        "response_format");
+    }
+  }
+}
+
+void require_object(const json& b) {
+  if (!b.is_object()) throw bad_request("the request body must be a JSON object");
+}
+
+}  // namespace
+
+json parse_body(const std::string& text) {
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw bad_request(fmt::format("invalid JSON: {}", e.what()));
+  }
+}
+
+GenerationRequest parse_completion_request(const json& b) {
+  require_object(b);
+  reject_unsupported(b);
+  GenerationRequest r;
+  parse_prompt(b, r);
+  parse_common(b, r);
+  if (auto v = get_int(b, "max_tokens", 1, kIntMax)) r.max_tokens = static_cast<int>(*v);
+  if (auto v = get_int(b, "logprobs", 0, SamplingParams::kMaxLogprobs)) {
+    r.params.logprobs = static_cast<int>(*v);
+  }
+  return r;
+}
+
+GenerationRequest parse_chat_request(const json& b) {
+  require_object(b);
+  reject_unsupported(b);
+  if (const auto tc = b.find("tool_choice");
+      tc != b.end() && !tc->is_null() && *tc != json("none") && *tc != json("auto")) {
+    throw bad_request("'tool_choice' is not supported", "tool_choice");
+  }
+  GenerationRequest r;
+  r.chat = true;
+  parse_messages(b, r);
+  parse_common(b, r);
+  if (auto v = get_bool(b, "add_generation_prompt")) r.add_generation_prompt = *v;
+  if (auto v = get_int(b, "max_completion_tokens", 1, kIntMax)) r.max_tokens = static_cast<int>(*v);
+  if (auto v = get_int(b, "max_tokens", 1, kIntMax)) r.max_tokens = static_cast<int>(*v);
+  const bool logprobs = get_bool(b, "logprobs").value_or(false);
+  const auto top = get_int(b, "top_logprobs", 0, SamplingParams::kMaxLogprobs);
+  if (top && !logprobs) {
+    throw bad_request("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+  }
+  if (logprobs) r.params.logprobs = static_cast<int>(top.value_or(0));
+  return r;
+}
+
+}  // namespace lserve::server

@@ -1,0 +1,42 @@
+// Parsing of /v1/completions and /v1/chat/completions bodies into what the engine needs. Only
+// the shape and types are checked here (400 naming the field); value ranges are checked by
+// SamplingParams/Engine::validate, and the context length once the prompt is tokenized.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/request.h"
+#include "tokenizer/chat_template.h"
+
+namespace lserve::server {
+
+struct GenerationRequest {
+  bool chat = false;
+  std::string model;  // empty: the served model
+  // Completions: the prompt as text, or as token ids.
+  std::optional<std::string> prompt_text;
+  std::vector<int32_t> prompt_ids;
+  // Chat: the conversation.
+  std::vector<ChatMessage> messages;
+  bool add_generation_prompt = true;
+
+  SamplingParams params;
+  std::optional<int> max_tokens;  // unset: the endpoint's default
+  bool stream = false;
+  bool include_usage = false;
+  SparseOverride sparse;
+};
+
+// Throw ApiError (400) with the offending field's name.
+GenerationRequest parse_completion_request(const nlohmann::json& body);
+GenerationRequest parse_chat_request(const nlohmann::json& body);
+
+// Parses request text as JSON; ApiError 400 saying where it is malformed.
+nlohmann::json parse_body(const std::string& text);
+
+}  // namespace lserve::server

@@ -1,0 +1,43 @@
+#include "server/request_channel.h"
+
+namespace lserve::server {
+
+void RequestUpdate::merge(RequestUpdate&& later) {
+  text += later.text;
+  tokens.insert(tokens.end(), later.tokens.begin(), later.tokens.end());
+  logprobs.insert(logprobs.end(), std::make_move_iterator(later.logprobs.begin()),
+                  std::make_move_iterator(later.logprobs.end()));
+  if (later.finished) {
+    finished = true;
+    finish_reason = later.finish_reason;
+    error = std::move(later.error);
+    shutting_down = later.shutting_down;
+    prompt_tokens = later.prompt_tokens;
+    completion_tokens = later.completion_tokens;
+    timing = later.timing;
+  }
+}
+
+std::optional<RequestUpdate> RequestChannel::wait(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return pending_.has_value(); });
+  std::optional<RequestUpdate> out = std::move(pending_);
+  pending_.reset();
+  return out;
+}
+
+void RequestChannel::push(RequestUpdate update) {
+  const bool last = update.finished;
+  {
+    std::lock_guard lock(mu_);
+    if (pending_) {
+      pending_->merge(std::move(update));
+    } else {
+      pending_ = std::move(update);
+    }
+  }
+  if (last) finished_ = true;
+  cv_.notify_all();
+}
+
+}  // namespace lserve::server

@@ -1,0 +1,64 @@
+// The per-request hand-off between the engine thread (producer) and the HTTP handler thread that
+// answers the client (consumer). Output that arrives while the handler is busy writing is merged,
+// so a slow client never makes the engine wait.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/request.h"
+
+namespace lserve::server {
+
+struct RequestTiming {
+  double time_to_first_token_s = 0;
+  double e2e_s = 0;
+  int64_t steps_to_first_token = 0;  // engine steps from submission to the first token
+};
+
+// Everything a request produced since the handler last looked.
+struct RequestUpdate {
+  std::string text;
+  std::vector<int32_t> tokens;
+  std::vector<TokenLogprob> logprobs;
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  std::string error;           // with kError: what went wrong inside the engine
+  bool shutting_down = false;  // cancelled because the server is stopping
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  RequestTiming timing;  // set with `finished`
+
+  void merge(RequestUpdate&& later);
+};
+
+class RequestChannel {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  explicit RequestChannel(Clock::time_point arrival) : arrival_(arrival) {}
+
+  // Consumer: waits up to `timeout` for output; nullopt if none came.
+  std::optional<RequestUpdate> wait(std::chrono::milliseconds timeout);
+  // Producer.
+  void push(RequestUpdate update);
+
+  Clock::time_point arrival() const { return arrival_; }
+  // Set once the final update was pushed; lets the consumer know cancelling is pointless.
+  bool finished() const { return finished_.load(); }
+
+ private:
+  const Clock::time_point arrival_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<RequestUpdate> pending_;
+  std::atomic<bool> finished_{false};
+};
+
+}  // namespace lserve::server

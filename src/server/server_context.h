@@ -1,0 +1,41 @@
+// What the HTTP handlers share: configuration, the engine's fixed facts, the engine loop and the
+// metrics. Owned by whoever runs the server; handlers hold it by reference.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "server/engine_loop.h"
+#include "server/metrics.h"
+#include "tokenizer/chat_template.h"
+
+namespace lserve::server {
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int port = 8000;                              // 0: any free port
+  std::vector<std::string> served_model_names;  // the first is the one /v1/models lists
+  std::string api_key;                          // empty: no authentication
+  size_t max_body_bytes = 16u << 20;            // larger bodies get 413
+  int http_threads = 64;                        // connections served at once
+  int stream_heartbeat_ms = 1000;               // SSE comment sent after this much silence
+};
+
+struct ServerContext {
+  ServerConfig config;
+  // Only what is fixed at construction is used from HTTP threads: validate(), tokenizer(),
+  // max_model_len(). Everything else belongs to the engine thread.
+  const Engine& engine;
+  EngineLoop& loop;
+  Metrics& metrics;
+  std::optional<ChatTemplate> chat_template;  // none: /v1/chat/completions answers 400
+  std::atomic<uint64_t> next_request_number{1};
+  uint64_t id_salt = 0;  // makes response ids differ between server runs
+};
+
+}  // namespace lserve::server

@@ -1,0 +1,235 @@
+"""Bad input and overload: every mistake gets the OpenAI error object with the right status, a
+burst of garbage (random bytes, huge headers, truncated bodies) leaves the server healthy, and it
+still gives the same answers afterwards."""
+
+import json
+import random
+import socket
+import threading
+import time
+
+import openai
+import pytest
+
+from conftest import LserveServer, openai_client
+
+GOOD = {"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}
+
+
+def post_json(server, path, body, **kw):
+    status, text, headers = server.post(path, body, **kw)
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        pytest.fail(f"{status} response is not JSON: {text[:200]!r}")
+    return status, payload, headers
+
+
+def assert_error(server, body, status, param=None, path="/v1/completions", contains=()):
+    got, payload, _ = post_json(server, path, body)
+    assert got == status, payload
+    err = payload["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"]
+    if param is not None:
+        assert err["param"] == param, err
+    for text in contains:
+        assert text in err["message"], err
+    return err
+
+
+@pytest.fixture(scope="module")
+def reference(server):
+    status, payload, _ = post_json(server, "/v1/completions", GOOD)
+    assert status == 200
+    return payload["choices"][0]["text"]
+
+
+def test_invalid_json_is_400(server):
+    for body in ["{", "not json", '{"prompt": "a",}', "", "\xff\xfe", '{"prompt": "\\ud800"}']:
+        assert_error(server, body, 400)
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"prompt": "a", "max_tokens": "ten"}, "max_tokens"),
+    ({"prompt": "a", "temperature": "hot"}, "temperature"),
+    ({"prompt": "a", "stream": "yes"}, "stream"),
+    ({"prompt": "a", "stop": 5}, "stop"),
+    ({"prompt": "a", "seed": 1.5}, "seed"),
+    ({"prompt": 5}, "prompt"),
+    ({"prompt": [["a"], ["b"]]}, "prompt"),
+    ({"prompt": ["one", "two"]}, "prompt"),
+    ({"max_tokens": 4}, "prompt"),
+    ({"prompt": "a", "lserve": {"dense": 1}}, "dense"),
+    ({"prompt": "a", "lserve": {"sparse": True}}, "lserve"),
+    ({"prompt": "a", "n": 2}, "n"),
+    ({"prompt": "a", "echo": True}, "echo"),
+    ({"prompt": "a", "stream_options": {"include_usage": True}}, "stream_options"),
+])
+def test_wrong_types_and_shapes_are_400(server, body, param):
+    assert_error(server, body, 400, param)
+
+
+def test_body_must_be_an_object(server):
+    assert_error(server, [GOOD], 400)
+    assert_error(server, "null", 400)
+
+
+@pytest.mark.parametrize("messages,param", [
+    ("hello", "messages"),
+    ([], "messages"),
+    ([{"content": "hi"}], "messages[0].role"),
+    ([{"role": "wizard", "content": "hi"}], "messages[0].role"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+     "messages[0].content"),
+])
+def test_bad_chat_messages_are_400(server, messages, param):
+    assert_error(server, {"messages": messages}, 400, param, path="/v1/chat/completions")
+
+
+def test_unknown_model_is_404(server):
+    err = assert_error(server, {**GOOD, "model": "gpt-17"}, 404, "model")
+    assert err["code"] == "model_not_found"
+
+
+def test_unknown_route_is_404(server):
+    status, payload, _ = post_json(server, "/v1/nothing", GOOD)
+    assert status == 404 and payload["error"]["message"]
+
+
+def test_context_overflow_names_both_numbers(server, client):
+    limit = client.models.list().data[0].model_extra["max_model_len"]
+    prompt_tokens = post_json(server, "/tokenize", {"prompt": "hello world"})[1]["count"]
+    err = assert_error(server, {"prompt": "hello world", "max_tokens": limit}, 400, "max_tokens")
+    for number in [limit, prompt_tokens, limit + prompt_tokens]:
+        assert str(number) in err["message"], err
+
+
+def test_prompt_longer_than_the_context_is_400(server):
+    assert_error(server, {"prompt": [1] * 9000, "max_tokens": 1}, 400, "prompt",
+                 contains=["9000"])
+
+
+@pytest.mark.parametrize("field,value", [
+    ("temperature", -1), ("temperature", 1e9), ("top_p", 0), ("top_p", 1.5), ("min_p", 2),
+    ("top_k", -5), ("max_tokens", 0), ("max_tokens", -3), ("logprobs", 21),
+    ("repetition_penalty", 0), ("presence_penalty", 1.0), ("stop_token_ids", [-1]),
+])
+def test_out_of_range_sampling_values_are_400(server, field, value):
+    assert_error(server, {**GOOD, field: value}, 400, field)
+
+
+def test_bad_token_ids_and_sparse_overrides_are_400(server):
+    assert_error(server, {"prompt": [1, 2, 10**7], "max_tokens": 2}, 400)
+    assert_error(server, {**GOOD, "lserve": {"token_budget": 100}}, 400, "lserve.token_budget")
+    assert_error(server, {**GOOD, "lserve": {"token_budget": 10**6}}, 400, "lserve.token_budget")
+
+
+def test_openai_client_raises_the_right_exceptions(client, model_name):
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=model_name, prompt="x", max_tokens=4, temperature=-2)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt="x", max_tokens=4)
+
+
+def raw_send(server, data, read=True, timeout=2):
+    """Sends raw bytes; returns the status code of the reply, None if the server closed the
+    connection or is (rightly) still waiting for the rest of a truncated request."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+            if not read:
+                return None
+            # No half-close: the HTTP layer treats a client that shut its side as gone.
+            reply = s.recv(4096)
+        except OSError:
+            return None
+    if not reply.startswith(b"HTTP/1.1 "):
+        return None
+    return int(reply.split()[1])
+
+
+def garbage_requests(rng):
+    body = json.dumps(GOOD).encode()
+    yield rng.randbytes(rng.randint(1, 4000))
+    yield b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 200_000 + b"\r\n\r\n"
+    yield (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+           + body[:20])
+    yield b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n" + body
+    yield b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n" + body
+    yield (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"zz\r\nabc\r\n")
+    yield b"BREW /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n"
+    yield b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n"
+    yield b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n\x00\x01\x02"
+    nested = b"[" * 100_000 + b"]" * 100_000
+    yield (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
+           + str(len(nested)).encode() + b"\r\n\r\n" + nested)
+
+
+def test_garbage_burst_leaves_the_server_healthy_and_correct(server, reference):
+    rng = random.Random(1234)
+    statuses = []
+    for _ in range(2):
+        for data in garbage_requests(rng):
+            status = raw_send(server, data)
+            assert status is None or 400 <= status < 500 or status == 200, status
+            statuses.append(status)
+    # Connections dropped halfway (the client sends a partial request and disappears).
+    for _ in range(10):
+        raw_send(server, b"POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{",
+                 read=False)
+    assert server.get("/health")[0] == 200
+    status, payload, _ = post_json(server, "/v1/completions", GOOD)
+    assert status == 200 and payload["choices"][0]["text"] == reference
+    assert any(s == 400 for s in statuses)
+
+
+def test_body_over_the_limit_is_413():
+    with LserveServer("--max-request-kib", 64) as server:
+        big = {"prompt": "word " * 40_000, "max_tokens": 1}
+        status, payload, _ = post_json(server, "/v1/completions", big)
+        assert status == 413 and payload["error"]["type"] == "invalid_request_error"
+        assert server.get("/health")[0] == 200
+
+
+def test_queue_full_is_429_with_retry_after():
+    with LserveServer("--max-num-seqs", 1, "--max-waiting-requests", 1) as server:
+        slow = {"prompt": "Count to one hundred:", "max_tokens": 40, "temperature": 0,
+                "ignore_eos": True}
+        results = []
+
+        def send():
+            results.append(post_json(server, "/v1/completions", slow))
+
+        threads = [threading.Thread(target=send) for _ in range(5)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join()
+        statuses = sorted(r[0] for r in results)
+        assert statuses.count(200) >= 2 and statuses.count(429) >= 1, statuses
+        for status, payload, headers in results:
+            if status == 429:
+                assert headers.get("Retry-After") == "1"
+                assert payload["error"]["type"] == "rate_limit_error"
+            else:
+                assert payload["usage"]["completion_tokens"] == 40
+        rejected = server.metrics()['lserve:request_rejected_total{reason="queue_full"}']
+        assert rejected == statuses.count(429)
+
+
+def test_api_key_is_required_on_v1():
+    with LserveServer("--api-key", "sekrit") as server:
+        status, payload, headers = post_json(server, "/v1/completions", GOOD)
+        assert status == 401 and payload["error"]["type"] == "authentication_error"
+        assert post_json(server, "/v1/completions", GOOD,
+                         headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert server.get("/health")[0] == 200  # not behind the key, like vLLM
+        with pytest.raises(openai.AuthenticationError):
+            openai_client(server, api_key="wrong").models.list()
+        good = openai_client(server, api_key="sekrit")
+        r = good.completions.create(model=good.models.list().data[0].id, prompt="Hi",
+                                    max_tokens=2)
+        assert r.usage.completion_tokens == 2
