@@ -5,6 +5,9 @@
 #include <thread>
 
 #include "backend/cpu/cpu_backend.h"
+#ifdef LSERVE_WITH_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "core/error.h"
 #include "core/log.h"
 #include "model/model_loader.h"
@@ -34,8 +37,10 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
                  "Longest sequence (prompt + output) in tokens (0 = the model's context length)")
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str();
-  cmd.add_option("--kv-cache-mib", o.kv_cache_mib, "Memory for the paged KV cache, in MiB")
-      ->check(CLI::Range(1, 1 << 22))
+  cmd.add_option("--kv-cache-mib", o.kv_cache_mib,
+                 "Memory for the paged KV cache, in MiB (0 = 1 GiB on the CPU, 90% of the free "
+                 "GPU memory after the weights on CUDA)")
+      ->check(CLI::Range(0, 1 << 22))
       ->capture_default_str();
   cmd.add_option("--max-num-seqs", o.max_num_seqs, "Most sequences in one batch")
       ->check(CLI::Range(1, 4096))
@@ -118,11 +123,21 @@ void apply_seed(const std::string& seed_text, SamplingParams& p) {
   }
 }
 
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
+  if (device == "cpu") return std::make_unique<CpuBackend>(threads);
+#ifdef LSERVE_WITH_CUDA
+  std::string why;
+  LSERVE_CHECK(cuda_device_available(&why), "--device cuda: no usable GPU ({})", why);
+  return std::make_unique<CudaBackend>(0);
+#else
+  fail("--device {}: this build has no CUDA backend (nvcc was not found when it was built)", device);
+#endif
+}
+
 std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
-  LSERVE_CHECK(o.device == "cpu", "--device {}: this build has no {} backend", o.device, o.device);
   const int threads =
       o.threads > 0 ? o.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  auto backend = std::make_unique<CpuBackend>(threads);
+  auto backend = make_backend(o.device, threads);
 
   LoadOptions lo;
   lo.format = parse_load_format(o.load_format);
@@ -137,7 +152,7 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
   };
   const std::string path =
       lo.format == LoadFormat::kDummy ? o.model : resolve_model_path(o.model);
-  log::info("loading {} on {} ({} threads)", path, backend->name(), threads);
+  log::info("loading {} on {}", path, backend->name());
   const auto t0 = std::chrono::steady_clock::now();
   LoadedModel loaded = load_model(path, *backend, lo);
   log::info("model: {}", loaded.config.summary());
@@ -152,6 +167,11 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
   ec.sparse.granularity = parse_granularity(o.granularity);
   ec.sparse.validate();
   ec.kv_cache_bytes = static_cast<int64_t>(o.kv_cache_mib) << 20;
+  if (o.kv_cache_mib == 0) {
+    // Auto: 1 GiB on the CPU; on a GPU, 90% of what is free once the weights are loaded.
+    const int64_t free_bytes = backend->free_memory_bytes();
+    ec.kv_cache_bytes = free_bytes > 0 ? free_bytes / 10 * 9 : int64_t{1} << 30;
+  }
   return std::make_unique<Engine>(std::move(backend), std::move(loaded), ec);
 }
 

@@ -17,7 +17,7 @@ struct ModelOptions {
   std::string device = "cpu";
   int threads = 0;  // 0: all cores
   int max_model_len = 0;
-  int kv_cache_mib = 1024;
+  int kv_cache_mib = 0;
   int max_num_seqs = 64;
   int max_num_batched_tokens = 2048;
   uint64_t dummy_seed = 0;
@@ -31,6 +31,9 @@ void add_sparse_options(CLI::App& cmd, ModelOptions& o);
 void add_sampling_options(CLI::App& cmd, SamplingParams& p, std::string& seed_text);
 // Applies the textual --seed (empty = random) to `p`.
 void apply_seed(const std::string& seed_text, SamplingParams& p);
+
+// The backend for --device (cpu or cuda); a clear error when unavailable.
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads);
 
 // Loads the model with progress on stderr and builds an engine on the chosen device.
 std::unique_ptr<Engine> build_engine(const ModelOptions& o);

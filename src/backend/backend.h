@@ -37,14 +37,22 @@ class Backend {
   virtual Tensor random(int64_t rows, int64_t cols, uint64_t seed, float scale) = 0;
   virtual void fill(Tensor& t, float value) = 0;
   virtual void to_host(const Tensor& t, float* host) = 0;  // converts to f32
+  // Copies t.nbytes() raw bytes from the host into t (tables of integers).
+  virtual void write(Tensor& t, const void* host_bytes) = 0;
   virtual void synchronize() {}
+  // Device memory still free, for sizing the KV cache; -1 where it does not apply (host memory).
+  virtual int64_t free_memory_bytes() const { return -1; }
+  // Called once per forward before any op: a device backend uploads the plan's tables here (plan
+  // on the host once per step, run on the device).
+  virtual void begin_step(const StepPlan& plan, KvCache& cache) {}
 
   // --- model ops (x, out: [n_tokens, features]) -----------------------------------------
   // out[i] = table[ids[i]]
   virtual void embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) = 0;
   // out = x / rms(x) * w, per row
   virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
-  // out[n, o] = sum_i x[n, i] * w[o, i]   (x @ w^T)
+  // out[n, o] = sum_i x[n, i] * w[o, i]   (x @ w^T); out may be F32 even where activations are
+  // not (logits).
   virtual void matmul(const Tensor& x, const Tensor& w, Tensor& out) = 0;
   // x[n, :] += bias[0, :]
   virtual void add_bias(Tensor& x, const Tensor& bias) = 0;

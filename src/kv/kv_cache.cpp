@@ -56,6 +56,20 @@ KvCache::KvCache(Backend& backend, const KvCacheConfig& config, HeadMap heads)
     add(streaming_store_.v, srows, streaming_bytes_);
   }
   bytes_ = retrieval_bytes_ + streaming_bytes_;
+  std::vector<int32_t> cls, slot;
+  for (int l = 0; l < config.n_layers; ++l) {
+    LSERVE_CHECK(static_cast<int>(heads_.cls[l].size()) == config.n_kv_heads,
+                 "head map layer {} has {} KV heads, the model {}", l, heads_.cls[l].size(),
+                 config.n_kv_heads);
+    for (int h = 0; h < config.n_kv_heads; ++h) {
+      cls.push_back(heads_.cls[l][h] == HeadClass::kRetrieval ? 0 : 1);
+      slot.push_back(heads_.slot[l][h]);
+    }
+  }
+  head_class_ = backend.alloc(DType::I32, config.n_layers, config.n_kv_heads);
+  head_slot_ = backend.alloc(DType::I32, config.n_layers, config.n_kv_heads);
+  backend.write(head_class_, cls.data());
+  backend.write(head_slot_, slot.data());
   if (config.num_sel_slots > 0) {
     const int64_t rows = sel_row(config.num_sel_slots, 0, 0);
     sel_blocks_ = backend.alloc(DType::I32, rows, max_sel_pages());

@@ -51,6 +51,10 @@ class KvCache {
   // Selected block indices, I32 [slots * layers * sel_heads, max_sel_pages], ascending, and their
   // counts, I32 [slots * layers * sel_heads, 1]. Row of (slot, layer, head): see sel_row().
   Tensor& sel_blocks() { return sel_blocks_; }
+  // The head map on the backend, I32 [n_layers, n_kv_heads]: class (0 retrieval, 1 streaming)
+  // and slot within the class's pool.
+  const Tensor& head_class_table() const { return head_class_; }
+  const Tensor& head_slot_table() const { return head_slot_; }
   Tensor& sel_count() { return sel_count_; }
   int64_t sel_row(int slot, int layer, int head) const {
     return (static_cast<int64_t>(slot) * config_.n_layers + layer) * sel_heads() + head;
@@ -76,6 +80,7 @@ class KvCache {
   KvPoolLayout retrieval_, streaming_;
   Store retrieval_store_, streaming_store_;
   Tensor sel_blocks_, sel_count_;
+  Tensor head_class_, head_slot_;
   int64_t bytes_ = 0, retrieval_bytes_ = 0, streaming_bytes_ = 0;
 };
 

@@ -32,6 +32,7 @@ class LlamaModel final : public Model {
     Tensor gate = be.alloc(dt, n, c.d_ff);
     Tensor up = be.alloc(dt, n, c.d_ff);
 
+    be.begin_step(plan, cache);
     be.embed(w_.tok_embd, plan.token_ids, x);
     for (int l = 0; l < c.n_layers; ++l) {
       const LayerWeights& L = w_.layers[l];
@@ -62,7 +63,8 @@ class LlamaModel final : public Model {
     Tensor last = be.alloc(dt, rows, c.d_model);
     be.gather_rows(x, plan.logits_rows, last);
     be.rms_norm(last, w_.output_norm, c.rms_eps, last);
-    Tensor logits = be.alloc(dt, rows, c.vocab_size);
+    // Logits stay f32 on every backend: bf16 would round them by ~0.1 at typical magnitudes.
+    Tensor logits = be.alloc(DType::F32, rows, c.vocab_size);
     be.matmul(last, w_.output, logits);
     return logits;
   }

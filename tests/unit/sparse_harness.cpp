@@ -188,6 +188,7 @@ double SparseHarness::run(double tolerance) {
     const bool ref_refresh =
         sparse_active && (!ref_sel_valid_ || decode_step_ % c_.sparse.selector_interval == 0);
     EXPECT_EQ(s.refresh_selection, ref_refresh) << "decode step " << decode_step_;
+    backend_.begin_step(plan, *cache_);
     for (int layer = 0; layer < c_.n_layers; ++layer) {
       std::vector<float> qv(static_cast<size_t>(n) * hq * d), kv(static_cast<size_t>(n) * hkv * d),
           vv(kv.size());
@@ -200,7 +201,9 @@ double SparseHarness::run(double tolerance) {
       backend_.select_pages(layer, q, plan, *cache_);
       Tensor out = backend_.alloc(backend_.compute_dtype(), n, hq * d);
       backend_.attention(layer, q, plan, *cache_, out);
+      // What the backend stored (bf16 on a GPU): the reference uses exactly those values.
       const auto q_rot = download(backend_, q), k_rot = download(backend_, k);
+      vv = download(backend_, v);
       for (int i = 0; i < n; ++i) {
         k_hist_[layer].emplace_back(k_rot.begin() + static_cast<int64_t>(i) * hkv * d,
                                     k_rot.begin() + static_cast<int64_t>(i + 1) * hkv * d);

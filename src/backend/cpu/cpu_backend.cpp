@@ -66,6 +66,10 @@ void CpuBackend::to_host(const Tensor& t, float* host) {
   std::memcpy(host, t.data, t.nbytes());
 }
 
+void CpuBackend::write(Tensor& t, const void* host_bytes) {
+  std::memcpy(t.data, host_bytes, t.nbytes());
+}
+
 void CpuBackend::embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) {
   LSERVE_ASSERT(out.rows == static_cast<int64_t>(ids.size()) && out.cols == table.cols);
   for (size_t i = 0; i < ids.size(); ++i) {

@@ -24,6 +24,7 @@ class CpuBackend final : public Backend {
   Tensor random(int64_t rows, int64_t cols, uint64_t seed, float scale) override;
   void fill(Tensor& t, float value) override;
   void to_host(const Tensor& t, float* host) override;
+  void write(Tensor& t, const void* host_bytes) override;
 
   void embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;

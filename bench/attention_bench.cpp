@@ -1,0 +1,211 @@
+// Attention kernel benchmark on the GPU (Llama-3-8B attention shape: 32 query heads, 8 KV heads,
+// head_dim 128, bf16): prefill (dense and 50% streaming heads) and decode (dense paged and sparse:
+// 50% streaming + page selection with budget 4096, interval 4, P 64, L 16, selector cost amortised)
+// at the sizes given on the command line. Prints one line per case: time, and TFLOP/s or TB/s of
+// the bytes the mode must read. Peers (PyTorch SDPA) are timed by bench/sdpa_peer.py in the same
+// scripts/gpu-check.sh run.
+#include <cuda_runtime.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/launch.h"
+#include "kv/kv_cache.h"
+#include "sparse/kv_traffic.h"
+
+namespace lserve {
+namespace {
+
+constexpr int kHq = 32, kHkv = 8, kD = 128;
+
+struct Timer {
+  cudaEvent_t a, b;
+  Timer() {
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+  }
+  ~Timer() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+};
+
+// Median milliseconds of `fn` over `reps` runs after `warmup` runs.
+template <typename Fn>
+double time_ms(CudaBackend& be, Fn fn, int warmup, int reps) {
+  const auto st = static_cast<cudaStream_t>(be.stream_handle());
+  for (int i = 0; i < warmup; ++i) fn();
+  LSERVE_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<double> ms;
+  Timer t;
+  for (int i = 0; i < reps; ++i) {
+    cudaEventRecord(t.a, st);
+    fn();
+    cudaEventRecord(t.b, st);
+    cudaEventSynchronize(t.b);
+    float x = 0;
+    cudaEventElapsedTime(&x, t.a, t.b);
+    ms.push_back(x);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+HeadMap half_streaming(bool sparse) {
+  std::vector<bool> flags(kHkv, true);
+  if (sparse) {
+    for (int h = 0; h < kHkv / 2; ++h) flags[h] = false;
+  }
+  return HeadMap::from_flags({flags});
+}
+
+void randomize(CudaBackend& be, Tensor& t, uint64_t seed) {
+  if (t.empty()) return;
+  LSERVE_CUDA_CHECK(cuda::launch_random(t.as<cuda::bf16>(), t.numel(), seed, 1.0f,
+                                        static_cast<cudaStream_t>(be.stream_handle())));
+}
+
+struct Setup {
+  std::unique_ptr<KvCache> cache;
+  StepPlan plan;
+};
+
+// One layer; `batch` sequences each with `ctx` tokens cached; q_len new tokens each (the last
+// q_len positions). Pages are contiguous per sequence; streaming heads keep sink + window pages.
+Setup make_setup(CudaBackend& be, int batch, int ctx, int q_len, bool sparse, int budget,
+                 int window) {
+  Setup s;
+  KvCacheConfig kc;
+  kc.n_layers = 1;
+  kc.n_heads = kHq;
+  kc.n_kv_heads = kHkv;
+  kc.head_dim = kD;
+  kc.sparse.page_size = 64;
+  kc.sparse.logical_page_size = 16;
+  kc.sparse.sink_tokens = 128;
+  kc.sparse.local_tokens = 256;
+  kc.sparse.prefill_local_tokens = std::max(256, window);
+  kc.sparse.token_budget = budget;
+  kc.sparse.selector_skip_layers = 0;
+  kc.sparse.dense = !sparse;
+  const int P = 64, blocks = (ctx + P - 1) / P;
+  kc.num_pages = batch * blocks;
+  const int sink_blocks = 2;
+  const int first_visible = std::max(0, ctx - q_len - window + 1);
+  const int window_first = std::max(sink_blocks, first_visible / P);
+  const int n_window = std::max(0, blocks - window_first);
+  kc.num_stream_pages = sparse ? batch * (sink_blocks + n_window) : 0;
+  kc.num_sel_slots = batch;
+  s.cache = std::make_unique<KvCache>(be, kc, half_streaming(sparse));
+  for (auto* t : {&s.cache->k(HeadClass::kRetrieval, 0), &s.cache->v(HeadClass::kRetrieval, 0),
+                  &s.cache->kmin(0), &s.cache->kmax(0), &s.cache->k(HeadClass::kStreaming, 0),
+                  &s.cache->v(HeadClass::kStreaming, 0)}) {
+    randomize(be, *t, reinterpret_cast<uintptr_t>(t));
+  }
+  LSERVE_CUDA_CHECK(cudaDeviceSynchronize());
+  StepPlan& p = s.plan;
+  p.page_indptr.push_back(0);
+  p.stream_indptr.push_back(0);
+  for (int b = 0; b < batch; ++b) {
+    SeqStep st;
+    st.q_offset = b * q_len;
+    st.q_len = q_len;
+    st.start_pos = ctx - q_len;
+    st.decode = q_len == 1;
+    st.stream_window = q_len == 1 ? 256 : window;
+    st.token_budget = sparse ? budget : 0;
+    st.refresh_selection = sparse;
+    st.sel_slot = b;
+    if (sparse) {
+      st.stream_sink_blocks = sink_blocks;
+      st.stream_window_first = window_first;
+    }
+    for (int i = 0; i < q_len; ++i) {
+      p.token_ids.push_back(0);
+      p.positions.push_back(st.start_pos + i);
+    }
+    for (int k = 0; k < blocks; ++k) p.page_indices.push_back(b * blocks + k);
+    p.page_indptr.push_back(static_cast<int32_t>(p.page_indices.size()));
+    if (sparse) {
+      const int base = b * (sink_blocks + n_window);
+      for (int k = 0; k < sink_blocks + n_window; ++k) p.stream_indices.push_back(base + k);
+    }
+    p.stream_indptr.push_back(static_cast<int32_t>(p.stream_indices.size()));
+    p.seqs.push_back(st);
+  }
+  return s;
+}
+
+void bench_prefill(CudaBackend& be, int n, bool sparse) {
+  Setup s = make_setup(be, 1, n, n, sparse, 4096, 8192);
+  Tensor q = be.random(n, kHq * kD, 7, 1.0f), out = be.alloc(DType::BF16, n, kHq * kD);
+  be.begin_step(s.plan, *s.cache);
+  const int reps = n >= 65536 ? 3 : 10;
+  const double ms = time_ms(be, [&] { be.attention(0, q, s.plan, *s.cache, out); }, 2, reps);
+  // Causal dense FLOPs 2 N^2 d Hq (QK^T and PV over the lower triangle); reported against the
+  // dense count so the sparse row shows effective throughput.
+  const double flops = 2.0 * n * double(n) * kD * kHq;
+  std::printf("prefill  %-7s N=%-7d  %9.3f ms  %7.1f TFLOP/s (dense-equivalent)\n",
+              sparse ? "sparse" : "dense", n, ms, flops / ms / 1e9);
+}
+
+void bench_decode(CudaBackend& be, int batch, int ctx, bool sparse) {
+  Setup s = make_setup(be, batch, ctx, 1, sparse, 4096, 256);
+  Tensor q = be.random(batch, kHq * kD, 9, 1.0f), out = be.alloc(DType::BF16, batch, kHq * kD);
+  be.begin_step(s.plan, *s.cache);
+  double select_ms = 0;
+  if (sparse) {
+    select_ms = time_ms(be, [&] { be.select_pages(0, q, s.plan, *s.cache); }, 3, 20);
+    be.select_pages(0, q, s.plan, *s.cache);
+  }
+  const double attn_ms = time_ms(be, [&] { be.attention(0, q, s.plan, *s.cache, out); }, 3, 30);
+  const double ms = attn_ms + select_ms / 4;  // selector every 4 steps
+  KvTraffic t;
+  for (const auto& st : s.plan.seqs) {
+    SeqStep no_refresh = st;
+    no_refresh.refresh_selection = false;
+    t += decode_kv_traffic(no_refresh, s.cache->heads(), kHq, kD, s.cache->sparse(), 2);
+  }
+  const double bytes = sparse ? t.sparse_bytes + 0.25 * [&] {
+    KvTraffic r;
+    for (const auto& st : s.plan.seqs) r += decode_kv_traffic(st, s.cache->heads(), kHq, kD, s.cache->sparse(), 2);
+    return r.selector_bytes;
+  }() : t.dense_bytes;
+  std::printf("decode   %-7s B=%-3d ctx=%-7d  %9.4f ms (attn %.4f + select %.4f/4)  %6.2f TB/s\n",
+              sparse ? "sparse" : "dense", batch, ctx, ms, attn_ms, select_ms, bytes / ms / 1e9);
+}
+
+}  // namespace
+}  // namespace lserve
+
+int main(int argc, char** argv) {
+  CLI::App app{"lserve attention kernel benchmark (Llama-3-8B attention shape, bf16)"};
+  std::vector<int> prefill = {8192, 32768, 131072};
+  std::vector<int> batches = {1, 8, 32};
+  std::vector<int> contexts = {32768, 131072, 262144};
+  app.add_option("--prefill", prefill, "Prefill lengths")->capture_default_str();
+  app.add_option("--batch", batches, "Decode batch sizes")->capture_default_str();
+  app.add_option("--context", contexts, "Decode context lengths")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    lserve::CudaBackend be(0);
+    for (int n : prefill) {
+      lserve::bench_prefill(be, n, false);
+      lserve::bench_prefill(be, n, true);
+    }
+    for (int b : batches) {
+      for (int c : contexts) {
+        lserve::bench_decode(be, b, c, false);
+        lserve::bench_decode(be, b, c, true);
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,169 @@
+#include "backend/attention_plan.h"
+
+#include <algorithm>
+#include <climits>
+
+#include "core/error.h"
+
+namespace lserve {
+namespace {
+
+using cuda::AttnWork;
+
+struct Ranges {
+  int32_t begin[2] = {0, 0};
+  int32_t end[2] = {0, 0};
+  int64_t keys() const {
+    return std::max(0, end[0] - begin[0]) + std::max(0, end[1] - begin[1]);
+  }
+};
+
+// Key ranges a head of `kind` needs for queries at positions [qa, qb] of sequence s.
+Ranges key_ranges(const StepPlan& plan, size_t s, int32_t kind, int32_t qa, int32_t qb, int P,
+                  int token_budget_cap) {
+  const SeqStep& seq = plan.seqs[s];
+  Ranges r;
+  if (kind == cuda::kAllPages) {
+    r.end[0] = qb + 1;
+  } else if (kind == cuda::kSelectedPages) {
+    // An upper bound: the selection plus the current page; the device clips to the real list.
+    const int32_t budget = std::min(seq.token_budget, token_budget_cap);
+    r.end[0] = (budget / P + 1) * P;
+  } else {
+    const int32_t ns = seq.stream_sink_blocks;
+    const int32_t n_window = plan.stream_indptr[s + 1] - plan.stream_indptr[s] - ns;
+    r.end[0] = std::min(ns * P, qb + 1);
+    if (n_window > 0) {
+      const int64_t first_visible = std::max<int64_t>(0, int64_t{qa} - seq.stream_window + 1);
+      const int32_t wf = seq.stream_window_first;
+      const int32_t bw = std::max<int32_t>(wf, static_cast<int32_t>(first_visible / P));
+      const int32_t bl = std::min(qb / P, wf + n_window - 1);
+      if (bl >= bw && qb >= bw * P) {
+        r.begin[1] = (ns + bw - wf) * P;
+        r.end[1] = (ns + bl - wf) * P + std::min(P - 1, qb - bl * P) + 1;
+      }
+    }
+  }
+  return r;
+}
+
+}  // namespace
+
+std::vector<cuda::AppendGroup> plan_append(const StepPlan& plan, int L) {
+  std::vector<cuda::AppendGroup> groups;
+  for (size_t s = 0; s < plan.seqs.size(); ++s) {
+    const SeqStep& seq = plan.seqs[s];
+    for (int32_t pos = seq.start_pos; pos < seq.end_pos();) {
+      const int32_t end = std::min(seq.end_pos(), (pos / L + 1) * L);
+      groups.push_back({static_cast<int32_t>(s), pos, end, 0});
+      pos = end;
+    }
+  }
+  return groups;
+}
+
+AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
+                             const SparseAttentionConfig& sp, const AttentionPlanConfig& cfg) {
+  AttentionPlan out;
+  const int group = cfg.n_heads / cfg.n_kv_heads;
+  const int P = sp.page_size;
+  LSERVE_CHECK(group <= cfg.prefill_rows, "group size {} is larger than the attention tile ({})",
+               group, cfg.prefill_rows);
+  struct Pending {
+    AttnWork w;
+    Ranges r;
+  };
+  std::vector<Pending> decode_items;
+  for (size_t s = 0; s < plan.seqs.size(); ++s) {
+    const SeqStep& seq = plan.seqs[s];
+    for (int h = 0; h < cfg.n_kv_heads; ++h) {
+      const bool streaming = heads.cls[cfg.layer][h] == HeadClass::kStreaming;
+      const bool selected = !streaming && seq.uses_selection(cfg.layer, sp.selector_skip_layers);
+      const int32_t kind = streaming ? cuda::kStreamPages
+                                     : (selected ? cuda::kSelectedPages : cuda::kAllPages);
+      // Query-head selections differ within a group: one item per query head.
+      const bool per_head = selected && sp.granularity == SelectorGranularity::kQueryHead;
+      const int rg = per_head ? 1 : group;
+      const int units = per_head ? group : 1;
+      const bool small = seq.q_len * rg <= cfg.decode_rows;
+      const int per_tile = small ? seq.q_len : cfg.prefill_rows / rg;
+      for (int u = 0; u < units; ++u) {
+        for (int32_t q0 = 0; q0 < seq.q_len; q0 += per_tile) {
+          AttnWork w{};
+          w.seq = static_cast<int32_t>(s);
+          w.kv_head = h;
+          w.kind = kind;
+          w.q_first = q0;
+          w.q_count = std::min(per_tile, seq.q_len - q0);
+          w.head0 = h * group + u;
+          w.rg = rg;
+          w.partial = -1;
+          const Ranges r = key_ranges(plan, s, kind, seq.start_pos + q0,
+                                      seq.start_pos + q0 + w.q_count - 1, P, sp.token_budget);
+          for (int i = 0; i < 2; ++i) {
+            w.k_begin[i] = r.begin[i];
+            w.k_end[i] = r.end[i];
+          }
+          if (small) {
+            decode_items.push_back({w, r});
+          } else {
+            out.prefill.push_back(w);
+          }
+        }
+      }
+    }
+  }
+  // Heaviest tiles first so the long ones do not start last.
+  auto keys_of = [](const AttnWork& w) {
+    return std::max(0, w.k_end[0] - w.k_begin[0]) + std::max(0, w.k_end[1] - w.k_begin[1]);
+  };
+  std::stable_sort(out.prefill.begin(), out.prefill.end(),
+                   [&](const AttnWork& a, const AttnWork& b) { return keys_of(a) > keys_of(b); });
+
+  // Split long decode items over keys so one wave of about 3 CTAs per multiprocessor (what the
+  // decode kernel's shared memory allows) has equal work.
+  int64_t total_keys = 0;
+  for (const auto& d : decode_items) total_keys += d.r.keys();
+  const int64_t target = std::max<int64_t>(1, 3 * cfg.num_sms);
+  int64_t chunk = std::max<int64_t>(cfg.min_split_keys, (total_keys + target - 1) / target);
+  chunk = (chunk + 63) / 64 * 64;
+  // Grow the chunk until the pieces fit in one wave: a few CTAs more than the wave holds would
+  // run as a second, mostly idle wave.
+  auto pieces = [&](int64_t c) {
+    int64_t n = 0;
+    for (const auto& d : decode_items) n += (d.r.keys() + c - 1) / c;
+    return n;
+  };
+  while (pieces(chunk) > target && chunk < total_keys) chunk += std::max<int64_t>(64, chunk / 16 / 64 * 64);
+  for (const auto& d : decode_items) {
+    if (d.r.keys() <= chunk) {
+      out.decode.push_back(d.w);
+      continue;
+    }
+    // Equal pieces (whole key tiles) rather than full chunks and a short remainder.
+    const int64_t splits = (d.r.keys() + chunk - 1) / chunk;
+    const int64_t piece = ((d.r.keys() + splits - 1) / splits + 63) / 64 * 64;
+    cuda::MergeItem m{};
+    m.seq = d.w.seq;
+    m.q_first = d.w.q_first;
+    m.q_count = d.w.q_count;
+    m.head0 = d.w.head0;
+    m.rg = d.w.rg;
+    m.first = out.n_partials;
+    for (int i = 0; i < 2; ++i) {
+      for (int32_t b = d.r.begin[i]; b < d.r.end[i]; b += static_cast<int32_t>(piece)) {
+        AttnWork w = d.w;
+        w.k_begin[0] = b;
+        w.k_end[0] = static_cast<int32_t>(std::min<int64_t>(d.r.end[i], b + piece));
+        w.k_begin[1] = w.k_end[1] = 0;
+        w.partial = out.n_partials++;
+        out.decode.push_back(w);
+      }
+    }
+    m.count = out.n_partials - m.first;
+    out.merges.push_back(m);
+  }
+  return out;
+}
+
+}  // namespace lserve

@@ -1,0 +1,38 @@
+// Host-side planning of one layer's attention for a device backend: which CTA does which rows and
+// which key ranges (the work items of cuda/kernels/attention.cuh), and how split-KV partial
+// results are merged. Pure host code, so its coverage is tested without a GPU.
+#pragma once
+
+#include <vector>
+
+#include "backend/cuda/kernels/step_params.h"
+#include "kv/kv_layout.h"
+#include "kv/step_plan.h"
+#include "sparse/sparse_config.h"
+
+namespace lserve {
+
+struct AttentionPlanConfig {
+  int layer = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int num_sms = 132;       // split decode work so about three CTAs per multiprocessor are busy
+  int decode_rows = 16;    // rows of the decode kernel's tile
+  int prefill_rows = 64;   // rows of the prefill kernel's tile
+  int min_split_keys = 256;  // below this, a split's fixed costs outweigh the parallelism
+};
+
+struct AttentionPlan {
+  std::vector<cuda::AttnWork> prefill;  // 64-row tiles, heaviest first
+  std::vector<cuda::AttnWork> decode;   // 16-row tiles, possibly split over keys
+  std::vector<cuda::MergeItem> merges;  // one per split decode item
+  int n_partials = 0;
+};
+
+AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
+                             const SparseAttentionConfig& sparse, const AttentionPlanConfig& cfg);
+
+// Groups of new tokens for the RoPE/append kernel: per sequence, the tokens of each logical page.
+std::vector<cuda::AppendGroup> plan_append(const StepPlan& plan, int logical_page_size);
+
+}  // namespace lserve

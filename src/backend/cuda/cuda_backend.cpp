@@ -1,0 +1,280 @@
+#include "backend/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <vector>
+
+#include "backend/attention_plan.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_state.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/launch.h"
+#include "core/dtype.h"
+#include "kv/kv_cache.h"
+
+namespace lserve {
+
+using cuda::bf16;
+
+namespace {
+
+void check_bf16(const Tensor& t) { LSERVE_ASSERT(t.dtype == DType::BF16 && t.data != nullptr); }
+
+}  // namespace
+
+bool cuda_device_available(std::string* why) {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess || n == 0) {
+    if (why) *why = err != cudaSuccess ? cudaGetErrorString(err) : "no CUDA device";
+    cudaGetLastError();
+    return false;
+  }
+  return true;
+}
+
+CudaBackend::CudaBackend(int device) : impl_(std::make_unique<Impl>(device)) {}
+CudaBackend::~CudaBackend() = default;
+
+Tensor CudaBackend::alloc(DType dtype, int64_t rows, int64_t cols) {
+  return impl_->alloc(dtype, rows, cols);
+}
+
+Tensor CudaBackend::upload(const float* host, int64_t rows, int64_t cols) {
+  Tensor t = alloc(DType::BF16, rows, cols);
+  std::vector<uint16_t> tmp(static_cast<size_t>(t.numel()));
+  for (size_t i = 0; i < tmp.size(); ++i) tmp[i] = f32_to_bf16(host[i]);
+  LSERVE_CUDA_CHECK(cudaMemcpyAsync(t.data, tmp.data(), t.nbytes(), cudaMemcpyHostToDevice,
+                                    impl_->stream()));
+  LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream()));
+  return t;
+}
+
+Tensor CudaBackend::random(int64_t rows, int64_t cols, uint64_t seed, float scale) {
+  Tensor t = alloc(DType::BF16, rows, cols);
+  LSERVE_CUDA_CHECK(cuda::launch_random(t.as<bf16>(), t.numel(), seed, scale, impl_->stream()));
+  return t;
+}
+
+void CudaBackend::fill(Tensor& t, float value) {
+  const cudaStream_t st = impl_->stream();
+  if (t.dtype == DType::BF16) {
+    LSERVE_CUDA_CHECK(cuda::launch_fill(t.as<bf16>(), value, t.numel(), st));
+  } else if (t.dtype == DType::F32) {
+    LSERVE_CUDA_CHECK(cuda::launch_fill(t.as<float>(), value, t.numel(), st));
+  } else {
+    fail("fill: unsupported dtype {}", dtype_name(t.dtype));
+  }
+}
+
+void CudaBackend::to_host(const Tensor& t, float* host) {
+  const size_t n = static_cast<size_t>(t.numel());
+  if (t.dtype == DType::F32) {
+    LSERVE_CUDA_CHECK(cudaMemcpyAsync(host, t.data, t.nbytes(), cudaMemcpyDeviceToHost, impl_->stream()));
+    LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream()));
+    return;
+  }
+  std::vector<uint8_t> tmp(t.nbytes());
+  LSERVE_CUDA_CHECK(cudaMemcpyAsync(tmp.data(), t.data, t.nbytes(), cudaMemcpyDeviceToHost, impl_->stream()));
+  LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream()));
+  for (size_t i = 0; i < n; ++i) {
+    if (t.dtype == DType::BF16) {
+      uint16_t h;
+      std::memcpy(&h, tmp.data() + 2 * i, 2);
+      host[i] = bf16_to_f32(h);
+    } else if (t.dtype == DType::I32) {
+      int32_t v;
+      std::memcpy(&v, tmp.data() + 4 * i, 4);
+      host[i] = static_cast<float>(v);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, tmp.data() + 2 * i, 2);
+      host[i] = f16_to_f32(h);
+    }
+  }
+}
+
+int64_t CudaBackend::free_memory_bytes() const {
+  size_t free_bytes = 0, total = 0;
+  LSERVE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+  return static_cast<int64_t>(free_bytes);
+}
+
+void CudaBackend::write(Tensor& t, const void* host_bytes) {
+  LSERVE_CUDA_CHECK(cudaMemcpyAsync(t.data, host_bytes, t.nbytes(), cudaMemcpyHostToDevice,
+                                    impl_->stream()));
+  LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream()));
+}
+
+void* CudaBackend::stream_handle() const { return impl_->stream(); }
+
+void CudaBackend::synchronize() { LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream())); }
+
+void CudaBackend::begin_step(const StepPlan& plan, KvCache& cache) { impl_->begin_step(plan, cache); }
+
+void CudaBackend::embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) {
+  check_bf16(table);
+  if (ids.empty()) return;
+  for (int32_t id : ids) {
+    LSERVE_CHECK(id >= 0 && id < table.rows, "token id {} is outside the vocabulary ({})", id,
+                 table.rows);
+  }
+  const int32_t* dids = impl_->stage(ids.data(), ids.size_bytes());
+  LSERVE_CUDA_CHECK(cuda::launch_embed(table.as<bf16>(), dids, static_cast<int64_t>(ids.size()),
+                                       table.cols, out.as<bf16>(), impl_->stream()));
+}
+
+void CudaBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) {
+  if (rows.empty()) return;
+  const int32_t* drows = impl_->stage(rows.data(), rows.size_bytes());
+  LSERVE_CUDA_CHECK(cuda::launch_gather_rows(x.as<bf16>(), drows, static_cast<int64_t>(rows.size()),
+                                             x.cols, out.as<bf16>(), impl_->stream()));
+}
+
+void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
+  LSERVE_ASSERT(x.cols == w.cols && out.rows == x.rows && out.cols == x.cols);
+  if (x.rows == 0) return;
+  LSERVE_CUDA_CHECK(cuda::launch_rms_norm(x.as<bf16>(), w.as<bf16>(), eps, x.rows, x.cols,
+                                          out.as<bf16>(), impl_->stream()));
+}
+
+void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out) {
+  LSERVE_ASSERT(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows);
+  check_bf16(x);
+  check_bf16(w);
+  LSERVE_ASSERT(out.dtype == DType::BF16 || out.dtype == DType::F32);
+  if (x.rows == 0) return;
+  impl_->gemm().run(x.data, w.data, out.data, out.dtype == DType::F32, x.rows, w.rows, x.cols,
+                    impl_->stream());
+}
+
+void CudaBackend::add_bias(Tensor& x, const Tensor& bias) {
+  LSERVE_ASSERT(bias.numel() == x.cols);
+  LSERVE_CUDA_CHECK(cuda::launch_add_bias(x.as<bf16>(), bias.as<bf16>(), x.numel(), x.cols,
+                                          impl_->stream()));
+}
+
+void CudaBackend::add(Tensor& x, const Tensor& y) {
+  LSERVE_ASSERT(x.numel() == y.numel());
+  LSERVE_CUDA_CHECK(cuda::launch_add(x.as<bf16>(), y.as<bf16>(), x.numel(), impl_->stream()));
+}
+
+void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  LSERVE_ASSERT(gate.numel() == up.numel() && out.numel() == gate.numel());
+  LSERVE_CUDA_CHECK(cuda::launch_silu_mul(gate.as<bf16>(), up.as<bf16>(), out.as<bf16>(),
+                                          gate.numel(), impl_->stream()));
+}
+
+void CudaBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v,
+                                 const RopeParams& rope, const StepPlan& plan, KvCache& cache) {
+  const auto& groups = impl_->append_groups();
+  if (groups.empty()) return;
+  cuda::RopeAppendParams p{};
+  p.step = impl_->device_step();
+  p.groups = impl_->append_groups_device();
+  p.q = q.as<bf16>();
+  p.k = k.as<bf16>();
+  p.v = v.as<bf16>();
+  p.n_heads = static_cast<int32_t>(q.cols / cache.config().head_dim);
+  p.n_kv_heads = cache.config().n_kv_heads;
+  p.inv_freq = impl_->inv_freq(rope, cache.config().head_dim);
+  p.half_split = rope.half_split ? 1 : 0;
+  p.kv = impl_->layer_kv(cache, layer);
+  LSERVE_CUDA_CHECK(
+      cuda::launch_rope_append(p, static_cast<int>(groups.size()), impl_->stream()));
+}
+
+void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache) {
+  const SparseAttentionConfig& sp = cache.sparse();
+  std::vector<int32_t> seqs;
+  int32_t max_blocks = 1;
+  for (size_t s = 0; s < plan.seqs.size(); ++s) {
+    const SeqStep& st = plan.seqs[s];
+    if (!st.refresh_selection || !st.uses_selection(layer, sp.selector_skip_layers)) continue;
+    seqs.push_back(static_cast<int32_t>(s));
+    max_blocks = std::max(max_blocks, (st.end_pos() + sp.page_size - 1) / sp.page_size);
+  }
+  if (seqs.empty()) return;
+  const int d = cache.config().head_dim;
+  LSERVE_CHECK(d == 64 || d == 128, "the page selector supports head_dim 64 and 128, not {}", d);
+  cuda::SelectorParams p{};
+  p.step = impl_->device_step();
+  p.seq_list = impl_->staged_refresh_list(seqs);
+  p.q = q.as<bf16>();
+  p.n_heads = cache.config().n_heads;
+  p.n_kv_heads = cache.config().n_kv_heads;
+  LSERVE_CHECK(p.n_heads / p.n_kv_heads <= cuda::kSelectorMaxGroup, "group size above {}",
+               cuda::kSelectorMaxGroup);
+  p.per_query_head = sp.granularity == SelectorGranularity::kQueryHead ? 1 : 0;
+  p.budget_cap = sp.token_budget;
+  p.layer = layer;
+  p.n_layers = cache.config().n_layers;
+  p.kv = impl_->layer_kv(cache, layer);
+  const int sel_heads = cache.sel_heads();
+  Tensor scratch = alloc(DType::I32, static_cast<int64_t>(seqs.size()) * sel_heads, max_blocks);
+  p.scratch = scratch.as<uint32_t>();
+  p.max_blocks = max_blocks;
+  p.sel_blocks = cache.sel_blocks().as<int32_t>();
+  p.sel_count = cache.sel_count().as<int32_t>();
+  p.max_sel = cache.max_sel_pages();
+  LSERVE_CUDA_CHECK(cuda::launch_select_pages(p, static_cast<int>(seqs.size()), sel_heads, d,
+                                              impl_->stream()));
+}
+
+void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
+                            Tensor& out) {
+  const int d = cache.config().head_dim;
+  LSERVE_CHECK(d == 64 || d == 128, "the CUDA attention kernels support head_dim 64 and 128, not {}",
+               d);
+  // Layers whose heads have the same classes (and the same dense/sparse decode mode) share one
+  // plan per step: planned and uploaded once, then only kernels are launched.
+  std::vector<int8_t> signature;
+  for (auto c : cache.heads().cls[layer]) signature.push_back(c == HeadClass::kRetrieval ? 0 : 1);
+  signature.push_back(layer >= cache.sparse().selector_skip_layers ? 1 : 0);
+  const Impl::StagedAttention& sa = impl_->staged_attention(signature, [&] {
+    AttentionPlanConfig cfg;
+    cfg.layer = layer;
+    cfg.n_heads = static_cast<int>(q.cols / d);
+    cfg.n_kv_heads = cache.config().n_kv_heads;
+    cfg.num_sms = impl_->num_sms();
+    cfg.prefill_rows = cuda::kPrefillRows;
+    cfg.decode_rows = cuda::kDecodeRows;
+    return plan_attention(plan, cache.heads(), cache.sparse(), cfg);
+  });
+
+  cuda::AttnParams p{};
+  p.step = impl_->device_step();
+  p.q = q.as<bf16>();
+  p.out = out.as<bf16>();
+  p.n_heads = static_cast<int32_t>(q.cols / d);
+  p.scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(d)));
+  p.sink = cache.sparse().sink_tokens;
+  p.kv = impl_->layer_kv(cache, layer);
+  p.sel_heads = cache.sel_heads();
+  p.max_sel = cache.max_sel_pages();
+  p.layer = layer;
+  p.n_layers = cache.config().n_layers;
+  p.per_query_head = cache.sparse().granularity == SelectorGranularity::kQueryHead ? 1 : 0;
+  if (cache.config().num_sel_slots > 0) {
+    p.sel_blocks = cache.sel_blocks().as<int32_t>();
+    p.sel_count = cache.sel_count().as<int32_t>();
+  }
+  LSERVE_CHECK(!reference_attention_ || p.max_sel <= 1024, "reference attention: budget too large");
+  p.part_o = sa.part_o.empty() ? nullptr : sa.part_o.as<float>();
+  p.part_lse = sa.part_lse.empty() ? nullptr : sa.part_lse.as<float>();
+  const cudaStream_t st = impl_->stream();
+  auto launch = [&](const cuda::AttnWork* items, int n, cuda::AttnVariant variant) {
+    if (n == 0) return;
+    p.work = items;
+    LSERVE_CUDA_CHECK(cuda::launch_attention(
+        p, n, d, reference_attention_ ? cuda::AttnVariant::kReference : variant, st));
+  };
+  launch(sa.decode, sa.n_decode, cuda::AttnVariant::kDecode);
+  launch(sa.prefill, sa.n_prefill, cuda::AttnVariant::kPrefill);
+  LSERVE_CUDA_CHECK(cuda::launch_merge(sa.merges, sa.n_merges, p.part_o, p.part_lse, p.step,
+                                       p.n_heads, d, p.out, st));
+}
+
+}  // namespace lserve

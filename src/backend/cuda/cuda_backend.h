@@ -1,0 +1,59 @@
+// The CUDA backend: bf16 weights and activations with f32 accumulation; GEMMs through cuBLASLt;
+// custom kernels (kernels/*.cuh) for norms, RoPE + KV append + page statistics, page selection and
+// attention. The host plans each step once (begin_step), the device runs it; all work goes to one
+// stream so a decode step can be captured in a CUDA graph.
+#pragma once
+
+#include <memory>
+
+#include "backend/backend.h"
+
+namespace lserve {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device = 0);
+  ~CudaBackend() override;
+
+  std::string name() const override { return "cuda"; }
+  DType compute_dtype() const override { return DType::BF16; }
+
+  Tensor alloc(DType dtype, int64_t rows, int64_t cols) override;
+  Tensor upload(const float* host, int64_t rows, int64_t cols) override;
+  Tensor random(int64_t rows, int64_t cols, uint64_t seed, float scale) override;
+  void fill(Tensor& t, float value) override;
+  void to_host(const Tensor& t, float* host) override;
+  void write(Tensor& t, const void* host_bytes) override;
+  // The stream all work is queued on (cudaStream_t), for timing with events.
+  void* stream_handle() const;
+  void synchronize() override;
+  int64_t free_memory_bytes() const override;
+  void begin_step(const StepPlan& plan, KvCache& cache) override;
+
+  void embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) override;
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
+  void matmul(const Tensor& x, const Tensor& w, Tensor& out) override;
+  void add_bias(Tensor& x, const Tensor& bias) override;
+  void add(Tensor& x, const Tensor& y) override;
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override;
+  void rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v, const RopeParams& rope,
+                      const StepPlan& plan, KvCache& cache) override;
+  void select_pages(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache) override;
+  void attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
+                 Tensor& out) override;
+
+  // Test hook: run attention with the simple reference kernel instead of the tensor-core one.
+  void set_reference_attention(bool on) { reference_attention_ = on; }
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  bool reference_attention_ = false;
+};
+
+// Whether a CUDA device can be used here (false on machines without a GPU or driver).
+bool cuda_device_available(std::string* why = nullptr);
+
+}  // namespace lserve

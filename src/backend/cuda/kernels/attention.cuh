@@ -1,0 +1,377 @@
+// Paged sparse attention on tensor cores, one kernel for prefill and decode (FlashAttention-2
+// style online softmax). A CTA takes one work item: the queries of one sequence for one KV group
+// as tile rows (row r = query q_first + r / rg, head head0 + r % rg, so a GQA group's heads share
+// every K/V tile it loads) and one or two ranges of key indices over the head's page list (all
+// pages; sink + window pages; or the selected pages + the current one). K/V tiles of 64 keys are
+// gathered through the page table with cp.async, double-buffered, and masked token-exactly.
+//
+// Policy (template) parameters: HEAD_DIM; WARPS_M x WARPS_N warps, rows split over WARPS_M (16
+// each) and each K/V tile's keys over WARPS_N. Prefill uses 4x1 (64 rows); decode uses 1x4 (16
+// rows: the group's heads) and merges the four warps' partial softmax states at the end.
+// Split-KV items write normalised partial outputs plus log2-sum-exp; merge_kernel combines them.
+#pragma once
+
+#include "backend/cuda/kernels/common.cuh"
+#include "backend/cuda/kernels/params.h"
+#include "backend/cuda/kernels/mma.cuh"
+
+namespace lserve::cuda {
+
+
+
+// Where key index k of a work item lives: its position, its page, or position -1 if none.
+struct KeyMap {
+  int32_t kind, P, page_base, stream_base, n_stream, sink_blocks, window_first, n_list, seq_end;
+  const int32_t* page_indices;
+  const int32_t* stream_indices;
+  const int32_t* list;  // selected blocks (kind 2), in shared memory
+
+  __device__ __forceinline__ int32_t locate(int32_t k, int32_t* page) const {
+    const int32_t li = k / P, slot = k % P;
+    int32_t block;
+    if (kind == kAllPages) {
+      block = li;
+      *page = page_indices[page_base + li];
+    } else if (kind == kStreamPages) {
+      if (li >= n_stream) return -1;
+      block = li < sink_blocks ? li : window_first + (li - sink_blocks);
+      *page = stream_indices[stream_base + li];
+    } else {
+      if (li >= n_list) return -1;
+      block = list[li];
+      *page = page_indices[page_base + block];
+    }
+    const int32_t pos = block * P + slot;
+    return pos < seq_end ? pos : -1;
+  }
+};
+
+// Builds the kind-2 page list in shared memory (size max_sel + 2): the stored selection without
+// the current page, then the current page (it may be newer than the selection). Returns its
+// length; every thread of the block must call it.
+__device__ __forceinline__ int32_t load_selected_list(const AttnParams& p, const AttnWork& w,
+                                                      const SeqInfo& s, int32_t* list) {
+  const int32_t sel_head = p.per_query_head ? w.head0 : w.kv_head;
+  const int64_t row =
+      (static_cast<int64_t>(s.sel_slot) * p.n_layers + p.layer) * p.sel_heads + sel_head;
+  const int32_t current = (s.start_pos + s.q_len - 1) / p.kv.page_size;
+  const int32_t cnt = p.sel_count[row];
+  for (int32_t i = threadIdx.x; i < cnt; i += blockDim.x) list[i] = p.sel_blocks[row * p.max_sel + i];
+  __syncthreads();
+  // The list is ascending and no page is newer than the current one, so only its last entry can
+  // be the current page.
+  if (threadIdx.x == 0) {
+    const int32_t n = cnt > 0 && list[cnt - 1] == current ? cnt - 1 : cnt;
+    list[n] = current;
+    list[p.max_sel + 1] = n + 1;
+  }
+  __syncthreads();
+  return list[p.max_sel + 1];
+}
+
+template <int D, int WARPS_M, int WARPS_N>
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnParams p) {
+  constexpr int kThreads = 32 * WARPS_M * WARPS_N;
+  constexpr int BM = 16 * WARPS_M;
+  constexpr int KW = kKeyTile / WARPS_N;  // keys per warp per tile
+  constexpr int NT = KW / 8;              // score n-tiles per warp
+  constexpr int DT = D / 8;               // output n-tiles
+  constexpr int CHUNKS = D / 8;           // 16-byte chunks per row
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* ks = qs + BM * D;                      // [2][64][D]
+  bf16* vs = ks + 2 * kKeyTile * D;            // [2][64][D]
+  // Key positions (-1: none) and pool rows of three tiles: the one being computed, the one being
+  // loaded and the one being located.
+  int32_t* kpos = reinterpret_cast<int32_t*>(vs + 2 * kKeyTile * D);  // [3][64]
+  int32_t* krow = kpos + 3 * kKeyTile;         // [3][64]
+  int32_t* list = krow + 3 * kKeyTile;         // [max_sel + 2]
+
+  const AttnWork w = p.work[blockIdx.x];
+  const SeqInfo s = p.step.seqs[w.seq];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wm = warp % WARPS_M, wn = warp / WARPS_M;
+  const int32_t rows = w.q_count * w.rg;
+  const int32_t seq_end = s.start_pos + s.q_len;
+  const bool streaming = w.kind == kStreamPages;
+  const int32_t hs = p.kv.head_slot[w.kv_head];
+  const bf16* kpool = streaming ? p.kv.k_str : p.kv.k_ret;
+  const bf16* vpool = streaming ? p.kv.v_str : p.kv.v_ret;
+  const int32_t n_pool = streaming ? p.kv.n_str : p.kv.n_ret;
+  const int32_t P = p.kv.page_size;
+
+  const int32_t n_list = w.kind == kSelectedPages ? load_selected_list(p, w, s, list) : 0;
+  KeyMap km{w.kind, P, s.page_base, s.stream_base, s.n_stream, s.stream_sink_blocks,
+            s.stream_window_first, n_list, seq_end, p.step.page_indices, p.step.stream_indices, list};
+
+  // Key tiles: range 0 then range 1 (kind 2 ranges are clipped to the list on the device).
+  int32_t kb[2], ke[2];
+  for (int r = 0; r < 2; ++r) {
+    kb[r] = w.k_begin[r];
+    ke[r] = w.kind == kSelectedPages ? min(w.k_end[r], n_list * P) : w.k_end[r];
+  }
+  const int32_t tiles0 = ke[0] > kb[0] ? (ke[0] - kb[0] + kKeyTile - 1) / kKeyTile : 0;
+  const int32_t tiles1 = ke[1] > kb[1] ? (ke[1] - kb[1] + kKeyTile - 1) / kKeyTile : 0;
+  const int32_t n_tiles = tiles0 + tiles1;
+
+  // Where the keys of tile t live: one thread per key row looks it up (position and pool row),
+  // so the page table is read once per key, not once per 16-byte chunk.
+  auto locate_tile = [&](int32_t t, int slot) {
+    const int r = t < tiles0 ? 0 : 1;
+    const int32_t first = kb[r] + (t - (r ? tiles0 : 0)) * kKeyTile;
+    for (int j = tid; j < kKeyTile; j += kThreads) {
+      const int32_t k = first + j;
+      int32_t page = 0;
+      const int32_t pos = k < ke[r] ? km.locate(k, &page) : -1;
+      kpos[slot * kKeyTile + j] = pos;
+      krow[slot * kKeyTile + j] = pos >= 0 ? (page * n_pool + hs) * P + pos % P : 0;
+    }
+  };
+  auto issue_tile = [&](int stage, int slot) {
+    for (int idx = tid; idx < kKeyTile * CHUNKS; idx += kThreads) {
+      const int j = idx / CHUNKS, c = idx % CHUNKS;
+      const bool valid = kpos[slot * kKeyTile + j] >= 0;
+      const int64_t row = krow[slot * kKeyTile + j];
+      cp_async_16(ks + stage * kKeyTile * D + swizzle<D>(j, c * 8), kpool + row * D + c * 8, valid);
+      cp_async_16(vs + stage * kKeyTile * D + swizzle<D>(j, c * 8), vpool + row * D + c * 8, valid);
+    }
+  };
+
+  // Queries: rows beyond `rows` are zero and masked out.
+  for (int idx = tid; idx < BM * CHUNKS; idx += kThreads) {
+    const int r = idx / CHUNKS, c = idx % CHUNKS;
+    const bool valid = r < rows;
+    const int64_t token = s.q_offset + w.q_first + (valid ? r / w.rg : 0);
+    const int32_t head = w.head0 + (valid ? r % w.rg : 0);
+    cp_async_16(qs + swizzle<D>(r, c * 8), p.q + (token * p.n_heads + head) * D + c * 8, valid);
+  }
+  if (n_tiles > 0) {
+    locate_tile(0, 0);
+    if (n_tiles > 1) locate_tile(1, 1);
+    __syncthreads();
+    issue_tile(0, 0);
+  }
+  cp_async_commit();
+
+  // Each thread holds two rows of its warp's 16: r_lo = lane / 4 and r_lo + 8.
+  const int r_lo = 16 * wm + lane / 4;
+  int32_t qpos[2];
+  for (int h = 0; h < 2; ++h) {
+    const int r = r_lo + 8 * h;
+    qpos[h] = r < rows ? s.start_pos + w.q_first + r / w.rg : -1;
+  }
+  const int32_t window = s.stream_window;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[DT][4];
+#pragma unroll
+  for (int i = 0; i < DT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+
+  for (int32_t t = 0; t < n_tiles; ++t) {
+    const int stage = t % 2, slot = t % 3;
+    // Loads of tile t+1 go out now; tile t+2 is located while they and tile t are in flight.
+    // Buffers reused here were last read before the previous iteration's closing barrier.
+    if (t + 1 < n_tiles) {
+      issue_tile((t + 1) % 2, (t + 1) % 3);
+      cp_async_commit();
+    }
+    if (t + 2 < n_tiles) locate_tile(t + 2, (t + 2) % 3);
+    if (t + 1 < n_tiles) {
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const bf16* kt = ks + stage * kKeyTile * D;
+    const bf16* vt = vs + stage * kKeyTile * D;
+
+    // S = Q K^T for this warp's 16 rows x KW keys.
+    float sc[NT][4];
+#pragma unroll
+    for (int i = 0; i < NT; ++i) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      // Q fragments come from shared memory each time: keeping all of them in registers would
+      // spill at head_dim 128.
+      uint32_t qf[4];
+      ldmatrix_x4(qf, qs + swizzle<D>(16 * wm + (lane % 8) + 8 * ((lane / 8) % 2),
+                                      kk * 16 + 8 * (lane / 16)));
+#pragma unroll
+      for (int nt = 0; nt < NT; nt += 2) {
+        uint32_t b[4];
+        const int key = wn * KW + nt * 8 + (lane % 8) + 8 * (lane / 16);
+        ldmatrix_x4(b, kt + swizzle<D>(key, kk * 16 + 8 * ((lane / 8) % 2)));
+        mma_16816(sc[nt], qf, b[0], b[1]);
+        mma_16816(sc[nt + 1], qf, b[2], b[3]);
+      }
+    }
+
+    // Mask by position, then the online softmax update (scores in log2 units). Tiles that every
+    // row of the warp sees whole (the bulk of causal attention) skip the per-element test.
+    float mx[2] = {m[0], m[1]};
+    const int32_t* tpos = kpos + slot * kKeyTile + wn * KW;
+    const bool whole = !streaming && __all_sync(0xffffffffu, qpos[0] >= 0 && qpos[1] >= 0) &&
+                       tpos[0] >= 0 && tpos[KW - 1] >= 0 && tpos[KW - 1] - tpos[0] == KW - 1 &&
+                       __all_sync(0xffffffffu, tpos[KW - 1] <= min(qpos[0], qpos[1]));
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e / 2;
+        bool vis = true;
+        if (!whole) {
+          const int32_t kp = tpos[nt * 8 + 2 * (lane % 4) + e % 2];
+          const int32_t qp = qpos[h];
+          vis = kp >= 0 && kp <= qp;
+          if (streaming) {
+            vis = vis && (kp < p.sink || static_cast<int64_t>(kp) > static_cast<int64_t>(qp) - window);
+          }
+        }
+        sc[nt][e] = vis ? sc[nt][e] * p.scale_log2 : -INFINITY;
+        mx[h] = fmaxf(mx[h], sc[nt][e]);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      // Nothing visible yet in this row: keep the state as is (no -inf - -inf).
+      alpha[h] = mx[h] == -INFINITY ? 1.0f : exp2f(m[h] - mx[h]);
+      m[h] = mx[h];
+      l[h] *= alpha[h];
+    }
+#pragma unroll
+    for (int i = 0; i < DT; ++i) {
+      o[i][0] *= alpha[0];
+      o[i][1] *= alpha[0];
+      o[i][2] *= alpha[1];
+      o[i][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e / 2;
+        const float pv = m[h] == -INFINITY ? 0.0f : exp2f(sc[nt][e] - m[h]);
+        sc[nt][e] = pv;
+        l[h] += pv;
+      }
+    }
+
+    // O += P V: the score accumulators become the A fragments (16 keys per MMA step).
+#pragma unroll
+    for (int c = 0; c < KW / 16; ++c) {
+      uint32_t a[4];
+      a[0] = pack_bf16(sc[2 * c][0], sc[2 * c][1]);
+      a[1] = pack_bf16(sc[2 * c][2], sc[2 * c][3]);
+      a[2] = pack_bf16(sc[2 * c + 1][0], sc[2 * c + 1][1]);
+      a[3] = pack_bf16(sc[2 * c + 1][2], sc[2 * c + 1][3]);
+#pragma unroll
+      for (int nd = 0; nd < DT; nd += 2) {
+        uint32_t b[4];
+        const int key = wn * KW + c * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
+        ldmatrix_x4_trans(b, vt + swizzle<D>(key, nd * 8 + 8 * (lane / 16)));
+        mma_16816(o[nd], a, b[0], b[1]);
+        mma_16816(o[nd + 1], a, b[2], b[3]);
+      }
+    }
+    __syncthreads();
+  }
+  if (n_tiles == 0) cp_async_wait<0>();
+
+  // Row sums over the quad that shares each row.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+
+  if constexpr (WARPS_N > 1) {
+    // Combine the warps' partial states (they saw different keys of the same rows) through
+    // shared memory, reusing the K/V buffers.
+    __syncthreads();
+    float* ob = reinterpret_cast<float*>(ks);  // [WARPS_N][16][D]
+    float* mb = ob + WARPS_N * 16 * D;         // [WARPS_N][16]
+    float* lb = mb + WARPS_N * 16;
+#pragma unroll
+    for (int nd = 0; nd < DT; ++nd) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = lane / 4 + 8 * (e / 2), c = nd * 8 + 2 * (lane % 4) + e % 2;
+        ob[(wn * 16 + r) * D + c] = o[nd][e];
+      }
+    }
+    if (lane % 4 == 0) {
+      for (int h = 0; h < 2; ++h) {
+        mb[wn * 16 + lane / 4 + 8 * h] = m[h];
+        lb[wn * 16 + lane / 4 + 8 * h] = l[h];
+      }
+    }
+    __syncthreads();
+    for (int idx = tid; idx < 16 * D; idx += kThreads) {
+      const int r = idx / D, c = idx % D;
+      float mm = -INFINITY;
+      for (int i = 0; i < WARPS_N; ++i) mm = fmaxf(mm, mb[i * 16 + r]);
+      float acc = 0.0f, ll = 0.0f;
+      if (mm != -INFINITY) {
+        for (int i = 0; i < WARPS_N; ++i) {
+          const float f = mb[i * 16 + r] == -INFINITY ? 0.0f : exp2f(mb[i * 16 + r] - mm);
+          acc += f * ob[(i * 16 + r) * D + c];
+          ll += f * lb[i * 16 + r];
+        }
+      }
+      if (r >= rows) continue;
+      const float val = ll > 0.0f ? acc / ll : 0.0f;
+      if (w.partial < 0) {
+        const int64_t token = s.q_offset + w.q_first + r / w.rg;
+        p.out[(token * p.n_heads + w.head0 + r % w.rg) * D + c] = to_bf16(val);
+      } else {
+        p.part_o[(static_cast<int64_t>(w.partial) * 16 + r) * D + c] = val;
+        if (c == 0) p.part_lse[w.partial * 16 + r] = ll > 0.0f ? mm + log2f(ll) : -INFINITY;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = r_lo + 8 * h;
+      if (r >= rows) continue;
+      const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+      const int64_t token = s.q_offset + w.q_first + r / w.rg;
+      bf16* dst = p.out + (token * p.n_heads + w.head0 + r % w.rg) * D;
+#pragma unroll
+      for (int nd = 0; nd < DT; ++nd) {
+        const int c = nd * 8 + 2 * (lane % 4);
+        *reinterpret_cast<__nv_bfloat162*>(dst + c) =
+            __floats2bfloat162_rn(o[nd][2 * h] * inv, o[nd][2 * h + 1] * inv);
+      }
+    }
+  }
+}
+
+// out rows of one (sequence, head group, queries) = the log-sum-exp weighted mean of its partials.
+template <int D>
+__global__ void merge_kernel(const MergeItem* items, const float* part_o, const float* part_lse,
+                             DeviceStep step, int32_t n_heads, bf16* out) {
+  const MergeItem it = items[blockIdx.x];
+  const SeqInfo s = step.seqs[it.seq];
+  const int32_t rows = it.q_count * it.rg;
+  for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
+    const int r = idx / D, c = idx % D;
+    float mm = -INFINITY;
+    for (int i = 0; i < it.count; ++i) mm = fmaxf(mm, part_lse[(it.first + i) * 16 + r]);
+    float acc = 0.0f, wsum = 0.0f;
+    if (mm != -INFINITY) {
+      for (int i = 0; i < it.count; ++i) {
+        const float lse = part_lse[(it.first + i) * 16 + r];
+        const float f = lse == -INFINITY ? 0.0f : exp2f(lse - mm);
+        acc += f * part_o[(static_cast<int64_t>(it.first + i) * 16 + r) * D + c];
+        wsum += f;
+      }
+    }
+    const int64_t token = s.q_offset + it.q_first + r / it.rg;
+    out[(token * n_heads + it.head0 + r % it.rg) * D + c] = to_bf16(wsum > 0.0f ? acc / wsum : 0.0f);
+  }
+}
+
+}  // namespace lserve::cuda

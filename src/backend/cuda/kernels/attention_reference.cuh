@@ -1,0 +1,74 @@
+// A deliberately simple attention kernel over the same work items as attention.cuh: one warp per
+// tile row, keys one at a time, f32 throughout. Tests run it beside the tensor-core kernel on the
+// same plan so a mismatch points at the fast kernel, not at planning.
+#pragma once
+
+#include "backend/cuda/kernels/attention.cuh"
+
+namespace lserve::cuda {
+
+template <int D>
+__global__ void attention_reference_kernel(AttnParams p) {
+  __shared__ int32_t list[1024 + 2];
+  const AttnWork w = p.work[blockIdx.x];
+  const SeqInfo s = p.step.seqs[w.seq];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+  const int32_t seq_end = s.start_pos + s.q_len;
+  const int32_t n_list = w.kind == kSelectedPages ? load_selected_list(p, w, s, list) : 0;
+  const KeyMap km{w.kind, p.kv.page_size, s.page_base, s.stream_base, s.n_stream,
+                  s.stream_sink_blocks, s.stream_window_first, n_list, seq_end,
+                  p.step.page_indices, p.step.stream_indices, list};
+  const bool streaming = w.kind == kStreamPages;
+  const bf16* kpool = streaming ? p.kv.k_str : p.kv.k_ret;
+  const bf16* vpool = streaming ? p.kv.v_str : p.kv.v_ret;
+  const int32_t n_pool = streaming ? p.kv.n_str : p.kv.n_ret;
+  const int32_t hs = p.kv.head_slot[w.kv_head];
+  const int32_t P = p.kv.page_size;
+  constexpr int CPL = D / 32;
+
+  for (int r = warp; r < w.q_count * w.rg; r += n_warps) {
+    const int64_t token = s.q_offset + w.q_first + r / w.rg;
+    const int32_t head = w.head0 + r % w.rg;
+    const int32_t qp = s.start_pos + w.q_first + r / w.rg;
+    float q[CPL], acc[CPL];
+    for (int c = 0; c < CPL; ++c) {
+      q[c] = to_f32(p.q[(token * p.n_heads + head) * D + lane * CPL + c]);
+      acc[c] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int range = 0; range < 2; ++range) {
+      const int32_t end = w.kind == kSelectedPages ? min(w.k_end[range], n_list * P) : w.k_end[range];
+      for (int32_t k = w.k_begin[range]; k < end; ++k) {
+        int32_t page = 0;
+        const int32_t kp = km.locate(k, &page);
+        bool vis = kp >= 0 && kp <= qp;
+        if (streaming) {
+          vis = vis && (kp < p.sink || static_cast<int64_t>(kp) > static_cast<int64_t>(qp) - s.stream_window);
+        }
+        if (!vis) continue;
+        const int64_t row = (static_cast<int64_t>(page) * n_pool + hs) * P + kp % P;
+        float dot = 0.0f;
+        for (int c = 0; c < CPL; ++c) dot += q[c] * to_f32(kpool[row * D + lane * CPL + c]);
+        const float sc = warp_sum(dot) * p.scale_log2;
+        const float mn = fmaxf(m, sc);
+        const float alpha = exp2f(m - mn), pw = exp2f(sc - mn);
+        l = l * alpha + pw;
+        for (int c = 0; c < CPL; ++c) {
+          acc[c] = acc[c] * alpha + pw * to_f32(vpool[row * D + lane * CPL + c]);
+        }
+        m = mn;
+      }
+    }
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (int c = 0; c < CPL; ++c) {
+      if (w.partial < 0) {
+        p.out[(token * p.n_heads + head) * D + lane * CPL + c] = to_bf16(acc[c] * inv);
+      } else {
+        p.part_o[(static_cast<int64_t>(w.partial) * 16 + r) * D + lane * CPL + c] = acc[c] * inv;
+      }
+    }
+    if (w.partial >= 0 && lane == 0) p.part_lse[w.partial * 16 + r] = l > 0.0f ? m + log2f(l) : -INFINITY;
+  }
+}
+
+}  // namespace lserve::cuda

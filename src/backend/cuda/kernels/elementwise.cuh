@@ -1,0 +1,104 @@
+// Element-wise and row-wise model ops. Shapes: x, out [rows, cols] row-major; weights [1, cols].
+#pragma once
+
+#include "backend/cuda/kernels/common.cuh"
+
+namespace lserve::cuda {
+
+// out[r] = table[ids[r]]
+template <typename T>
+__global__ void embed_kernel(const T* __restrict__ table, const int32_t* __restrict__ ids,
+                             int64_t cols, T* __restrict__ out) {
+  const int64_t r = blockIdx.x;
+  const T* src = table + static_cast<int64_t>(ids[r]) * cols;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[r * cols + c] = src[c];
+}
+
+// out[r] = x[rows[r]]
+template <typename T>
+__global__ void gather_rows_kernel(const T* __restrict__ x, const int32_t* __restrict__ rows,
+                                   int64_t cols, T* __restrict__ out) {
+  const int64_t r = blockIdx.x;
+  const T* src = x + static_cast<int64_t>(rows[r]) * cols;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[r * cols + c] = src[c];
+}
+
+// One block per row: out = x * rsqrt(mean(x^2) + eps) * w, statistics in f32. In place is fine:
+// each thread reads its elements before the reduction and writes after it.
+template <typename T>
+__global__ void rms_norm_kernel(const T* x, const T* __restrict__ w, float eps, int64_t cols,
+                                T* out) {
+  const int64_t r = blockIdx.x;
+  float ss = 0.0f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float v = to_f32(x[r * cols + c]);
+    ss += v * v;
+  }
+  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(cols) + eps);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    out[r * cols + c] = from_f32<T>(to_f32(x[r * cols + c]) * inv * to_f32(w[c]));
+  }
+}
+
+template <typename T>
+__global__ void add_kernel(T* x, const T* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    x[i] = from_f32<T>(to_f32(x[i]) + to_f32(y[i]));
+  }
+}
+
+template <typename T>
+__global__ void add_bias_kernel(T* x, const T* __restrict__ bias, int64_t n, int64_t cols) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    x[i] = from_f32<T>(to_f32(x[i]) + to_f32(bias[i % cols]));
+  }
+}
+
+template <typename T>
+__global__ void silu_mul_kernel(const T* gate, const T* __restrict__ up, T* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float g = to_f32(gate[i]);
+    out[i] = from_f32<T>(g / (1.0f + __expf(-g)) * to_f32(up[i]));
+  }
+}
+
+template <typename T>
+__global__ void fill_kernel(T* x, float value, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    x[i] = from_f32<T>(value);
+  }
+}
+
+// Uniform(-scale, scale) from a counter-based hash of (seed, index): the same values on every
+// run and device, no generator state.
+__device__ __forceinline__ uint32_t hash_u32(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return static_cast<uint32_t>(x);
+}
+
+__global__ void random_bf16_kernel(bf16* x, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float u = (hash_u32(seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i)) >> 8) *
+                    (1.0f / 16777216.0f);
+    x[i] = to_bf16((2.0f * u - 1.0f) * scale);
+  }
+}
+
+template <typename From, typename To>
+__global__ void convert_kernel(const From* __restrict__ x, To* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    y[i] = from_f32<To>(to_f32(x[i]));
+  }
+}
+
+}  // namespace lserve::cuda

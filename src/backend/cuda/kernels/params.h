@@ -1,0 +1,81 @@
+// Parameter structs of the custom kernels: plain data the host fills and passes by value.
+// Host-compilable (no device code), so planning and launching code can be ordinary C++.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "backend/cuda/kernels/kv_params.h"
+#include "backend/cuda/kernels/step_params.h"
+
+namespace lserve::cuda {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kSelectorThreads = 256;
+constexpr int kSelectorMaxGroup = 16;
+constexpr int kKeyTile = 64;
+constexpr int kPrefillWarps = 8;               // prefill tiles: 8 warps x 16 rows = 128 rows
+constexpr int kPrefillRows = 16 * kPrefillWarps;
+constexpr int kDecodeRows = 16;                // decode tiles: 16 rows, keys split over 4 warps
+
+// Dynamic shared memory of attention_kernel<D, WARPS_M, *>: Q tile, two K and two V tiles, key
+// positions and rows of three tiles, and the selected-page list.
+constexpr int attn_smem_bytes(int head_dim, int warps_m, int max_sel) {
+  return (16 * warps_m * head_dim + 4 * kKeyTile * head_dim) * 2 + 6 * kKeyTile * 4 +
+         (max_sel + 2) * 4;
+}
+
+struct RopeAppendParams {
+  DeviceStep step;
+  const AppendGroup* groups;
+  bf16* q;        // [n_tokens, n_heads * d], rotated in place
+  bf16* k;        // [n_tokens, n_kv_heads * d], rotated in place
+  const bf16* v;  // [n_tokens, n_kv_heads * d]
+  int32_t n_heads;
+  int32_t n_kv_heads;
+  const float* inv_freq;  // [d / 2]
+  int32_t half_split;     // 1: pairs (i, i + d/2); 0: pairs (2i, 2i + 1)
+  LayerKv<bf16> kv;
+};
+
+struct SelectorParams {
+  DeviceStep step;
+  const int32_t* seq_list;  // [gridDim.x] sequences refreshing at this layer
+  const bf16* q;            // [n_tokens, n_heads * d]
+  int32_t n_heads;
+  int32_t n_kv_heads;
+  int32_t per_query_head;   // selection heads are query heads (else KV heads)
+  int32_t budget_cap;       // the engine's token budget (selection rows hold budget/P pages)
+  int32_t layer;
+  int32_t n_layers;
+  LayerKv<bf16> kv;
+  uint32_t* scratch;        // [gridDim.x * gridDim.y * max_blocks] page score keys
+  int32_t max_blocks;
+  int32_t* sel_blocks;      // [slots * n_layers * sel_heads, max_sel]
+  int32_t* sel_count;       // [slots * n_layers * sel_heads]
+  int32_t max_sel;
+};
+
+struct AttnParams {
+  DeviceStep step;
+  const AttnWork* work;
+  const bf16* q;     // [n_tokens, n_heads * d]
+  bf16* out;         // [n_tokens, n_heads * d]
+  float* part_o;     // [partials, rows_per_item, d] normalised partial outputs
+  float* part_lse;   // [partials, rows_per_item] log2-sum-exp of the partial
+  int32_t n_heads;
+  float scale_log2;  // log2(e) / sqrt(d)
+  int32_t sink;
+  LayerKv<bf16> kv;
+  const int32_t* sel_blocks;  // selections of this layer: row (slot, layer, head), max_sel wide
+  const int32_t* sel_count;
+  int32_t sel_heads;
+  int32_t max_sel;
+  int32_t layer;
+  int32_t n_layers;
+  int32_t per_query_head;
+};
+
+}  // namespace lserve::cuda

@@ -1,0 +1,181 @@
+// Page selector, two kernels (DESIGN.md "Selector"):
+//  1. score_pages_kernel: many CTAs, each scoring 64 pages of one (sequence, selection head):
+//     Quest bound per logical page, max over the group's query heads (kv-head granularity), max
+//     over the page's logical pages; written as order-preserving keys.
+//  2. top_pages_kernel: one CTA per (sequence, selection head): radix select of the k-th largest
+//     key (4 passes of 8 bits), then the winners compacted in page order (equal scores: lower page
+//     first) and the current page appended. Matches sparse/page_selection.h exactly.
+#pragma once
+
+#include "backend/cuda/kernels/common.cuh"
+#include "backend/cuda/kernels/params.h"
+
+namespace lserve::cuda {
+
+constexpr int kScorePagesPerCta = 64;
+constexpr int kTopThreads = 1024;
+
+__device__ __forceinline__ bool selector_skips(const SelectorParams& p, int32_t u) {
+  const int32_t group = p.n_heads / p.n_kv_heads;
+  const int32_t kvh = p.per_query_head ? u / group : u;
+  return p.kv.head_class[kvh] != 0;  // streaming heads select nothing
+}
+
+template <int D>
+__global__ void __launch_bounds__(kSelectorThreads) score_pages_kernel(SelectorParams p) {
+  constexpr int CPL = D / 32;  // channels per lane
+  __shared__ float qs[kSelectorMaxGroup][D];
+  const int32_t u = blockIdx.y;
+  if (selector_skips(p, u)) return;
+  const SeqInfo s = p.step.seqs[p.seq_list[blockIdx.x]];
+  const int32_t group = p.n_heads / p.n_kv_heads;
+  const int32_t kvh = p.per_query_head ? u / group : u;
+  const int32_t g0 = p.per_query_head ? u % group : 0;
+  const int32_t ng = p.per_query_head ? 1 : group;
+  const int32_t P = p.kv.page_size, L = p.kv.logical_page_size, lpp = P / L;
+  const int32_t n_tokens = s.start_pos + s.q_len;
+  const int32_t n_blocks = (n_tokens + P - 1) / P;
+  const int32_t b0 = blockIdx.z * kScorePagesPerCta;
+  if (b0 >= n_blocks - 1) return;
+  const int64_t trow = s.q_offset + s.q_len - 1;
+  for (int i = threadIdx.x; i < ng * D; i += blockDim.x) {
+    const int g = i / D, c = i % D;
+    qs[g][c] = to_f32(p.q[(trow * p.n_heads + kvh * group + g0 + g) * D + c]);
+  }
+  __syncthreads();
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+  const int32_t hs = p.kv.head_slot[kvh];
+  uint32_t* keys = p.scratch + (static_cast<int64_t>(blockIdx.x) * gridDim.y + u) * p.max_blocks;
+  const int32_t b_end = min(n_blocks - 1, b0 + kScorePagesPerCta);
+  for (int32_t b = b0 + warp; b < b_end; b += n_warps) {
+    const int32_t page = p.step.page_indices[s.page_base + b];
+    const int64_t base = (static_cast<int64_t>(page) * p.kv.n_ret + hs) * lpp;
+    float best = -INFINITY;
+    for (int32_t lp = 0; lp < lpp && b * P + lp * L < n_tokens; ++lp) {
+      float lo[CPL], hi[CPL];
+#pragma unroll
+      for (int c = 0; c < CPL; ++c) {
+        lo[c] = to_f32(p.kv.kmin[(base + lp) * D + lane * CPL + c]);
+        hi[c] = to_f32(p.kv.kmax[(base + lp) * D + lane * CPL + c]);
+      }
+      for (int32_t g = 0; g < ng; ++g) {
+        float part = 0.0f;
+#pragma unroll
+        for (int c = 0; c < CPL; ++c) {
+          const float qc = qs[g][lane * CPL + c];
+          part += fmaxf(qc * lo[c], qc * hi[c]);
+        }
+        best = fmaxf(best, warp_sum(part));
+      }
+    }
+    if (lane == 0) keys[b] = float_order_key(best);
+  }
+}
+
+// Exclusive prefix sum over the block (blockDim.x == kTopThreads); *total gets the sum.
+__device__ __forceinline__ int32_t top_scan(int32_t v, int32_t* total) {
+  __shared__ int32_t warp_sums[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int32_t x = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int32_t y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  __syncthreads();
+  if (lane == 31) warp_sums[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    int32_t w = warp_sums[lane];
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int32_t y = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += y;
+    }
+    warp_sums[lane] = w;  // inclusive
+  }
+  __syncthreads();
+  const int32_t before = (warp > 0 ? warp_sums[warp - 1] : 0) + x - v;
+  *total = warp_sums[31];
+  return before;
+}
+
+__global__ void __launch_bounds__(kTopThreads) top_pages_kernel(SelectorParams p) {
+  __shared__ int32_t hist[256];
+  __shared__ uint32_t s_prefix;
+  __shared__ int32_t s_k;
+  const int32_t u = blockIdx.y;
+  if (selector_skips(p, u)) return;
+  const SeqInfo s = p.step.seqs[p.seq_list[blockIdx.x]];
+  const int32_t P = p.kv.page_size;
+  const int32_t n_blocks = (s.start_pos + s.q_len + P - 1) / P;
+  const int32_t others = n_blocks - 1;
+  const int32_t k = min(min(s.token_budget, p.budget_cap) / P - 1, others);
+  const uint32_t* keys =
+      p.scratch + (static_cast<int64_t>(blockIdx.x) * gridDim.y + u) * p.max_blocks;
+  const int tid = threadIdx.x;
+  const bool take_all = k >= others;
+
+  // Radix select: after 4 passes prefix is the k-th largest key T and s_k the number of keys
+  // equal to T still needed.
+  if (tid == 0) {
+    s_prefix = 0;
+    s_k = k;
+  }
+  __syncthreads();
+  if (!take_all && k > 0) {
+    uint32_t mask = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      for (int i = tid; i < 256; i += blockDim.x) hist[i] = 0;
+      __syncthreads();
+      const uint32_t prefix = s_prefix;
+      for (int32_t b = tid; b < others; b += blockDim.x) {
+        if ((keys[b] & mask) == prefix) atomicAdd(&hist[(keys[b] >> shift) & 255u], 1);
+      }
+      __syncthreads();
+      if (tid == 0) {
+        int32_t need = s_k, digit = 255;
+        for (; digit > 0 && hist[digit] < need; --digit) need -= hist[digit];
+        s_k = need;
+        s_prefix = prefix | (static_cast<uint32_t>(digit) << shift);
+      }
+      mask |= 255u << shift;
+      __syncthreads();
+    }
+  }
+  const uint32_t threshold = s_prefix;
+  const int32_t eq_needed = s_k;
+
+  // Each thread owns a contiguous run of pages, so prefix sums give page-ordered positions.
+  const int32_t chunk = (others + blockDim.x - 1) / blockDim.x;
+  const int32_t lo_b = min(others, tid * chunk), hi_b = min(others, lo_b + chunk);
+  int32_t eq = 0;
+  if (!take_all && k > 0) {
+    for (int32_t b = lo_b; b < hi_b; ++b) eq += keys[b] == threshold;
+  }
+  int32_t total_eq;
+  const int32_t eq_before = top_scan(eq, &total_eq);
+  auto taken = [&](int32_t b, int32_t& e) {
+    if (take_all) return true;
+    if (k <= 0) return false;
+    if (keys[b] > threshold) return true;
+    if (keys[b] != threshold) return false;
+    return e++ < eq_needed;
+  };
+  int32_t mine = 0;
+  for (int32_t b = lo_b, e = eq_before; b < hi_b; ++b) mine += taken(b, e);
+  int32_t n_sel;
+  int32_t out = top_scan(mine, &n_sel);
+  const int32_t sel_heads = p.per_query_head ? p.n_heads : p.n_kv_heads;
+  const int64_t row = (static_cast<int64_t>(s.sel_slot) * p.n_layers + p.layer) * sel_heads + u;
+  int32_t* dst = p.sel_blocks + row * p.max_sel;
+  for (int32_t b = lo_b, e = eq_before; b < hi_b; ++b) {
+    if (taken(b, e)) dst[out++] = b;
+  }
+  if (tid == 0) {
+    dst[n_sel] = n_blocks - 1;  // the current page, always read
+    p.sel_count[row] = n_sel + 1;
+  }
+}
+
+}  // namespace lserve::cuda

@@ -1,0 +1,140 @@
+#include "backend/cuda/launch.h"
+
+#include <algorithm>
+
+#include "backend/cuda/kernels/attention.cuh"
+#include "backend/cuda/kernels/attention_reference.cuh"
+#include "backend/cuda/kernels/elementwise.cuh"
+#include "backend/cuda/kernels/rope_append.cuh"
+#include "backend/cuda/kernels/selector.cuh"
+
+namespace lserve::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned grid_for(int64_t n) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 18)));
+}
+
+template <int D, int WARPS_M, int WARPS_N>
+cudaError_t attention_fast(const AttnParams& p, int n_items, cudaStream_t st) {
+  const int smem = attn_smem_bytes(D, WARPS_M, p.max_sel);
+  // Raising the dynamic shared-memory limit is cheap and idempotent.
+  const cudaError_t err = cudaFuncSetAttribute(attention_kernel<D, WARPS_M, WARPS_N>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  attention_kernel<D, WARPS_M, WARPS_N><<<n_items, 32 * WARPS_M * WARPS_N, smem, st>>>(p);
+  return cudaGetLastError();
+}
+
+template <int D>
+cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, cudaStream_t st) {
+  switch (v) {
+    case AttnVariant::kDecode: return attention_fast<D, 1, 4>(p, n_items, st);
+    case AttnVariant::kPrefill: return attention_fast<D, kPrefillWarps, 1>(p, n_items, st);
+    case AttnVariant::kReference:
+      attention_reference_kernel<D><<<n_items, 128, 0, st>>>(p);
+      return cudaGetLastError();
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+cudaError_t launch_embed(const bf16* table, const int32_t* ids, int64_t n, int64_t cols, bf16* out,
+                         cudaStream_t st) {
+  embed_kernel<<<static_cast<unsigned>(n), 128, 0, st>>>(table, ids, cols, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_gather_rows(const bf16* x, const int32_t* rows, int64_t n, int64_t cols,
+                               bf16* out, cudaStream_t st) {
+  gather_rows_kernel<<<static_cast<unsigned>(n), 128, 0, st>>>(x, rows, cols, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_rms_norm(const bf16* x, const bf16* w, float eps, int64_t rows, int64_t cols,
+                            bf16* out, cudaStream_t st) {
+  rms_norm_kernel<<<static_cast<unsigned>(rows), 256, 0, st>>>(x, w, eps, cols, out);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add(bf16* x, const bf16* y, int64_t n, cudaStream_t st) {
+  add_kernel<<<grid_for(n), kThreads, 0, st>>>(x, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add_bias(bf16* x, const bf16* bias, int64_t n, int64_t cols, cudaStream_t st) {
+  add_bias_kernel<<<grid_for(n), kThreads, 0, st>>>(x, bias, n, cols);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t n,
+                            cudaStream_t st) {
+  silu_mul_kernel<<<grid_for(n), kThreads, 0, st>>>(gate, up, out, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_fill(bf16* x, float value, int64_t n, cudaStream_t st) {
+  fill_kernel<<<grid_for(n), kThreads, 0, st>>>(x, value, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_fill(float* x, float value, int64_t n, cudaStream_t st) {
+  fill_kernel<<<grid_for(n), kThreads, 0, st>>>(x, value, n);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_random(bf16* x, int64_t n, uint64_t seed, float scale, cudaStream_t st) {
+  random_bf16_kernel<<<grid_for(n), kThreads, 0, st>>>(x, n, seed, scale);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, cudaStream_t st) {
+  const dim3 grid(static_cast<unsigned>(n_groups), static_cast<unsigned>(p.n_kv_heads));
+  rope_append_kernel<<<grid, 128, 0, st>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_heads,
+                                int head_dim, cudaStream_t st) {
+  const unsigned chunks = static_cast<unsigned>((p.max_blocks + kScorePagesPerCta - 1) / kScorePagesPerCta);
+  const dim3 score_grid(static_cast<unsigned>(n_seqs), static_cast<unsigned>(sel_heads), chunks);
+  if (head_dim == 64) {
+    score_pages_kernel<64><<<score_grid, kSelectorThreads, 0, st>>>(p);
+  } else if (head_dim == 128) {
+    score_pages_kernel<128><<<score_grid, kSelectorThreads, 0, st>>>(p);
+  } else {
+    return cudaErrorInvalidValue;
+  }
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>(n_seqs), static_cast<unsigned>(sel_heads));
+  top_pages_kernel<<<grid, kTopThreads, 0, st>>>(p);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
+                             cudaStream_t st) {
+  if (n_items == 0) return cudaSuccess;
+  if (head_dim == 64) return attention_dim<64>(p, n_items, variant, st);
+  if (head_dim == 128) return attention_dim<128>(p, n_items, variant, st);
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_merge(const MergeItem* items, int n_items, const float* part_o,
+                         const float* part_lse, const DeviceStep& step, int n_heads, int head_dim,
+                         bf16* out, cudaStream_t st) {
+  if (n_items == 0) return cudaSuccess;
+  if (head_dim == 64) {
+    merge_kernel<64><<<n_items, 128, 0, st>>>(items, part_o, part_lse, step, n_heads, out);
+  } else if (head_dim == 128) {
+    merge_kernel<128><<<n_items, 128, 0, st>>>(items, part_o, part_lse, step, n_heads, out);
+  } else {
+    return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace lserve::cuda

@@ -1,0 +1,40 @@
+// Launchers of the custom kernels: the only code compiled by nvcc. Each returns the launch status
+// (callers check it); sizes and pointers are validated by the caller.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/kernels/params.h"
+
+namespace lserve::cuda {
+
+cudaError_t launch_embed(const bf16* table, const int32_t* ids, int64_t n, int64_t cols, bf16* out,
+                         cudaStream_t st);
+cudaError_t launch_gather_rows(const bf16* x, const int32_t* rows, int64_t n, int64_t cols,
+                               bf16* out, cudaStream_t st);
+cudaError_t launch_rms_norm(const bf16* x, const bf16* w, float eps, int64_t rows, int64_t cols,
+                            bf16* out, cudaStream_t st);
+cudaError_t launch_add(bf16* x, const bf16* y, int64_t n, cudaStream_t st);
+cudaError_t launch_add_bias(bf16* x, const bf16* bias, int64_t n, int64_t cols, cudaStream_t st);
+cudaError_t launch_silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t n,
+                            cudaStream_t st);
+cudaError_t launch_fill(bf16* x, float value, int64_t n, cudaStream_t st);
+cudaError_t launch_fill(float* x, float value, int64_t n, cudaStream_t st);
+cudaError_t launch_random(bf16* x, int64_t n, uint64_t seed, float scale, cudaStream_t st);
+
+cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, cudaStream_t st);
+// Supported head dims: 64, 128.
+cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_heads, int head_dim,
+                                cudaStream_t st);
+
+enum class AttnVariant { kDecode, kPrefill, kReference };
+// Supported head dims: 64, 128 (cudaErrorInvalidValue otherwise).
+cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
+                             cudaStream_t st);
+cudaError_t launch_merge(const MergeItem* items, int n_items, const float* part_o,
+                         const float* part_lse, const DeviceStep& step, int n_heads, int head_dim,
+                         bf16* out, cudaStream_t st);
+
+}  // namespace lserve::cuda
