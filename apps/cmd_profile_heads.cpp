@@ -25,7 +25,7 @@ struct ProfileOptions {
 };
 
 int run_profile(ProfileOptions& o) {
-  LSERVE_CHECK(o.model.device == "cpu", "profile-heads runs on the CPU backend");
+  LSERVE_CHECK(o.model.device != "cuda", "profile-heads runs on the CPU backend (--device cpu)");
   const int threads = o.model.threads > 0 ? o.model.threads
                                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   CpuBackend backend(threads);

@@ -27,8 +27,8 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
       ->capture_default_str();
   cmd.add_option("--dummy-seed", o.dummy_seed, "Seed of the random weights of --load-format dummy")
       ->capture_default_str();
-  cmd.add_option("--device", o.device, "Where to run: cpu or cuda")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
+  cmd.add_option("--device", o.device, "Where to run: cpu, cuda, or auto (the GPU when one is usable)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
   cmd.add_option("-t,--threads", o.threads, "CPU threads (0 = all cores)")
       ->check(CLI::Range(0, 1024))
@@ -124,6 +124,11 @@ void apply_seed(const std::string& seed_text, SamplingParams& p) {
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
+#ifdef LSERVE_WITH_CUDA
+  if (device == "auto") return make_backend(cuda_device_available() ? "cuda" : "cpu", threads);
+#else
+  if (device == "auto") return make_backend("cpu", threads);
+#endif
   if (device == "cpu") return std::make_unique<CpuBackend>(threads);
 #ifdef LSERVE_WITH_CUDA
   std::string why;

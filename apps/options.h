@@ -14,7 +14,7 @@ namespace lserve::app {
 struct ModelOptions {
   std::string model = "default";
   std::string load_format = "auto";
-  std::string device = "cpu";
+  std::string device = "auto";
   int threads = 0;  // 0: all cores
   int max_model_len = 0;
   int kv_cache_mib = 0;
