@@ -17,22 +17,23 @@ unsigned grid_for(int64_t n) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 18)));
 }
 
-template <int D, int WARPS_M, int WARPS_N>
+template <int D, int WARPS_M, int WARPS_N, int MT>
 cudaError_t attention_fast(const AttnParams& p, int n_items, cudaStream_t st) {
-  const int smem = attn_smem_bytes(D, WARPS_M, p.max_sel);
+  const int smem = attn_smem_bytes(D, WARPS_M * MT, p.max_sel);
   // Raising the dynamic shared-memory limit is cheap and idempotent.
-  const cudaError_t err = cudaFuncSetAttribute(attention_kernel<D, WARPS_M, WARPS_N>,
+  const cudaError_t err = cudaFuncSetAttribute(attention_kernel<D, WARPS_M, WARPS_N, MT>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  attention_kernel<D, WARPS_M, WARPS_N><<<n_items, 32 * WARPS_M * WARPS_N, smem, st>>>(p);
+  attention_kernel<D, WARPS_M, WARPS_N, MT><<<n_items, 32 * WARPS_M * WARPS_N, smem, st>>>(p);
   return cudaGetLastError();
 }
 
 template <int D>
 cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, cudaStream_t st) {
   switch (v) {
-    case AttnVariant::kDecode: return attention_fast<D, 1, 4>(p, n_items, st);
-    case AttnVariant::kPrefill: return attention_fast<D, kPrefillWarps, 1>(p, n_items, st);
+    case AttnVariant::kDecode: return attention_fast<D, 1, 4, 1>(p, n_items, st);
+    case AttnVariant::kPrefill:
+      return attention_fast<D, kPrefillWarps, 1, kPrefillMTiles>(p, n_items, st);
     case AttnVariant::kReference:
       attention_reference_kernel<D><<<n_items, 128, 0, st>>>(p);
       return cudaGetLastError();

@@ -69,10 +69,11 @@ __device__ __forceinline__ int32_t load_selected_list(const AttnParams& p, const
   return list[p.max_sel + 1];
 }
 
-template <int D, int WARPS_M, int WARPS_N>
+template <int D, int WARPS_M, int WARPS_N, int MT>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnParams p) {
+  static_assert(MT == 1 || WARPS_N == 1, "split-key warps hold one m-tile");
   constexpr int kThreads = 32 * WARPS_M * WARPS_N;
-  constexpr int BM = 16 * WARPS_M;
+  constexpr int BM = 16 * WARPS_M * MT;  // each warp holds MT m-tiles of 16 rows
   constexpr int KW = kKeyTile / WARPS_N;  // keys per warp per tile
   constexpr int NT = KW / 8;              // score n-tiles per warp
   constexpr int DT = D / 8;               // output n-tiles
@@ -154,18 +155,26 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
   }
   cp_async_commit();
 
-  // Each thread holds two rows of its warp's 16: r_lo = lane / 4 and r_lo + 8.
-  const int r_lo = 16 * wm + lane / 4;
-  int32_t qpos[2];
-  for (int h = 0; h < 2; ++h) {
-    const int r = r_lo + 8 * h;
-    qpos[h] = r < rows ? s.start_pos + w.q_first + r / w.rg : -1;
+  // Each thread holds two rows of each of its warp's m-tiles: lane / 4 and lane / 4 + 8. Every
+  // K/V fragment loaded from shared memory feeds all MT m-tiles.
+  int32_t qpos[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    for (int h = 0; h < 2; ++h) {
+      const int r = 16 * (wm * MT + mt) + lane / 4 + 8 * h;
+      qpos[mt][h] = r < rows ? s.start_pos + w.q_first + r / w.rg : -1;
+    }
   }
   const int32_t window = s.stream_window;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  float o[DT][4];
+  float m[MT][2], l[MT][2];
+  float o[MT][DT][4];
 #pragma unroll
-  for (int i = 0; i < DT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  for (int mt = 0; mt < MT; ++mt) {
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DT; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+  }
 
   for (int32_t t = 0; t < n_tiles; ++t) {
     const int stage = t % 2, slot = t % 3;
@@ -185,95 +194,121 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
     const bf16* kt = ks + stage * kKeyTile * D;
     const bf16* vt = vs + stage * kKeyTile * D;
 
-    // S = Q K^T for this warp's 16 rows x KW keys.
-    float sc[NT][4];
+    // S = Q K^T for this warp's rows x KW keys.
+    float sc[MT][NT][4];
 #pragma unroll
-    for (int i = 0; i < NT; ++i) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int i = 0; i < NT; ++i) sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.0f;
+    }
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       // Q fragments come from shared memory each time: keeping all of them in registers would
       // spill at head_dim 128.
-      uint32_t qf[4];
-      ldmatrix_x4(qf, qs + swizzle<D>(16 * wm + (lane % 8) + 8 * ((lane / 8) % 2),
-                                      kk * 16 + 8 * (lane / 16)));
+      uint32_t qf[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        ldmatrix_x4(qf[mt], qs + swizzle<D>(16 * (wm * MT + mt) + (lane % 8) + 8 * ((lane / 8) % 2),
+                                            kk * 16 + 8 * (lane / 16)));
+      }
 #pragma unroll
       for (int nt = 0; nt < NT; nt += 2) {
         uint32_t b[4];
         const int key = wn * KW + nt * 8 + (lane % 8) + 8 * (lane / 16);
         ldmatrix_x4(b, kt + swizzle<D>(key, kk * 16 + 8 * ((lane / 8) % 2)));
-        mma_16816(sc[nt], qf, b[0], b[1]);
-        mma_16816(sc[nt + 1], qf, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_16816(sc[mt][nt], qf[mt], b[0], b[1]);
+          mma_16816(sc[mt][nt + 1], qf[mt], b[2], b[3]);
+        }
       }
     }
 
     // Mask by position, then the online softmax update (scores in log2 units). Tiles that every
     // row of the warp sees whole (the bulk of causal attention) skip the per-element test.
-    float mx[2] = {m[0], m[1]};
     const int32_t* tpos = kpos + slot * kKeyTile + wn * KW;
-    const bool whole = !streaming && __all_sync(0xffffffffu, qpos[0] >= 0 && qpos[1] >= 0) &&
-                       tpos[0] >= 0 && tpos[KW - 1] >= 0 && tpos[KW - 1] - tpos[0] == KW - 1 &&
-                       __all_sync(0xffffffffu, tpos[KW - 1] <= min(qpos[0], qpos[1]));
+    int32_t qmin = INT32_MAX;
+    bool rows_valid = true;
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
+    for (int mt = 0; mt < MT; ++mt) {
+      qmin = min(qmin, min(qpos[mt][0], qpos[mt][1]));
+      rows_valid = rows_valid && qpos[mt][0] >= 0 && qpos[mt][1] >= 0;
+    }
+    const bool whole = !streaming && __all_sync(0xffffffffu, rows_valid) && tpos[0] >= 0 &&
+                       tpos[KW - 1] >= 0 && tpos[KW - 1] - tpos[0] == KW - 1 &&
+                       __all_sync(0xffffffffu, tpos[KW - 1] <= qmin);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int h = e / 2;
-        bool vis = true;
-        if (!whole) {
-          const int32_t kp = tpos[nt * 8 + 2 * (lane % 4) + e % 2];
-          const int32_t qp = qpos[h];
-          vis = kp >= 0 && kp <= qp;
-          if (streaming) {
-            vis = vis && (kp < p.sink || static_cast<int64_t>(kp) > static_cast<int64_t>(qp) - window);
+    for (int mt = 0; mt < MT; ++mt) {
+      float mx[2] = {m[mt][0], m[mt][1]};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int h = e / 2;
+          bool vis = true;
+          if (!whole) {
+            const int32_t kp = tpos[nt * 8 + 2 * (lane % 4) + e % 2];
+            const int32_t qp = qpos[mt][h];
+            vis = kp >= 0 && kp <= qp;
+            if (streaming) {
+              vis = vis && (kp < p.sink ||
+                            static_cast<int64_t>(kp) > static_cast<int64_t>(qp) - window);
+            }
           }
+          sc[mt][nt][e] = vis ? sc[mt][nt][e] * p.scale_log2 : -INFINITY;
+          mx[h] = fmaxf(mx[h], sc[mt][nt][e]);
         }
-        sc[nt][e] = vis ? sc[nt][e] * p.scale_log2 : -INFINITY;
-        mx[h] = fmaxf(mx[h], sc[nt][e]);
       }
-    }
-    float alpha[2];
+      float alpha[2];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      // Nothing visible yet in this row: keep the state as is (no -inf - -inf).
-      alpha[h] = mx[h] == -INFINITY ? 1.0f : exp2f(m[h] - mx[h]);
-      m[h] = mx[h];
-      l[h] *= alpha[h];
-    }
+      for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+        // Nothing visible yet in this row: keep the state as is (no -inf - -inf).
+        alpha[h] = mx[h] == -INFINITY ? 1.0f : exp2f(m[mt][h] - mx[h]);
+        m[mt][h] = mx[h];
+        l[mt][h] *= alpha[h];
+      }
 #pragma unroll
-    for (int i = 0; i < DT; ++i) {
-      o[i][0] *= alpha[0];
-      o[i][1] *= alpha[0];
-      o[i][2] *= alpha[1];
-      o[i][3] *= alpha[1];
-    }
+      for (int i = 0; i < DT; ++i) {
+        o[mt][i][0] *= alpha[0];
+        o[mt][i][1] *= alpha[0];
+        o[mt][i][2] *= alpha[1];
+        o[mt][i][3] *= alpha[1];
+      }
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
+      for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int h = e / 2;
-        const float pv = m[h] == -INFINITY ? 0.0f : exp2f(sc[nt][e] - m[h]);
-        sc[nt][e] = pv;
-        l[h] += pv;
+        for (int e = 0; e < 4; ++e) {
+          const int h = e / 2;
+          const float pv = m[mt][h] == -INFINITY ? 0.0f : exp2f(sc[mt][nt][e] - m[mt][h]);
+          sc[mt][nt][e] = pv;
+          l[mt][h] += pv;
+        }
       }
     }
 
     // O += P V: the score accumulators become the A fragments (16 keys per MMA step).
 #pragma unroll
     for (int c = 0; c < KW / 16; ++c) {
-      uint32_t a[4];
-      a[0] = pack_bf16(sc[2 * c][0], sc[2 * c][1]);
-      a[1] = pack_bf16(sc[2 * c][2], sc[2 * c][3]);
-      a[2] = pack_bf16(sc[2 * c + 1][0], sc[2 * c + 1][1]);
-      a[3] = pack_bf16(sc[2 * c + 1][2], sc[2 * c + 1][3]);
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        a[mt][0] = pack_bf16(sc[mt][2 * c][0], sc[mt][2 * c][1]);
+        a[mt][1] = pack_bf16(sc[mt][2 * c][2], sc[mt][2 * c][3]);
+        a[mt][2] = pack_bf16(sc[mt][2 * c + 1][0], sc[mt][2 * c + 1][1]);
+        a[mt][3] = pack_bf16(sc[mt][2 * c + 1][2], sc[mt][2 * c + 1][3]);
+      }
 #pragma unroll
       for (int nd = 0; nd < DT; nd += 2) {
         uint32_t b[4];
         const int key = wn * KW + c * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
         ldmatrix_x4_trans(b, vt + swizzle<D>(key, nd * 8 + 8 * (lane / 16)));
-        mma_16816(o[nd], a, b[0], b[1]);
-        mma_16816(o[nd + 1], a, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          mma_16816(o[mt][nd], a[mt], b[0], b[1]);
+          mma_16816(o[mt][nd + 1], a[mt], b[2], b[3]);
+        }
       }
     }
     __syncthreads();
@@ -282,9 +317,11 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
 
   // Row sums over the quad that shares each row.
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  for (int mt = 0; mt < MT; ++mt) {
+    for (int h = 0; h < 2; ++h) {
+      l[mt][h] += __shfl_xor_sync(0xffffffffu, l[mt][h], 1);
+      l[mt][h] += __shfl_xor_sync(0xffffffffu, l[mt][h], 2);
+    }
   }
 
   if constexpr (WARPS_N > 1) {
@@ -299,13 +336,13 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = lane / 4 + 8 * (e / 2), c = nd * 8 + 2 * (lane % 4) + e % 2;
-        ob[(wn * 16 + r) * D + c] = o[nd][e];
+        ob[(wn * 16 + r) * D + c] = o[0][nd][e];
       }
     }
     if (lane % 4 == 0) {
       for (int h = 0; h < 2; ++h) {
-        mb[wn * 16 + lane / 4 + 8 * h] = m[h];
-        lb[wn * 16 + lane / 4 + 8 * h] = l[h];
+        mb[wn * 16 + lane / 4 + 8 * h] = m[0][h];
+        lb[wn * 16 + lane / 4 + 8 * h] = l[0][h];
       }
     }
     __syncthreads();
@@ -333,17 +370,20 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
     }
   } else {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = r_lo + 8 * h;
-      if (r >= rows) continue;
-      const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
-      const int64_t token = s.q_offset + w.q_first + r / w.rg;
-      bf16* dst = p.out + (token * p.n_heads + w.head0 + r % w.rg) * D;
+    for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-      for (int nd = 0; nd < DT; ++nd) {
-        const int c = nd * 8 + 2 * (lane % 4);
-        *reinterpret_cast<__nv_bfloat162*>(dst + c) =
-            __floats2bfloat162_rn(o[nd][2 * h] * inv, o[nd][2 * h + 1] * inv);
+      for (int h = 0; h < 2; ++h) {
+        const int r = 16 * (wm * MT + mt) + lane / 4 + 8 * h;
+        if (r >= rows) continue;
+        const float inv = l[mt][h] > 0.0f ? 1.0f / l[mt][h] : 0.0f;
+        const int64_t token = s.q_offset + w.q_first + r / w.rg;
+        bf16* dst = p.out + (token * p.n_heads + w.head0 + r % w.rg) * D;
+#pragma unroll
+        for (int nd = 0; nd < DT; ++nd) {
+          const int c = nd * 8 + 2 * (lane % 4);
+          *reinterpret_cast<__nv_bfloat162*>(dst + c) =
+              __floats2bfloat162_rn(o[mt][nd][2 * h] * inv, o[mt][nd][2 * h + 1] * inv);
+        }
       }
     }
   }
