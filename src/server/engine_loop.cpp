@@ -65,19 +65,22 @@ void EngineLoop::run() {
       commands.swap(inbox_);
       stopping = stop_;
     }
-    for (Command& c : commands) handle(c);
-    if (stopping) {
-      for (const auto& [id, active] : active_) engine_.cancel(id);
-    }
-    if (engine_.has_work()) {
-      try {
-        std::vector<SeqOutput> outputs = engine_.step();
-        dispatch(outputs, stopping);
-      } catch (const std::exception& e) {
-        log::error("engine step failed: {}; failing the {} requests in flight", e.what(),
-                   active_.size());
-        fail_all(e.what());
+    // Nothing may escape this thread: an exception fails the requests in flight instead.
+    try {
+      for (Command& c : commands) handle(c);
+      if (stopping) {
+        for (const auto& [id, active] : active_) engine_.cancel(id);
       }
+      if (engine_.has_work()) {
+        std::vector<SeqOutput> outputs = engine_.step();
+        // Gauges first: a client that reads /metrics right after its answer sees its pages freed.
+        publish_snapshot();
+        dispatch(outputs, stopping);
+      }
+    } catch (const std::exception& e) {
+      log::error("engine step failed: {}; failing the {} requests in flight", e.what(),
+                 active_.size());
+      fail_all(e.what());
     }
     publish_snapshot();
     if (stopping) break;
@@ -89,7 +92,11 @@ void EngineLoop::run() {
 void EngineLoop::handle(Command& c) {
   if (!c.request) {
     const auto it = ids_.find(c.channel.get());
-    if (it != ids_.end()) engine_.cancel(it->second);
+    try {
+      if (it != ids_.end()) engine_.cancel(it->second);
+    } catch (const std::exception& e) {
+      log::error("cancelling request {} failed: {}", it->second, e.what());
+    }
     return;
   }
   const int prompt_tokens = static_cast<int>(c.request->prompt.size());

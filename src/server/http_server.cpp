@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <thread>
+
 #include "core/error.h"
 #include "core/log.h"
 #include "server/api_error.h"
@@ -162,6 +164,12 @@ int HttpServer::bind() {
 
 void HttpServer::listen() { impl_->svr_.listen_after_bind(); }
 
-void HttpServer::stop() { impl_->svr_.stop(); }
+void HttpServer::stop(std::chrono::milliseconds grace) {
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (impl_->ctx().open_streams.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  impl_->svr_.stop();
+}
 
 }  // namespace lserve::server

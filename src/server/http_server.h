@@ -2,6 +2,7 @@
 // HTTP library stays behind this interface so nothing else includes it.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -20,8 +21,10 @@ class HttpServer {
   int bind();
   // Serves until stop(); returns after the worker threads finished their connections.
   void listen();
-  // Thread-safe: closes the listening socket; listen() then returns.
-  void stop();
+  // Thread-safe: waits (at most `grace`) for streamed responses to be written to the end, since
+  // the HTTP library cuts streams short once stopped, then closes the listening socket;
+  // listen() then returns. Stop the engine loop first so that every stream has its end.
+  void stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
 
  private:
   class Impl;

@@ -35,7 +35,8 @@ struct ServerContext {
   Metrics& metrics;
   std::optional<ChatTemplate> chat_template;  // none: /v1/chat/completions answers 400
   std::atomic<uint64_t> next_request_number{1};
-  uint64_t id_salt = 0;  // makes response ids differ between server runs
+  std::atomic<int> open_streams{0};  // SSE responses not yet fully written
+  uint64_t id_salt = 0;              // makes response ids differ between server runs
 };
 
 }  // namespace lserve::server

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "core/log.h"
 #include "server/api_error.h"
 
 namespace lserve::server {
@@ -54,6 +55,21 @@ std::string render(StreamState& s, RequestUpdate& u) {
   return out;
 }
 
+// Waits for the next update (or a heartbeat's worth of silence) and writes it. False when the
+// client is gone, which cancels the request.
+bool write_next(StreamState& s, httplib::DataSink& sink) {
+  std::optional<RequestUpdate> u = s.channel->wait(s.options.heartbeat);
+  const std::string data = u ? render(s, *u) : std::string(": keep-alive\n\n");
+  // Tokens without text (a control token, half a UTF-8 character) render to nothing, and an
+  // empty chunk would end the chunked body.
+  if (!data.empty() && !sink.write(data.data(), data.size())) {
+    s.ctx->loop.cancel(s.channel);
+    return false;
+  }
+  if (u && u->finished) sink.done();
+  return true;
+}
+
 }  // namespace
 
 void start_sse_stream(ServerContext& ctx, const ResponseHeader& header, const SseOptions& options,
@@ -63,27 +79,31 @@ void start_sse_stream(ServerContext& ctx, const ResponseHeader& header, const Ss
   state->header = header;
   state->options = options;
   state->channel = std::move(channel);
+  ++ctx.open_streams;
   res.status = 200;
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider(
       "text/event-stream",
       [state](size_t /*offset*/, httplib::DataSink& sink) {
-        std::optional<RequestUpdate> u = state->channel->wait(state->options.heartbeat);
-        const std::string data = u ? render(*state, *u) : std::string(": keep-alive\n\n");
-        // Tokens without text (a control token, half a UTF-8 character) render to nothing, and an
-        // empty chunk would end the chunked body.
-        if (!data.empty() && !sink.write(data.data(), data.size())) {
+        // This runs outside the HTTP library's handler try-block: nothing may escape it.
+        try {
+          return write_next(*state, sink);
+        } catch (const std::exception& e) {
+          log::error("stream {}: {}", state->header.id, e.what());
           state->ctx->loop.cancel(state->channel);
           return false;
         }
-        if (u && u->finished) sink.done();
-        return true;
       },
       // However the response ends (finished, write error, server stopping), an unfinished
       // request must not keep running for nobody.
       [state](bool /*success*/) {
-        if (!state->channel->finished()) state->ctx->loop.cancel(state->channel);
+        try {
+          if (!state->channel->finished()) state->ctx->loop.cancel(state->channel);
+        } catch (const std::exception& e) {
+          log::error("stream {}: {}", state->header.id, e.what());
+        }
+        --state->ctx->open_streams;
       });
 }
 

@@ -233,3 +233,53 @@ def test_api_key_is_required_on_v1():
         r = good.completions.create(model=good.models.list().data[0].id, prompt="Hi",
                                     max_tokens=2)
         assert r.usage.completion_tokens == 2
+
+
+def random_value(rng, depth=0):
+    kinds = ["int", "float", "str", "bool", "null", "list", "dict", "huge", "unicode"]
+    kind = rng.choice(kinds if depth < 2 else kinds[:5])
+    if kind == "int":
+        return rng.choice([0, 1, -1, 7, 2**31, -(2**63), 2**64 + 5])
+    if kind == "float":
+        return rng.choice([0.0, 0.5, -0.5, 1e308, -1e-308, 3.7])
+    if kind == "str":
+        return rng.choice(["", "a", "x" * 300, "<|im_start|>", "\u00e9\u4e2d\U0001f600"])
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    if kind == "list":
+        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    if kind == "dict":
+        return {rng.choice(["role", "content", "type", "text", "include_usage", "dense",
+                            "token_budget"]): random_value(rng, depth + 1)
+                for _ in range(rng.randint(0, 3))}
+    if kind == "huge":
+        return "word " * 3000
+    return "\ud7ff\ue000"
+
+
+FIELDS = ["model", "prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "min_p",
+          "seed", "stop", "stream", "stream_options", "logprobs", "top_logprobs", "n", "echo",
+          "lserve", "repetition_penalty", "stop_token_ids", "ignore_eos", "logit_bias",
+          "max_completion_tokens", "presence_penalty", "tools", "response_format"]
+
+
+def test_random_json_bodies_get_json_answers_never_500(server, reference):
+    rng = random.Random(99)
+    seen = set()
+    for i in range(150):
+        path = rng.choice(["/v1/completions", "/v1/chat/completions"])
+        body = {k: random_value(rng) for k in rng.sample(FIELDS, rng.randint(1, 8))}
+        # Keep any request that happens to be valid short: at most 4 tokens, not streamed.
+        body["max_tokens"] = rng.choice([1, 4, "4", -1, None, 2.5])
+        body.pop("max_completion_tokens", None)
+        body["stream"] = False
+        status, text, _ = server.post(path, body)
+        seen.add(status)
+        assert status in (200, 400, 404), (status, body, text[:300])
+        payload = json.loads(text)
+        assert ("choices" in payload) if status == 200 else ("error" in payload), payload
+    assert 400 in seen
+    assert server.get("/health")[0] == 200
+    assert post_json(server, "/v1/completions", GOOD)[1]["choices"][0]["text"] == reference
