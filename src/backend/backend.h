@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "backend/tensor.h"
 #include "kv/step_plan.h"
@@ -21,6 +22,9 @@ struct RopeParams {
   bool half_split = true;           // NEOX pairing (i, i+d/2); false = adjacent pairs (2i, 2i+1)
   const float* freq_factors = nullptr;  // host, head_dim/2 divisors, or null
 };
+
+// theta^(-2i/d) / freq_factors[i] for i < d/2: the rotation speed of each channel pair.
+std::vector<float> rope_inverse_frequencies(const RopeParams& rope, int head_dim);
 
 class Backend {
  public:

@@ -11,15 +11,6 @@
 namespace lserve {
 namespace {
 
-std::vector<float> inverse_frequencies(const RopeParams& rope, int head_dim) {
-  std::vector<float> inv(head_dim / 2);
-  for (int i = 0; i < head_dim / 2; ++i) {
-    inv[i] = static_cast<float>(std::pow(static_cast<double>(rope.theta), -2.0 * i / head_dim));
-    if (rope.freq_factors != nullptr) inv[i] /= rope.freq_factors[i];
-  }
-  return inv;
-}
-
 void rotate(float* x, int head_dim, int32_t pos, const std::vector<float>& inv, bool half_split) {
   const int half = head_dim / 2;
   for (int i = 0; i < half; ++i) {
@@ -40,7 +31,7 @@ void CpuBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v
   const int d = cache.config().head_dim;
   const int hq = static_cast<int>(q.cols / d), hkv = static_cast<int>(k.cols / d);
   LSERVE_ASSERT(q.rows == plan.n_tokens() && k.rows == q.rows && v.cols == k.cols);
-  const auto inv = inverse_frequencies(rope, d);
+  const auto inv = rope_inverse_frequencies(rope, d);
   pool_.parallel_for(q.rows, [&](int64_t t) {
     const int32_t pos = plan.positions[t];
     for (int h = 0; h < hq; ++h) rotate(q.as<float>() + t * q.cols + h * d, d, pos, inv, rope.half_split);

@@ -122,8 +122,9 @@ void CudaBackend::embed(const Tensor& table, std::span<const int32_t> ids, Tenso
                  table.rows);
   }
   const int32_t* dids = impl_->stage(ids.data(), ids.size_bytes());
-  LSERVE_CUDA_CHECK(cuda::launch_embed(table.as<bf16>(), dids, static_cast<int64_t>(ids.size()),
-                                       table.cols, out.as<bf16>(), impl_->stream()));
+  LSERVE_CUDA_CHECK(cuda::launch_gather_rows(table.as<bf16>(), dids,
+                                             static_cast<int64_t>(ids.size()), table.cols,
+                                             out.as<bf16>(), impl_->stream()));
 }
 
 void CudaBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) {

@@ -193,11 +193,7 @@ struct CudaBackend::Impl {
     const auto key = std::make_tuple(rope.theta, rope.freq_factors, head_dim);
     auto it = inv_freq_.find(key);
     if (it == inv_freq_.end()) {
-      std::vector<float> inv(head_dim / 2);
-      for (int i = 0; i < head_dim / 2; ++i) {
-        inv[i] = static_cast<float>(std::pow(static_cast<double>(rope.theta), -2.0 * i / head_dim));
-        if (rope.freq_factors != nullptr) inv[i] /= rope.freq_factors[i];
-      }
+      const std::vector<float> inv = rope_inverse_frequencies(rope, head_dim);
       Tensor t = alloc(DType::F32, 1, head_dim / 2);
       LSERVE_CUDA_CHECK(cudaMemcpyAsync(t.data, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice, stream()));
       LSERVE_CUDA_CHECK(cudaStreamSynchronize(stream()));

@@ -43,12 +43,6 @@ cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, cudaS
 
 }  // namespace
 
-cudaError_t launch_embed(const bf16* table, const int32_t* ids, int64_t n, int64_t cols, bf16* out,
-                         cudaStream_t st) {
-  embed_kernel<<<static_cast<unsigned>(n), 128, 0, st>>>(table, ids, cols, out);
-  return cudaGetLastError();
-}
-
 cudaError_t launch_gather_rows(const bf16* x, const int32_t* rows, int64_t n, int64_t cols,
                                bf16* out, cudaStream_t st) {
   gather_rows_kernel<<<static_cast<unsigned>(n), 128, 0, st>>>(x, rows, cols, out);

@@ -10,8 +10,7 @@
 
 namespace lserve::cuda {
 
-cudaError_t launch_embed(const bf16* table, const int32_t* ids, int64_t n, int64_t cols, bf16* out,
-                         cudaStream_t st);
+// out[r] = x[rows[r]]; also the embedding lookup (rows = token ids).
 cudaError_t launch_gather_rows(const bf16* x, const int32_t* rows, int64_t n, int64_t cols,
                                bf16* out, cudaStream_t st);
 cudaError_t launch_rms_norm(const bf16* x, const bf16* w, float eps, int64_t rows, int64_t cols,

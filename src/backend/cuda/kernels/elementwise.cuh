@@ -5,16 +5,7 @@
 
 namespace lserve::cuda {
 
-// out[r] = table[ids[r]]
-template <typename T>
-__global__ void embed_kernel(const T* __restrict__ table, const int32_t* __restrict__ ids,
-                             int64_t cols, T* __restrict__ out) {
-  const int64_t r = blockIdx.x;
-  const T* src = table + static_cast<int64_t>(ids[r]) * cols;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[r * cols + c] = src[c];
-}
-
-// out[r] = x[rows[r]]
+// out[r] = x[rows[r]] (also the embedding lookup: rows are token ids into the table)
 template <typename T>
 __global__ void gather_rows_kernel(const T* __restrict__ x, const int32_t* __restrict__ rows,
                                    int64_t cols, T* __restrict__ out) {
