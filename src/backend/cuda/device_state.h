@@ -16,6 +16,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/launch.h"
 #include "backend/cuda/kernels/params.h"
 #include "kv/kv_cache.h"
 
@@ -36,6 +37,7 @@ struct CudaBackend::Impl {
     cudaDeviceProp prop{};
     LSERVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     num_sms_ = prop.multiProcessorCount;
+    LSERVE_CUDA_CHECK(cuda::allow_attention_smem(static_cast<int>(prop.sharedMemPerBlockOptin)));
     // Freed blocks stay in the pool: per-step activations are reused, not returned to the driver.
     cudaMemPool_t pool;
     LSERVE_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));

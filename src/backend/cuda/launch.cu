@@ -20,10 +20,6 @@ unsigned grid_for(int64_t n) {
 template <int D, int WARPS_M, int WARPS_N, int MT>
 cudaError_t attention_fast(const AttnParams& p, int n_items, cudaStream_t st) {
   const int smem = attn_smem_bytes(D, WARPS_M * MT, p.max_sel);
-  // Raising the dynamic shared-memory limit is cheap and idempotent.
-  const cudaError_t err = cudaFuncSetAttribute(attention_kernel<D, WARPS_M, WARPS_N, MT>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (err != cudaSuccess) return err;
   attention_kernel<D, WARPS_M, WARPS_N, MT><<<n_items, 32 * WARPS_M * WARPS_N, smem, st>>>(p);
   return cudaGetLastError();
 }
@@ -41,7 +37,22 @@ cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, cudaS
   return cudaErrorInvalidValue;
 }
 
+template <int D>
+cudaError_t allow_smem_dim(int bytes) {
+  for (auto kernel : {attention_kernel<D, 1, 4, 1>, attention_kernel<D, kPrefillWarps, 1, kPrefillMTiles>}) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
+}
+
 }  // namespace
+
+cudaError_t allow_attention_smem(int bytes) {
+  const cudaError_t err = allow_smem_dim<64>(bytes);
+  return err != cudaSuccess ? err : allow_smem_dim<128>(bytes);
+}
 
 cudaError_t launch_gather_rows(const bf16* x, const int32_t* rows, int64_t n, int64_t cols,
                                bf16* out, cudaStream_t st) {

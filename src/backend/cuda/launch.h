@@ -28,6 +28,10 @@ cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, cudaStre
 cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_heads, int head_dim,
                                 cudaStream_t st);
 
+// Lets the attention kernels use up to `bytes` of dynamic shared memory (once per device, at
+// backend start: a per-launch call would add host time to every decode step).
+cudaError_t allow_attention_smem(int bytes);
+
 enum class AttnVariant { kDecode, kPrefill, kReference };
 // Supported head dims: 64, 128 (cudaErrorInvalidValue otherwise).
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,

@@ -133,11 +133,28 @@ __global__ void __launch_bounds__(kTopThreads) top_pages_kernel(SelectorParams p
         if ((keys[b] & mask) == prefix) atomicAdd(&hist[(keys[b] >> shift) & 255u], 1);
       }
       __syncthreads();
-      if (tid == 0) {
-        int32_t need = s_k, digit = 255;
-        for (; digit > 0 && hist[digit] < need; --digit) need -= hist[digit];
-        s_k = need;
-        s_prefix = prefix | (static_cast<uint32_t>(digit) << shift);
+      // Warp 0 finds the digit holding the need-th largest key: each lane sums 8 bins (from the
+      // top), a shuffle scan gives the count above each lane, and the one lane whose range holds
+      // the need-th key walks its bins.
+      if (tid < 32) {
+        const int lane = tid;
+        int32_t mine = 0;
+        for (int i = 0; i < 8; ++i) mine += hist[255 - 8 * lane - i];
+        int32_t above = mine;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const int32_t y = __shfl_up_sync(0xffffffffu, above, o);
+          if (lane >= o) above += y;
+        }
+        above -= mine;  // keys in the bins of the lanes before this one
+        const int32_t need = s_k;
+        if (above < need && need <= above + mine) {
+          int32_t left = need - above;
+          int digit = 255 - 8 * lane;
+          for (int i = 0; i < 7 && hist[digit] < left; ++i, --digit) left -= hist[digit];
+          s_k = left;
+          s_prefix = prefix | (static_cast<uint32_t>(digit) << shift);
+        }
       }
       mask |= 255u << shift;
       __syncthreads();
