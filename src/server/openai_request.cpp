@@ -40,7 +40,9 @@ void parse_common(const json& b, GenerationRequest& r) {
     p.stop_token_ids.assign(v->begin(), v->end());
   }
   if (auto v = get_bool(b, "ignore_eos")) p.ignore_eos = *v;
-  if (auto v = get_int(b, "n", 1, 1)) (void)v;  // one choice per request
+  if (auto v = get_int(b, "n", 1, kIntMax); v && *v != 1) {
+    throw bad_request("only one choice per request is supported ('n' must be 1)", "n");
+  }
   if (const json* lb = get_object(b, "logit_bias"); lb && !lb->empty()) {
     throw bad_request("'logit_bias' is not supported", "logit_bias");
   }
@@ -146,7 +148,9 @@ void reject_unsupported(const json& b) {
     }
   }
   if (auto v = get_bool(b, "echo"); v && *v) throw bad_request("'echo' is not supported", "echo");
-  if (auto v = get_int(b, "best_of", 1, 1)) (void)v;
+  if (auto v = get_int(b, "best_of", 1, kIntMax); v && *v != 1) {
+    throw bad_request("'best_of' is not supported (it must be 1)", "best_of");
+  }
   if (const json* rf = get_object(b, "response_format")) {
     if (rf->value("type", "text") != "text") {
       throw bad_request("only response_format {\"type\": \"text\"} is supported",
