@@ -33,7 +33,7 @@ struct StreamHolder {
 };
 
 struct CudaBackend::Impl {
-  explicit Impl(int device) : holder_(std::make_shared<StreamHolder>(device)) {
+  explicit Impl(int device) : device_(device), holder_(std::make_shared<StreamHolder>(device)) {
     cudaDeviceProp prop{};
     LSERVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     num_sms_ = prop.multiProcessorCount;
@@ -92,6 +92,9 @@ struct CudaBackend::Impl {
   }
 
   void begin_step(const StepPlan& plan, KvCache& cache) {
+    // The current device is per host thread, and the server steps the engine on a thread other
+    // than the one that built it.
+    LSERVE_CUDA_CHECK(cudaSetDevice(device_));
     // The previous step's copies out of the staging area have finished once the stream is idle.
     LSERVE_CUDA_CHECK(cudaStreamSynchronize(stream()));
     free_retired();
@@ -224,6 +227,7 @@ struct CudaBackend::Impl {
     retired_.clear();
   }
 
+  int device_;
   std::shared_ptr<StreamHolder> holder_;
   int num_sms_ = 0;
   cuda::Gemm gemm_;
