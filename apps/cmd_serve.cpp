@@ -83,7 +83,12 @@ int run_serve(ServeOptions& o) {
   server::ServerConfig config = o.server;
   config.served_model_names = o.served_names;
   if (config.served_model_names.empty()) {
+    // The model's name, and the name it was started with (`lserve serve default` answers to
+    // "default" too).
     config.served_model_names.push_back(default_model_name(o.model));
+    if (o.model.model != config.served_model_names.front()) {
+      config.model_aliases.push_back(o.model.model);
+    }
   }
   config.max_body_bytes = static_cast<size_t>(o.max_request_kib) << 10;
   const int max_pending = o.model.max_num_seqs + o.max_waiting;

@@ -55,6 +55,7 @@ void EngineLoop::stop() {
 }
 
 void EngineLoop::run() {
+  publish_snapshot();  // /metrics shows the pools' sizes before the first request
   for (;;) {
     std::vector<Command> commands;
     bool stopping = false;

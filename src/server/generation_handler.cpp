@@ -15,8 +15,10 @@ namespace {
 
 void check_model(const ServerContext& ctx, const std::string& model) {
   if (model.empty()) return;
-  for (const std::string& name : ctx.config.served_model_names) {
-    if (name == model) return;
+  for (const auto* names : {&ctx.config.served_model_names, &ctx.config.model_aliases}) {
+    for (const std::string& name : *names) {
+      if (name == model) return;
+    }
   }
   throw ApiError(404,
                  fmt::format("The model '{}' does not exist; this server serves '{}'", model,

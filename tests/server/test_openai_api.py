@@ -16,6 +16,14 @@ def test_models_lists_the_served_model(client, model_name):
     assert model_name == "SmolLM2-135M-Instruct.Q4_1"
 
 
+def test_the_name_the_server_was_started_with_is_accepted(client):
+    from conftest import MODEL
+
+    out = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2, temperature=0)
+    assert out.choices[0].text
+    assert [m.id for m in client.models.list().data] == ["SmolLM2-135M-Instruct.Q4_1"]
+
+
 def test_health_and_metrics_are_plain_endpoints(server):
     assert server.get("/health")[0] == 200
     status, text, headers = server.get("/metrics")
@@ -26,6 +34,8 @@ def test_health_and_metrics_are_plain_endpoints(server):
                  "lserve:prompt_tokens_total", "lserve:generation_tokens_total",
                  "lserve:sparse_kv_read_ratio"]:
         assert name in text, name
+    # The pools' sizes are there before any request.
+    assert 'lserve:kv_cache_pages_total{model_name="SmolLM2-135M-Instruct.Q4_1",pool="retrieval"} 0' not in text
 
 
 def test_completion_text_and_usage(client, model_name):
