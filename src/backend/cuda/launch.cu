@@ -133,10 +133,11 @@ cudaError_t launch_merge(const MergeItem* items, int n_items, const float* part_
                          const float* part_lse, const DeviceStep& step, int n_heads, int head_dim,
                          bf16* out, cudaStream_t st) {
   if (n_items == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(n_items), kDecodeRows);
   if (head_dim == 64) {
-    merge_kernel<64><<<n_items, 128, 0, st>>>(items, part_o, part_lse, step, n_heads, out);
+    merge_kernel<64><<<grid, 64, 0, st>>>(items, part_o, part_lse, step, n_heads, out);
   } else if (head_dim == 128) {
-    merge_kernel<128><<<n_items, 128, 0, st>>>(items, part_o, part_lse, step, n_heads, out);
+    merge_kernel<128><<<grid, 128, 0, st>>>(items, part_o, part_lse, step, n_heads, out);
   } else {
     return cudaErrorInvalidValue;
   }

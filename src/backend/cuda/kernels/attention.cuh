@@ -389,29 +389,34 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
   }
 }
 
-// out rows of one (sequence, head group, queries) = the log-sum-exp weighted mean of its partials.
+// One output row (blockIdx.y) of one split item (blockIdx.x): the log-sum-exp weighted mean of
+// its partials, one thread per channel (blockDim.x == D).
 template <int D>
-__global__ void merge_kernel(const MergeItem* items, const float* part_o, const float* part_lse,
-                             DeviceStep step, int32_t n_heads, bf16* out) {
+__global__ void __launch_bounds__(D) merge_kernel(const MergeItem* items, const float* part_o,
+                                                  const float* part_lse, DeviceStep step,
+                                                  int32_t n_heads, bf16* out) {
   const MergeItem it = items[blockIdx.x];
+  const int r = blockIdx.y;
+  if (r >= it.q_count * it.rg) return;
   const SeqInfo s = step.seqs[it.seq];
-  const int32_t rows = it.q_count * it.rg;
-  for (int idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
-    const int r = idx / D, c = idx % D;
-    float mm = -INFINITY;
-    for (int i = 0; i < it.count; ++i) mm = fmaxf(mm, part_lse[(it.first + i) * 16 + r]);
-    float acc = 0.0f, wsum = 0.0f;
-    if (mm != -INFINITY) {
-      for (int i = 0; i < it.count; ++i) {
-        const float lse = part_lse[(it.first + i) * 16 + r];
-        const float f = lse == -INFINITY ? 0.0f : exp2f(lse - mm);
-        acc += f * part_o[(static_cast<int64_t>(it.first + i) * 16 + r) * D + c];
-        wsum += f;
-      }
-    }
-    const int64_t token = s.q_offset + it.q_first + r / it.rg;
-    out[(token * n_heads + it.head0 + r % it.rg) * D + c] = to_bf16(wsum > 0.0f ? acc / wsum : 0.0f);
+  float mm = -INFINITY;
+  for (int i = threadIdx.x; i < it.count; i += blockDim.x) {
+    mm = fmaxf(mm, part_lse[(it.first + i) * 16 + r]);
   }
+  mm = block_max(mm);
+  const int c = threadIdx.x;
+  float acc = 0.0f, wsum = 0.0f;
+  if (mm != -INFINITY) {
+#pragma unroll 4
+    for (int i = 0; i < it.count; ++i) {
+      const float lse = part_lse[(it.first + i) * 16 + r];
+      const float f = lse == -INFINITY ? 0.0f : exp2f(lse - mm);
+      acc += f * part_o[(static_cast<int64_t>(it.first + i) * 16 + r) * D + c];
+      wsum += f;
+    }
+  }
+  const int64_t token = s.q_offset + it.q_first + r / it.rg;
+  out[(token * n_heads + it.head0 + r % it.rg) * D + c] = to_bf16(wsum > 0.0f ? acc / wsum : 0.0f);
 }
 
 }  // namespace lserve::cuda

@@ -47,6 +47,19 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(v);
 }
 
+// Max over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x / 32;
+  v = lane < warps ? partial[lane] : -INFINITY;
+  return warp_max(v);
+}
+
 // Order-preserving map of floats to unsigned ints (for radix-style selection).
 __device__ __forceinline__ uint32_t float_order_key(float f) {
   const uint32_t b = __float_as_uint(f);
