@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/error.h"
+
 namespace lserve::test {
 
 // GGUF metadata value type ids (the specification's gguf_type).
@@ -225,5 +227,27 @@ class TempDir {
  private:
   std::string path_;
 };
+
+
+inline bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// Opens `bytes` (written to a temporary file named after `stem`) with Reader, expecting an Error;
+// returns its message after checking that it names the file (every reader error must say which
+// file was bad). Any other exception type (bad_alloc, length_error) escapes and fails the test.
+template <typename Reader>
+std::string open_error(std::string_view stem, const std::vector<uint8_t>& bytes) {
+  TempFile f(stem, bytes);
+  try {
+    Reader r(f.path());
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_TRUE(contains(msg, f.path())) << "message does not name the file: " << msg;
+    return msg;
+  }
+  ADD_FAILURE() << "a corrupt file opened without error";
+  return {};
+}
 
 }  // namespace lserve::test

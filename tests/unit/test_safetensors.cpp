@@ -24,6 +24,7 @@ namespace {
 
 using test::TempDir;
 using test::TempFile;
+using test::contains;
 
 struct StSpec {
   std::string name;
@@ -83,22 +84,8 @@ std::vector<uint8_t> build_st(const std::vector<StSpec>& tensors) {
   return st_file(header, data);
 }
 
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-// Opens `bytes` as a safetensors file expecting an Error that names the file; returns the message.
 std::string open_error(const std::vector<uint8_t>& bytes) {
-  TempFile f("bad.safetensors", bytes);
-  try {
-    SafetensorsFile st(f.path());
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_TRUE(contains(msg, f.path())) << "message does not name the file: " << msg;
-    return msg;
-  }
-  ADD_FAILURE() << "a corrupt file opened without error";
-  return {};
+  return test::open_error<SafetensorsFile>("bad.safetensors", bytes);
 }
 
 std::string open_error(const std::string& header, const std::vector<uint8_t>& data = {}) {

@@ -234,7 +234,7 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
   std::vector<int8_t> signature;
   for (auto c : cache.heads().cls[layer]) signature.push_back(c == HeadClass::kRetrieval ? 0 : 1);
   signature.push_back(layer >= cache.sparse().selector_skip_layers ? 1 : 0);
-  const Impl::StagedAttention& sa = impl_->staged_attention(signature, [&] {
+  const Impl::StagedAttention& sa = impl_->staged_attention(signature, d, [&] {
     AttentionPlanConfig cfg;
     cfg.layer = layer;
     cfg.n_heads = static_cast<int>(q.cols / d);

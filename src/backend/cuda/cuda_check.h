@@ -13,7 +13,3 @@
       ::lserve::fail("CUDA error {} ({}) in {} at {}:{}", static_cast<int>(lserve_err_),         \
                      cudaGetErrorString(lserve_err_), #expr, __FILE__, __LINE__);               \
   } while (0)
-
-// After a kernel launch: catches bad launch configurations at once (asynchronous faults surface
-// at the next synchronising call, which is checked too).
-#define LSERVE_CUDA_LAUNCH_CHECK() LSERVE_CUDA_CHECK(cudaGetLastError())

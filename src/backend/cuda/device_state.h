@@ -101,7 +101,6 @@ struct CudaBackend::Impl {
     staged_.clear();
     refresh_list_ = nullptr;
     stage_used_ = 0;
-    head_dim_hint_ = cache.config().head_dim;
     std::vector<cuda::SeqInfo> seqs(plan.seqs.size());
     for (size_t s = 0; s < plan.seqs.size(); ++s) {
       const SeqStep& q = plan.seqs[s];
@@ -117,7 +116,6 @@ struct CudaBackend::Impl {
       d.page_base = plan.page_indptr.empty() ? 0 : plan.page_indptr[s];
       d.stream_base = plan.stream_indptr.empty() ? 0 : plan.stream_indptr[s];
       d.n_stream = plan.stream_indptr.empty() ? 0 : plan.stream_indptr[s + 1] - plan.stream_indptr[s];
-      d.flags = (q.decode ? cuda::kSeqDecode : 0) | (q.refresh_selection ? cuda::kSeqRefresh : 0);
     }
     step_ = {};
     step_.n_tokens = plan.n_tokens();
@@ -140,7 +138,8 @@ struct CudaBackend::Impl {
     Tensor part_o, part_lse;  // split-KV partial results
   };
   template <typename PlanFn>
-  const StagedAttention& staged_attention(const std::vector<int8_t>& signature, PlanFn make_plan) {
+  const StagedAttention& staged_attention(const std::vector<int8_t>& signature, int head_dim,
+                                          PlanFn make_plan) {
     auto it = staged_.find(signature);
     if (it != staged_.end()) return it->second;
     const AttentionPlan ap = make_plan();
@@ -152,7 +151,7 @@ struct CudaBackend::Impl {
     sa.prefill = stage_vec(ap.prefill);
     sa.merges = stage_vec(ap.merges);
     if (ap.n_partials > 0) {
-      sa.part_o = alloc(DType::F32, static_cast<int64_t>(ap.n_partials) * 16, head_dim_hint_);
+      sa.part_o = alloc(DType::F32, static_cast<int64_t>(ap.n_partials) * 16, head_dim);
       sa.part_lse = alloc(DType::F32, ap.n_partials, 16);
     }
     return staged_.emplace(signature, std::move(sa)).first->second;
@@ -237,7 +236,6 @@ struct CudaBackend::Impl {
   size_t stage_used_ = 0;
   std::vector<std::pair<void*, void*>> retired_;
   std::map<std::vector<int8_t>, StagedAttention> staged_;
-  int head_dim_hint_ = 128;
   const int32_t* refresh_list_ = nullptr;
   cuda::DeviceStep step_{};
   std::vector<cuda::AppendGroup> groups_;

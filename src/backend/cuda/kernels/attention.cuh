@@ -403,7 +403,7 @@ __global__ void __launch_bounds__(D) merge_kernel(const MergeItem* items, const 
   for (int i = threadIdx.x; i < it.count; i += blockDim.x) {
     mm = fmaxf(mm, part_lse[(it.first + i) * 16 + r]);
   }
-  mm = block_max(mm);
+  mm = block_reduce(mm, MaxOp{});
   const int c = threadIdx.x;
   float acc = 0.0f, wsum = 0.0f;
   if (mm != -INFINITY) {

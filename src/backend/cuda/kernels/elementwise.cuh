@@ -25,7 +25,7 @@ __global__ void rms_norm_kernel(const T* x, const T* __restrict__ w, float eps, 
     const float v = to_f32(x[r * cols + c]);
     ss += v * v;
   }
-  const float inv = rsqrtf(block_sum(ss) / static_cast<float>(cols) + eps);
+  const float inv = rsqrtf(block_reduce(ss, SumOp{}) / static_cast<float>(cols) + eps);
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
     out[r * cols + c] = from_f32<T>(to_f32(x[r * cols + c]) * inv * to_f32(w[c]));
   }
@@ -81,14 +81,6 @@ __global__ void random_bf16_kernel(bf16* x, int64_t n, uint64_t seed, float scal
     const float u = (hash_u32(seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i)) >> 8) *
                     (1.0f / 16777216.0f);
     x[i] = to_bf16((2.0f * u - 1.0f) * scale);
-  }
-}
-
-template <typename From, typename To>
-__global__ void convert_kernel(const From* __restrict__ x, To* __restrict__ y, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    y[i] = from_f32<To>(to_f32(x[i]));
   }
 }
 

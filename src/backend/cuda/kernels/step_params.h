@@ -18,10 +18,7 @@ struct SeqInfo {
   int32_t page_base;    // offset of the sequence's retrieval pages in page_indices
   int32_t stream_base;  // offset of its streaming pages in stream_indices
   int32_t n_stream;     // streaming pages it holds
-  int32_t flags;        // kSeqDecode | kSeqRefresh
 };
-constexpr int32_t kSeqDecode = 1;
-constexpr int32_t kSeqRefresh = 2;
 
 // Device pointers into the step's uploaded tables.
 struct DeviceStep {
