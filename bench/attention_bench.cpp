@@ -140,17 +140,21 @@ Setup make_setup(CudaBackend& be, int batch, int ctx, int q_len, bool sparse, in
   return s;
 }
 
-void bench_prefill(CudaBackend& be, int n, bool sparse) {
+void bench_prefill(CudaBackend& be, int n, bool sparse, const char* label = nullptr) {
   Setup s = make_setup(be, 1, n, n, sparse, 4096, 8192);
   Tensor q = be.random(n, kHq * kD, 7, 1.0f), out = be.alloc(DType::BF16, n, kHq * kD);
   be.begin_step(s.plan, *s.cache);
   const int reps = n >= 65536 ? 3 : 10;
-  const double ms = time_ms(be, [&] { be.attention(0, q, s.plan, *s.cache, out); }, 2, reps);
+  const double ms = time_ms(
+      be, [&] { be.attention(0, q, s.plan, *s.cache, out); }, 2, reps);
   // Causal dense FLOPs 2 N^2 d Hq (QK^T and PV over the lower triangle); reported against the
   // dense count so the sparse row shows effective throughput.
   const double flops = 2.0 * n * double(n) * kD * kHq;
   std::printf("prefill  %-7s N=%-7d  %9.3f ms  %7.1f TFLOP/s (dense-equivalent)\n",
-              sparse ? "sparse" : "dense", n, ms, flops / ms / 1e9);
+              label    ? label
+              : sparse ? "sparse"
+                       : "dense",
+              n, ms, flops / ms / 1e9);
 }
 
 void bench_decode(CudaBackend& be, int batch, int ctx, bool sparse) {
@@ -159,10 +163,12 @@ void bench_decode(CudaBackend& be, int batch, int ctx, bool sparse) {
   be.begin_step(s.plan, *s.cache);
   double select_ms = 0;
   if (sparse) {
-    select_ms = time_ms(be, [&] { be.select_pages(0, q, s.plan, *s.cache); }, 3, 20);
+    select_ms = time_ms(
+        be, [&] { be.select_pages(0, q, s.plan, *s.cache); }, 3, 20);
     be.select_pages(0, q, s.plan, *s.cache);
   }
-  const double attn_ms = time_ms(be, [&] { be.attention(0, q, s.plan, *s.cache, out); }, 3, 30);
+  const double attn_ms = time_ms(
+      be, [&] { be.attention(0, q, s.plan, *s.cache, out); }, 3, 30);
   const double ms = attn_ms + select_ms / 4;  // selector every 4 steps
   KvTraffic t;
   for (const auto& st : s.plan.seqs) {
@@ -170,11 +176,16 @@ void bench_decode(CudaBackend& be, int batch, int ctx, bool sparse) {
     no_refresh.refresh_selection = false;
     t += decode_kv_traffic(no_refresh, s.cache->heads(), kHq, kD, s.cache->sparse(), 2);
   }
-  const double bytes = sparse ? t.sparse_bytes + 0.25 * [&] {
-    KvTraffic r;
-    for (const auto& st : s.plan.seqs) r += decode_kv_traffic(st, s.cache->heads(), kHq, kD, s.cache->sparse(), 2);
-    return r.selector_bytes;
-  }() : t.dense_bytes;
+  const double bytes =
+      sparse ? t.sparse_bytes + 0.25 *
+                                    [&] {
+                                      KvTraffic r;
+                                      for (const auto& st : s.plan.seqs)
+                                        r += decode_kv_traffic(st, s.cache->heads(), kHq, kD,
+                                                               s.cache->sparse(), 2);
+                                      return r.selector_bytes;
+                                    }()
+             : t.dense_bytes;
   std::printf("decode   %-7s B=%-3d ctx=%-7d  %9.4f ms (attn %.4f + select %.4f/4)  %6.2f TB/s\n",
               sparse ? "sparse" : "dense", batch, ctx, ms, attn_ms, select_ms, bytes / ms / 1e9);
 }
@@ -190,12 +201,21 @@ int main(int argc, char** argv) {
   app.add_option("--prefill", prefill, "Prefill lengths")->capture_default_str();
   app.add_option("--batch", batches, "Decode batch sizes")->capture_default_str();
   app.add_option("--context", contexts, "Decode context lengths")->capture_default_str();
+  bool portable = false;
+  app.add_flag(
+      "--portable", portable,
+      "Also time dense prefill with the portable mma.sync kernel (what non-Hopper GPUs run)");
   CLI11_PARSE(app, argc, argv);
   try {
     lserve::CudaBackend be(0);
     for (int n : prefill) {
       lserve::bench_prefill(be, n, false);
       lserve::bench_prefill(be, n, true);
+      if (portable) {
+        be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kPortable);
+        lserve::bench_prefill(be, n, false, "dense-mma");
+      }
+      be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kAuto);
     }
     for (int b : batches) {
       for (int c : contexts) {

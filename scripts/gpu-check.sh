@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 jobs=$(nproc)
-if ! cmake -S . -B build-gpu -G Ninja -DLSERVE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+if ! cmake -S . -B build-gpu -G Ninja -DLSERVE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
      -DLSERVE_EXTRA_INCLUDE="$PWD/.gpu-deps/include" >"$OUT/cmake.log" 2>&1; then
   tail -40 "$OUT/cmake.log"; exit 1
 fi

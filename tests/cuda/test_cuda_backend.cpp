@@ -74,8 +74,13 @@ TEST_F(Cuda, ElementwiseOpsMatchTheCpu) {
       op(*gpu_, xg, yg, wg, og);
       return rel_l2(host(*gpu_, og), host(cpu_, oc));
     };
-    EXPECT_LT(both([](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) { b.rms_norm(x, w, 1e-5f, o); }), kBf16Op);
-    EXPECT_LT(both([](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) { b.silu_mul(x, y, o); }), kBf16Op);
+    EXPECT_LT(both([](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) {
+                b.rms_norm(x, w, 1e-5f, o);
+              }),
+              kBf16Op);
+    EXPECT_LT(
+        both([](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) { b.silu_mul(x, y, o); }),
+        kBf16Op);
     EXPECT_LT(both([](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) {
                 b.add(x, y);
                 b.add_bias(x, w);
@@ -133,7 +138,7 @@ struct GpuShape {
   int group;
   int head_dim;
   SelectorGranularity granularity;
-  bool reference_kernel;
+  CudaBackend::AttnKernels kernels;
 };
 
 class CudaSparse : public testing::TestWithParam<GpuShape> {};
@@ -142,7 +147,7 @@ TEST_P(CudaSparse, MatchesDenseUnderTheVisibilityMask) {
   std::string why;
   if (!cuda_device_available(&why)) GTEST_SKIP() << "no CUDA device here (" << why << ")";
   CudaBackend gpu(0);
-  gpu.set_reference_attention(GetParam().reference_kernel);
+  gpu.set_attention_kernels(GetParam().kernels);
   test::SparseCase c;
   c.group = GetParam().group;
   c.head_dim = GetParam().head_dim;
@@ -162,18 +167,25 @@ TEST_P(CudaSparse, MatchesDenseUnderTheVisibilityMask) {
   EXPECT_GT(std::count(r.begin(), r.end(), true), 3);
 }
 
+// kAuto runs the wgmma prefill tiles on the H200; kPortable the mma.sync ones every GPU runs.
+using K = CudaBackend::AttnKernels;
+const char* kernels_name(K k) {
+  return k == K::kAuto ? "auto" : k == K::kPortable ? "portable" : "reference";
+}
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaSparse,
-    testing::Values(GpuShape{1, 64, SelectorGranularity::kKvHead, false},
-                    GpuShape{3, 64, SelectorGranularity::kKvHead, false},
-                    GpuShape{4, 128, SelectorGranularity::kKvHead, false},
-                    GpuShape{4, 128, SelectorGranularity::kQueryHead, false},
-                    GpuShape{3, 128, SelectorGranularity::kKvHead, true},
-                    GpuShape{4, 64, SelectorGranularity::kQueryHead, true}),
+    testing::Values(GpuShape{1, 64, SelectorGranularity::kKvHead, K::kAuto},
+                    GpuShape{3, 64, SelectorGranularity::kKvHead, K::kAuto},
+                    GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto},
+                    GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto},
+                    GpuShape{3, 128, SelectorGranularity::kKvHead, K::kPortable},
+                    GpuShape{1, 64, SelectorGranularity::kQueryHead, K::kPortable},
+                    GpuShape{3, 128, SelectorGranularity::kKvHead, K::kReference},
+                    GpuShape{4, 64, SelectorGranularity::kQueryHead, K::kReference}),
     [](const testing::TestParamInfo<GpuShape>& i) {
       return fmt::format("G{}_d{}_{}_{}", i.param.group, i.param.head_dim,
                          i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead",
-                         i.param.reference_kernel ? "reference" : "mma");
+                         kernels_name(i.param.kernels));
     });
 
 // A small random Llama: same bf16 weights on both backends; logits agree within what bf16

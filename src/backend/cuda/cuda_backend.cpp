@@ -46,8 +46,8 @@ Tensor CudaBackend::upload(const float* host, int64_t rows, int64_t cols) {
   Tensor t = alloc(DType::BF16, rows, cols);
   std::vector<uint16_t> tmp(static_cast<size_t>(t.numel()));
   for (size_t i = 0; i < tmp.size(); ++i) tmp[i] = f32_to_bf16(host[i]);
-  LSERVE_CUDA_CHECK(cudaMemcpyAsync(t.data, tmp.data(), t.nbytes(), cudaMemcpyHostToDevice,
-                                    impl_->stream()));
+  LSERVE_CUDA_CHECK(
+      cudaMemcpyAsync(t.data, tmp.data(), t.nbytes(), cudaMemcpyHostToDevice, impl_->stream()));
   LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream()));
   return t;
 }
@@ -72,12 +72,14 @@ void CudaBackend::fill(Tensor& t, float value) {
 void CudaBackend::to_host(const Tensor& t, float* host) {
   const size_t n = static_cast<size_t>(t.numel());
   if (t.dtype == DType::F32) {
-    LSERVE_CUDA_CHECK(cudaMemcpyAsync(host, t.data, t.nbytes(), cudaMemcpyDeviceToHost, impl_->stream()));
+    LSERVE_CUDA_CHECK(
+        cudaMemcpyAsync(host, t.data, t.nbytes(), cudaMemcpyDeviceToHost, impl_->stream()));
     LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream()));
     return;
   }
   std::vector<uint8_t> tmp(t.nbytes());
-  LSERVE_CUDA_CHECK(cudaMemcpyAsync(tmp.data(), t.data, t.nbytes(), cudaMemcpyDeviceToHost, impl_->stream()));
+  LSERVE_CUDA_CHECK(
+      cudaMemcpyAsync(tmp.data(), t.data, t.nbytes(), cudaMemcpyDeviceToHost, impl_->stream()));
   LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream()));
   for (size_t i = 0; i < n; ++i) {
     if (t.dtype == DType::BF16) {
@@ -103,8 +105,8 @@ int64_t CudaBackend::free_memory_bytes() const {
 }
 
 void CudaBackend::write(Tensor& t, const void* host_bytes) {
-  LSERVE_CUDA_CHECK(cudaMemcpyAsync(t.data, host_bytes, t.nbytes(), cudaMemcpyHostToDevice,
-                                    impl_->stream()));
+  LSERVE_CUDA_CHECK(
+      cudaMemcpyAsync(t.data, host_bytes, t.nbytes(), cudaMemcpyHostToDevice, impl_->stream()));
   LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream()));
 }
 
@@ -112,7 +114,9 @@ void* CudaBackend::stream_handle() const { return impl_->stream(); }
 
 void CudaBackend::synchronize() { LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream())); }
 
-void CudaBackend::begin_step(const StepPlan& plan, KvCache& cache) { impl_->begin_step(plan, cache); }
+void CudaBackend::begin_step(const StepPlan& plan, KvCache& cache) {
+  impl_->begin_step(plan, cache);
+}
 
 void CudaBackend::embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) {
   check_bf16(table);
@@ -153,8 +157,8 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out) {
 
 void CudaBackend::add_bias(Tensor& x, const Tensor& bias) {
   LSERVE_ASSERT(bias.numel() == x.cols);
-  LSERVE_CUDA_CHECK(cuda::launch_add_bias(x.as<bf16>(), bias.as<bf16>(), x.numel(), x.cols,
-                                          impl_->stream()));
+  LSERVE_CUDA_CHECK(
+      cuda::launch_add_bias(x.as<bf16>(), bias.as<bf16>(), x.numel(), x.cols, impl_->stream()));
 }
 
 void CudaBackend::add(Tensor& x, const Tensor& y) {
@@ -183,8 +187,7 @@ void CudaBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& 
   p.inv_freq = impl_->inv_freq(rope, cache.config().head_dim);
   p.half_split = rope.half_split ? 1 : 0;
   p.kv = impl_->layer_kv(cache, layer);
-  LSERVE_CUDA_CHECK(
-      cuda::launch_rope_append(p, static_cast<int>(groups.size()), impl_->stream()));
+  LSERVE_CUDA_CHECK(cuda::launch_rope_append(p, static_cast<int>(groups.size()), impl_->stream()));
 }
 
 void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache) {
@@ -220,15 +223,15 @@ void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan,
   p.sel_blocks = cache.sel_blocks().as<int32_t>();
   p.sel_count = cache.sel_count().as<int32_t>();
   p.max_sel = cache.max_sel_pages();
-  LSERVE_CUDA_CHECK(cuda::launch_select_pages(p, static_cast<int>(seqs.size()), sel_heads, d,
-                                              impl_->stream()));
+  LSERVE_CUDA_CHECK(
+      cuda::launch_select_pages(p, static_cast<int>(seqs.size()), sel_heads, d, impl_->stream()));
 }
 
 void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
                             Tensor& out) {
   const int d = cache.config().head_dim;
-  LSERVE_CHECK(d == 64 || d == 128, "the CUDA attention kernels support head_dim 64 and 128, not {}",
-               d);
+  LSERVE_CHECK(d == 64 || d == 128,
+               "the CUDA attention kernels support head_dim 64 and 128, not {}", d);
   // Layers whose heads have the same classes (and the same dense/sparse decode mode) share one
   // plan per step: planned and uploaded once, then only kernels are launched.
   std::vector<int8_t> signature;
@@ -262,18 +265,21 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
     p.sel_blocks = cache.sel_blocks().as<int32_t>();
     p.sel_count = cache.sel_count().as<int32_t>();
   }
-  LSERVE_CHECK(!reference_attention_ || p.max_sel <= 1024, "reference attention: budget too large");
+  const bool reference = attn_kernels_ == AttnKernels::kReference;
+  LSERVE_CHECK(!reference || p.max_sel <= 1024, "reference attention: budget too large");
   p.part_o = sa.part_o.empty() ? nullptr : sa.part_o.as<float>();
   p.part_lse = sa.part_lse.empty() ? nullptr : sa.part_lse.as<float>();
   const cudaStream_t st = impl_->stream();
   auto launch = [&](const cuda::AttnWork* items, int n, cuda::AttnVariant variant) {
     if (n == 0) return;
     p.work = items;
-    LSERVE_CUDA_CHECK(cuda::launch_attention(
-        p, n, d, reference_attention_ ? cuda::AttnVariant::kReference : variant, st));
+    LSERVE_CUDA_CHECK(
+        cuda::launch_attention(p, n, d, reference ? cuda::AttnVariant::kReference : variant, st));
   };
+  const bool wgmma = attn_kernels_ == AttnKernels::kAuto && impl_->hopper();
   launch(sa.decode, sa.n_decode, cuda::AttnVariant::kDecode);
-  launch(sa.prefill, sa.n_prefill, cuda::AttnVariant::kPrefill);
+  launch(sa.prefill, sa.n_prefill,
+         wgmma ? cuda::AttnVariant::kPrefillWgmma : cuda::AttnVariant::kPrefill);
   LSERVE_CUDA_CHECK(cuda::launch_merge(sa.merges, sa.n_merges, p.part_o, p.part_lse, p.step,
                                        p.n_heads, d, p.out, st));
 }

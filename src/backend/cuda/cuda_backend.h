@@ -43,14 +43,17 @@ class CudaBackend final : public Backend {
   void attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
                  Tensor& out) override;
 
-  // Test hook: run attention with the simple reference kernel instead of the tensor-core one.
-  void set_reference_attention(bool on) { reference_attention_ = on; }
+  // Which attention kernels run. kAuto: prefill tiles on Hopper's wgmma where the device is an
+  // sm_90 one, the portable mma.sync kernel elsewhere; tests also force the portable kernel or
+  // the simple reference kernel.
+  enum class AttnKernels { kAuto, kPortable, kReference };
+  void set_attention_kernels(AttnKernels k) { attn_kernels_ = k; }
 
   struct Impl;
 
  private:
   std::unique_ptr<Impl> impl_;
-  bool reference_attention_ = false;
+  AttnKernels attn_kernels_ = AttnKernels::kAuto;
 };
 
 // Whether a CUDA device can be used here (false on machines without a GPU or driver).

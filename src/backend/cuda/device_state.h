@@ -7,17 +7,17 @@
 
 #include <cstring>
 #include <map>
-#include <tuple>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "backend/attention_plan.h"
 #include "backend/backend.h"
-#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm.h"
-#include "backend/cuda/launch.h"
 #include "backend/cuda/kernels/params.h"
+#include "backend/cuda/launch.h"
 #include "kv/kv_cache.h"
 
 namespace lserve {
@@ -43,6 +43,7 @@ struct CudaBackend::Impl {
     LSERVE_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
     uint64_t threshold = UINT64_MAX;
     LSERVE_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    LSERVE_CUDA_CHECK(cuda::probe_wgmma(&hopper_, stream()));
   }
   ~Impl() {
     cudaStreamSynchronize(stream());
@@ -53,6 +54,7 @@ struct CudaBackend::Impl {
 
   cudaStream_t stream() const { return holder_->stream; }
   int num_sms() const { return num_sms_; }
+  bool hopper() const { return hopper_; }
   cuda::Gemm& gemm() { return gemm_; }
 
   Tensor alloc(DType dtype, int64_t rows, int64_t cols) {
@@ -115,7 +117,8 @@ struct CudaBackend::Impl {
       d.sel_slot = q.sel_slot;
       d.page_base = plan.page_indptr.empty() ? 0 : plan.page_indptr[s];
       d.stream_base = plan.stream_indptr.empty() ? 0 : plan.stream_indptr[s];
-      d.n_stream = plan.stream_indptr.empty() ? 0 : plan.stream_indptr[s + 1] - plan.stream_indptr[s];
+      d.n_stream =
+          plan.stream_indptr.empty() ? 0 : plan.stream_indptr[s + 1] - plan.stream_indptr[s];
     }
     step_ = {};
     step_.n_tokens = plan.n_tokens();
@@ -126,7 +129,9 @@ struct CudaBackend::Impl {
     step_.page_indices = stage_vec(plan.page_indices);
     step_.stream_indices = stage_vec(plan.stream_indices);
     groups_ = plan_append(plan, cache.logical_page_size());
-    groups_dev_ = groups_.empty() ? nullptr : stage(groups_.data(), groups_.size() * sizeof(cuda::AppendGroup));
+    groups_dev_ = groups_.empty()
+                      ? nullptr
+                      : stage(groups_.data(), groups_.size() * sizeof(cuda::AppendGroup));
   }
 
   // A layer signature's attention plan for the current step, uploaded once.
@@ -199,7 +204,8 @@ struct CudaBackend::Impl {
     if (it == inv_freq_.end()) {
       const std::vector<float> inv = rope_inverse_frequencies(rope, head_dim);
       Tensor t = alloc(DType::F32, 1, head_dim / 2);
-      LSERVE_CUDA_CHECK(cudaMemcpyAsync(t.data, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice, stream()));
+      LSERVE_CUDA_CHECK(
+          cudaMemcpyAsync(t.data, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice, stream()));
       LSERVE_CUDA_CHECK(cudaStreamSynchronize(stream()));
       it = inv_freq_.emplace(key, std::move(t)).first;
     }
@@ -229,6 +235,7 @@ struct CudaBackend::Impl {
   int device_;
   std::shared_ptr<StreamHolder> holder_;
   int num_sms_ = 0;
+  bool hopper_ = false;  // this build's sm_90a code (wgmma) runs on the device
   cuda::Gemm gemm_;
   void* host_stage_ = nullptr;  // pinned
   void* dev_stage_ = nullptr;

@@ -32,7 +32,12 @@ cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_hea
 // backend start: a per-launch call would add host time to every decode step).
 cudaError_t allow_attention_smem(int bytes);
 
-enum class AttnVariant { kDecode, kPrefill, kReference };
+// Whether the current device runs this build's wgmma code (an sm_90 device and a 90a build):
+// *yes is set through a one-thread probe kernel; synchronises the stream.
+cudaError_t probe_wgmma(bool* yes, cudaStream_t st);
+
+// kPrefillWgmma: the prefill tiles on Hopper tensor cores (only where probe_wgmma says yes).
+enum class AttnVariant { kDecode, kPrefill, kPrefillWgmma, kReference };
 // Supported head dims: 64, 128 (cudaErrorInvalidValue otherwise).
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
                              cudaStream_t st);

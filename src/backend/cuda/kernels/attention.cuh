@@ -6,18 +6,19 @@
 // gathered through the page table with cp.async, double-buffered, and masked token-exactly.
 //
 // Policy (template) parameters: HEAD_DIM; WARPS_M x WARPS_N warps, rows split over WARPS_M (16
-// each) and each K/V tile's keys over WARPS_N. Prefill uses 4x1 (64 rows); decode uses 1x4 (16
-// rows: the group's heads) and merges the four warps' partial softmax states at the end.
+// each) and each K/V tile's keys over WARPS_N; WGMMA: the two products of a tile on Hopper's
+// warpgroup MMA (wgmma.cuh) instead of per-warp mma.sync, same register layouts, so masking and
+// softmax are shared. Prefill uses 8x1 (128 rows; wgmma on sm_90); decode uses 1x4 (16 rows: the
+// group's heads) and merges the four warps' partial softmax states at the end.
 // Split-KV items write normalised partial outputs plus log2-sum-exp; merge_kernel combines them.
 #pragma once
 
 #include "backend/cuda/kernels/common.cuh"
-#include "backend/cuda/kernels/params.h"
 #include "backend/cuda/kernels/mma.cuh"
+#include "backend/cuda/kernels/params.h"
+#include "backend/cuda/kernels/wgmma.cuh"
 
 namespace lserve::cuda {
-
-
 
 // Where key index k of a work item lives: its position, its page, or position -1 if none.
 struct KeyMap {
@@ -56,7 +57,8 @@ __device__ __forceinline__ int32_t load_selected_list(const AttnParams& p, const
       (static_cast<int64_t>(s.sel_slot) * p.n_layers + p.layer) * p.sel_heads + sel_head;
   const int32_t current = (s.start_pos + s.q_len - 1) / p.kv.page_size;
   const int32_t cnt = p.sel_count[row];
-  for (int32_t i = threadIdx.x; i < cnt; i += blockDim.x) list[i] = p.sel_blocks[row * p.max_sel + i];
+  for (int32_t i = threadIdx.x; i < cnt; i += blockDim.x)
+    list[i] = p.sel_blocks[row * p.max_sel + i];
   __syncthreads();
   // The list is ascending and no page is newer than the current one, so only its last entry can
   // be the current page.
@@ -69,25 +71,30 @@ __device__ __forceinline__ int32_t load_selected_list(const AttnParams& p, const
   return list[p.max_sel + 1];
 }
 
-template <int D, int WARPS_M, int WARPS_N, int MT>
-__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnParams p) {
+// MIN_CTAS: CTAs per multiprocessor the registers must allow (decode tiles: three, as the
+// planner assumes).
+template <int D, int WARPS_M, int WARPS_N, int MT, bool WGMMA, int MIN_CTAS>
+__global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_kernel(AttnParams p) {
   static_assert(MT == 1 || WARPS_N == 1, "split-key warps hold one m-tile");
+  static_assert(!WGMMA || (WARPS_M % 4 == 0 && WARPS_N == 1 && MT == 1),
+                "wgmma tiles: whole warpgroups of 64 rows, all keys of a tile per warp");
   constexpr int kThreads = 32 * WARPS_M * WARPS_N;
-  constexpr int BM = 16 * WARPS_M * MT;  // each warp holds MT m-tiles of 16 rows
+  constexpr int BM = 16 * WARPS_M * MT;   // each warp holds MT m-tiles of 16 rows
   constexpr int KW = kKeyTile / WARPS_N;  // keys per warp per tile
   constexpr int NT = KW / 8;              // score n-tiles per warp
   constexpr int DT = D / 8;               // output n-tiles
   constexpr int CHUNKS = D / 8;           // 16-byte chunks per row
 
+  // Tiles start on a 1024-byte boundary (the 128-byte swizzle pattern repeats every 8 rows).
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* qs = reinterpret_cast<bf16*>(smem_raw);
-  bf16* ks = qs + BM * D;                      // [2][64][D]
-  bf16* vs = ks + 2 * kKeyTile * D;            // [2][64][D]
+  bf16* qs = reinterpret_cast<bf16*>(smem_raw + (1024 - smem_addr(smem_raw) % 1024) % 1024);
+  bf16* ks = qs + BM * D;            // [2][64][D]
+  bf16* vs = ks + 2 * kKeyTile * D;  // [2][64][D]
   // Key positions (-1: none) and pool rows of three tiles: the one being computed, the one being
   // loaded and the one being located.
   int32_t* kpos = reinterpret_cast<int32_t*>(vs + 2 * kKeyTile * D);  // [3][64]
-  int32_t* krow = kpos + 3 * kKeyTile;         // [3][64]
-  int32_t* list = krow + 3 * kKeyTile;         // [max_sel + 2]
+  int32_t* krow = kpos + 3 * kKeyTile;                                // [3][64]
+  int32_t* list = krow + 3 * kKeyTile;                                // [max_sel + 2]
 
   const AttnWork w = p.work[blockIdx.x];
   const SeqInfo s = p.step.seqs[w.seq];
@@ -103,8 +110,18 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
   const int32_t P = p.kv.page_size;
 
   const int32_t n_list = w.kind == kSelectedPages ? load_selected_list(p, w, s, list) : 0;
-  KeyMap km{w.kind, P, s.page_base, s.stream_base, s.n_stream, s.stream_sink_blocks,
-            s.stream_window_first, n_list, seq_end, p.step.page_indices, p.step.stream_indices, list};
+  KeyMap km{w.kind,
+            P,
+            s.page_base,
+            s.stream_base,
+            s.n_stream,
+            s.stream_sink_blocks,
+            s.stream_window_first,
+            n_list,
+            seq_end,
+            p.step.page_indices,
+            p.step.stream_indices,
+            list};
 
   // Key tiles: range 0 then range 1 (kind 2 ranges are clipped to the list on the device).
   int32_t kb[2], ke[2];
@@ -134,8 +151,9 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
       const int j = idx / CHUNKS, c = idx % CHUNKS;
       const bool valid = kpos[slot * kKeyTile + j] >= 0;
       const int64_t row = krow[slot * kKeyTile + j];
-      cp_async_16(ks + stage * kKeyTile * D + swizzle<D>(j, c * 8), kpool + row * D + c * 8, valid);
-      cp_async_16(vs + stage * kKeyTile * D + swizzle<D>(j, c * 8), vpool + row * D + c * 8, valid);
+      const int off = stage * kKeyTile * D + tile_offset<kKeyTile>(j, c * 8);
+      cp_async_16(ks + off, kpool + row * D + c * 8, valid);
+      cp_async_16(vs + off, vpool + row * D + c * 8, valid);
     }
   };
 
@@ -145,7 +163,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
     const bool valid = r < rows;
     const int64_t token = s.q_offset + w.q_first + (valid ? r / w.rg : 0);
     const int32_t head = w.head0 + (valid ? r % w.rg : 0);
-    cp_async_16(qs + swizzle<D>(r, c * 8), p.q + (token * p.n_heads + head) * D + c * 8, valid);
+    cp_async_16(qs + tile_offset<BM>(r, c * 8), p.q + (token * p.n_heads + head) * D + c * 8,
+                valid);
   }
   if (n_tiles > 0) {
     locate_tile(0, 0);
@@ -190,36 +209,43 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
     } else {
       cp_async_wait<0>();
     }
+    if constexpr (WGMMA) fence_proxy_async();
     __syncthreads();
     const bf16* kt = ks + stage * kKeyTile * D;
     const bf16* vt = vs + stage * kKeyTile * D;
 
     // S = Q K^T for this warp's rows x KW keys.
     float sc[MT][NT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int i = 0; i < NT; ++i) sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.0f;
-    }
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      // Q fragments come from shared memory each time: keeping all of them in registers would
-      // spill at head_dim 128.
-      uint32_t qf[MT][4];
+    if constexpr (WGMMA) {
+      wgmma_qk<D, BM>(sc[0], qs, kt, warp / 4);
+    } else {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        ldmatrix_x4(qf[mt], qs + swizzle<D>(16 * (wm * MT + mt) + (lane % 8) + 8 * ((lane / 8) % 2),
-                                            kk * 16 + 8 * (lane / 16)));
+#pragma unroll
+        for (int i = 0; i < NT; ++i)
+          sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.0f;
       }
 #pragma unroll
-      for (int nt = 0; nt < NT; nt += 2) {
-        uint32_t b[4];
-        const int key = wn * KW + nt * 8 + (lane % 8) + 8 * (lane / 16);
-        ldmatrix_x4(b, kt + swizzle<D>(key, kk * 16 + 8 * ((lane / 8) % 2)));
+      for (int kk = 0; kk < D / 16; ++kk) {
+        // Q fragments come from shared memory each time: keeping all of them in registers would
+        // spill at head_dim 128.
+        uint32_t qf[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          mma_16816(sc[mt][nt], qf[mt], b[0], b[1]);
-          mma_16816(sc[mt][nt + 1], qf[mt], b[2], b[3]);
+          ldmatrix_x4(qf[mt],
+                      qs + tile_offset<BM>(16 * (wm * MT + mt) + (lane % 8) + 8 * ((lane / 8) % 2),
+                                           kk * 16 + 8 * (lane / 16)));
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt += 2) {
+          uint32_t b[4];
+          const int key = wn * KW + nt * 8 + (lane % 8) + 8 * (lane / 16);
+          ldmatrix_x4(b, kt + tile_offset<kKeyTile>(key, kk * 16 + 8 * ((lane / 8) % 2)));
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma_16816(sc[mt][nt], qf[mt], b[0], b[1]);
+            mma_16816(sc[mt][nt + 1], qf[mt], b[2], b[3]);
+          }
         }
       }
     }
@@ -251,8 +277,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
             const int32_t qp = qpos[mt][h];
             vis = kp >= 0 && kp <= qp;
             if (streaming) {
-              vis = vis && (kp < p.sink ||
-                            static_cast<int64_t>(kp) > static_cast<int64_t>(qp) - window);
+              vis = vis &&
+                    (kp < p.sink || static_cast<int64_t>(kp) > static_cast<int64_t>(qp) - window);
             }
           }
           sc[mt][nt][e] = vis ? sc[mt][nt][e] * p.scale_log2 : -INFINITY;
@@ -289,25 +315,29 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
     }
 
     // O += P V: the score accumulators become the A fragments (16 keys per MMA step).
+    if constexpr (WGMMA) {
+      wgmma_pv<D>(o[0], sc[0], vt);
+    } else {
 #pragma unroll
-    for (int c = 0; c < KW / 16; ++c) {
-      uint32_t a[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        a[mt][0] = pack_bf16(sc[mt][2 * c][0], sc[mt][2 * c][1]);
-        a[mt][1] = pack_bf16(sc[mt][2 * c][2], sc[mt][2 * c][3]);
-        a[mt][2] = pack_bf16(sc[mt][2 * c + 1][0], sc[mt][2 * c + 1][1]);
-        a[mt][3] = pack_bf16(sc[mt][2 * c + 1][2], sc[mt][2 * c + 1][3]);
-      }
-#pragma unroll
-      for (int nd = 0; nd < DT; nd += 2) {
-        uint32_t b[4];
-        const int key = wn * KW + c * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
-        ldmatrix_x4_trans(b, vt + swizzle<D>(key, nd * 8 + 8 * (lane / 16)));
+      for (int c = 0; c < KW / 16; ++c) {
+        uint32_t a[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          mma_16816(o[mt][nd], a[mt], b[0], b[1]);
-          mma_16816(o[mt][nd + 1], a[mt], b[2], b[3]);
+          a[mt][0] = pack_bf16(sc[mt][2 * c][0], sc[mt][2 * c][1]);
+          a[mt][1] = pack_bf16(sc[mt][2 * c][2], sc[mt][2 * c][3]);
+          a[mt][2] = pack_bf16(sc[mt][2 * c + 1][0], sc[mt][2 * c + 1][1]);
+          a[mt][3] = pack_bf16(sc[mt][2 * c + 1][2], sc[mt][2 * c + 1][3]);
+        }
+#pragma unroll
+        for (int nd = 0; nd < DT; nd += 2) {
+          uint32_t b[4];
+          const int key = wn * KW + c * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
+          ldmatrix_x4_trans(b, vt + tile_offset<kKeyTile>(key, nd * 8 + 8 * (lane / 16)));
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma_16816(o[mt][nd], a[mt], b[0], b[1]);
+            mma_16816(o[mt][nd + 1], a[mt], b[2], b[3]);
+          }
         }
       }
     }
@@ -315,7 +345,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
   }
   if (n_tiles == 0) cp_async_wait<0>();
 
-  // Row sums over the quad that shares each row.
+    // Row sums over the quad that shares each row.
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     for (int h = 0; h < 2; ++h) {
@@ -392,9 +422,9 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N) attention_kernel(AttnP
 // One output row (blockIdx.y) of one split item (blockIdx.x): the log-sum-exp weighted mean of
 // its partials, one thread per channel (blockDim.x == D).
 template <int D>
-__global__ void __launch_bounds__(D) merge_kernel(const MergeItem* items, const float* part_o,
-                                                  const float* part_lse, DeviceStep step,
-                                                  int32_t n_heads, bf16* out) {
+__global__ void __launch_bounds__(D)
+    merge_kernel(const MergeItem* items, const float* part_o, const float* part_lse,
+                 DeviceStep step, int32_t n_heads, bf16* out) {
   const MergeItem it = items[blockIdx.x];
   const int r = blockIdx.y;
   if (r >= it.q_count * it.rg) return;

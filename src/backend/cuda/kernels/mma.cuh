@@ -50,12 +50,4 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// Element offset of (row, col) in a [rows][D] bf16 tile whose 16-byte chunks are XOR-swizzled by
-// row % 8, so the 8 row addresses of an ldmatrix hit 8 different bank groups.
-template <int D>
-__device__ __forceinline__ int swizzle(int row, int col) {
-  const int chunk = (col / 8) ^ (row % 8);
-  return row * D + chunk * 8 + col % 8;
-}
-
 }  // namespace lserve::cuda

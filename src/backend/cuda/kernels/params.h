@@ -22,12 +22,13 @@ constexpr int kKeyTile = 64;
 constexpr int kPrefillWarps = 8;
 constexpr int kPrefillMTiles = 1;
 constexpr int kPrefillRows = 16 * kPrefillWarps * kPrefillMTiles;
-constexpr int kDecodeRows = 16;                // decode tiles: 16 rows, keys split over 4 warps
+constexpr int kDecodeRows = 16;  // decode tiles: 16 rows, keys split over 4 warps
 
 // Dynamic shared memory of attention_kernel<D, WARPS_M, *>: Q tile, two K and two V tiles, key
-// positions and rows of three tiles, and the selected-page list.
+// positions and rows of three tiles, and the selected-page list; plus up to 1 KB to align the
+// tiles to the 1024-byte swizzle period.
 constexpr int attn_smem_bytes(int head_dim, int warps_m, int max_sel) {
-  return (16 * warps_m * head_dim + 4 * kKeyTile * head_dim) * 2 + 6 * kKeyTile * 4 +
+  return 1024 + (16 * warps_m * head_dim + 4 * kKeyTile * head_dim) * 2 + 6 * kKeyTile * 4 +
          (max_sel + 2) * 4;
 }
 
@@ -50,25 +51,25 @@ struct SelectorParams {
   const bf16* q;            // [n_tokens, n_heads * d]
   int32_t n_heads;
   int32_t n_kv_heads;
-  int32_t per_query_head;   // selection heads are query heads (else KV heads)
-  int32_t budget_cap;       // the engine's token budget (selection rows hold budget/P pages)
+  int32_t per_query_head;  // selection heads are query heads (else KV heads)
+  int32_t budget_cap;      // the engine's token budget (selection rows hold budget/P pages)
   int32_t layer;
   int32_t n_layers;
   LayerKv<bf16> kv;
-  uint32_t* scratch;        // [gridDim.x * gridDim.y * max_blocks] page score keys
+  uint32_t* scratch;  // [gridDim.x * gridDim.y * max_blocks] page score keys
   int32_t max_blocks;
-  int32_t* sel_blocks;      // [slots * n_layers * sel_heads, max_sel]
-  int32_t* sel_count;       // [slots * n_layers * sel_heads]
+  int32_t* sel_blocks;  // [slots * n_layers * sel_heads, max_sel]
+  int32_t* sel_count;   // [slots * n_layers * sel_heads]
   int32_t max_sel;
 };
 
 struct AttnParams {
   DeviceStep step;
   const AttnWork* work;
-  const bf16* q;     // [n_tokens, n_heads * d]
-  bf16* out;         // [n_tokens, n_heads * d]
-  float* part_o;     // [partials, rows_per_item, d] normalised partial outputs
-  float* part_lse;   // [partials, rows_per_item] log2-sum-exp of the partial
+  const bf16* q;    // [n_tokens, n_heads * d]
+  bf16* out;        // [n_tokens, n_heads * d]
+  float* part_o;    // [partials, rows_per_item, d] normalised partial outputs
+  float* part_lse;  // [partials, rows_per_item] log2-sum-exp of the partial
   int32_t n_heads;
   float scale_log2;  // log2(e) / sqrt(d)
   int32_t sink;
