@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
   std::vector<int> prefill = {8192, 32768, 131072};
   std::vector<int> batches = {1, 8, 32};
   std::vector<int> contexts = {32768, 131072, 262144};
-  app.add_option("--prefill", prefill, "Prefill lengths")->capture_default_str();
+  app.add_option("--prefill", prefill, "Prefill lengths (0: none)")->capture_default_str();
   app.add_option("--batch", batches, "Decode batch sizes")->capture_default_str();
   app.add_option("--context", contexts, "Decode context lengths")->capture_default_str();
   bool portable = false;
@@ -209,6 +209,7 @@ int main(int argc, char** argv) {
   try {
     lserve::CudaBackend be(0);
     for (int n : prefill) {
+      if (n <= 0) continue;  // --prefill 0: decode only
       lserve::bench_prefill(be, n, false);
       lserve::bench_prefill(be, n, true);
       if (portable) {

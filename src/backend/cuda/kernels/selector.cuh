@@ -1,5 +1,6 @@
 // Page selector, two kernels (DESIGN.md "Selector"):
-//  1. score_pages_kernel: many CTAs, each scoring 64 pages of one (sequence, selection head):
+//  1. score_pages_kernel: many CTAs, each scoring 8 pages (a warp each) of one (sequence,
+//     selection head):
 //     Quest bound per logical page, max over the group's query heads (kv-head granularity), max
 //     over the page's logical pages; written as order-preserving keys.
 //  2. top_pages_kernel: one CTA per (sequence, selection head): radix select of the k-th largest
@@ -12,7 +13,7 @@
 
 namespace lserve::cuda {
 
-constexpr int kScorePagesPerCta = 64;
+constexpr int kScorePagesPerCta = kSelectorThreads / 32;  // one page per warp
 constexpr int kTopThreads = 1024;
 
 __device__ __forceinline__ bool selector_skips(const SelectorParams& p, int32_t u) {
@@ -21,10 +22,17 @@ __device__ __forceinline__ bool selector_skips(const SelectorParams& p, int32_t 
   return p.kv.head_class[kvh] != 0;  // streaming heads select nothing
 }
 
+// One warp per physical page, so a wave has thousands of pages' statistics in flight (the
+// kernel is bound by memory latency, not bandwidth, at one sequence). Each lane reads 16-byte
+// chunks (8 channels) of kmin and kmax; a logical page's D / 8 chunks sit in adjacent lanes, so a
+// warp covers 32 / (D / 8) logical pages per pass, and all passes' loads are issued before the
+// query is staged.
 template <int D>
 __global__ void __launch_bounds__(kSelectorThreads) score_pages_kernel(SelectorParams p) {
-  constexpr int CPL = D / 32;  // channels per lane
-  __shared__ float qs[kSelectorMaxGroup][D];
+  constexpr int kChunks = D / 8;          // lanes per logical page
+  constexpr int kPerPass = 32 / kChunks;  // logical pages per warp pass
+  constexpr int kMaxPasses = 2;           // passes whose loads are in flight together
+  __shared__ __align__(16) float qs[kSelectorMaxGroup][D];
   const int32_t u = blockIdx.y;
   if (selector_skips(p, u)) return;
   const SeqInfo s = p.step.seqs[p.seq_list[blockIdx.x]];
@@ -37,39 +45,76 @@ __global__ void __launch_bounds__(kSelectorThreads) score_pages_kernel(SelectorP
   const int32_t n_blocks = (n_tokens + P - 1) / P;
   const int32_t b0 = blockIdx.z * kScorePagesPerCta;
   if (b0 >= n_blocks - 1) return;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int32_t b = b0 + warp;
+  const bool active = b < n_blocks - 1;  // the current page is always taken, never scored
+  const int32_t hs = p.kv.head_slot[kvh];
+  const int32_t chunk = lane % kChunks;
+  const int32_t n_pass = (lpp + kPerPass - 1) / kPerPass;
+  int64_t base = 0;
+  if (active) {
+    const int32_t page = p.step.page_indices[s.page_base + b];
+    base = (static_cast<int64_t>(page) * p.kv.n_ret + hs) * lpp;
+  }
+  auto lp_of = [&](int pass) { return pass * kPerPass + lane / kChunks; };
+  auto has_tokens = [&](int32_t lp) { return active && lp < lpp && b * P + lp * L < n_tokens; };
+  auto load = [&](int pass, uint4& lo, uint4& hi) {
+    const int32_t lp = lp_of(pass);
+    if (has_tokens(lp)) {
+      lo = *reinterpret_cast<const uint4*>(p.kv.kmin + (base + lp) * D + chunk * 8);
+      hi = *reinterpret_cast<const uint4*>(p.kv.kmax + (base + lp) * D + chunk * 8);
+    }
+  };
+  uint4 lo[kMaxPasses], hi[kMaxPasses];
+#pragma unroll
+  for (int i = 0; i < kMaxPasses; ++i) {
+    if (i < n_pass) load(i, lo[i], hi[i]);
+  }
+
   const int64_t trow = s.q_offset + s.q_len - 1;
   for (int i = threadIdx.x; i < ng * D; i += blockDim.x) {
     const int g = i / D, c = i % D;
     qs[g][c] = to_f32(p.q[(trow * p.n_heads + kvh * group + g0 + g) * D + c]);
   }
   __syncthreads();
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
-  const int32_t hs = p.kv.head_slot[kvh];
-  uint32_t* keys = p.scratch + (static_cast<int64_t>(blockIdx.x) * gridDim.y + u) * p.max_blocks;
-  const int32_t b_end = min(n_blocks - 1, b0 + kScorePagesPerCta);
-  for (int32_t b = b0 + warp; b < b_end; b += n_warps) {
-    const int32_t page = p.step.page_indices[s.page_base + b];
-    const int64_t base = (static_cast<int64_t>(page) * p.kv.n_ret + hs) * lpp;
+  if (!active) return;
+
+  // Quest bound of this lane's logical page: max over the group's heads of the sum over channels
+  // of max(q * kmin, q * kmax); then the page's maximum over its logical pages.
+  auto bound = [&](int pass, const uint4& lo4, const uint4& hi4) {
+    const bool valid = has_tokens(lp_of(pass));
+    const auto* lo2 = reinterpret_cast<const __nv_bfloat162*>(&lo4);
+    const auto* hi2 = reinterpret_cast<const __nv_bfloat162*>(&hi4);
     float best = -INFINITY;
-    for (int32_t lp = 0; lp < lpp && b * P + lp * L < n_tokens; ++lp) {
-      float lo[CPL], hi[CPL];
+    for (int32_t g = 0; g < ng; ++g) {
+      const float* q = &qs[g][chunk * 8];
+      float part = 0.0f;
 #pragma unroll
-      for (int c = 0; c < CPL; ++c) {
-        lo[c] = to_f32(p.kv.kmin[(base + lp) * D + lane * CPL + c]);
-        hi[c] = to_f32(p.kv.kmax[(base + lp) * D + lane * CPL + c]);
+      for (int j = 0; j < 4; ++j) {
+        const float2 l = __bfloat1622float2(lo2[j]), h = __bfloat1622float2(hi2[j]);
+        part +=
+            fmaxf(q[2 * j] * l.x, q[2 * j] * h.x) + fmaxf(q[2 * j + 1] * l.y, q[2 * j + 1] * h.y);
       }
-      for (int32_t g = 0; g < ng; ++g) {
-        float part = 0.0f;
 #pragma unroll
-        for (int c = 0; c < CPL; ++c) {
-          const float qc = qs[g][lane * CPL + c];
-          part += fmaxf(qc * lo[c], qc * hi[c]);
-        }
-        best = fmaxf(best, warp_sum(part));
-      }
+      for (int o = 1; o < kChunks; o <<= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+      best = fmaxf(best, part);
     }
-    if (lane == 0) keys[b] = float_order_key(best);
+    return valid ? best : -INFINITY;
+  };
+  float best = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < kMaxPasses; ++i) {
+    if (i < n_pass) best = fmaxf(best, bound(i, lo[i], hi[i]));
   }
+  for (int i = kMaxPasses; i < n_pass; ++i) {  // pages with more logical pages: one at a time
+    uint4 l4, h4;
+    load(i, l4, h4);
+    best = fmaxf(best, bound(i, l4, h4));
+  }
+#pragma unroll
+  for (int o = kChunks; o < 32; o <<= 1) best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, o));
+  uint32_t* keys = p.scratch + (static_cast<int64_t>(blockIdx.x) * gridDim.y + u) * p.max_blocks;
+  if (lane == 0) keys[b] = float_order_key(best);
 }
 
 // Exclusive prefix sum over the block (blockDim.x == kTopThreads); *total gets the sum.
