@@ -220,6 +220,17 @@ void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan,
   Tensor scratch = alloc(DType::I32, static_cast<int64_t>(seqs.size()) * sel_heads, max_blocks);
   p.scratch = scratch.as<uint32_t>();
   p.max_blocks = max_blocks;
+  // Scoring warps for about two waves of two resident CTAs per multiprocessor: one page per warp
+  // at a single long sequence (latency-bound: every page's loads in flight at once), several per
+  // warp at large batches (fewer, fuller CTAs; the next page's loads overlap the current one's
+  // math). Streaming heads score nothing.
+  const int64_t scored_heads = static_cast<int64_t>(sel_heads) *
+                               cache.heads().count(layer, HeadClass::kRetrieval) /
+                               cache.config().n_kv_heads;
+  const int64_t pages = static_cast<int64_t>(seqs.size()) * scored_heads * max_blocks;
+  const int64_t warps =
+      static_cast<int64_t>(impl_->num_sms()) * 2 * 2 * (cuda::kSelectorThreads / 32);
+  p.pages_per_warp = static_cast<int32_t>(std::max<int64_t>(1, pages / warps));
   p.sel_blocks = cache.sel_blocks().as<int32_t>();
   p.sel_count = cache.sel_count().as<int32_t>();
   p.max_sel = cache.max_sel_pages();

@@ -135,8 +135,8 @@ cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, cudaStre
 
 cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_heads, int head_dim,
                                 cudaStream_t st) {
-  const unsigned chunks =
-      static_cast<unsigned>((p.max_blocks + kScorePagesPerCta - 1) / kScorePagesPerCta);
+  const int per_cta = kSelectorThreads / 32 * p.pages_per_warp;
+  const unsigned chunks = static_cast<unsigned>((p.max_blocks + per_cta - 1) / per_cta);
   const dim3 score_grid(static_cast<unsigned>(n_seqs), static_cast<unsigned>(sel_heads), chunks);
   if (head_dim == 64) {
     score_pages_kernel<64><<<score_grid, kSelectorThreads, 0, st>>>(p);

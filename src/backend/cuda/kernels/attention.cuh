@@ -250,8 +250,10 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
       }
     }
 
-    // Mask by position, then the online softmax update (scores in log2 units). Tiles that every
-    // row of the warp sees whole (the bulk of causal attention) skip the per-element test.
+    // Mask by position, then the online softmax update. Row maxima m are kept in raw score
+    // units and the scale (log2(e) / sqrt(d)) is folded into the exponent's FMA. Tiles that every
+    // row of the warp sees whole (the bulk of causal attention) skip the per-element test; the
+    // test itself is branch-free.
     const int32_t* tpos = kpos + slot * kKeyTile + wn * KW;
     int32_t qmin = INT32_MAX;
     bool rows_valid = true;
@@ -263,35 +265,43 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     const bool whole = !streaming && __all_sync(0xffffffffu, rows_valid) && tpos[0] >= 0 &&
                        tpos[KW - 1] >= 0 && tpos[KW - 1] - tpos[0] == KW - 1 &&
                        __all_sync(0xffffffffu, tpos[KW - 1] <= qmin);
+    if (!whole) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int32_t kp = tpos[nt * 8 + 2 * (lane % 4) + e % 2];
+            const int32_t qp = qpos[mt][e / 2];
+            bool vis = (kp >= 0) & (kp <= qp);
+            if (streaming) {
+              vis = vis & ((kp < p.sink) |
+                           (static_cast<int64_t>(kp) > static_cast<int64_t>(qp) - window));
+            }
+            sc[mt][nt][e] = vis ? sc[mt][nt][e] : -INFINITY;
+          }
+        }
+      }
+    }
+    const float scale = p.scale_log2;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       float mx[2] = {m[mt][0], m[mt][1]};
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int h = e / 2;
-          bool vis = true;
-          if (!whole) {
-            const int32_t kp = tpos[nt * 8 + 2 * (lane % 4) + e % 2];
-            const int32_t qp = qpos[mt][h];
-            vis = kp >= 0 && kp <= qp;
-            if (streaming) {
-              vis = vis &&
-                    (kp < p.sink || static_cast<int64_t>(kp) > static_cast<int64_t>(qp) - window);
-            }
-          }
-          sc[mt][nt][e] = vis ? sc[mt][nt][e] * p.scale_log2 : -INFINITY;
-          mx[h] = fmaxf(mx[h], sc[mt][nt][e]);
-        }
+        for (int e = 0; e < 4; ++e) mx[e / 2] = fmaxf(mx[e / 2], sc[mt][nt][e]);
       }
-      float alpha[2];
+      float alpha[2], msc[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
         // Nothing visible yet in this row: keep the state as is (no -inf - -inf).
-        alpha[h] = mx[h] == -INFINITY ? 1.0f : exp2f(m[mt][h] - mx[h]);
+        const bool none = mx[h] == -INFINITY;
+        alpha[h] = none ? 1.0f : fast_exp2((m[mt][h] - mx[h]) * scale);
+        msc[h] = none ? 0.0f : mx[h] * scale;
         m[mt][h] = mx[h];
         l[mt][h] *= alpha[h];
       }
@@ -306,10 +316,9 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
       for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int h = e / 2;
-          const float pv = m[mt][h] == -INFINITY ? 0.0f : exp2f(sc[mt][nt][e] - m[mt][h]);
+          const float pv = fast_exp2(fmaf(sc[mt][nt][e], scale, -msc[e / 2]));  // -inf -> 0
           sc[mt][nt][e] = pv;
-          l[mt][h] += pv;
+          l[mt][e / 2] += pv;
         }
       }
     }
@@ -371,7 +380,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     }
     if (lane % 4 == 0) {
       for (int h = 0; h < 2; ++h) {
-        mb[wn * 16 + lane / 4 + 8 * h] = m[0][h];
+        mb[wn * 16 + lane / 4 + 8 * h] = m[0][h] * p.scale_log2;  // log2 units
         lb[wn * 16 + lane / 4 + 8 * h] = l[0][h];
       }
     }
@@ -420,31 +429,32 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
 }
 
 // One output row (blockIdx.y) of one split item (blockIdx.x): the log-sum-exp weighted mean of
-// its partials, one thread per channel (blockDim.x == D).
+// its partials, one thread per channel (blockDim.x == D). Every thread reads the row's LSEs
+// itself (broadcast loads, unrolled so many are in flight): a block reduction's barriers cost
+// more than the few dozen loads at decode sizes.
 template <int D>
 __global__ void __launch_bounds__(D)
     merge_kernel(const MergeItem* items, const float* part_o, const float* part_lse,
                  DeviceStep step, int32_t n_heads, bf16* out) {
   const MergeItem it = items[blockIdx.x];
-  const int r = blockIdx.y;
+  const int r = blockIdx.y, c = threadIdx.x;
   if (r >= it.q_count * it.rg) return;
-  const SeqInfo s = step.seqs[it.seq];
+  const float* lse = part_lse + static_cast<int64_t>(it.first) * 16 + r;  // stride 16 rows
+  const float* po = part_o + (static_cast<int64_t>(it.first) * 16 + r) * D + c;
   float mm = -INFINITY;
-  for (int i = threadIdx.x; i < it.count; i += blockDim.x) {
-    mm = fmaxf(mm, part_lse[(it.first + i) * 16 + r]);
-  }
-  mm = block_reduce(mm, MaxOp{});
-  const int c = threadIdx.x;
+#pragma unroll 8
+  for (int i = 0; i < it.count; ++i) mm = fmaxf(mm, lse[i * 16]);
   float acc = 0.0f, wsum = 0.0f;
   if (mm != -INFINITY) {
-#pragma unroll 4
+#pragma unroll 8
     for (int i = 0; i < it.count; ++i) {
-      const float lse = part_lse[(it.first + i) * 16 + r];
-      const float f = lse == -INFINITY ? 0.0f : exp2f(lse - mm);
-      acc += f * part_o[(static_cast<int64_t>(it.first + i) * 16 + r) * D + c];
+      const float l = lse[i * 16];
+      const float f = l == -INFINITY ? 0.0f : exp2f(l - mm);
+      acc += f * po[static_cast<int64_t>(i) * 16 * D];
       wsum += f;
     }
   }
+  const SeqInfo s = step.seqs[it.seq];
   const int64_t token = s.q_offset + it.q_first + r / it.rg;
   out[(token * n_heads + it.head0 + r % it.rg) * D + c] = to_bf16(wsum > 0.0f ? acc / wsum : 0.0f);
 }

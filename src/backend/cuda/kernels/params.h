@@ -58,8 +58,9 @@ struct SelectorParams {
   LayerKv<bf16> kv;
   uint32_t* scratch;  // [gridDim.x * gridDim.y * max_blocks] page score keys
   int32_t max_blocks;
-  int32_t* sel_blocks;  // [slots * n_layers * sel_heads, max_sel]
-  int32_t* sel_count;   // [slots * n_layers * sel_heads]
+  int32_t pages_per_warp;  // pages each scoring warp takes (sized so the grid is a few waves)
+  int32_t* sel_blocks;     // [slots * n_layers * sel_heads, max_sel]
+  int32_t* sel_count;      // [slots * n_layers * sel_heads]
   int32_t max_sel;
 };
 

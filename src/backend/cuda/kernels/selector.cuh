@@ -1,5 +1,5 @@
 // Page selector, two kernels (DESIGN.md "Selector"):
-//  1. score_pages_kernel: many CTAs, each scoring 8 pages (a warp each) of one (sequence,
+//  1. score_pages_kernel: many CTAs, each scoring 8 x pages_per_warp pages of one (sequence,
 //     selection head):
 //     Quest bound per logical page, max over the group's query heads (kv-head granularity), max
 //     over the page's logical pages; written as order-preserving keys.
@@ -13,7 +13,6 @@
 
 namespace lserve::cuda {
 
-constexpr int kScorePagesPerCta = kSelectorThreads / 32;  // one page per warp
 constexpr int kTopThreads = 1024;
 
 __device__ __forceinline__ bool selector_skips(const SelectorParams& p, int32_t u) {
@@ -22,16 +21,17 @@ __device__ __forceinline__ bool selector_skips(const SelectorParams& p, int32_t 
   return p.kv.head_class[kvh] != 0;  // streaming heads select nothing
 }
 
-// One warp per physical page, so a wave has thousands of pages' statistics in flight (the
-// kernel is bound by memory latency, not bandwidth, at one sequence). Each lane reads 16-byte
-// chunks (8 channels) of kmin and kmax; a logical page's D / 8 chunks sit in adjacent lanes, so a
-// warp covers 32 / (D / 8) logical pages per pass, and all passes' loads are issued before the
-// query is staged.
+// A warp scores one physical page at a time: each lane reads 16-byte chunks (8 channels) of kmin
+// and kmax; a logical page's D / 8 chunks sit in adjacent lanes, so a warp covers 32 / (D / 8)
+// logical pages per pass. The kernel is bound by memory latency at small batches, so the next
+// page's loads are issued before the current page is scored, and the first page's before the
+// query is staged. A CTA's 8 warps take pages_per_warp pages each, interleaved.
 template <int D>
 __global__ void __launch_bounds__(kSelectorThreads) score_pages_kernel(SelectorParams p) {
   constexpr int kChunks = D / 8;          // lanes per logical page
   constexpr int kPerPass = 32 / kChunks;  // logical pages per warp pass
   constexpr int kMaxPasses = 2;           // passes whose loads are in flight together
+  constexpr int kWarps = kSelectorThreads / 32;
   __shared__ __align__(16) float qs[kSelectorMaxGroup][D];
   const int32_t u = blockIdx.y;
   if (selector_skips(p, u)) return;
@@ -42,47 +42,46 @@ __global__ void __launch_bounds__(kSelectorThreads) score_pages_kernel(SelectorP
   const int32_t ng = p.per_query_head ? 1 : group;
   const int32_t P = p.kv.page_size, L = p.kv.logical_page_size, lpp = P / L;
   const int32_t n_tokens = s.start_pos + s.q_len;
-  const int32_t n_blocks = (n_tokens + P - 1) / P;
-  const int32_t b0 = blockIdx.z * kScorePagesPerCta;
-  if (b0 >= n_blocks - 1) return;
+  const int32_t n_scored = (n_tokens + P - 1) / P - 1;  // the current page is taken, not scored
+  const int32_t b0 = blockIdx.z * kWarps * p.pages_per_warp;
+  if (b0 >= n_scored) return;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int32_t b = b0 + warp;
-  const bool active = b < n_blocks - 1;  // the current page is always taken, never scored
   const int32_t hs = p.kv.head_slot[kvh];
   const int32_t chunk = lane % kChunks;
   const int32_t n_pass = (lpp + kPerPass - 1) / kPerPass;
-  int64_t base = 0;
-  if (active) {
-    const int32_t page = p.step.page_indices[s.page_base + b];
-    base = (static_cast<int64_t>(page) * p.kv.n_ret + hs) * lpp;
-  }
+  uint32_t* keys = p.scratch + (static_cast<int64_t>(blockIdx.x) * gridDim.y + u) * p.max_blocks;
+
+  struct Page {
+    int32_t b;
+    int64_t base;  // row of its first logical page in kmin / kmax
+    uint4 lo[kMaxPasses], hi[kMaxPasses];
+  };
   auto lp_of = [&](int pass) { return pass * kPerPass + lane / kChunks; };
-  auto has_tokens = [&](int32_t lp) { return active && lp < lpp && b * P + lp * L < n_tokens; };
-  auto load = [&](int pass, uint4& lo, uint4& hi) {
+  auto has_tokens = [&](int32_t b, int32_t lp) {
+    return b < n_scored && lp < lpp && b * P + lp * L < n_tokens;
+  };
+  auto load_pass = [&](const Page& pg, int pass, uint4& lo, uint4& hi) {
     const int32_t lp = lp_of(pass);
-    if (has_tokens(lp)) {
-      lo = *reinterpret_cast<const uint4*>(p.kv.kmin + (base + lp) * D + chunk * 8);
-      hi = *reinterpret_cast<const uint4*>(p.kv.kmax + (base + lp) * D + chunk * 8);
+    if (has_tokens(pg.b, lp)) {
+      lo = *reinterpret_cast<const uint4*>(p.kv.kmin + (pg.base + lp) * D + chunk * 8);
+      hi = *reinterpret_cast<const uint4*>(p.kv.kmax + (pg.base + lp) * D + chunk * 8);
     }
   };
-  uint4 lo[kMaxPasses], hi[kMaxPasses];
+  auto start = [&](int32_t r, Page& pg) {
+    pg.b = b0 + r * kWarps + warp;
+    pg.base = 0;
+    if (pg.b < n_scored) {
+      const int32_t page = p.step.page_indices[s.page_base + pg.b];
+      pg.base = (static_cast<int64_t>(page) * p.kv.n_ret + hs) * lpp;
+    }
 #pragma unroll
-  for (int i = 0; i < kMaxPasses; ++i) {
-    if (i < n_pass) load(i, lo[i], hi[i]);
-  }
-
-  const int64_t trow = s.q_offset + s.q_len - 1;
-  for (int i = threadIdx.x; i < ng * D; i += blockDim.x) {
-    const int g = i / D, c = i % D;
-    qs[g][c] = to_f32(p.q[(trow * p.n_heads + kvh * group + g0 + g) * D + c]);
-  }
-  __syncthreads();
-  if (!active) return;
-
+    for (int i = 0; i < kMaxPasses; ++i) {
+      if (i < n_pass) load_pass(pg, i, pg.lo[i], pg.hi[i]);
+    }
+  };
   // Quest bound of this lane's logical page: max over the group's heads of the sum over channels
-  // of max(q * kmin, q * kmax); then the page's maximum over its logical pages.
-  auto bound = [&](int pass, const uint4& lo4, const uint4& hi4) {
-    const bool valid = has_tokens(lp_of(pass));
+  // of max(q * kmin, q * kmax).
+  auto bound = [&](int32_t b, int pass, const uint4& lo4, const uint4& hi4) {
     const auto* lo2 = reinterpret_cast<const __nv_bfloat162*>(&lo4);
     const auto* hi2 = reinterpret_cast<const __nv_bfloat162*>(&hi4);
     float best = -INFINITY;
@@ -99,22 +98,36 @@ __global__ void __launch_bounds__(kSelectorThreads) score_pages_kernel(SelectorP
       for (int o = 1; o < kChunks; o <<= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
       best = fmaxf(best, part);
     }
-    return valid ? best : -INFINITY;
+    return has_tokens(b, lp_of(pass)) ? best : -INFINITY;
   };
-  float best = -INFINITY;
-#pragma unroll
-  for (int i = 0; i < kMaxPasses; ++i) {
-    if (i < n_pass) best = fmaxf(best, bound(i, lo[i], hi[i]));
+
+  Page cur, next;
+  start(0, cur);
+  const int64_t trow = s.q_offset + s.q_len - 1;
+  for (int i = threadIdx.x; i < ng * D; i += blockDim.x) {
+    const int g = i / D, c = i % D;
+    qs[g][c] = to_f32(p.q[(trow * p.n_heads + kvh * group + g0 + g) * D + c]);
   }
-  for (int i = kMaxPasses; i < n_pass; ++i) {  // pages with more logical pages: one at a time
-    uint4 l4, h4;
-    load(i, l4, h4);
-    best = fmaxf(best, bound(i, l4, h4));
-  }
+  __syncthreads();
+  for (int32_t r = 0; r < p.pages_per_warp && cur.b < n_scored; ++r) {
+    if (r + 1 < p.pages_per_warp) start(r + 1, next);
+    float best = -INFINITY;
 #pragma unroll
-  for (int o = kChunks; o < 32; o <<= 1) best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, o));
-  uint32_t* keys = p.scratch + (static_cast<int64_t>(blockIdx.x) * gridDim.y + u) * p.max_blocks;
-  if (lane == 0) keys[b] = float_order_key(best);
+    for (int i = 0; i < kMaxPasses; ++i) {
+      if (i < n_pass) best = fmaxf(best, bound(cur.b, i, cur.lo[i], cur.hi[i]));
+    }
+    for (int i = kMaxPasses; i < n_pass; ++i) {  // pages with more logical pages: one at a time
+      uint4 l4, h4;
+      load_pass(cur, i, l4, h4);
+      best = fmaxf(best, bound(cur.b, i, l4, h4));
+    }
+#pragma unroll
+    for (int o = kChunks; o < 32; o <<= 1) {
+      best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, o));
+    }
+    if (lane == 0) keys[cur.b] = float_order_key(best);
+    cur = next;
+  }
 }
 
 // Exclusive prefix sum over the block (blockDim.x == kTopThreads); *total gets the sum.
