@@ -201,16 +201,21 @@ int main(int argc, char** argv) {
   app.add_option("--prefill", prefill, "Prefill lengths (0: none)")->capture_default_str();
   app.add_option("--batch", batches, "Decode batch sizes")->capture_default_str();
   app.add_option("--context", contexts, "Decode context lengths")->capture_default_str();
-  bool portable = false;
+  bool portable = false, sparse_only = false;
+  int split_keys = 0;
+  app.add_option("--min-split-keys", split_keys,
+                 "Shortest key range of a split decode item (0: the backend's default)");
+  app.add_flag("--sparse-only", sparse_only, "Only the sparse modes (for profiling)");
   app.add_flag(
       "--portable", portable,
       "Also time dense prefill with the portable mma.sync kernel (what non-Hopper GPUs run)");
   CLI11_PARSE(app, argc, argv);
   try {
     lserve::CudaBackend be(0);
+    if (split_keys > 0) be.set_min_split_keys(split_keys);
     for (int n : prefill) {
       if (n <= 0) continue;  // --prefill 0: decode only
-      lserve::bench_prefill(be, n, false);
+      if (!sparse_only) lserve::bench_prefill(be, n, false);
       lserve::bench_prefill(be, n, true);
       if (portable) {
         be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kPortable);
@@ -220,7 +225,7 @@ int main(int argc, char** argv) {
     }
     for (int b : batches) {
       for (int c : contexts) {
-        lserve::bench_decode(be, b, c, false);
+        if (!sparse_only) lserve::bench_decode(be, b, c, false);
         lserve::bench_decode(be, b, c, true);
       }
     }

@@ -13,9 +13,7 @@ using cuda::AttnWork;
 struct Ranges {
   int32_t begin[2] = {0, 0};
   int32_t end[2] = {0, 0};
-  int64_t keys() const {
-    return std::max(0, end[0] - begin[0]) + std::max(0, end[1] - begin[1]);
-  }
+  int64_t keys() const { return std::max(0, end[0] - begin[0]) + std::max(0, end[1] - begin[1]); }
 };
 
 // Key ranges a head of `kind` needs for queries at positions [qa, qb] of sequence s.
@@ -79,8 +77,8 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
     for (int h = 0; h < cfg.n_kv_heads; ++h) {
       const bool streaming = heads.cls[cfg.layer][h] == HeadClass::kStreaming;
       const bool selected = !streaming && seq.uses_selection(cfg.layer, sp.selector_skip_layers);
-      const int32_t kind = streaming ? cuda::kStreamPages
-                                     : (selected ? cuda::kSelectedPages : cuda::kAllPages);
+      const int32_t kind =
+          streaming ? cuda::kStreamPages : (selected ? cuda::kSelectedPages : cuda::kAllPages);
       // Query-head selections differ within a group: one item per query head.
       const bool per_head = selected && sp.granularity == SelectorGranularity::kQueryHead;
       const int rg = per_head ? 1 : group;
@@ -134,7 +132,8 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
     for (const auto& d : decode_items) n += (d.r.keys() + c - 1) / c;
     return n;
   };
-  while (pieces(chunk) > target && chunk < total_keys) chunk += std::max<int64_t>(64, chunk / 16 / 64 * 64);
+  while (pieces(chunk) > target && chunk < total_keys)
+    chunk += std::max<int64_t>(64, chunk / 16 / 64 * 64);
   for (const auto& d : decode_items) {
     if (d.r.keys() <= chunk) {
       out.decode.push_back(d.w);

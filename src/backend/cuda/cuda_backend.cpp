@@ -220,17 +220,15 @@ void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan,
   Tensor scratch = alloc(DType::I32, static_cast<int64_t>(seqs.size()) * sel_heads, max_blocks);
   p.scratch = scratch.as<uint32_t>();
   p.max_blocks = max_blocks;
-  // Scoring warps for about two waves of two resident CTAs per multiprocessor: one page per warp
-  // at a single long sequence (latency-bound: every page's loads in flight at once), several per
-  // warp at large batches (fewer, fuller CTAs; the next page's loads overlap the current one's
-  // math). Streaming heads score nothing.
+  // Scoring warps for one wave of two resident CTAs per multiprocessor: one page per warp at a
+  // short context; more at long ones and large batches, where the next page's loads overlap
+  // the current one's math. Streaming heads score nothing.
   const int64_t scored_heads = static_cast<int64_t>(sel_heads) *
                                cache.heads().count(layer, HeadClass::kRetrieval) /
                                cache.config().n_kv_heads;
   const int64_t pages = static_cast<int64_t>(seqs.size()) * scored_heads * max_blocks;
-  const int64_t warps =
-      static_cast<int64_t>(impl_->num_sms()) * 2 * 2 * (cuda::kSelectorThreads / 32);
-  p.pages_per_warp = static_cast<int32_t>(std::max<int64_t>(1, pages / warps));
+  const int64_t warps = static_cast<int64_t>(impl_->num_sms()) * 2 * (cuda::kSelectorThreads / 32);
+  p.pages_per_warp = static_cast<int32_t>(std::max<int64_t>(1, (pages + warps - 1) / warps));
   p.sel_blocks = cache.sel_blocks().as<int32_t>();
   p.sel_count = cache.sel_count().as<int32_t>();
   p.max_sel = cache.max_sel_pages();
@@ -254,6 +252,7 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
     cfg.n_heads = static_cast<int>(q.cols / d);
     cfg.n_kv_heads = cache.config().n_kv_heads;
     cfg.num_sms = impl_->num_sms();
+    cfg.min_split_keys = min_split_keys_;
     cfg.prefill_rows = cuda::kPrefillRows;
     cfg.decode_rows = cuda::kDecodeRows;
     return plan_attention(plan, cache.heads(), cache.sparse(), cfg);

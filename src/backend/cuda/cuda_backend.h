@@ -6,6 +6,7 @@
 
 #include <memory>
 
+#include "backend/attention_plan.h"
 #include "backend/backend.h"
 
 namespace lserve {
@@ -48,12 +49,15 @@ class CudaBackend final : public Backend {
   // the simple reference kernel.
   enum class AttnKernels { kAuto, kPortable, kReference };
   void set_attention_kernels(AttnKernels k) { attn_kernels_ = k; }
+  // Tuning hook (bench/attention_bench): the shortest key range a decode item is split into.
+  void set_min_split_keys(int keys) { min_split_keys_ = keys; }
 
   struct Impl;
 
  private:
   std::unique_ptr<Impl> impl_;
   AttnKernels attn_kernels_ = AttnKernels::kAuto;
+  int min_split_keys_ = AttentionPlanConfig{}.min_split_keys;
 };
 
 // Whether a CUDA device can be used here (false on machines without a GPU or driver).

@@ -6,10 +6,10 @@
 
 #include "core/error.h"
 
-#define LSERVE_CUDA_CHECK(expr)                                                                  \
-  do {                                                                                          \
-    const cudaError_t lserve_err_ = (expr);                                                     \
-    if (lserve_err_ != cudaSuccess)                                                             \
-      ::lserve::fail("CUDA error {} ({}) in {} at {}:{}", static_cast<int>(lserve_err_),         \
-                     cudaGetErrorString(lserve_err_), #expr, __FILE__, __LINE__);               \
+#define LSERVE_CUDA_CHECK(expr)                                                          \
+  do {                                                                                   \
+    const cudaError_t lserve_err_ = (expr);                                              \
+    if (lserve_err_ != cudaSuccess)                                                      \
+      ::lserve::fail("CUDA error {} ({}) in {} at {}:{}", static_cast<int>(lserve_err_), \
+                     cudaGetErrorString(lserve_err_), #expr, __FILE__, __LINE__);        \
   } while (0)

@@ -4,12 +4,12 @@
 
 #include "backend/cuda/cuda_check.h"
 
-#define LSERVE_CUBLAS_CHECK(expr)                                                          \
-  do {                                                                                    \
-    const cublasStatus_t st_ = (expr);                                                    \
-    if (st_ != CUBLAS_STATUS_SUCCESS)                                                     \
-      ::lserve::fail("cuBLASLt error {} in {} at {}:{}", static_cast<int>(st_), #expr,     \
-                     __FILE__, __LINE__);                                                 \
+#define LSERVE_CUBLAS_CHECK(expr)                                                                \
+  do {                                                                                           \
+    const cublasStatus_t st_ = (expr);                                                           \
+    if (st_ != CUBLAS_STATUS_SUCCESS)                                                            \
+      ::lserve::fail("cuBLASLt error {} in {} at {}:{}", static_cast<int>(st_), #expr, __FILE__, \
+                     __LINE__);                                                                  \
   } while (0)
 
 namespace lserve::cuda {
@@ -47,8 +47,10 @@ const Gemm::Plan& Gemm::plan_for(int64_t n, int64_t m, int64_t k, bool out_f32) 
   auto* p = new Plan;
   LSERVE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  LSERVE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-  LSERVE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  LSERVE_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  LSERVE_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
   LSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, k, m, k));
   LSERVE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, k, n, k));
   LSERVE_CUBLAS_CHECK(
@@ -59,9 +61,9 @@ const Gemm::Plan& Gemm::plan_for(int64_t n, int64_t m, int64_t k, bool out_f32) 
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_, sizeof(workspace_bytes_)));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(handle_),
-                                                           p->op, p->a, p->b, p->c, p->c, pref, 1,
-                                                           &result, &found);
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(handle_), p->op, p->a, p->b,
+                                     p->c, p->c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   LSERVE_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0,
                "cuBLASLt has no algorithm for a {}x{}x{} bf16 GEMM", n, m, k);

@@ -41,6 +41,7 @@ enum class AttnVariant { kDecode, kPrefill, kPrefillWgmma, kReference };
 // Supported head dims: 64, 128 (cudaErrorInvalidValue otherwise).
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
                              cudaStream_t st);
+// Combines split-KV partial results into the output (after the decode attention launch).
 cudaError_t launch_merge(const MergeItem* items, int n_items, const float* part_o,
                          const float* part_lse, const DeviceStep& step, int n_heads, int head_dim,
                          bf16* out, cudaStream_t st);

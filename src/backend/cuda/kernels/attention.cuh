@@ -428,35 +428,46 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   }
 }
 
-// One output row (blockIdx.y) of one split item (blockIdx.x): the log-sum-exp weighted mean of
-// its partials, one thread per channel (blockDim.x == D). Every thread reads the row's LSEs
-// itself (broadcast loads, unrolled so many are in flight): a block reduction's barriers cost
-// more than the few dozen loads at decode sizes.
-template <int D>
-__global__ void __launch_bounds__(D)
+// Rows [blockIdx.y * R, +R) of split item blockIdx.x, R = THREADS / (D / 4): the log-sum-exp
+// weighted mean of its partials. Each thread owns 4 channels of one row and keeps its loads in
+// flight (a block reduction's barriers would cost more than these few dozen loads).
+template <int D, int THREADS>
+__global__ void __launch_bounds__(THREADS)
     merge_kernel(const MergeItem* items, const float* part_o, const float* part_lse,
                  DeviceStep step, int32_t n_heads, bf16* out) {
+  constexpr int kQuads = D / 4, kRows = THREADS / kQuads;
+  static_assert(THREADS % kQuads == 0 && 16 % kRows == 0, "merge thread layout");
   const MergeItem it = items[blockIdx.x];
-  const int r = blockIdx.y, c = threadIdx.x;
+  const int c4 = threadIdx.x % kQuads, r = blockIdx.y * kRows + threadIdx.x / kQuads;
   if (r >= it.q_count * it.rg) return;
   const float* lse = part_lse + static_cast<int64_t>(it.first) * 16 + r;  // stride 16 rows
-  const float* po = part_o + (static_cast<int64_t>(it.first) * 16 + r) * D + c;
+  const float4* po = reinterpret_cast<const float4*>(part_o) +
+                     (static_cast<int64_t>(it.first) * 16 + r) * kQuads + c4;
   float mm = -INFINITY;
 #pragma unroll 8
   for (int i = 0; i < it.count; ++i) mm = fmaxf(mm, lse[i * 16]);
-  float acc = 0.0f, wsum = 0.0f;
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float wsum = 0.0f;
   if (mm != -INFINITY) {
 #pragma unroll 8
     for (int i = 0; i < it.count; ++i) {
       const float l = lse[i * 16];
       const float f = l == -INFINITY ? 0.0f : exp2f(l - mm);
-      acc += f * po[static_cast<int64_t>(i) * 16 * D];
+      const float4 v = po[static_cast<int64_t>(i) * 16 * kQuads];
+      acc.x += f * v.x;
+      acc.y += f * v.y;
+      acc.z += f * v.z;
+      acc.w += f * v.w;
       wsum += f;
     }
   }
+  const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
   const SeqInfo s = step.seqs[it.seq];
   const int64_t token = s.q_offset + it.q_first + r / it.rg;
-  out[(token * n_heads + it.head0 + r % it.rg) * D + c] = to_bf16(wsum > 0.0f ? acc / wsum : 0.0f);
+  auto* dst = reinterpret_cast<__nv_bfloat162*>(out + (token * n_heads + it.head0 + r % it.rg) * D +
+                                                4 * c4);
+  dst[0] = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
+  dst[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
 }
 
 }  // namespace lserve::cuda

@@ -7,17 +7,19 @@
 
 namespace lserve::cuda {
 
+constexpr int kReferenceThreads = 128;
+
 template <int D>
-__global__ void attention_reference_kernel(AttnParams p) {
+__global__ void __launch_bounds__(kReferenceThreads) attention_reference_kernel(AttnParams p) {
   __shared__ int32_t list[1024 + 2];
   const AttnWork w = p.work[blockIdx.x];
   const SeqInfo s = p.step.seqs[w.seq];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
   const int32_t seq_end = s.start_pos + s.q_len;
   const int32_t n_list = w.kind == kSelectedPages ? load_selected_list(p, w, s, list) : 0;
-  const KeyMap km{w.kind, p.kv.page_size, s.page_base, s.stream_base, s.n_stream,
-                  s.stream_sink_blocks, s.stream_window_first, n_list, seq_end,
-                  p.step.page_indices, p.step.stream_indices, list};
+  const KeyMap km{w.kind,     p.kv.page_size,       s.page_base,           s.stream_base,
+                  s.n_stream, s.stream_sink_blocks, s.stream_window_first, n_list,
+                  seq_end,    p.step.page_indices,  p.step.stream_indices, list};
   const bool streaming = w.kind == kStreamPages;
   const bf16* kpool = streaming ? p.kv.k_str : p.kv.k_ret;
   const bf16* vpool = streaming ? p.kv.v_str : p.kv.v_ret;
@@ -37,13 +39,15 @@ __global__ void attention_reference_kernel(AttnParams p) {
     }
     float m = -INFINITY, l = 0.0f;
     for (int range = 0; range < 2; ++range) {
-      const int32_t end = w.kind == kSelectedPages ? min(w.k_end[range], n_list * P) : w.k_end[range];
+      const int32_t end =
+          w.kind == kSelectedPages ? min(w.k_end[range], n_list * P) : w.k_end[range];
       for (int32_t k = w.k_begin[range]; k < end; ++k) {
         int32_t page = 0;
         const int32_t kp = km.locate(k, &page);
         bool vis = kp >= 0 && kp <= qp;
         if (streaming) {
-          vis = vis && (kp < p.sink || static_cast<int64_t>(kp) > static_cast<int64_t>(qp) - s.stream_window);
+          vis = vis && (kp < p.sink ||
+                        static_cast<int64_t>(kp) > static_cast<int64_t>(qp) - s.stream_window);
         }
         if (!vis) continue;
         const int64_t row = (static_cast<int64_t>(page) * n_pool + hs) * P + kp % P;
@@ -67,7 +71,8 @@ __global__ void attention_reference_kernel(AttnParams p) {
         p.part_o[(static_cast<int64_t>(w.partial) * 16 + r) * D + lane * CPL + c] = acc[c] * inv;
       }
     }
-    if (w.partial >= 0 && lane == 0) p.part_lse[w.partial * 16 + r] = l > 0.0f ? m + log2f(l) : -INFINITY;
+    if (w.partial >= 0 && lane == 0)
+      p.part_lse[w.partial * 16 + r] = l > 0.0f ? m + log2f(l) : -INFINITY;
   }
 }
 

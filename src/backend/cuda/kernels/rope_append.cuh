@@ -9,12 +9,11 @@
 
 namespace lserve::cuda {
 
-
 // Page of block `block` of sequence `s` in the streaming pool (sink pages, then window pages).
-__device__ __forceinline__ int32_t stream_page(const DeviceStep& st, const SeqInfo& s, int32_t block) {
-  const int32_t li = block < s.stream_sink_blocks
-                         ? block
-                         : s.stream_sink_blocks + (block - s.stream_window_first);
+__device__ __forceinline__ int32_t stream_page(const DeviceStep& st, const SeqInfo& s,
+                                               int32_t block) {
+  const int32_t li =
+      block < s.stream_sink_blocks ? block : s.stream_sink_blocks + (block - s.stream_window_first);
   return st.stream_indices[s.stream_base + li];
 }
 
@@ -58,8 +57,8 @@ __global__ void rope_append_kernel(RopeAppendParams p) {
     const int32_t pos = g.pos_begin + tok;
     const int64_t t = s.q_offset + (pos - s.start_pos);
     const int32_t block = pos / P;
-    const int32_t page = retrieval ? p.step.page_indices[s.page_base + block]
-                                   : stream_page(p.step, s, block);
+    const int32_t page =
+        retrieval ? p.step.page_indices[s.page_base + block] : stream_page(p.step, s, block);
     const int64_t row = (static_cast<int64_t>(page) * n_pool + hs) * P + pos % P;
     kdst[row * d + c] = p.k[t * k_stride + static_cast<int64_t>(h) * d + c];
     vdst[row * d + c] = p.v[t * k_stride + static_cast<int64_t>(h) * d + c];

@@ -14,6 +14,9 @@
 namespace lserve::cuda {
 
 constexpr int kTopThreads = 1024;
+// Keys a top_pages CTA copies into shared memory (44 KB, inside the default 48 KB with its static
+// arrays: 11,264 pages, 720K tokens at P 64); beyond that it reads them from L2 in every pass.
+constexpr int kTopSmemKeys = 11264;
 
 __device__ __forceinline__ bool selector_skips(const SelectorParams& p, int32_t u) {
   const int32_t group = p.n_heads / p.n_kv_heads;
@@ -27,7 +30,7 @@ __device__ __forceinline__ bool selector_skips(const SelectorParams& p, int32_t 
 // page's loads are issued before the current page is scored, and the first page's before the
 // query is staged. A CTA's 8 warps take pages_per_warp pages each, interleaved.
 template <int D>
-__global__ void __launch_bounds__(kSelectorThreads) score_pages_kernel(SelectorParams p) {
+__global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(SelectorParams p) {
   constexpr int kChunks = D / 8;          // lanes per logical page
   constexpr int kPerPass = 32 / kChunks;  // logical pages per warp pass
   constexpr int kMaxPasses = 2;           // passes whose loads are in flight together
@@ -169,10 +172,17 @@ __global__ void __launch_bounds__(kTopThreads) top_pages_kernel(SelectorParams p
   const int32_t n_blocks = (s.start_pos + s.q_len + P - 1) / P;
   const int32_t others = n_blocks - 1;
   const int32_t k = min(min(s.token_budget, p.budget_cap) / P - 1, others);
-  const uint32_t* keys =
+  const uint32_t* gkeys =
       p.scratch + (static_cast<int64_t>(blockIdx.x) * gridDim.y + u) * p.max_blocks;
   const int tid = threadIdx.x;
   const bool take_all = k >= others;
+  // Six passes read the keys: one global read into shared memory where they fit.
+  extern __shared__ uint32_t smem_keys[];
+  const bool staged = p.max_blocks <= kTopSmemKeys;
+  if (staged) {
+    for (int32_t b = tid; b < others; b += blockDim.x) smem_keys[b] = gkeys[b];
+  }
+  const uint32_t* keys = staged ? smem_keys : gkeys;
 
   // Radix select: after 4 passes prefix is the k-th largest key T and s_k the number of keys
   // equal to T still needed.
