@@ -34,15 +34,30 @@ struct Timer {
   }
 };
 
-// Median milliseconds of `fn` over `reps` runs after `warmup` runs.
+// 256 MB written before every timed run, so each starts with a cold L2 (50 MB on the H200) as in
+// a model step, where the other layers' weights and KV pass through L2 between two calls of one
+// layer's attention. Without it a sparse decode's ~25 MB would stay L2-resident across reps.
+struct L2Flush {
+  void* buf = nullptr;
+  static constexpr size_t kBytes = 256u << 20;
+  L2Flush() { LSERVE_CUDA_CHECK(cudaMalloc(&buf, kBytes)); }
+  ~L2Flush() { cudaFree(buf); }
+  void operator()(cudaStream_t st) const { cudaMemsetAsync(buf, 0, kBytes, st); }
+};
+
+// Median milliseconds of `fn` over `reps` runs after `warmup` runs; each timed run starts with a
+// flushed L2 and includes the host's launch work (the queue is drained before it).
 template <typename Fn>
 double time_ms(CudaBackend& be, Fn fn, int warmup, int reps) {
   const auto st = static_cast<cudaStream_t>(be.stream_handle());
+  static const L2Flush flush;
   for (int i = 0; i < warmup; ++i) fn();
   LSERVE_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<double> ms;
   Timer t;
   for (int i = 0; i < reps; ++i) {
+    flush(st);
+    LSERVE_CUDA_CHECK(cudaStreamSynchronize(st));
     cudaEventRecord(t.a, st);
     fn();
     cudaEventRecord(t.b, st);

@@ -12,12 +12,22 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 HQ, HKV, D = 32, 8, 128
 
 
+_FLUSH = None
+
+
 def median_ms(fn, warmup=2, reps=10):
+    """Median of CUDA-event-timed calls, each after a 256 MB write that flushes L2 (as
+    bench/attention_bench does), with the queue drained so host launch work is included."""
+    global _FLUSH
+    if _FLUSH is None:
+        _FLUSH = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     times = []
     for _ in range(reps):
+        _FLUSH.zero_()
+        torch.cuda.synchronize()
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
         fn()

@@ -228,7 +228,8 @@ void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan,
                                cache.config().n_kv_heads;
   const int64_t pages = static_cast<int64_t>(seqs.size()) * scored_heads * max_blocks;
   const int64_t warps = static_cast<int64_t>(impl_->num_sms()) * 2 * (cuda::kSelectorThreads / 32);
-  p.pages_per_warp = static_cast<int32_t>(std::max<int64_t>(1, (pages + warps - 1) / warps));
+  p.pages_per_warp = static_cast<int32_t>(
+      std::clamp<int64_t>((pages + warps - 1) / warps, 1, cuda::kScoreMaxPagesPerWarp));
   p.sel_blocks = cache.sel_blocks().as<int32_t>();
   p.sel_count = cache.sel_count().as<int32_t>();
   p.max_sel = cache.max_sel_pages();

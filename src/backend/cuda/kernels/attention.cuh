@@ -27,20 +27,22 @@ struct KeyMap {
   const int32_t* stream_indices;
   const int32_t* list;  // selected blocks (kind 2), in shared memory
 
-  __device__ __forceinline__ int32_t locate(int32_t k, int32_t* page) const {
+  // *entry: the page-table element holding key k's page (its load is the caller's, so it can
+  // be issued early and consumed later).
+  __device__ __forceinline__ int32_t locate(int32_t k, const int32_t** entry) const {
     const int32_t li = k / P, slot = k % P;
     int32_t block;
     if (kind == kAllPages) {
       block = li;
-      *page = page_indices[page_base + li];
+      *entry = page_indices + page_base + li;
     } else if (kind == kStreamPages) {
       if (li >= n_stream) return -1;
       block = li < sink_blocks ? li : window_first + (li - sink_blocks);
-      *page = stream_indices[stream_base + li];
+      *entry = stream_indices + stream_base + li;
     } else {
       if (li >= n_list) return -1;
       block = list[li];
-      *page = page_indices[page_base + block];
+      *entry = page_indices + page_base + block;
     }
     const int32_t pos = block * P + slot;
     return pos < seq_end ? pos : -1;
@@ -90,11 +92,11 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   bf16* qs = reinterpret_cast<bf16*>(smem_raw + (1024 - smem_addr(smem_raw) % 1024) % 1024);
   bf16* ks = qs + BM * D;            // [2][64][D]
   bf16* vs = ks + 2 * kKeyTile * D;  // [2][64][D]
-  // Key positions (-1: none) and pool rows of three tiles: the one being computed, the one being
-  // loaded and the one being located.
-  int32_t* kpos = reinterpret_cast<int32_t*>(vs + 2 * kKeyTile * D);  // [3][64]
-  int32_t* krow = kpos + 3 * kKeyTile;                                // [3][64]
-  int32_t* list = krow + 3 * kKeyTile;                                // [max_sel + 2]
+  // Key positions (-1: none) and pool rows of four tiles: the one being computed, the one being
+  // loaded, the one being located and the one whose page-table reads are in flight.
+  int32_t* kpos = reinterpret_cast<int32_t*>(vs + 2 * kKeyTile * D);  // [4][64]
+  int32_t* krow = kpos + 4 * kKeyTile;                                // [4][64]
+  int32_t* list = krow + 4 * kKeyTile;                                // [max_sel + 2]
 
   const AttnWork w = p.work[blockIdx.x];
   const SeqInfo s = p.step.seqs[w.seq];
@@ -134,16 +136,25 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   const int32_t n_tiles = tiles0 + tiles1;
 
   // Where the keys of tile t live: one thread per key row looks it up (position and pool row),
-  // so the page table is read once per key, not once per 16-byte chunk.
-  auto locate_tile = [&](int32_t t, int slot) {
-    const int r = t < tiles0 ? 0 : 1;
-    const int32_t first = kb[r] + (t - (r ? tiles0 : 0)) * kKeyTile;
-    for (int j = tid; j < kKeyTile; j += kThreads) {
-      const int32_t k = first + j;
-      int32_t page = 0;
-      const int32_t pos = k < ke[r] ? km.locate(k, &page) : -1;
-      kpos[slot * kKeyTile + j] = pos;
-      krow[slot * kKeyTile + j] = pos >= 0 ? (page * n_pool + hs) * P + pos % P : 0;
+  // so the page table is read once per key, not once per 16-byte chunk. The lookup is split so
+  // the page-table read stays in flight for a whole tile: start_locate issues it, finish_locate
+  // (an iteration later) writes the tile's slot.
+  static_assert(kThreads >= kKeyTile, "one thread per key of a tile");
+  int32_t pend_pos = -1, pend_page = 0;
+  auto start_locate = [&](int32_t t) {
+    if (tid < kKeyTile) {
+      const int r = t < tiles0 ? 0 : 1;
+      const int32_t k = kb[r] + (t - (r ? tiles0 : 0)) * kKeyTile + tid;
+      const int32_t* entry = nullptr;
+      pend_pos = k < ke[r] ? km.locate(k, &entry) : -1;
+      pend_page = pend_pos >= 0 ? *entry : 0;
+    }
+  };
+  auto finish_locate = [&](int slot) {
+    if (tid < kKeyTile) {
+      kpos[slot * kKeyTile + tid] = pend_pos;
+      krow[slot * kKeyTile + tid] =
+          pend_pos >= 0 ? (pend_page * n_pool + hs) * P + pend_pos % P : 0;
     }
   };
   auto issue_tile = [&](int stage, int slot) {
@@ -166,13 +177,16 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     cp_async_16(qs + tile_offset<BM>(r, c * 8), p.q + (token * p.n_heads + head) * D + c * 8,
                 valid);
   }
+  for (int32_t t = 0; t < min(n_tiles, 2); ++t) {
+    start_locate(t);
+    finish_locate(t);
+  }
   if (n_tiles > 0) {
-    locate_tile(0, 0);
-    if (n_tiles > 1) locate_tile(1, 1);
     __syncthreads();
     issue_tile(0, 0);
   }
   cp_async_commit();
+  if (n_tiles > 2) start_locate(2);
 
   // Each thread holds two rows of each of its warp's m-tiles: lane / 4 and lane / 4 + 8. Every
   // K/V fragment loaded from shared memory feeds all MT m-tiles.
@@ -196,14 +210,16 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   }
 
   for (int32_t t = 0; t < n_tiles; ++t) {
-    const int stage = t % 2, slot = t % 3;
-    // Loads of tile t+1 go out now; tile t+2 is located while they and tile t are in flight.
-    // Buffers reused here were last read before the previous iteration's closing barrier.
+    const int stage = t % 2, slot = t % 4;
+    // Loads of tile t+1 go out now; tile t+2's lookup (started an iteration ago) is written and
+    // tile t+3's starts while they and tile t are in flight. Buffers reused here were last read
+    // before the previous iteration's closing barrier.
     if (t + 1 < n_tiles) {
-      issue_tile((t + 1) % 2, (t + 1) % 3);
+      issue_tile((t + 1) % 2, (t + 1) % 4);
       cp_async_commit();
     }
-    if (t + 2 < n_tiles) locate_tile(t + 2, (t + 2) % 3);
+    if (t + 2 < n_tiles) finish_locate((t + 2) % 4);
+    if (t + 3 < n_tiles) start_locate(t + 3);
     if (t + 1 < n_tiles) {
       cp_async_wait<1>();
     } else {

@@ -42,8 +42,9 @@ __global__ void __launch_bounds__(kReferenceThreads) attention_reference_kernel(
       const int32_t end =
           w.kind == kSelectedPages ? min(w.k_end[range], n_list * P) : w.k_end[range];
       for (int32_t k = w.k_begin[range]; k < end; ++k) {
-        int32_t page = 0;
-        const int32_t kp = km.locate(k, &page);
+        const int32_t* entry = nullptr;
+        const int32_t kp = km.locate(k, &entry);
+        const int32_t page = kp >= 0 ? *entry : 0;
         bool vis = kp >= 0 && kp <= qp;
         if (streaming) {
           vis = vis && (kp < p.sink ||

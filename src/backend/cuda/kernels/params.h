@@ -14,6 +14,7 @@ namespace lserve::cuda {
 using bf16 = __nv_bfloat16;
 
 constexpr int kSelectorThreads = 256;
+constexpr int kScoreMaxPagesPerWarp = 64;  // SelectorParams::pages_per_warp at most
 constexpr int kSelectorMaxGroup = 16;
 constexpr int kKeyTile = 64;
 // Prefill tiles: 8 warps x 1 m-tile x 16 rows = 128 rows. Two m-tiles per warp (each K/V
@@ -25,10 +26,10 @@ constexpr int kPrefillRows = 16 * kPrefillWarps * kPrefillMTiles;
 constexpr int kDecodeRows = 16;  // decode tiles: 16 rows, keys split over 4 warps
 
 // Dynamic shared memory of attention_kernel<D, WARPS_M, *>: Q tile, two K and two V tiles, key
-// positions and rows of three tiles, and the selected-page list; plus up to 1 KB to align the
+// positions and rows of four tiles, and the selected-page list; plus up to 1 KB to align the
 // tiles to the 1024-byte swizzle period.
 constexpr int attn_smem_bytes(int head_dim, int warps_m, int max_sel) {
-  return 1024 + (16 * warps_m * head_dim + 4 * kKeyTile * head_dim) * 2 + 6 * kKeyTile * 4 +
+  return 1024 + (16 * warps_m * head_dim + 4 * kKeyTile * head_dim) * 2 + 8 * kKeyTile * 4 +
          (max_sel + 2) * 4;
 }
 

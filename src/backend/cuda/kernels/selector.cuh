@@ -26,9 +26,10 @@ __device__ __forceinline__ bool selector_skips(const SelectorParams& p, int32_t 
 
 // A warp scores one physical page at a time: each lane reads 16-byte chunks (8 channels) of kmin
 // and kmax; a logical page's D / 8 chunks sit in adjacent lanes, so a warp covers 32 / (D / 8)
-// logical pages per pass. The kernel is bound by memory latency at small batches, so the next
-// page's loads are issued before the current page is scored, and the first page's before the
-// query is staged. A CTA's 8 warps take pages_per_warp pages each, interleaved.
+// logical pages per pass. The kernel is bound by memory latency at small batches: the CTA's page
+// table entries and the query are read in one round, and each warp's next page's loads are
+// issued before its current page is scored. A CTA's 8 warps take pages_per_warp pages each,
+// interleaved.
 template <int D>
 __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(SelectorParams p) {
   constexpr int kChunks = D / 8;          // lanes per logical page
@@ -36,6 +37,7 @@ __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(Select
   constexpr int kMaxPasses = 2;           // passes whose loads are in flight together
   constexpr int kWarps = kSelectorThreads / 32;
   __shared__ __align__(16) float qs[kSelectorMaxGroup][D];
+  __shared__ int32_t page_of[kWarps * kScoreMaxPagesPerWarp];  // the CTA's pages' pool pages
   const int32_t u = blockIdx.y;
   if (selector_skips(p, u)) return;
   const SeqInfo s = p.step.seqs[p.seq_list[blockIdx.x]];
@@ -73,10 +75,8 @@ __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(Select
   auto start = [&](int32_t r, Page& pg) {
     pg.b = b0 + r * kWarps + warp;
     pg.base = 0;
-    if (pg.b < n_scored) {
-      const int32_t page = p.step.page_indices[s.page_base + pg.b];
-      pg.base = (static_cast<int64_t>(page) * p.kv.n_ret + hs) * lpp;
-    }
+    if (pg.b < n_scored)
+      pg.base = (static_cast<int64_t>(page_of[pg.b - b0]) * p.kv.n_ret + hs) * lpp;
 #pragma unroll
     for (int i = 0; i < kMaxPasses; ++i) {
       if (i < n_pass) load_pass(pg, i, pg.lo[i], pg.hi[i]);
@@ -104,14 +104,19 @@ __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(Select
     return has_tokens(b, lp_of(pass)) ? best : -INFINITY;
   };
 
-  Page cur, next;
-  start(0, cur);
+  // The page table entries of all the CTA's pages and the query, in one round of loads.
+  const int32_t n_mine = min(kWarps * p.pages_per_warp, n_scored - b0);
+  for (int i = threadIdx.x; i < n_mine; i += blockDim.x) {
+    page_of[i] = p.step.page_indices[s.page_base + b0 + i];
+  }
   const int64_t trow = s.q_offset + s.q_len - 1;
   for (int i = threadIdx.x; i < ng * D; i += blockDim.x) {
     const int g = i / D, c = i % D;
     qs[g][c] = to_f32(p.q[(trow * p.n_heads + kvh * group + g0 + g) * D + c]);
   }
   __syncthreads();
+  Page cur, next;
+  start(0, cur);
   for (int32_t r = 0; r < p.pages_per_warp && cur.b < n_scored; ++r) {
     if (r + 1 < p.pages_per_warp) start(r + 1, next);
     float best = -INFINITY;
@@ -197,8 +202,10 @@ __global__ void __launch_bounds__(kTopThreads) top_pages_kernel(SelectorParams p
       for (int i = tid; i < 256; i += blockDim.x) hist[i] = 0;
       __syncthreads();
       const uint32_t prefix = s_prefix;
-      for (int32_t b = tid; b < others; b += blockDim.x) {
-        if ((keys[b] & mask) == prefix) atomicAdd(&hist[(keys[b] >> shift) & 255u], 1);
+      for (int32_t base = 0; base < others; base += blockDim.x) {
+        const int32_t b = base + tid;
+        if (b < others && (keys[b] & mask) == prefix)
+          atomicAdd(&hist[(keys[b] >> shift) & 255u], 1);
       }
       __syncthreads();
       // Warp 0 finds the digit holding the need-th largest key: each lane sums 8 bins (from the
