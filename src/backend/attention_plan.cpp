@@ -118,22 +118,33 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
   std::stable_sort(out.prefill.begin(), out.prefill.end(),
                    [&](const AttnWork& a, const AttnWork& b) { return keys_of(a) > keys_of(b); });
 
-  // Split long decode items over keys so one wave of about 3 CTAs per multiprocessor (what the
-  // decode kernel's shared memory allows) has equal work.
-  int64_t total_keys = 0;
-  for (const auto& d : decode_items) total_keys += d.r.keys();
-  const int64_t target = std::max<int64_t>(1, 3 * cfg.num_sms);
-  int64_t chunk = std::max<int64_t>(cfg.min_split_keys, (total_keys + target - 1) / target);
-  chunk = (chunk + 63) / 64 * 64;
-  // Grow the chunk until the pieces fit in one wave: a few CTAs more than the wave holds would
-  // run as a second, mostly idle wave.
+  // Split long decode items over keys into pieces of at most `chunk` keys. The decode kernel
+  // runs about 3 CTAs per multiprocessor (its shared memory and registers), so a launch takes
+  // ceil(pieces / slots) waves, each as long as a CTA's fixed start-up (dependent page-table
+  // and selection reads, costed as min_split_keys keys) plus `chunk` keys: pick the cheapest
+  // chunk, never below min_split_keys, and on ties the larger one (fewer partial results).
+  // E.g. 256 equal items on 396 slots: 3 pieces each (2 waves of a third) beat 1 piece (1 wave
+  // with a third of the slots idle).
+  int64_t longest = 0;
+  for (const auto& d : decode_items) longest = std::max<int64_t>(longest, d.r.keys());
+  const int64_t slots = std::max<int64_t>(1, 3 * cfg.num_sms);
   auto pieces = [&](int64_t c) {
     int64_t n = 0;
     for (const auto& d : decode_items) n += (d.r.keys() + c - 1) / c;
     return n;
   };
-  while (pieces(chunk) > target && chunk < total_keys)
-    chunk += std::max<int64_t>(64, chunk / 16 / 64 * 64);
+  int64_t chunk = std::max<int64_t>(64, (longest + 63) / 64 * 64);
+  const int64_t startup = cfg.min_split_keys;
+  int64_t best_cost = (pieces(chunk) + slots - 1) / slots * (chunk + startup);
+  for (int64_t split = 2; split <= 256; ++split) {
+    const int64_t c = ((longest + split - 1) / split + 63) / 64 * 64;
+    if (c < cfg.min_split_keys) break;
+    const int64_t cost = (pieces(c) + slots - 1) / slots * (c + startup);
+    if (cost < best_cost) {
+      best_cost = cost;
+      chunk = c;
+    }
+  }
   for (const auto& d : decode_items) {
     if (d.r.keys() <= chunk) {
       out.decode.push_back(d.w);

@@ -58,9 +58,12 @@ __device__ __forceinline__ int32_t load_selected_list(const AttnParams& p, const
   const int64_t row =
       (static_cast<int64_t>(s.sel_slot) * p.n_layers + p.layer) * p.sel_heads + sel_head;
   const int32_t current = (s.start_pos + s.q_len - 1) / p.kv.page_size;
+  // The whole row is read without waiting for the count (entries past it are never used), so
+  // the two loads overlap instead of adding a round trip.
   const int32_t cnt = p.sel_count[row];
-  for (int32_t i = threadIdx.x; i < cnt; i += blockDim.x)
+  for (int32_t i = threadIdx.x; i < p.max_sel; i += blockDim.x) {
     list[i] = p.sel_blocks[row * p.max_sel + i];
+  }
   __syncthreads();
   // The list is ascending and no page is newer than the current one, so only its last entry can
   // be the current page.
