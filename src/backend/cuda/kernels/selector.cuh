@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(Select
   }
 }
 
-// Exclusive prefix sum over the block (blockDim.x == kTopThreads); *total gets the sum.
+// Exclusive prefix sum over the block (blockDim.x a multiple of 32); *total gets the sum.
 __device__ __forceinline__ int32_t top_scan(int32_t v, int32_t* total) {
   __shared__ int32_t warp_sums[32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -152,7 +152,7 @@ __device__ __forceinline__ int32_t top_scan(int32_t v, int32_t* total) {
   if (lane == 31) warp_sums[warp] = x;
   __syncthreads();
   if (warp == 0) {
-    int32_t w = warp_sums[lane];
+    int32_t w = lane < static_cast<int>(blockDim.x / 32) ? warp_sums[lane] : 0;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
       const int32_t y = __shfl_up_sync(0xffffffffu, w, o);
@@ -162,7 +162,7 @@ __device__ __forceinline__ int32_t top_scan(int32_t v, int32_t* total) {
   }
   __syncthreads();
   const int32_t before = (warp > 0 ? warp_sums[warp - 1] : 0) + x - v;
-  *total = warp_sums[31];
+  *total = warp_sums[blockDim.x / 32 - 1];
   return before;
 }
 
