@@ -109,8 +109,7 @@ std::vector<int32_t> SparseHarness::reference_selection(int layer, int sel_head,
 }
 
 void SparseHarness::check_step(const StepPlan& plan, int layer, const std::vector<float>& q,
-                               const std::vector<float>& out, double tolerance,
-                               double& max_diff) {
+                               const std::vector<float>& out, double tolerance, double& max_diff) {
   const SeqStep& s = plan.seqs[0];
   const int d = c_.head_dim, P = c_.sparse.page_size, hq = c_.n_kv_heads * c_.group;
   const bool per_q = c_.sparse.granularity == SelectorGranularity::kQueryHead;
@@ -197,10 +196,17 @@ double SparseHarness::run(double tolerance) {
       }
       Tensor q = upload(backend_, qv, n, hq * d), k = upload(backend_, kv, n, hkv * d),
              v = upload(backend_, vv, n, hkv * d);
-      backend_.rope_append_kv(layer, q, k, v, rope, plan, *cache_);
-      backend_.select_pages(layer, q, plan, *cache_);
       Tensor out = backend_.alloc(backend_.compute_dtype(), n, hq * d);
-      backend_.attention(layer, q, plan, *cache_, out);
+      auto device_work = [&] {
+        backend_.rope_append_kv(layer, q, k, v, rope, plan, *cache_);
+        backend_.select_pages(layer, q, plan, *cache_);
+        backend_.attention(layer, q, plan, *cache_, out);
+      };
+      if (s.decode && c_.run_decode_layer) {
+        c_.run_decode_layer(device_work);
+      } else {
+        device_work();
+      }
       // What the backend stored (bf16 on a GPU): the reference uses exactly those values.
       const auto q_rot = download(backend_, q), k_rot = download(backend_, k);
       vv = download(backend_, v);
@@ -212,7 +218,8 @@ double SparseHarness::run(double tolerance) {
       }
       if (ref_refresh && layer >= c_.sparse.selector_skip_layers) {
         for (size_t h = 0; h < ref_sel_[layer].size(); ++h) {
-          ref_sel_[layer][h] = reference_selection(layer, static_cast<int>(h), s.start_pos, q_rot.data());
+          ref_sel_[layer][h] =
+              reference_selection(layer, static_cast<int>(h), s.start_pos, q_rot.data());
         }
       }
       check_step(plan, layer, q_rot, download(backend_, out), tolerance, max_diff);

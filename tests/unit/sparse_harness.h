@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
 #include <random>
 #include <set>
@@ -24,11 +25,14 @@ struct SparseCase {
   int head_dim = 64;
   int prompt_len = 97;
   int decode_steps = 20;
-  int chunk = 37;  // max_num_batched_tokens
+  int chunk = 37;                            // max_num_batched_tokens
   std::vector<std::vector<bool>> retrieval;  // [layer][kv_head]; empty: random
   SparseAttentionConfig sparse;
   int num_pages = 64;
   int num_stream_pages = 64;
+  // If set, each decode step's per-layer device work (RoPE/append, page selection, attention) is
+  // handed to it instead of run directly: the CUDA tests capture it in a CUDA graph and replay it.
+  std::function<void(const std::function<void()>&)> run_decode_layer;
 };
 
 class SparseHarness {
