@@ -18,12 +18,12 @@ struct AttentionPlanConfig {
   int n_kv_heads = 0;
   int num_sms = 132;       // split decode work so about three CTAs per multiprocessor are busy
   int decode_rows = 16;    // rows of the decode kernel's tile
-  int prefill_rows = 64;   // rows of the prefill kernel's tile
+  int prefill_rows = 128;  // rows of the prefill kernel's tile (cuda::kPrefillRows)
   int min_split_keys = 256;  // below this, a split's fixed costs outweigh the parallelism
 };
 
 struct AttentionPlan {
-  std::vector<cuda::AttnWork> prefill;  // 64-row tiles, heaviest first
+  std::vector<cuda::AttnWork> prefill;  // prefill_rows-row tiles, heaviest first
   std::vector<cuda::AttnWork> decode;   // 16-row tiles, possibly split over keys
   std::vector<cuda::MergeItem> merges;  // one per split decode item
   int n_partials = 0;
