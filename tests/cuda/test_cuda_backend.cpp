@@ -19,14 +19,22 @@
 #include "sparse_harness.h"
 #include "test_util.h"
 
+// Skips the calling test (or fixture SetUp), saying why, where no GPU can be used.
+#define LSERVE_SKIP_WITHOUT_GPU()                                   \
+  do {                                                              \
+    std::string why_no_gpu;                                         \
+    if (!lserve::cuda_device_available(&why_no_gpu)) {              \
+      GTEST_SKIP() << "no CUDA device here (" << why_no_gpu << ")"; \
+    }                                                               \
+  } while (0)
+
 namespace lserve {
 namespace {
 
 class Cuda : public testing::Test {
  protected:
   void SetUp() override {
-    std::string why;
-    if (!cuda_device_available(&why)) GTEST_SKIP() << "no CUDA device here (" << why << ")";
+    LSERVE_SKIP_WITHOUT_GPU();
     gpu_ = std::make_unique<CudaBackend>(0);
   }
   std::unique_ptr<CudaBackend> gpu_;
@@ -146,8 +154,7 @@ struct GpuShape {
 class CudaSparse : public testing::TestWithParam<GpuShape> {};
 
 TEST_P(CudaSparse, MatchesDenseUnderTheVisibilityMask) {
-  std::string why;
-  if (!cuda_device_available(&why)) GTEST_SKIP() << "no CUDA device here (" << why << ")";
+  LSERVE_SKIP_WITHOUT_GPU();
   CudaBackend gpu(0);
   gpu.set_attention_kernels(GetParam().kernels);
   test::SparseCase c;
@@ -194,8 +201,7 @@ INSTANTIATE_TEST_SUITE_P(
 // attention with split-KV merges) is recorded into a CUDA graph, replayed, and its outputs are
 // checked against the visibility-mask reference like the directly launched ones.
 TEST(CudaGraph, DecodeLayersReplayedFromGraphsMatchTheReference) {
-  std::string why;
-  if (!cuda_device_available(&why)) GTEST_SKIP() << "no CUDA device here (" << why << ")";
+  LSERVE_SKIP_WITHOUT_GPU();
   CudaBackend gpu(0);
   const auto st = static_cast<cudaStream_t>(gpu.stream_handle());
   int replayed = 0;
