@@ -27,7 +27,8 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
       ->capture_default_str();
   cmd.add_option("--dummy-seed", o.dummy_seed, "Seed of the random weights of --load-format dummy")
       ->capture_default_str();
-  cmd.add_option("--device", o.device, "Where to run: cpu, cuda, or auto (the GPU when one is usable)")
+  cmd.add_option("--device", o.device,
+                 "Where to run: cpu, cuda, or auto (the GPU when one is usable)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
   cmd.add_option("-t,--threads", o.threads, "CPU threads (0 = all cores)")
@@ -55,45 +56,64 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
 void add_sparse_options(CLI::App& cmd, ModelOptions& o) {
   SparseAttentionConfig& s = o.sparse;
   const std::string g = "Sparse attention";
-  cmd.add_flag("--dense", s.dense, "Dense attention everywhere (the baseline): no streaming heads, "
-               "no page selection")->group(g);
+  cmd.add_flag("--dense", s.dense,
+               "Dense attention everywhere (the baseline): no streaming heads, "
+               "no page selection")
+      ->group(g);
   cmd.add_option("--head-pattern", s.head_pattern,
                  "DuoAttention full_attention_heads.tsv ranking KV heads (one row per layer, one "
                  "gate per KV head); default: the model's own (patterns/ or the HF folder), else "
                  "all heads retrieval")
-      ->check(CLI::ExistingFile)->group(g);
+      ->check(CLI::ExistingFile)
+      ->group(g);
   cmd.add_option("--static-sparsity", s.static_sparsity,
                  "Share of KV heads made streaming heads (lowest gates first)")
-      ->check(CLI::Range(0.0, 1.0))->capture_default_str()->group(g);
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--sink-tokens", s.sink_tokens, "Streaming heads: first tokens always attended")
-      ->capture_default_str()->group(g);
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--local-tokens", s.local_tokens,
-                 "Streaming heads: trailing window while decoding")->capture_default_str()->group(g);
+                 "Streaming heads: trailing window while decoding")
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--prefill-local-tokens", s.prefill_local_tokens,
-                 "Streaming heads: trailing window while prefilling")->capture_default_str()->group(g);
+                 "Streaming heads: trailing window while prefilling")
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--page-size", s.page_size, "Tokens per physical KV page (P)")
-      ->capture_default_str()->group(g);
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--logical-page-size", s.logical_page_size,
                  "Tokens per logical page (L), the granularity of page scores; divides P")
-      ->capture_default_str()->group(g);
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--token-budget", s.token_budget,
                  "Retrieval heads read at most this many tokens per decode step (multiple of P)")
-      ->capture_default_str()->group(g);
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--selector-interval", s.selector_interval,
                  "Recompute the page selection every N decode steps, reusing it in between")
-      ->capture_default_str()->group(g);
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--selector-granularity", o.granularity,
                  "kv-head: one selection per KV head (max over its query heads); query-head: one "
                  "per query head")
-      ->check(CLI::IsMember({"kv-head", "query-head"}))->capture_default_str()->group(g);
+      ->check(CLI::IsMember({"kv-head", "query-head"}))
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--selector-skip-layers", s.selector_skip_layers,
-                 "The first N layers always decode densely")->capture_default_str()->group(g);
+                 "The first N layers always decode densely")
+      ->capture_default_str()
+      ->group(g);
 }
 
 void add_sampling_options(CLI::App& cmd, SamplingParams& p, std::string& seed_text) {
   cmd.add_option("--temperature,--temp", p.temperature, "Sampling temperature (0 = greedy)")
       ->capture_default_str();
-  cmd.add_option("--top-k", p.top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
+  cmd.add_option("--top-k", p.top_k, "Keep the k most likely tokens (0 = off)")
+      ->capture_default_str();
   cmd.add_option("--top-p", p.top_p, "Nucleus sampling: smallest set with this much probability")
       ->capture_default_str();
   cmd.add_option("--min-p", p.min_p, "Drop tokens below min-p times the best token's probability")
@@ -102,6 +122,12 @@ void add_sampling_options(CLI::App& cmd, SamplingParams& p, std::string& seed_te
                  "Penalty for tokens among the last --repeat-last-n (1 = off)")
       ->capture_default_str();
   cmd.add_option("--repeat-last-n", p.repeat_last_n, "Window of the repeat penalty (-1 = all)")
+      ->capture_default_str();
+  cmd.add_option("--presence-penalty", p.presence_penalty,
+                 "Subtract this from the logit of every token generated so far (-2..2, 0 = off)")
+      ->capture_default_str();
+  cmd.add_option("--frequency-penalty", p.frequency_penalty,
+                 "Subtract this times its count so far from a generated token's logit (-2..2)")
       ->capture_default_str();
   cmd.add_option("-n,--max-tokens", p.max_tokens, "Most tokens to generate")->capture_default_str();
   cmd.add_option("--stop", p.stop, "Stop string (repeatable); it is not printed");
@@ -135,13 +161,15 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
   LSERVE_CHECK(cuda_device_available(&why), "--device cuda: no usable GPU ({})", why);
   return std::make_unique<CudaBackend>(0);
 #else
-  fail("--device {}: this build has no CUDA backend (nvcc was not found when it was built)", device);
+  fail("--device {}: this build has no CUDA backend (nvcc was not found when it was built)",
+       device);
 #endif
 }
 
 std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
-  const int threads =
-      o.threads > 0 ? o.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads = o.threads > 0
+                          ? o.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   auto backend = make_backend(o.device, threads);
 
   LoadOptions lo;
@@ -155,8 +183,7 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
       last_pct = pct;
     }
   };
-  const std::string path =
-      lo.format == LoadFormat::kDummy ? o.model : resolve_model_path(o.model);
+  const std::string path = lo.format == LoadFormat::kDummy ? o.model : resolve_model_path(o.model);
   log::info("loading {} on {}", path, backend->name());
   const auto t0 = std::chrono::steady_clock::now();
   LoadedModel loaded = load_model(path, *backend, lo);

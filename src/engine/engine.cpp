@@ -21,9 +21,10 @@ HeadMap choose_heads(const LoadedModel& m, const SparseAttentionConfig& sp) {
   const std::optional<std::string> path =
       sp.head_pattern.empty() ? default_head_pattern(m.source) : std::optional(sp.head_pattern);
   if (!path) {
-    log::info("no head pattern for {}: every KV head is a retrieval head (page selection only); "
-              "`lserve profile-heads` makes one",
-              m.source);
+    log::info(
+        "no head pattern for {}: every KV head is a retrieval head (page selection only); "
+        "`lserve profile-heads` makes one",
+        m.source);
     return HeadMap::all_retrieval(c.n_layers, c.n_kv_heads);
   }
   const HeadPattern pattern = HeadPattern::load(*path, c.n_layers, c.n_kv_heads);
@@ -53,7 +54,9 @@ KvCacheConfig kv_config(const ModelConfig& m, const EngineConfig& c, const HeadM
   const int64_t max_len = c.max_model_len > 0 ? c.max_model_len : m.max_context;
   const int64_t stream_bound = (sp.sink_tokens + P - 1) / P +
                                (std::min<int64_t>(sp.prefill_local_tokens, max_len) +
-                                c.scheduler.max_num_batched_tokens + P - 1) / P + 2;
+                                c.scheduler.max_num_batched_tokens + P - 1) /
+                                   P +
+                               2;
   if (pb.streaming > 0) {
     if (c.num_stream_pages > 0) {
       k.num_stream_pages = c.num_stream_pages;
@@ -69,7 +72,8 @@ KvCacheConfig kv_config(const ModelConfig& m, const EngineConfig& c, const HeadM
     k.num_pages = c.num_pages;
   } else {
     const int64_t left = c.kv_cache_bytes - static_cast<int64_t>(k.num_stream_pages) * pb.streaming;
-    k.num_pages = pb.retrieval > 0 ? static_cast<int>(std::max<int64_t>(0, left / pb.retrieval)) : 0;
+    k.num_pages =
+        pb.retrieval > 0 ? static_cast<int>(std::max<int64_t>(0, left / pb.retrieval)) : 0;
   }
   LSERVE_CHECK(pb.retrieval == 0 || k.num_pages >= 2,
                "the KV cache budget of {} MiB holds {} retrieval pages of {} KiB; raise "
@@ -106,11 +110,16 @@ std::unique_ptr<Tokenizer> make_tokenizer(LoadedModel& m) {
 
 std::string_view finish_reason_name(FinishReason r) {
   switch (r) {
-    case FinishReason::kNone: return "";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kError: return "error";
+    case FinishReason::kNone:
+      return "";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
   }
   return "";
 }
@@ -134,11 +143,12 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel loaded, const Engin
   }
   stop_ids_ = tokenizer_->stop_token_ids();
   log::info("attention: {}", cache_->sparse().summary());
-  log::info("KV cache: {:.1f} MiB; retrieval pool {} pages ({:.1f} MiB), streaming pool {} pages "
-            "({:.1f} MiB) of {} tokens; max model length {}",
-            cache_->bytes() / 1048576.0, blocks_.pool().num_pages(),
-            cache_->bytes(HeadClass::kRetrieval) / 1048576.0, blocks_.stream_pool().num_pages(),
-            cache_->bytes(HeadClass::kStreaming) / 1048576.0, cache_->page_size(), max_model_len_);
+  log::info(
+      "KV cache: {:.1f} MiB; retrieval pool {} pages ({:.1f} MiB), streaming pool {} pages "
+      "({:.1f} MiB) of {} tokens; max model length {}",
+      cache_->bytes() / 1048576.0, blocks_.pool().num_pages(),
+      cache_->bytes(HeadClass::kRetrieval) / 1048576.0, blocks_.stream_pool().num_pages(),
+      cache_->bytes(HeadClass::kStreaming) / 1048576.0, cache_->page_size(), max_model_len_);
 }
 
 Engine::~Engine() = default;
@@ -162,6 +172,11 @@ void Engine::validate(const Request& req) const {
   for (int32_t t : req.prompt) {
     LSERVE_CHECK(t >= 0 && t < model_->config().vocab_size,
                  "token id {} is outside the vocabulary ({})", t, model_->config().vocab_size);
+  }
+  for (const auto& [t, bias] : req.params.logit_bias) {
+    LSERVE_CHECK(t < model_->config().vocab_size,
+                 "logit_bias token id {} is outside the vocabulary ({})", t,
+                 model_->config().vocab_size);
   }
 }
 
@@ -198,7 +213,8 @@ bool Engine::cancel(int64_t id) {
 bool Engine::is_stop_token(const Sequence& seq, int32_t token) const {
   const auto& extra = seq.params.stop_token_ids;
   if (std::find(extra.begin(), extra.end(), token) != extra.end()) return true;
-  return !seq.params.ignore_eos && std::find(stop_ids_.begin(), stop_ids_.end(), token) != stop_ids_.end();
+  return !seq.params.ignore_eos &&
+         std::find(stop_ids_.begin(), stop_ids_.end(), token) != stop_ids_.end();
 }
 
 void Engine::finish(Sequence& seq, FinishReason reason, SeqOutput& out) {
@@ -268,9 +284,9 @@ std::vector<SeqOutput> Engine::step() {
     any_prefill |= !s.decode;
     if (!s.decode) stats_.prompt_tokens += s.q_len;
     if (s.decode) {
-      stats_.decode_kv += decode_kv_traffic(s, cache_->heads(), mc.n_heads, mc.head_dim,
-                                            cache_->sparse(),
-                                            static_cast<int>(dtype_size(backend_->compute_dtype())));
+      stats_.decode_kv +=
+          decode_kv_traffic(s, cache_->heads(), mc.n_heads, mc.head_dim, cache_->sparse(),
+                            static_cast<int>(dtype_size(backend_->compute_dtype())));
     }
   }
   stats_.peak_pages = std::max(stats_.peak_pages, blocks_.pool().num_used());
@@ -302,7 +318,8 @@ std::vector<SeqOutput> Engine::step() {
     // Log-probabilities describe the raw distribution, so keep it before sampling edits the row.
     std::vector<float> raw;
     if (seq.params.logprobs >= 0) raw.assign(row.begin(), row.end());
-    const int32_t token = sample_token(row, seq.params, seq.tokens, seq.rng);
+    const int32_t token =
+        sample_token(row, seq.params, seq.tokens, seq.rng, static_cast<size_t>(seq.prompt_len));
     if (!raw.empty()) out.logprobs.push_back(token_logprob(raw, token, seq.params.logprobs));
     on_token(seq, token, out);
     if (seq.finished()) done.push_back(seq.id);

@@ -25,24 +25,24 @@ namespace lserve {
 struct EngineConfig {
   SchedulerConfig scheduler;
   SparseAttentionConfig sparse;
-  int max_model_len = 0;        // 0: the model's context length
-  int num_pages = 0;            // retrieval pool pages; 0: derived from kv_cache_bytes
-  int num_stream_pages = 0;     // streaming pool pages; 0: derived from kv_cache_bytes
+  int max_model_len = 0;     // 0: the model's context length
+  int num_pages = 0;         // retrieval pool pages; 0: derived from kv_cache_bytes
+  int num_stream_pages = 0;  // streaming pool pages; 0: derived from kv_cache_bytes
   int64_t kv_cache_bytes = 1ll << 30;
 };
 
 struct EngineStats {
   int64_t steps = 0;
-  int64_t prompt_tokens = 0;      // prefilled (including recomputation after preemption)
+  int64_t prompt_tokens = 0;  // prefilled (including recomputation after preemption)
   int64_t generated_tokens = 0;
   int64_t preemptions = 0;
-  double prefill_seconds = 0;     // model time of steps that contained prefill tokens
-  double decode_seconds = 0;      // model time of decode-only steps
+  double prefill_seconds = 0;  // model time of steps that contained prefill tokens
+  double decode_seconds = 0;   // model time of decode-only steps
   int64_t decode_steps = 0;
   int64_t decode_tokens = 0;
-  KvTraffic decode_kv;            // summed over decode tokens (divide by decode_tokens)
-  int peak_pages = 0;             // retrieval pool pages in use, maximum over steps
-  int peak_stream_pages = 0;      // streaming pool pages in use, maximum over steps
+  KvTraffic decode_kv;        // summed over decode tokens (divide by decode_tokens)
+  int peak_pages = 0;         // retrieval pool pages in use, maximum over steps
+  int peak_stream_pages = 0;  // streaming pool pages in use, maximum over steps
 };
 
 class Engine {

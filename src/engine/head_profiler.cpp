@@ -19,7 +19,8 @@ class Probe {
   Probe(int n_layers, int n_kv, const HeadProfileOptions& o)
       : o_(o), diff_(n_layers, std::vector<double>(n_kv)), norm_(diff_) {}
 
-  void observe(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache, const Tensor& out) {
+  void observe(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
+               const Tensor& out) {
     const SeqStep& s = plan.seqs[0];
     const int first_probe = std::max(0, s.end_pos() - o_.probe_queries);
     if (s.end_pos() <= first_probe || s.start_pos > first_probe) return;  // not the final chunk
@@ -34,10 +35,15 @@ class Probe {
     const int nq = ctx - first_probe;
     for (int h = 0; h < hkv; ++h) {
       for (int j = 0; j < ctx; j += P) {
-        const int64_t row = (static_cast<int64_t>(plan.pages_of(0)[j / P]) * nr + cache.heads().slot[layer][h]) * P;
+        const int64_t row =
+            (static_cast<int64_t>(plan.pages_of(0)[j / P]) * nr + cache.heads().slot[layer][h]) * P;
         const int n = std::min(P, ctx - j);
-        std::memcpy(&k[static_cast<size_t>(j) * d], cache.k(HeadClass::kRetrieval, layer).as<float>() + row * d, n * d * sizeof(float));
-        std::memcpy(&v[static_cast<size_t>(j) * d], cache.v(HeadClass::kRetrieval, layer).as<float>() + row * d, n * d * sizeof(float));
+        std::memcpy(&k[static_cast<size_t>(j) * d],
+                    cache.k(HeadClass::kRetrieval, layer).as<float>() + row * d,
+                    n * d * sizeof(float));
+        std::memcpy(&v[static_cast<size_t>(j) * d],
+                    cache.v(HeadClass::kRetrieval, layer).as<float>() + row * d,
+                    n * d * sizeof(float));
       }
       for (int g = 0; g < group; ++g) {
         const int qh = h * group + g;
@@ -58,7 +64,8 @@ class Probe {
         a.out_stride = d;
         attend_direct(a);
         for (int r = 0; r < nq; ++r) {
-          const float* full = out.as<float>() + static_cast<int64_t>(s.q_offset + row0 + r) * out.cols + qh * d;
+          const float* full =
+              out.as<float>() + static_cast<int64_t>(s.q_offset + row0 + r) * out.cols + qh * d;
           for (int c = 0; c < d; ++c) {
             const double e = streamed[static_cast<size_t>(r) * d + c] - full[c];
             diff_[layer][h] += e * e;

@@ -18,8 +18,8 @@ namespace lserve {
 struct HeadProfileOptions {
   std::vector<int> lengths = {1000, 2000, 3500};  // approximate prompt lengths, in tokens
   std::vector<double> depths = {0.1, 0.5, 0.9};   // where the passkey sits
-  int probe_queries = 32;  // last positions whose outputs are compared
-  int sink_tokens = 128;   // the streaming window being judged
+  int probe_queries = 32;                         // last positions whose outputs are compared
+  int sink_tokens = 128;                          // the streaming window being judged
   int local_tokens = 256;
   uint64_t seed = 0;
 };

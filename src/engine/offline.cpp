@@ -8,8 +8,8 @@
 
 namespace lserve {
 
-std::vector<float> sequence_logits(Model& model, Backend& backend, const std::vector<int32_t>& tokens,
-                                   const OfflineRunOptions& o) {
+std::vector<float> sequence_logits(Model& model, Backend& backend,
+                                   const std::vector<int32_t>& tokens, const OfflineRunOptions& o) {
   const ModelConfig& c = model.config();
   const int n = static_cast<int>(tokens.size());
   LSERVE_CHECK(n > 0, "no tokens to run");

@@ -11,15 +11,16 @@
 namespace lserve {
 
 struct OfflineRunOptions {
-  int chunk = 512;            // prefill chunk size (tokens per forward)
+  int chunk = 512;  // prefill chunk size (tokens per forward)
   int page_size = 16;
-  bool all_logits = true;     // logits of every position, else only the last one
+  bool all_logits = true;       // logits of every position, else only the last one
   bool scramble_pages = false;  // use pages out of order (tests exercise the page table)
 };
 
 // Runs `tokens` through the model with dense attention and returns logits
 // [tokens.size() or 1, vocab].
-std::vector<float> sequence_logits(Model& model, Backend& backend, const std::vector<int32_t>& tokens,
+std::vector<float> sequence_logits(Model& model, Backend& backend,
+                                   const std::vector<int32_t>& tokens,
                                    const OfflineRunOptions& options);
 
 }  // namespace lserve

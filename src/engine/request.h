@@ -12,8 +12,8 @@ namespace lserve {
 
 // Per-request changes to the engine's sparse attention (validated by Engine::submit).
 struct SparseOverride {
-  bool dense = false;     // every head sees every token (streaming heads keep all their pages)
-  int token_budget = 0;   // > 0: a smaller page-selection budget than the engine's
+  bool dense = false;    // every head sees every token (streaming heads keep all their pages)
+  int token_budget = 0;  // > 0: a smaller page-selection budget than the engine's
 };
 
 struct Request {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -14,8 +15,9 @@ namespace {
 void apply_repetition_penalty(std::span<float> logits, const SamplingParams& p,
                               std::span<const int32_t> history) {
   if (p.repetition_penalty == 1.0f || history.empty()) return;
-  const size_t n = p.repeat_last_n < 0 ? history.size()
-                                       : std::min(history.size(), static_cast<size_t>(p.repeat_last_n));
+  const size_t n = p.repeat_last_n < 0
+                       ? history.size()
+                       : std::min(history.size(), static_cast<size_t>(p.repeat_last_n));
   std::unordered_set<int32_t> seen(history.end() - static_cast<std::ptrdiff_t>(n), history.end());
   for (int32_t t : seen) {
     if (t < 0 || static_cast<size_t>(t) >= logits.size()) continue;
@@ -24,12 +26,31 @@ void apply_repetition_penalty(std::span<float> logits, const SamplingParams& p,
   }
 }
 
+void apply_logit_bias(std::span<float> logits, const SamplingParams& p) {
+  for (const auto& [token, bias] : p.logit_bias) {
+    if (static_cast<size_t>(token) < logits.size()) logits[token] += bias;
+  }
+}
+
+void apply_openai_penalties(std::span<float> logits, const SamplingParams& p,
+                            std::span<const int32_t> generated) {
+  if ((p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f) || generated.empty()) return;
+  std::unordered_map<int32_t, int> count;
+  for (int32_t t : generated) ++count[t];
+  for (const auto& [t, n] : count) {
+    if (t < 0 || static_cast<size_t>(t) >= logits.size()) continue;
+    logits[t] -= p.frequency_penalty * static_cast<float>(n) + p.presence_penalty;
+  }
+}
+
 }  // namespace
 
 int32_t sample_token(std::span<float> logits, const SamplingParams& p,
-                     std::span<const int32_t> history, std::mt19937_64& rng) {
+                     std::span<const int32_t> history, std::mt19937_64& rng, size_t prompt_len) {
   LSERVE_ASSERT(!logits.empty());
+  apply_logit_bias(logits, p);
   apply_repetition_penalty(logits, p, history);
+  apply_openai_penalties(logits, p, history.subspan(std::min(prompt_len, history.size())));
   if (p.greedy()) {
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }

@@ -27,7 +27,7 @@ struct Sequence {
   std::mt19937_64 rng;
   SeqStatus status = SeqStatus::kWaiting;
   FinishReason finish_reason = FinishReason::kNone;
-  SequenceKv kv;             // pages and how many tokens they hold
+  SequenceKv kv;  // pages and how many tokens they hold
   int32_t num_preemptions = 0;
   SparseOverride sparse;
   int32_t decode_steps = 0;      // decode steps run so far (the selector's reuse clock)

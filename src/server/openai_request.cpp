@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <limits>
 
 #include "server/api_error.h"
@@ -26,11 +27,8 @@ void parse_common(const json& b, GenerationRequest& r) {
   if (auto v = get_int(b, "top_k", -1, kIntMax)) p.top_k = *v < 0 ? 0 : static_cast<int>(*v);
   if (auto v = get_number(b, "min_p")) p.min_p = static_cast<float>(*v);
   if (auto v = get_number(b, "repetition_penalty")) p.repetition_penalty = static_cast<float>(*v);
-  for (const char* key : {"presence_penalty", "frequency_penalty"}) {
-    if (auto v = get_number(b, key); v && *v != 0) {
-      throw bad_request(fmt::format("'{}' is not supported (use repetition_penalty)", key), key);
-    }
-  }
+  if (auto v = get_number(b, "presence_penalty")) p.presence_penalty = static_cast<float>(*v);
+  if (auto v = get_number(b, "frequency_penalty")) p.frequency_penalty = static_cast<float>(*v);
   if (auto v = get_int(b, "seed", std::numeric_limits<int64_t>::min(),
                        std::numeric_limits<int64_t>::max())) {
     p.seed = static_cast<uint64_t>(*v);
@@ -43,8 +41,24 @@ void parse_common(const json& b, GenerationRequest& r) {
   if (auto v = get_int(b, "n", 1, kIntMax); v && *v != 1) {
     throw bad_request("only one choice per request is supported ('n' must be 1)", "n");
   }
-  if (const json* lb = get_object(b, "logit_bias"); lb && !lb->empty()) {
-    throw bad_request("'logit_bias' is not supported", "logit_bias");
+  if (const json* lb = get_object(b, "logit_bias")) {
+    // {"<token id>": bias, ...}, as OpenAI's API: keys are token ids written as strings.
+    for (const auto& [key, value] : lb->items()) {
+      int64_t id = -1;
+      const auto* end = key.data() + key.size();
+      const auto [ptr, ec] = std::from_chars(key.data(), end, id);
+      if (key.empty() || ec != std::errc() || ptr != end || id < 0 || id > kIntMax) {
+        throw bad_request(
+            fmt::format("'logit_bias' keys must be token ids (non-negative integers), got '{}'",
+                        key),
+            "logit_bias");
+      }
+      if (!value.is_number()) {
+        throw bad_request(fmt::format("'logit_bias' value for token {} must be a number", id),
+                          "logit_bias");
+      }
+      p.logit_bias.emplace_back(static_cast<int32_t>(id), value.get<float>());
+    }
   }
 
   if (auto v = get_bool(b, "stream")) r.stream = *v;

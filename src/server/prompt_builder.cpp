@@ -30,8 +30,17 @@ std::vector<int32_t> tokenize_unchecked(const ServerContext& ctx, const Generati
 
 // Engine messages start with the field they are about ("top_p must be ..."): name it as param.
 std::string param_of(const std::string& message) {
-  static const char* const kFields[] = {"temperature",        "top_k",      "top_p",    "min_p",
-                                        "repetition_penalty", "max_tokens", "logprobs", "stop"};
+  static const char* const kFields[] = {"temperature",
+                                        "top_k",
+                                        "top_p",
+                                        "min_p",
+                                        "repetition_penalty",
+                                        "max_tokens",
+                                        "logprobs",
+                                        "stop",
+                                        "presence_penalty",
+                                        "frequency_penalty",
+                                        "logit_bias"};
   for (const char* f : kFields) {
     if (message.rfind(std::string(f) + " ", 0) == 0) return f;
   }

@@ -113,7 +113,10 @@ def test_prompt_longer_than_the_context_is_400(server):
 @pytest.mark.parametrize("field,value", [
     ("temperature", -1), ("temperature", 1e9), ("top_p", 0), ("top_p", 1.5), ("min_p", 2),
     ("top_k", -5), ("max_tokens", 0), ("max_tokens", -3), ("logprobs", 21),
-    ("repetition_penalty", 0), ("presence_penalty", 1.0), ("stop_token_ids", [-1]),
+    ("repetition_penalty", 0), ("presence_penalty", 2.5), ("frequency_penalty", -3),
+    ("stop_token_ids", [-1]), ("logit_bias", {"abc": 1}), ("logit_bias", {"-4": 1}),
+    ("logit_bias", {"5": 101}), ("logit_bias", {"5": "x"}), ("logit_bias", {"10000000": 1}),
+    ("logit_bias", [1, 2]),
 ])
 def test_out_of_range_sampling_values_are_400(server, field, value):
     assert_error(server, {**GOOD, field: value}, 400, field)

@@ -155,6 +155,33 @@ def test_prompt_as_token_ids(server, client, model_name):
     assert by_ids.choices[0].text == by_text.choices[0].text
 
 
+def test_logit_bias_forces_a_token(server, client, model_name):
+    status, text, _ = server.post("/tokenize", {"prompt": " blue"})
+    assert status == 200
+    forced = json.loads(text)["tokens"][-1]
+    r = client.completions.create(model=model_name, prompt=PROMPT, max_tokens=4, temperature=0,
+                                  logprobs=1, logit_bias={str(forced): 100})
+    tokens = r.choices[0].logprobs.tokens
+    assert len(tokens) == 4 and len(set(tokens)) == 1, tokens
+    assert r.choices[0].text == tokens[0] * 4
+
+
+def test_frequency_and_presence_penalties_break_greedy_repetition(client, model_name):
+    def run(**kw):
+        return client.completions.create(model=model_name, prompt="1 1 1 1 1 1 1 1",
+                                         max_tokens=12, temperature=0, logprobs=1, **kw)\
+            .choices[0].logprobs.tokens
+
+    def most_repeated(tokens):
+        return max(tokens.count(t) for t in tokens)
+
+    base = run()
+    for kw in ({"frequency_penalty": 2.0}, {"presence_penalty": 2.0}):
+        penalised = run(**kw)
+        assert penalised != base, kw
+        assert most_repeated(penalised) < most_repeated(base), (kw, base, penalised)
+
+
 @pytest.mark.parametrize("extra", [{"dense": True}, {"token_budget": 128}])
 def test_sparse_attention_override_is_accepted(client, model_name, extra):
     r = client.completions.create(model=model_name, prompt=PROMPT, max_tokens=4, temperature=0,

@@ -153,6 +153,50 @@ TEST(Sampler, RepetitionPenaltyDemotesRecentTokens) {
   EXPECT_EQ(sample_token(l, p, old, rng), 0);
 }
 
+TEST(Sampler, PresenceAndFrequencyPenaltiesCountOnlyGeneratedTokens) {
+  const std::vector<float> logits = {3.0f, 2.5f, 2.4f, 0.0f};
+  SamplingParams p;
+  p.temperature = 0;
+  p.frequency_penalty = 0.5f;
+  p.presence_penalty = 0.25f;
+  std::mt19937_64 rng(1);
+  // Prompt {1, 1}, then generated {0, 0, 1}: token 0 loses 2 x 0.5 + 0.25, token 1 (once in the
+  // generated part) 0.5 + 0.25; the prompt's two 1s do not count.
+  const std::vector<int32_t> history = {1, 1, 0, 0, 1};
+  auto l = logits;
+  EXPECT_EQ(sample_token(l, p, history, rng, 2), 2);
+  EXPECT_FLOAT_EQ(l[0], 3.0f - 1.25f);
+  EXPECT_FLOAT_EQ(l[1], 2.5f - 0.75f);
+  EXPECT_FLOAT_EQ(l[2], 2.4f);
+  EXPECT_FLOAT_EQ(l[3], 0.0f);
+  // Negative values reward repetition, as in OpenAI's API.
+  p.frequency_penalty = -0.5f;
+  p.presence_penalty = 0;
+  l = logits;
+  EXPECT_EQ(sample_token(l, p, history, rng, 2), 0);
+  EXPECT_FLOAT_EQ(l[1], 3.0f);
+  // Nothing generated yet: no change.
+  l = logits;
+  EXPECT_EQ(sample_token(l, p, history, rng, history.size()), 0);
+  EXPECT_EQ(l, logits);
+}
+
+TEST(Sampler, LogitBiasShiftsTheNamedTokens) {
+  const std::vector<float> logits = {3.0f, 2.5f, 2.4f, 0.0f};
+  SamplingParams p;
+  p.temperature = 0;
+  p.logit_bias = {{3, 100.0f}, {0, -1.0f}};
+  std::mt19937_64 rng(1);
+  auto l = logits;
+  EXPECT_EQ(sample_token(l, p, {}, rng), 3);
+  EXPECT_FLOAT_EQ(l[0], 2.0f);
+  EXPECT_FLOAT_EQ(l[3], 100.0f);
+  // -100 bans the greedy choice.
+  p.logit_bias = {{0, -100.0f}};
+  l = logits;
+  EXPECT_EQ(sample_token(l, p, {}, rng), 1);
+}
+
 TEST(Sampler, InvalidParametersAreRejected) {
   auto bad = [](auto mutate) {
     SamplingParams p;
@@ -168,6 +212,14 @@ TEST(Sampler, InvalidParametersAreRejected) {
   bad([](SamplingParams& p) { p.max_tokens = 0; });
   bad([](SamplingParams& p) { p.repetition_penalty = 0; });
   bad([](SamplingParams& p) { p.stop = {""}; });
+  bad([](SamplingParams& p) { p.presence_penalty = 2.5f; });
+  bad([](SamplingParams& p) { p.frequency_penalty = -3.0f; });
+  bad([](SamplingParams& p) { p.frequency_penalty = NAN; });
+  bad([](SamplingParams& p) { p.logit_bias = {{-1, 1.0f}}; });
+  bad([](SamplingParams& p) { p.logit_bias = {{5, 101.0f}}; });
+  bad([](SamplingParams& p) {
+    p.logit_bias = std::vector<std::pair<int32_t, float>>(301, {1, 1.0f});
+  });
   SamplingParams ok;
   EXPECT_NO_THROW(ok.validate());
 }
