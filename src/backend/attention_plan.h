@@ -16,9 +16,9 @@ struct AttentionPlanConfig {
   int layer = 0;
   int n_heads = 0;
   int n_kv_heads = 0;
-  int num_sms = 132;       // split decode work so about three CTAs per multiprocessor are busy
-  int decode_rows = 16;    // rows of the decode kernel's tile
-  int prefill_rows = 128;  // rows of the prefill kernel's tile (cuda::kPrefillRows)
+  int num_sms = 132;         // split decode work so about three CTAs per multiprocessor are busy
+  int decode_rows = 16;      // rows of the decode kernel's tile
+  int prefill_rows = 128;    // rows of the prefill kernel's tile (cuda::kPrefillRows)
   int min_split_keys = 256;  // below this, a split's fixed costs outweigh the parallelism
 };
 
