@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <memory>
+#include <vector>
 
 #include "server/api_error.h"
 #include "server/openai_response.h"
@@ -38,40 +39,70 @@ ResponseHeader make_header(ServerContext& ctx, bool chat) {
   return h;
 }
 
-std::shared_ptr<RequestChannel> submit(ServerContext& ctx, Request request,
-                                       RequestChannel::Clock::time_point arrival) {
-  auto channel = std::make_shared<RequestChannel>(arrival);
-  switch (ctx.loop.submit(std::move(request), channel)) {
-    case Admission::kAccepted:
-      return channel;
-    case Admission::kQueueFull:
+// Submits the n choices of one request (choice i samples with seed + i when a seed is given);
+// all or none: if one is refused, the ones already accepted are cancelled.
+std::vector<std::shared_ptr<RequestChannel>> submit(ServerContext& ctx, const Request& request,
+                                                    int n, const std::shared_ptr<Doorbell>& bell,
+                                                    RequestChannel::Clock::time_point arrival) {
+  std::vector<std::shared_ptr<RequestChannel>> channels;
+  for (int i = 0; i < n; ++i) {
+    Request choice = request;
+    if (choice.params.seed) *choice.params.seed += static_cast<uint64_t>(i);
+    auto channel = std::make_shared<RequestChannel>(arrival, bell);
+    const Admission a = ctx.loop.submit(std::move(choice), channel);
+    if (a == Admission::kAccepted) {
+      channels.push_back(std::move(channel));
+      continue;
+    }
+    for (const auto& accepted : channels) ctx.loop.cancel(accepted);
+    if (a == Admission::kQueueFull) {
       ctx.metrics.count_rejected("queue_full");
       throw ApiError(429, "the server is at capacity (too many requests waiting); retry shortly",
                      "", "queue_full");
-    case Admission::kShuttingDown:
-      ctx.metrics.count_rejected("shutting_down");
-      throw ApiError(503, "the server is shutting down", "", "shutting_down");
+    }
+    ctx.metrics.count_rejected("shutting_down");
+    throw ApiError(503, "the server is shutting down", "", "shutting_down");
   }
-  throw ApiError(500, "unreachable");
+  return channels;
 }
 
-// Blocks until the request finishes (a non-streamed response is all or nothing).
+// Blocks until every choice finishes (a non-streamed response is all or nothing).
 void respond_whole(ServerContext& ctx, const ResponseHeader& h, bool want_logprobs,
-                   const std::shared_ptr<RequestChannel>& channel, httplib::Response& res) {
-  RequestUpdate all;
-  while (!all.finished) {
-    if (auto u = channel->wait(std::chrono::seconds(1))) all.merge(std::move(*u));
+                   const std::vector<std::shared_ptr<RequestChannel>>& channels,
+                   httplib::Response& res) {
+  std::vector<RequestUpdate> results(channels.size());
+  for (size_t i = 0; i < channels.size(); ++i) {
+    RequestUpdate& all = results[i];
+    while (!all.finished) {
+      if (auto u = channels[i]->wait(std::chrono::seconds(1))) all.merge(std::move(*u));
+    }
   }
-  if (all.shutting_down) throw ApiError(503, "the server is shutting down", "", "shutting_down");
-  if (all.finish_reason == FinishReason::kError) {
-    throw ApiError(500, "generation failed: " + all.error);
+  for (const RequestUpdate& all : results) {
+    if (all.shutting_down) throw ApiError(503, "the server is shutting down", "", "shutting_down");
+    if (all.finish_reason == FinishReason::kError) {
+      throw ApiError(500, "generation failed: " + all.error);
+    }
   }
-  const nlohmann::json lp = want_logprobs
-                                ? logprobs_json(ctx.engine.tokenizer(), all.logprobs, h.chat, 0)
-                                : nlohmann::json(nullptr);
-  const nlohmann::json body =
-      full_response(h, all.text, std::string(finish_reason_name(all.finish_reason)), lp,
-                    all.prompt_tokens, all.completion_tokens, all.timing);
+  nlohmann::json body;
+  int completion_tokens = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const RequestUpdate& all = results[i];
+    const nlohmann::json lp = want_logprobs
+                                  ? logprobs_json(ctx.engine.tokenizer(), all.logprobs, h.chat, 0)
+                                  : nlohmann::json(nullptr);
+    nlohmann::json one =
+        full_response(h, all.text, std::string(finish_reason_name(all.finish_reason)), lp,
+                      all.prompt_tokens, all.completion_tokens, all.timing);
+    completion_tokens += all.completion_tokens;
+    if (i == 0) {
+      body = std::move(one);
+    } else {
+      one["choices"][0]["index"] = static_cast<int>(i);
+      body["choices"].push_back(std::move(one["choices"][0]));
+    }
+  }
+  // The prompt is counted once, every choice's generated tokens are.
+  body["usage"] = usage_json(results.front().prompt_tokens, completion_tokens);
   res.status = 200;
   res.set_content(dump_json(body), "application/json");
 }
@@ -89,16 +120,17 @@ void handle_generation(ServerContext& ctx, const httplib::Request& req, httplib:
   Request request = build_engine_request(ctx, g);
   const bool want_logprobs = request.params.logprobs >= 0;
   const ResponseHeader h = make_header(ctx, chat);
-  std::shared_ptr<RequestChannel> channel = submit(ctx, std::move(request), arrival);
+  auto bell = std::make_shared<Doorbell>();
+  std::vector<std::shared_ptr<RequestChannel>> channels = submit(ctx, request, g.n, bell, arrival);
   if (!stream) {
-    respond_whole(ctx, h, want_logprobs, channel, res);
+    respond_whole(ctx, h, want_logprobs, channels, res);
     return;
   }
   SseOptions o;
   o.include_usage = include_usage;
   o.logprobs = want_logprobs;
   o.heartbeat = std::chrono::milliseconds(ctx.config.stream_heartbeat_ms);
-  start_sse_stream(ctx, h, o, std::move(channel), res);
+  start_sse_stream(ctx, h, o, std::move(channels), std::move(bell), res);
 }
 
 }  // namespace lserve::server

@@ -12,6 +12,7 @@ namespace lserve::server {
 namespace {
 
 constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
+constexpr int64_t kMaxChoices = 16;  // 'n': each choice is a sequence of its own
 
 // Fields both endpoints share: sampling, streaming, vLLM's extensions and lserve's own.
 void parse_common(const json& b, GenerationRequest& r) {
@@ -38,9 +39,7 @@ void parse_common(const json& b, GenerationRequest& r) {
     p.stop_token_ids.assign(v->begin(), v->end());
   }
   if (auto v = get_bool(b, "ignore_eos")) p.ignore_eos = *v;
-  if (auto v = get_int(b, "n", 1, kIntMax); v && *v != 1) {
-    throw bad_request("only one choice per request is supported ('n' must be 1)", "n");
-  }
+  if (auto v = get_int(b, "n", 1, kMaxChoices)) r.n = static_cast<int>(*v);
   if (const json* lb = get_object(b, "logit_bias")) {
     // {"<token id>": bias, ...}, as OpenAI's API: keys are token ids written as strings.
     for (const auto& [key, value] : lb->items()) {

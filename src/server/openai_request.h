@@ -27,6 +27,7 @@ struct GenerationRequest {
 
   SamplingParams params;
   std::optional<int> max_tokens;  // unset: the endpoint's default
+  int n = 1;  // choices: independent samples of the same prompt (seeds seed, seed + 1, ...)
   bool stream = false;
   bool include_usage = false;
   SparseOverride sparse;

@@ -38,6 +38,25 @@ void RequestChannel::push(RequestUpdate update) {
   }
   if (last) finished_ = true;
   cv_.notify_all();
+  if (bell_) bell_->ring();
+}
+
+void Doorbell::ring() {
+  {
+    std::lock_guard lock(mu_);
+    ++rings_;
+  }
+  cv_.notify_all();
+}
+
+uint64_t Doorbell::rings() {
+  std::lock_guard lock(mu_);
+  return rings_;
+}
+
+void Doorbell::wait(uint64_t seen, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return rings_ != seen; });
 }
 
 }  // namespace lserve::server

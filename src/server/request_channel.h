@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -38,11 +39,28 @@ struct RequestUpdate {
   void merge(RequestUpdate&& later);
 };
 
+// Lets one consumer wait on several channels (the choices of an n > 1 request): every push rings
+// it. Read rings() before polling the channels, then wait(seen, ...): a push in between is not
+// missed.
+class Doorbell {
+ public:
+  void ring();
+  uint64_t rings();
+  // Returns once the count differs from `seen`, or after `timeout`.
+  void wait(uint64_t seen, std::chrono::milliseconds timeout);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t rings_ = 0;
+};
+
 class RequestChannel {
  public:
   using Clock = std::chrono::steady_clock;
 
-  explicit RequestChannel(Clock::time_point arrival) : arrival_(arrival) {}
+  explicit RequestChannel(Clock::time_point arrival, std::shared_ptr<Doorbell> bell = nullptr)
+      : arrival_(arrival), bell_(std::move(bell)) {}
 
   // Consumer: waits up to `timeout` for output; nullopt if none came.
   std::optional<RequestUpdate> wait(std::chrono::milliseconds timeout);
@@ -55,6 +73,7 @@ class RequestChannel {
 
  private:
   const Clock::time_point arrival_;
+  const std::shared_ptr<Doorbell> bell_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::optional<RequestUpdate> pending_;

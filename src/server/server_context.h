@@ -22,10 +22,10 @@ struct ServerConfig {
   std::vector<std::string> served_model_names;  // the first is the one /v1/models lists
   // Also accepted as "model", never listed: the name the server was started with.
   std::vector<std::string> model_aliases;
-  std::string api_key;                          // empty: no authentication
-  size_t max_body_bytes = 16u << 20;            // larger bodies get 413
-  int http_threads = 64;                        // connections served at once
-  int stream_heartbeat_ms = 1000;               // SSE comment sent after this much silence
+  std::string api_key;                // empty: no authentication
+  size_t max_body_bytes = 16u << 20;  // larger bodies get 413
+  int http_threads = 64;              // connections served at once
+  int stream_heartbeat_ms = 1000;     // SSE comment sent after this much silence
 };
 
 struct ServerContext {

@@ -8,13 +8,22 @@
 namespace lserve::server {
 namespace {
 
+struct Choice {
+  std::shared_ptr<RequestChannel> channel;
+  bool first = true;
+  bool done = false;
+  int64_t text_offset = 0;
+  int completion_tokens = 0;
+  int prompt_tokens = 0;
+};
+
 struct StreamState {
   ServerContext* ctx = nullptr;
   ResponseHeader header;
   SseOptions options;
-  std::shared_ptr<RequestChannel> channel;
-  bool first = true;
-  int64_t text_offset = 0;
+  std::vector<Choice> choices;
+  std::shared_ptr<Doorbell> bell;
+  bool ended = false;  // [DONE] written
 };
 
 void add_event(std::string& out, const nlohmann::json& j) {
@@ -23,62 +32,102 @@ void add_event(std::string& out, const nlohmann::json& j) {
   out += "\n\n";
 }
 
-// The events for one update of the request.
-std::string render(StreamState& s, RequestUpdate& u) {
+void cancel_unfinished(StreamState& s) {
+  for (Choice& c : s.choices) {
+    if (!c.channel->finished()) s.ctx->loop.cancel(c.channel);
+  }
+}
+
+// The events for one update of choice i. A failed choice ends the whole stream with an error.
+std::string render(StreamState& s, size_t i, RequestUpdate& u) {
   std::string out;
+  Choice& c = s.choices[i];
   const Tokenizer& tok = s.ctx->engine.tokenizer();
-  if (!u.text.empty() || !u.logprobs.empty() || (s.first && s.header.chat)) {
+  const auto index = static_cast<int>(i);
+  if (!u.text.empty() || !u.logprobs.empty() || (c.first && s.header.chat)) {
     const nlohmann::json lp = s.options.logprobs && !u.logprobs.empty()
-                                  ? logprobs_json(tok, u.logprobs, s.header.chat, s.text_offset)
+                                  ? logprobs_json(tok, u.logprobs, s.header.chat, c.text_offset)
                                   : nlohmann::json(nullptr);
-    add_event(out, stream_chunk(s.header, u.text, s.first, "", lp));
-    s.first = false;
-    s.text_offset += static_cast<int64_t>(u.text.size());
+    nlohmann::json chunk = stream_chunk(s.header, u.text, c.first, "", lp);
+    chunk["choices"][0]["index"] = index;
+    add_event(out, chunk);
+    c.first = false;
+    c.text_offset += static_cast<int64_t>(u.text.size());
   }
   if (!u.finished) return out;
+  c.done = true;
   if (u.shutting_down || u.finish_reason == FinishReason::kError) {
     const ApiError e = u.shutting_down
                            ? ApiError(503, "the server is shutting down", "", "shutting_down")
                            : ApiError(500, "generation failed: " + u.error);
     add_event(out, e.to_json());
-  } else {
-    nlohmann::json last = stream_chunk(s.header, "", false,
-                                       std::string(finish_reason_name(u.finish_reason)), nullptr);
-    if (s.header.chat) last["choices"][0]["delta"] = nlohmann::json::object();
-    last["lserve"] = timing_json(u.timing);
-    add_event(out, last);
-    if (s.options.include_usage) {
-      add_event(out, usage_chunk(s.header, u.prompt_tokens, u.completion_tokens));
-    }
+    cancel_unfinished(s);
+    out += "data: [DONE]\n\n";
+    s.ended = true;
+    return out;
+  }
+  nlohmann::json last =
+      stream_chunk(s.header, "", false, std::string(finish_reason_name(u.finish_reason)), nullptr);
+  last["choices"][0]["index"] = index;
+  if (s.header.chat) last["choices"][0]["delta"] = nlohmann::json::object();
+  last["lserve"] = timing_json(u.timing);
+  add_event(out, last);
+  c.prompt_tokens = u.prompt_tokens;
+  c.completion_tokens = u.completion_tokens;
+  for (const Choice& other : s.choices) {
+    if (!other.done) return out;
+  }
+  if (s.options.include_usage) {
+    int completion = 0;
+    for (const Choice& other : s.choices) completion += other.completion_tokens;
+    add_event(out, usage_chunk(s.header, s.choices.front().prompt_tokens, completion));
   }
   out += "data: [DONE]\n\n";
+  s.ended = true;
   return out;
 }
 
-// Waits for the next update (or a heartbeat's worth of silence) and writes it. False when the
+// Everything the choices have produced, without waiting.
+std::string poll(StreamState& s) {
+  std::string out;
+  for (size_t i = 0; i < s.choices.size() && !s.ended; ++i) {
+    if (s.choices[i].done) continue;
+    if (auto u = s.choices[i].channel->wait(std::chrono::milliseconds(0))) out += render(s, i, *u);
+  }
+  return out;
+}
+
+// Waits for the next output (or a heartbeat's worth of silence) and writes it. False when the
 // client is gone, which cancels the request.
 bool write_next(StreamState& s, httplib::DataSink& sink) {
-  std::optional<RequestUpdate> u = s.channel->wait(s.options.heartbeat);
-  const std::string data = u ? render(s, *u) : std::string(": keep-alive\n\n");
+  const uint64_t seen = s.bell->rings();
+  std::string data = poll(s);
+  if (data.empty()) {
+    s.bell->wait(seen, s.options.heartbeat);
+    data = poll(s);
+    if (data.empty() && !s.ended) data = ": keep-alive\n\n";
+  }
   // Tokens without text (a control token, half a UTF-8 character) render to nothing, and an
   // empty chunk would end the chunked body.
   if (!data.empty() && !sink.write(data.data(), data.size())) {
-    s.ctx->loop.cancel(s.channel);
+    cancel_unfinished(s);
     return false;
   }
-  if (u && u->finished) sink.done();
+  if (s.ended) sink.done();
   return true;
 }
 
 }  // namespace
 
 void start_sse_stream(ServerContext& ctx, const ResponseHeader& header, const SseOptions& options,
-                      std::shared_ptr<RequestChannel> channel, httplib::Response& res) {
+                      std::vector<std::shared_ptr<RequestChannel>> channels,
+                      std::shared_ptr<Doorbell> bell, httplib::Response& res) {
   auto state = std::make_shared<StreamState>();
   state->ctx = &ctx;
   state->header = header;
   state->options = options;
-  state->channel = std::move(channel);
+  for (auto& channel : channels) state->choices.push_back(Choice{std::move(channel)});
+  state->bell = std::move(bell);
   ++ctx.open_streams;
   res.status = 200;
   res.set_header("Cache-Control", "no-cache");
@@ -91,7 +140,7 @@ void start_sse_stream(ServerContext& ctx, const ResponseHeader& header, const Ss
           return write_next(*state, sink);
         } catch (const std::exception& e) {
           log::error("stream {}: {}", state->header.id, e.what());
-          state->ctx->loop.cancel(state->channel);
+          cancel_unfinished(*state);
           return false;
         }
       },
@@ -99,7 +148,7 @@ void start_sse_stream(ServerContext& ctx, const ResponseHeader& header, const Ss
       // request must not keep running for nobody.
       [state](bool /*success*/) {
         try {
-          if (!state->channel->finished()) state->ctx->loop.cancel(state->channel);
+          cancel_unfinished(*state);
         } catch (const std::exception& e) {
           log::error("stream {}: {}", state->header.id, e.what());
         }

@@ -62,7 +62,8 @@ def test_invalid_json_is_400(server):
     ({"max_tokens": 4}, "prompt"),
     ({"prompt": "a", "lserve": {"dense": 1}}, "dense"),
     ({"prompt": "a", "lserve": {"sparse": True}}, "lserve"),
-    ({"prompt": "a", "n": 2}, "n"),
+    ({"prompt": "a", "n": 0}, "n"),
+    ({"prompt": "a", "n": 17}, "n"),
     ({"prompt": "a", "echo": True}, "echo"),
     ({"prompt": "a", "stream_options": {"include_usage": True}}, "stream_options"),
 ])

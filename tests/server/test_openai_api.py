@@ -155,6 +155,47 @@ def test_prompt_as_token_ids(server, client, model_name):
     assert by_ids.choices[0].text == by_text.choices[0].text
 
 
+def test_n_choices_whole(client, model_name):
+    def sample():
+        return client.completions.create(model=model_name, prompt="Once upon a time",
+                                         max_tokens=8, temperature=1.0, seed=77, n=3)
+
+    r = sample()
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    texts = [c.text for c in r.choices]
+    assert len(set(texts)) > 1, texts  # seeds 77, 78, 79
+    assert all(c.finish_reason == "length" for c in r.choices)
+    assert r.usage.completion_tokens == 3 * 8
+    assert r.usage.total_tokens == r.usage.prompt_tokens + 3 * 8
+    assert [c.text for c in sample().choices] == texts
+    # Choice i samples like a single request with seed + i.
+    one = client.completions.create(model=model_name, prompt="Once upon a time", max_tokens=8,
+                                    temperature=1.0, seed=78)
+    assert one.choices[0].text == texts[1]
+
+
+def test_n_choices_streamed_chat(client, model_name):
+    text = {}
+    finish = {}
+    usage = None
+    for chunk in client.chat.completions.create(model=model_name, messages=CHAT, max_tokens=6,
+                                                temperature=0, n=2, stream=True,
+                                                stream_options={"include_usage": True}):
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for c in chunk.choices:
+            text[c.index] = text.get(c.index, "") + (c.delta.content or "")
+            if c.finish_reason:
+                finish[c.index] = c.finish_reason
+    assert sorted(text) == [0, 1] and sorted(finish) == [0, 1]
+    whole = client.chat.completions.create(model=model_name, messages=CHAT, max_tokens=6,
+                                           temperature=0, n=2)
+    assert usage.completion_tokens == whole.usage.completion_tokens
+    assert usage.prompt_tokens == whole.usage.prompt_tokens
+    # Greedy choices are the same text; each stream carries the whole of its choice.
+    assert text[0] == text[1] == whole.choices[0].message.content == whole.choices[1].message.content
+
+
 def test_logit_bias_forces_a_token(server, client, model_name):
     status, text, _ = server.post("/tokenize", {"prompt": " blue"})
     assert status == 200
