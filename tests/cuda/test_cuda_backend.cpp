@@ -127,8 +127,9 @@ TEST_F(Cuda, MatmulMatchesTheCpuForOddShapes) {
   }
 }
 
-// bf16 probabilities (2^-9 relative each) and a bf16 output over |o| <~ 1; 18 H200 runs measured
-// at most 1.03e-2, so 2e-2 leaves room for other seeds and no more.
+// bf16 probabilities (2^-9 relative each) and a bf16 output over |o| <~ 1; the H200 runs so far
+// (every case, with the wgmma, portable and reference kernels) measured at most 1.05e-2, so 2e-2
+// leaves room for other seeds and no more.
 constexpr double kAttnTolerance = 2e-2;
 
 SparseAttentionConfig small_sparse() {
