@@ -131,7 +131,7 @@ Command add_serve_command(CLI::App& app) {
                          "Serve a model over an OpenAI-compatible HTTP API (/v1/completions, "
                          "/v1/chat/completions, /v1/models, /health, /metrics)");
   add_model_options(*cmd, opts->model);
-  cmd->add_option("model", opts->model.model, "Model (same as --model)");
+  cmd->add_option("model_tag", opts->model.model, "Model (same as --model)");
   const std::string g = "Server";
   cmd->add_option("--host", opts->server.host, "Address to listen on")
       ->capture_default_str()

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <random>
 #include <thread>
 
 #include "backend/cpu/cpu_backend.h"
@@ -50,6 +51,9 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
                  "Most new tokens in one step; longer prompts are prefilled in chunks of this size")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
+  cmd.add_flag("--enforce-eager", o.enforce_eager,
+               "GPU: launch every decode step's kernels one by one instead of replaying CUDA "
+               "graphs recorded per batch size (slower; for debugging and comparison)");
   add_sparse_options(cmd, o);
 }
 
@@ -195,6 +199,7 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
   ec.scheduler.max_num_seqs = o.max_num_seqs;
   ec.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
   ec.max_model_len = o.max_model_len;
+  ec.enforce_eager = o.enforce_eager;
   ec.sparse = o.sparse;
   ec.sparse.granularity = parse_granularity(o.granularity);
   ec.sparse.validate();

@@ -21,6 +21,7 @@ struct ModelOptions {
   int max_num_seqs = 64;
   int max_num_batched_tokens = 2048;
   uint64_t dummy_seed = 0;
+  bool enforce_eager = false;
   SparseAttentionConfig sparse;
   std::string granularity = "kv-head";
 };

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""End-to-end `lserve generate` on the GPU with a Llama-3.1-8B-shaped model (random weights,
---load-format dummy; no weight file needed): a long prompt, then greedy decoding, dense vs sparse
-attention. Writes the model folder (config.json, a byte-level tokenizer.json, a 50%-streaming head
-pattern) to a temporary directory and prints one table row per run.
+"""End-to-end decode speed of `lserve bench` on the GPU with a Llama-3.1-8B-shaped model (random
+bf16 weights, --load-format dummy; no weight file needed), dense vs sparse, at several contexts and
+batch sizes. Writes the model folder (config.json, a byte-level tokenizer.json, a 50%-streaming head
+pattern) to a temporary directory and prints one markdown table row per run, plus the weight-read
+floor of each configuration: (weight bytes + KV bytes one step reads) / --copy-tbs.
 
-    python3 bench/e2e_gpu.py --lserve build-gpu/lserve --contexts 32768 131072
+With --synthetic-prefill (the default) the context's KV is random values instead of a computed
+prefill, so long contexts cost no prefill time; --real-prefill computes it (slow at 128K+).
+
+    python3 bench/e2e_gpu.py --lserve build-gpu/lserve --contexts 32768 131072 --batch 1
 """
 import argparse
 import json
@@ -18,7 +22,7 @@ import tempfile
 CONFIG = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
     "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-    "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
+    "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 1048576 + 4096,
     "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": False,
     "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
@@ -44,44 +48,101 @@ def byte_level_tokenizer():
     }
 
 
+def weight_bytes():
+    c = CONFIG
+    d, f, v, layers = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_hidden_layers"]
+    kv = c["num_key_value_heads"] * d // c["num_attention_heads"]
+    per_layer = d * (d + 2 * kv) + d * d + 3 * d * f
+    return 2 * (layers * per_layer + v * d)  # bf16; the embedding table is read one row per token
+
+
+def kv_bytes_per_step(ctx, batch, sparse):
+    """KV bytes one decode step reads (bf16, Llama-3-8B shape, default sparse settings)."""
+    layers, heads, d = 32, 8, 128
+    per_token_head = 2 * d * 2  # K and V, bf16
+    if not sparse:
+        return batch * layers * heads * ctx * per_token_head
+    retrieval, streaming = heads // 2, heads // 2
+    budget = min(ctx, 4096 + 64)
+    dense_layers = 2  # selector_skip_layers
+    sel = (layers - dense_layers) * retrieval * budget + dense_layers * retrieval * ctx
+    stats = (layers - dense_layers) * retrieval * (ctx // 16) * 2 * d * 2 / 4  # every 4 steps
+    stream = layers * streaming * min(ctx, 128 + 256 + 64)
+    return batch * ((sel + stream) * per_token_head + stats)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--lserve", default="build-gpu/lserve")
-    ap.add_argument("--contexts", type=int, nargs="*", default=[32768, 131072])
-    ap.add_argument("--decode-tokens", type=int, default=128)
+    ap.add_argument("--contexts", type=int, nargs="*", default=[32768, 131072],
+                    help="context lengths (prompt tokens) to decode at")
+    ap.add_argument("--batch", type=int, nargs="*", default=[1], help="batch sizes")
+    ap.add_argument("--modes", nargs="*", default=["dense", "sparse"],
+                    help="dense, sparse, sparse-eager, dense-eager (eager: --enforce-eager)")
+    ap.add_argument("--output-len", type=int, default=64, help="tokens generated per request")
+    ap.add_argument("--num-iters", type=int, default=2)
+    ap.add_argument("--real-prefill", action="store_true",
+                    help="compute the prompt instead of filling the KV with random values")
+    ap.add_argument("--copy-tbs", type=float, default=4.3,
+                    help="copy bandwidth of the GPU in TB/s, for the floor column")
+    ap.add_argument("--json", default="", help="append one JSON line per run to this file")
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per run")
+    ap.add_argument("--write-model", metavar="DIR",
+                    help="only write the model folder (with heads.tsv) to DIR and exit")
     args = ap.parse_args()
-    d = tempfile.mkdtemp(prefix="lserve-e2e-")
+    d = args.write_model or tempfile.mkdtemp(prefix="lserve-e2e-")
+    os.makedirs(d, exist_ok=True)
     json.dump(CONFIG, open(os.path.join(d, "config.json"), "w"))
     json.dump(byte_level_tokenizer(), open(os.path.join(d, "tokenizer.json"), "w"))
     rng = random.Random(0)
     with open(os.path.join(d, "heads.tsv"), "w") as f:
         for _ in range(CONFIG["num_hidden_layers"]):
             f.write("\t".join(f"{rng.random():.4f}" for _ in range(CONFIG["num_key_value_heads"])) + "\n")
-    modes = {
+    if args.write_model:
+        return 0
+    flags = {
         "dense": ["--dense"],
         "sparse": ["--head-pattern", os.path.join(d, "heads.tsv"), "--static-sparsity", "0.5"],
     }
-    print("| context | mode | prompt tok | prefill tok/s | decode tok/s | decode ms/token | KV read/step |")
-    print("|---|---|---|---|---|---|---|")
+    print("| context | batch | mode | ms/step (TPOT) | decode tok/s | floor ms | floor / TPOT | TTFT s |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
     for ctx in args.contexts:
-        prompt = os.path.join(d, f"prompt{ctx}.txt")
-        with open(prompt, "w") as f:
-            f.write("".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(ctx - args.decode_tokens - 8)))
-        for mode, flags in modes.items():
-            cmd = [args.lserve, "generate", "--device", "cuda", "--model", d, "--load-format", "dummy",
-                   "--prompt-file", prompt, "--temperature", "0", "--ignore-eos", "--max-tokens",
-                   str(args.decode_tokens), "--max-num-batched-tokens", "8192", "--stats",
-                   "--log-level", "warn", *flags]
-            p = subprocess.run(cmd, capture_output=True, text=True)
-            if p.returncode != 0:
-                print(f"| {ctx} | {mode} | failed: {p.stderr.strip().splitlines()[-1][:200]} |", flush=True)
-                continue
-            pre = re.search(r"prompt:\s+(\d+) tokens in ([\d.]+) s = ([\d.]+) tokens/s", p.stderr)
-            dec = re.search(r"decode ([\d.]+) s = ([\d.]+) tokens/s", p.stderr)
-            kv = re.search(r"KV read per decode step: ([\d.]+) MiB", p.stderr)
-            tps = float(dec.group(2))
-            print(f"| {ctx} | {mode} | {pre.group(1)} | {float(pre.group(3)):.0f} | {tps:.1f} | "
-                  f"{1000 / tps:.2f} | {kv.group(1) if kv else '?'} MiB |", flush=True)
+        for batch in args.batch:
+            for mode in args.modes:
+                base = mode.split("-")[0]
+                eager = mode.endswith("-eager")
+                cmd = [args.lserve, "bench", "--device", "cuda", "--model", d, "--load-format",
+                       "dummy", "--input-len", str(ctx), "--output-len", str(args.output_len),
+                       "--batch-size", str(batch), "--num-iters", str(args.num_iters),
+                       "--num-iters-warmup", "1", "--max-num-batched-tokens", "8192",
+                       "--max-model-len", str(ctx + args.output_len + 64), "--log-level", "warn",
+                       *flags[base]]
+                if not args.real_prefill:
+                    cmd.append("--synthetic-prefill")
+                if eager:
+                    cmd.append("--enforce-eager")
+                try:
+                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"| {ctx} | {batch} | {mode} | timed out |", flush=True)
+                    continue
+                row = [l for l in p.stdout.splitlines() if l.startswith(f"| {batch} |")]
+                if p.returncode != 0 or not row:
+                    err = (p.stderr.strip().splitlines() or ["?"])[-1][:200]
+                    print(f"| {ctx} | {batch} | {mode} | failed: {err} |", flush=True)
+                    continue
+                cells = [c.strip() for c in row[0].strip("|").split("|")]
+                tpot = float(cells[5].split()[0])
+                ttft = float(cells[4])
+                floor = (weight_bytes() + kv_bytes_per_step(ctx, batch, base == "sparse")) / (
+                    args.copy_tbs * 1e12) * 1e3
+                print(f"| {ctx} | {batch} | {mode} | {tpot:.3f} | {batch * 1e3 / tpot:.1f} | "
+                      f"{floor:.3f} | {floor / tpot:.0%} | {ttft:.2f} |", flush=True)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps({"context": ctx, "batch": batch, "mode": mode,
+                                            "tpot_ms": tpot, "floor_ms": floor, "ttft_s": ttft,
+                                            "row": row[0]}) + "\n")
 
 
 if __name__ == "__main__":

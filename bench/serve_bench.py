@@ -59,8 +59,10 @@ def make_prompt(base_url, n_tokens, rng):
     """Random words, grown until /tokenize says the prompt has about n_tokens tokens."""
     words = [rng.choice(WORDS) for _ in range(n_tokens)]
     count = post_json(base_url, "/tokenize", {"prompt": " ".join(words)})["count"]
-    while count > n_tokens and words:
-        words = words[:max(1, len(words) - (count - n_tokens))]
+    while count > n_tokens and len(words) > 1:
+        # Words are one or several tokens depending on the tokenizer: cut in proportion.
+        keep = min(len(words) - 1, max(1, len(words) * n_tokens // count))
+        words = words[:keep]
         count = post_json(base_url, "/tokenize", {"prompt": " ".join(words)})["count"]
     return " ".join(words)
 

@@ -1,40 +1,91 @@
 #!/usr/bin/env bash
-# On the GPU machine: build the CUDA backend, run every GPU test, the attention kernel benchmark
-# and its PyTorch SDPA peer (cuDNN, FlashAttention-2) in one go; logs go to $OUT, a short table
-# is printed last. The machine lacks pcre2.h: the caller carries it in .gpu-deps/include
-# (scripts/gpu-deps.sh puts it there).
-#   BENCH_ARGS / PEER_ARGS: size flags for bench/attention_bench and bench/sdpa_peer.py
-#   GPU_TESTS=0 skips the tests; GPU_BENCH=0 skips the kernel benchmarks; E2E=1 also runs
-#   bench/e2e_gpu.py (lserve generate, Llama-3.1-8B shape with dummy weights, dense vs sparse).
+# On the GPU machine: build the CUDA backend and `lserve`, then run the stages asked for, logs to
+# $OUT and a short summary printed last. The machine lacks pcre2.h and cpp-httplib: the caller
+# carries them in .gpu-deps/include (scripts/gpu-deps.sh puts them there).
+#   TESTS=1      every GPU test (lserve_cuda_tests)
+#   SANITIZE=1   compute-sanitizer memcheck, racecheck, synccheck, initcheck on the kernel tests
+#   KERNELS=1    bench/attention_bench and its PyTorch SDPA peer (BENCH_ARGS / PEER_ARGS)
+#   GEMV=1       bench/gemv_bench: decode GEMMs vs cuBLASLt (GEMV_ARGS)
+#   E2E=1        bench/e2e_gpu.py: `lserve bench` decode, Llama-3.1-8B shape (E2E_ARGS)
+#   NCU=1        per-kernel times of one recorded decode step (NCU_ARGS: the lserve bench flags)
+#   PEER=1       bench/hf_peer.py: Hugging Face transformers decode (PEER_HF_ARGS)
+#   SERVE=1      the server tests (needs models/ and the openai client on PYTHONPATH) and
+#                bench/serve_bench.py against `lserve serve --device cuda` (SERVE_RUNS)
 set -uo pipefail
 OUT="${OUT:-/tmp/lserve-gpu}"
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+summary="$OUT/summary.txt"
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
 jobs=$(nproc)
 if ! cmake -S . -B build-gpu -G Ninja -DLSERVE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
      -DLSERVE_EXTRA_INCLUDE="$PWD/.gpu-deps/include" >"$OUT/cmake.log" 2>&1; then
   tail -40 "$OUT/cmake.log"; exit 1
 fi
 start=$(date +%s)
-targets="lserve_cuda_tests attention_bench"
-[ "${E2E:-0}" = 1 ] && targets="$targets lserve"
-if ! cmake --build build-gpu -j "$jobs" --target $targets >"$OUT/build.log" 2>&1; then
+if ! cmake --build build-gpu -j "$jobs" --target lserve_cuda_tests attention_bench gemv_bench lserve \
+     >"$OUT/build.log" 2>&1; then
   grep -E "error" -A6 "$OUT/build.log" | head -80; exit 1
 fi
-echo "build: $(( $(date +%s) - start )) s"
+note "build: $(( $(date +%s) - start )) s"
 status=0
-if [ "${GPU_TESTS:-1}" = 1 ]; then
-  timeout 300 build-gpu/lserve_cuda_tests >"$OUT/tests.log" 2>&1 || status=1
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |max \|diff\||whole model|Failure|Expected|actual|error" "$OUT/tests.log" | head -60
+T=build-gpu/lserve_cuda_tests
+if [ "${TESTS:-0}" = 1 ]; then
+  timeout 400 $T >"$OUT/tests.log" 2>&1 || status=1
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|max \|diff\||whole model|replayed|tokens compared|Failure|Expected|actual" "$OUT/tests.log" | head -60
+  note "tests: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/tests.log" | tr '\n' ' ')"
 fi
-if [ "${GPU_BENCH:-1}" = 1 ]; then
+if [ "${SANITIZE:-0}" = 1 ]; then
+  filter="${SANITIZE_FILTER:-*Sampl*:*Gemv*:CudaGraph.DevicePlannedDecodeLaunchedDirectly*}"
+  for tool in memcheck racecheck synccheck initcheck; do
+    timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 $T --gtest_filter="$filter" \
+      >"$OUT/sanitize-$tool.log" 2>&1
+    rc=$?
+    note "compute-sanitizer $tool: rc $rc, $(grep -cE '^========= (Invalid|Race|Barrier|Uninitialized|.*hazard)' "$OUT/sanitize-$tool.log") reports; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.log" | tail -1)"
+    [ $rc = 0 ] || status=1
+  done
+fi
+if [ "${GEMV:-0}" = 1 ]; then
+  timeout 240 build-gpu/gemv_bench ${GEMV_ARGS:-} >"$OUT/gemv.log" 2>&1 || status=1
+  echo "==== gemv_bench"; cat "$OUT/gemv.log" | grep -E "^\|" | head -60
+fi
+if [ "${KERNELS:-0}" = 1 ]; then
   timeout 240 build-gpu/attention_bench ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1 || status=1
   timeout 200 python3 bench/sdpa_peer.py ${PEER_ARGS:-} >"$OUT/peer.log" 2>&1 || status=1
   echo "==== lserve"; cat "$OUT/bench.log"
   echo "==== peers (PyTorch SDPA)"; cat "$OUT/peer.log"
 fi
 if [ "${E2E:-0}" = 1 ]; then
-  timeout 420 python3 bench/e2e_gpu.py --lserve build-gpu/lserve ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e.log" || status=1
+  timeout 480 python3 bench/e2e_gpu.py --lserve build-gpu/lserve --json "$OUT/e2e.jsonl" ${E2E_ARGS:-} \
+    2>&1 | tee "$OUT/e2e.log" || status=1
 fi
+if [ "${NCU:-0}" = 1 ]; then
+  python3 bench/e2e_gpu.py --write-model /tmp/lserve-8b >/dev/null
+  # Kernels of one recorded decode step (graph nodes profiled one by one), after warm-up steps.
+  timeout 240 ncu --clock-control none --graph-profiling node --metrics gpu__time_duration.sum \
+    --launch-skip ${NCU_SKIP:-3000} --launch-count ${NCU_COUNT:-600} --csv \
+    build-gpu/lserve bench --device cuda --model /tmp/lserve-8b --load-format dummy \
+    --synthetic-prefill --log-level warn ${NCU_ARGS:---input-len 131072 --output-len 64 --num-iters 1 --head-pattern /tmp/lserve-8b/heads.tsv} \
+    >"$OUT/ncu.csv" 2>"$OUT/ncu.err" || status=1
+  python3 scripts/ncu_summary.py "$OUT/ncu.csv" 2>&1 | tee -a "$summary"
+fi
+if [ "${PEER:-0}" = 1 ]; then
+  timeout 300 python3 bench/hf_peer.py --json "$OUT/hf.jsonl" ${PEER_HF_ARGS:-} 2>"$OUT/hf.err" \
+    | tee "$OUT/hf.log" || status=1
+fi
+if [ "${SERVE:-0}" = 1 ]; then
+  LSERVE_BIN="$PWD/build-gpu/lserve" LSERVE_SOURCE_DIR="$PWD" timeout 400 python3 -m pytest -q \
+    -p no:cacheprovider tests/server >"$OUT/server-tests.log" 2>&1 || status=1
+  note "server tests: $(tail -1 "$OUT/server-tests.log")"
+  python3 bench/e2e_gpu.py --write-model /tmp/lserve-8b >/dev/null
+  while read -r name args; do
+    [ -z "$name" ] && continue
+    timeout 300 python3 bench/serve_bench.py --launch build-gpu/lserve --result-json "$OUT/serve-$name.json" \
+      $args >"$OUT/serve-$name.log" 2>&1 || status=1
+    note "serve $name: $(grep -E 'Successful|Output token|Median TTFT|Median TPOT|P99 ITL' "$OUT/serve-$name.log" | tr -s ' ' | tr '\n' ';')"
+  done <<<"${SERVE_RUNS:-}"
+fi
+echo "==== summary"; cat "$summary"
 exit $status

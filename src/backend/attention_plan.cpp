@@ -9,43 +9,57 @@ namespace lserve {
 namespace {
 
 using cuda::AttnWork;
-
-struct Ranges {
-  int32_t begin[2] = {0, 0};
-  int32_t end[2] = {0, 0};
-  int64_t keys() const { return std::max(0, end[0] - begin[0]) + std::max(0, end[1] - begin[1]); }
-};
-
-// Key ranges a head of `kind` needs for queries at positions [qa, qb] of sequence s.
-Ranges key_ranges(const StepPlan& plan, size_t s, int32_t kind, int32_t qa, int32_t qb, int P,
-                  int token_budget_cap) {
-  const SeqStep& seq = plan.seqs[s];
-  Ranges r;
-  if (kind == cuda::kAllPages) {
-    r.end[0] = qb + 1;
-  } else if (kind == cuda::kSelectedPages) {
-    // An upper bound: the selection plus the current page; the device clips to the real list.
-    const int32_t budget = std::min(seq.token_budget, token_budget_cap);
-    r.end[0] = (budget / P + 1) * P;
-  } else {
-    const int32_t ns = seq.stream_sink_blocks;
-    const int32_t n_window = plan.stream_indptr[s + 1] - plan.stream_indptr[s] - ns;
-    r.end[0] = std::min(ns * P, qb + 1);
-    if (n_window > 0) {
-      const int64_t first_visible = std::max<int64_t>(0, int64_t{qa} - seq.stream_window + 1);
-      const int32_t wf = seq.stream_window_first;
-      const int32_t bw = std::max<int32_t>(wf, static_cast<int32_t>(first_visible / P));
-      const int32_t bl = std::min(qb / P, wf + n_window - 1);
-      if (bl >= bw && qb >= bw * P) {
-        r.begin[1] = (ns + bw - wf) * P;
-        r.end[1] = (ns + bl - wf) * P + std::min(P - 1, qb - bl * P) + 1;
-      }
-    }
-  }
-  return r;
-}
+using Ranges = cuda::KeyRanges;
 
 }  // namespace
+
+cuda::SeqInfo seq_info(const StepPlan& plan, size_t s) {
+  const SeqStep& q = plan.seqs[s];
+  cuda::SeqInfo d{};
+  d.q_offset = q.q_offset;
+  d.q_len = q.q_len;
+  d.start_pos = q.start_pos;
+  d.stream_window = q.stream_window;
+  d.stream_sink_blocks = q.stream_sink_blocks;
+  d.stream_window_first = q.stream_window_first;
+  d.token_budget = q.token_budget;
+  d.sel_slot = q.sel_slot;
+  d.page_base = plan.page_indptr.empty() ? 0 : plan.page_indptr[s];
+  d.stream_base = plan.stream_indptr.empty() ? 0 : plan.stream_indptr[s];
+  d.n_stream = plan.stream_indptr.empty() ? 0 : plan.stream_indptr[s + 1] - plan.stream_indptr[s];
+  d.flags = (q.decode ? cuda::kSeqDecode : 0) | (q.refresh_selection ? cuda::kSeqRefresh : 0);
+  return d;
+}
+
+cuda::DecodeGrid decode_grid(int rows, const SparseAttentionConfig& sp,
+                             const AttentionPlanConfig& cfg) {
+  cuda::DecodeGrid g{};
+  g.n_kv_heads = cfg.n_kv_heads;
+  g.group = cfg.n_heads / cfg.n_kv_heads;
+  g.per_query_head = sp.granularity == SelectorGranularity::kQueryHead ? 1 : 0;
+  g.units_per_head = g.per_query_head ? g.group : 1;
+  g.min_split_keys = cfg.min_split_keys;
+  g.layer = cfg.layer;
+  g.skip_layers = sp.selector_skip_layers;
+  g.page_size = sp.page_size;
+  g.budget_cap = sp.token_budget;
+  // The host planner's wave cost with every item long: ceil(items * splits / slots) waves, each
+  // 1 / splits of an item plus a CTA's start-up (costed as 2% of an item).
+  const int64_t items = static_cast<int64_t>(rows) * cfg.n_kv_heads;
+  const int64_t slots = std::max<int64_t>(1, 3 * cfg.num_sms);
+  int best = 1;
+  double best_cost = 1e30;
+  for (int splits = 1; splits <= 64; ++splits) {
+    const double cost =
+        static_cast<double>((items * splits + slots - 1) / slots) * (1.0 / splits + 0.02);
+    if (cost < best_cost - 1e-9) {
+      best_cost = cost;
+      best = splits;
+    }
+  }
+  g.splits = best;
+  return g;
+}
 
 std::vector<cuda::AppendGroup> plan_append(const StepPlan& plan, int L) {
   std::vector<cuda::AppendGroup> groups;
@@ -74,6 +88,7 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
   std::vector<Pending> decode_items;
   for (size_t s = 0; s < plan.seqs.size(); ++s) {
     const SeqStep& seq = plan.seqs[s];
+    const cuda::SeqInfo info = seq_info(plan, s);
     for (int h = 0; h < cfg.n_kv_heads; ++h) {
       const bool streaming = heads.cls[cfg.layer][h] == HeadClass::kStreaming;
       const bool selected = !streaming && seq.uses_selection(cfg.layer, sp.selector_skip_layers);
@@ -96,8 +111,8 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
           w.head0 = h * group + u;
           w.rg = rg;
           w.partial = -1;
-          const Ranges r = key_ranges(plan, s, kind, seq.start_pos + q0,
-                                      seq.start_pos + q0 + w.q_count - 1, P, sp.token_budget);
+          const Ranges r = cuda::key_ranges(info, kind, seq.start_pos + q0,
+                                            seq.start_pos + q0 + w.q_count - 1, P, sp.token_budget);
           for (int i = 0; i < 2; ++i) {
             w.k_begin[i] = r.begin[i];
             w.k_end[i] = r.end[i];

@@ -29,8 +29,16 @@ struct AttentionPlan {
   int n_partials = 0;
 };
 
+// The device copy of sequence s of the plan (page-table bases, streaming window, flags).
+cuda::SeqInfo seq_info(const StepPlan& plan, size_t s);
+
 AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
                              const SparseAttentionConfig& sparse, const AttentionPlanConfig& cfg);
+
+// The launch shape of a device-planned decode step of `rows` sequence slots (CUDA graphs): as
+// many splits per unit as fill about three CTAs per multiprocessor with every unit long.
+cuda::DecodeGrid decode_grid(int rows, const SparseAttentionConfig& sparse,
+                             const AttentionPlanConfig& cfg);
 
 // Groups of new tokens for the RoPE/append kernel: per sequence, the tokens of each logical page.
 std::vector<cuda::AppendGroup> plan_append(const StepPlan& plan, int logical_page_size);

@@ -4,11 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "backend/sampling.h"
 #include "backend/tensor.h"
 #include "kv/step_plan.h"
 
@@ -19,12 +21,22 @@ struct ModelConfig;
 
 struct RopeParams {
   float theta = 10000.0f;
-  bool half_split = true;           // NEOX pairing (i, i+d/2); false = adjacent pairs (2i, 2i+1)
+  bool half_split = true;  // NEOX pairing (i, i+d/2); false = adjacent pairs (2i, 2i+1)
   const float* freq_factors = nullptr;  // host, head_dim/2 divisors, or null
 };
 
 // theta^(-2i/d) / freq_factors[i] for i < d/2: the rotation speed of each channel pair.
 std::vector<float> rope_inverse_frequencies(const RopeParams& rope, int head_dim);
+
+// A step's device work recorded once and replayed (a CUDA graph): every replay reads the step
+// tables that begin_step wrote since, at the addresses the recording saw.
+class StepRecording {
+ public:
+  virtual ~StepRecording() = default;
+  // False (nothing launched) when the backend has since moved a buffer the recording uses:
+  // record the step again.
+  virtual bool replay() = 0;
+};
 
 class Backend {
  public:
@@ -40,24 +52,40 @@ class Backend {
   // Weight filled with uniform(-scale, scale) noise from `seed` (dummy weights, no host copy).
   virtual Tensor random(int64_t rows, int64_t cols, uint64_t seed, float scale) = 0;
   virtual void fill(Tensor& t, float value) = 0;
+  // t = uniform(-scale, scale) noise from `seed` (any dtype the backend stores; synthetic KV).
+  virtual void fill_random(Tensor& t, uint64_t seed, float scale) = 0;
   virtual void to_host(const Tensor& t, float* host) = 0;  // converts to f32
   // Copies t.nbytes() raw bytes from the host into t (tables of integers).
   virtual void write(Tensor& t, const void* host_bytes) = 0;
   virtual void synchronize() {}
   // Device memory still free, for sizing the KV cache; -1 where it does not apply (host memory).
   virtual int64_t free_memory_bytes() const { return -1; }
-  // Called once per forward before any op: a device backend uploads the plan's tables here (plan
-  // on the host once per step, run on the device).
+  // Called once per step before its ops: a device backend uploads the plan's tables here (plan
+  // on the host once per step, run on the device). Never waits for the device.
   virtual void begin_step(const StepPlan& plan, KvCache& cache) {}
+  // Whether record() works: the backend runs device-planned steps (plan.device_planned).
+  virtual bool can_record() const { return false; }
+  // Runs `work` (the ops of a device-planned step) with its device launches recorded instead of
+  // executed.
+  virtual std::unique_ptr<StepRecording> record(const std::function<void()>& work) {
+    return nullptr;
+  }
 
   // --- model ops (x, out: [n_tokens, features]) -----------------------------------------
-  // out[i] = table[ids[i]]
+  // out[i] = table[ids[i]]. In a device-planned step, ids are the plan's token_ids and rows past
+  // them (padding) get table[0].
   virtual void embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) = 0;
   // out = x / rms(x) * w, per row
   virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;
   // out[n, o] = sum_i x[n, i] * w[o, i]   (x @ w^T); out may be F32 even where activations are
-  // not (logits).
-  virtual void matmul(const Tensor& x, const Tensor& w, Tensor& out) = 0;
+  // not (logits). With accumulate: out[n, o] += that sum (the residual stream, one rounding).
+  virtual void matmul(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate = false) = 0;
+  // outs[j] = x @ ws[j]^T for every j: projections of one input (Q/K/V, gate/up), in one launch
+  // where the backend can.
+  virtual void matmul_many(const Tensor& x, std::span<const Tensor* const> ws,
+                           std::span<Tensor* const> outs) {
+    for (size_t j = 0; j < ws.size(); ++j) matmul(x, *ws[j], *outs[j]);
+  }
   // x[n, :] += bias[0, :]
   virtual void add_bias(Tensor& x, const Tensor& bias) = 0;
   // x += y
@@ -78,6 +106,14 @@ class Backend {
   // selected pages when decoding sparsely), streaming heads sink + window.
   virtual void attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
                          Tensor& out) = 0;
+
+  // --- sampling -------------------------------------------------------------------------
+  // Samples row r of logits [rows, vocab] (f32; edited in place) by plan.sampling[r] and its
+  // logit edits, following backend/sampling.h. Device backends queue the work and the copy of
+  // the results to the host; sampled() waits for them (the step's only wait).
+  virtual void sample(const Tensor& logits, const StepPlan& plan) = 0;
+  // The results of the last sample(), one per row of its logits.
+  virtual std::span<const SampledToken> sampled() = 0;
 };
 
 }  // namespace lserve

@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <random>
 
 #include "core/error.h"
 #include "core/log.h"
-#include "engine/logprobs.h"
-#include "engine/sampler.h"
+#include "engine/step_sampling.h"
 #include "sparse/head_pattern.h"
 #include "sparse/head_pattern_lookup.h"
 
@@ -130,8 +130,12 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel loaded, const Engin
       model_(make_model(loaded.config, std::move(loaded.weights))),
       cache_(make_cache(*backend_, loaded, config)),
       blocks_(block_config(*cache_)),
-      scheduler_(config.scheduler, config.sparse, blocks_),
-      runner_(*model_, *backend_, *cache_) {
+      scheduler_(config.scheduler, config.sparse, blocks_) {
+  RunnerConfig rc;
+  rc.max_step_tokens = config.scheduler.max_num_batched_tokens;
+  rc.max_seqs = config.scheduler.max_num_seqs;
+  rc.enforce_eager = config.enforce_eager;
+  runner_ = std::make_unique<ModelRunner>(*model_, *backend_, *cache_, rc);
   const ModelConfig& mc = model_->config();
   max_model_len_ = config.max_model_len > 0 ? config.max_model_len : mc.max_context;
   const int64_t pool_tokens =
@@ -189,13 +193,34 @@ int64_t Engine::submit(Request req) {
   seq->prompt_len = static_cast<int32_t>(prompt_len);
   seq->params = std::move(req.params);
   seq->sparse = req.sparse;
-  seq->rng.seed(seq->params.seed ? *seq->params.seed : std::random_device{}());
+  seq->synthetic_prefill = req.synthetic_prefill;
+  if (seq->params.seed) {
+    seq->seed = *seq->params.seed;
+  } else {
+    std::random_device rd;
+    seq->seed = static_cast<uint64_t>(rd()) << 32 | rd();
+  }
   seq->detok = std::make_unique<IncrementalDetokenizer>(*tokenizer_);
   seq->arrival = Clock::now();
   const int64_t id = seq->id;
   scheduler_.add(seq.get());
   seqs_.emplace(id, std::move(seq));
   return id;
+}
+
+void Engine::fill_kv_random(uint64_t seed) {
+  KvCache& c = *cache_;
+  for (int l = 0; l < c.config().n_layers; ++l) {
+    for (HeadClass cls : {HeadClass::kRetrieval, HeadClass::kStreaming}) {
+      for (Tensor* t : {&c.k(cls, l), &c.v(cls, l)}) {
+        if (!t->empty()) backend_->fill_random(*t, seed++, 1.0f);
+      }
+    }
+    for (Tensor* t : {&c.kmin(l), &c.kmax(l)}) {
+      if (!t->empty()) backend_->fill_random(*t, seed++, 1.0f);
+    }
+  }
+  backend_->synchronize();
 }
 
 bool Engine::cancel(int64_t id) {
@@ -234,6 +259,7 @@ void Engine::finish(Sequence& seq, FinishReason reason, SeqOutput& out) {
 
 void Engine::on_token(Sequence& seq, int32_t token, SeqOutput& out) {
   seq.tokens.push_back(token);
+  ++seq.output_counts[token];
   out.new_tokens.push_back(token);
   if (seq.num_generated() == 1) seq.first_token_time = Clock::now();
   ++stats_.generated_tokens;
@@ -275,7 +301,11 @@ std::vector<SeqOutput> Engine::step() {
   if (step.plan.seqs.empty()) return outputs;
 
   const auto t0 = Clock::now();
-  std::vector<float> logits = runner_.run(step.plan);
+  // Models often pad their vocabulary past the tokenizer's; those ids are never sampled.
+  const auto vocab =
+      static_cast<int32_t>(std::min<size_t>(model_->config().vocab_size, tokenizer_->vocab_size()));
+  add_sampling(step.plan, step.seqs, vocab);
+  const std::span<const SampledToken> sampled = runner_->run(step.plan);
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
   bool any_prefill = false;
@@ -301,7 +331,6 @@ std::vector<SeqOutput> Engine::step() {
     stats_.decode_tokens += static_cast<int64_t>(step.plan.seqs.size());
   }
 
-  const int vocab = model_->config().vocab_size;
   size_t logit_row = 0;
   std::vector<int64_t> done;
   for (size_t i = 0; i < step.seqs.size(); ++i) {
@@ -309,19 +338,17 @@ std::vector<SeqOutput> Engine::step() {
     const SeqStep& s = step.plan.seqs[i];
     seq.kv.num_tokens = s.end_pos();
     if (!s.want_logits) continue;
-    std::span<float> row(logits.data() + logit_row * vocab, vocab);
-    ++logit_row;
+    const SampledToken& st = sampled[logit_row++];
     SeqOutput out;
     out.id = seq.id;
-    // Models often pad their vocabulary past the tokenizer's; those ids are never sampled.
-    row = row.first(std::min<size_t>(vocab, tokenizer_->vocab_size()));
-    // Log-probabilities describe the raw distribution, so keep it before sampling edits the row.
-    std::vector<float> raw;
-    if (seq.params.logprobs >= 0) raw.assign(row.begin(), row.end());
-    const int32_t token =
-        sample_token(row, seq.params, seq.tokens, seq.rng, static_cast<size_t>(seq.prompt_len));
-    if (!raw.empty()) out.logprobs.push_back(token_logprob(raw, token, seq.params.logprobs));
-    on_token(seq, token, out);
+    if (seq.params.logprobs >= 0) {
+      TokenLogprob lp;
+      lp.token = st.token;
+      lp.logprob = st.logprob;
+      for (int j = 0; j < st.n_top; ++j) lp.top.emplace_back(st.top_ids[j], st.top_logprobs[j]);
+      out.logprobs.push_back(std::move(lp));
+    }
+    on_token(seq, st.token, out);
     if (seq.finished()) done.push_back(seq.id);
     outputs.push_back(std::move(out));
   }

@@ -29,6 +29,7 @@ struct EngineConfig {
   int num_pages = 0;         // retrieval pool pages; 0: derived from kv_cache_bytes
   int num_stream_pages = 0;  // streaming pool pages; 0: derived from kv_cache_bytes
   int64_t kv_cache_bytes = 1ll << 30;
+  bool enforce_eager = false;  // no recorded (CUDA graph) decode steps
 };
 
 struct EngineStats {
@@ -59,6 +60,7 @@ class Engine {
   const EngineStats& stats() const { return stats_; }
   const SparseAttentionConfig& sparse() const { return cache_->sparse(); }
   Backend& backend() { return *backend_; }
+  const RunnerStats& runner_stats() const { return runner_->stats(); }
 
   // Throws Error naming the problem when `request` cannot be served. Reads only state fixed at
   // construction, so other threads may call it while the engine thread steps.
@@ -67,6 +69,9 @@ class Engine {
   int64_t submit(Request request);
   // Runs one step and returns what changed; finished sequences are forgotten after reporting.
   std::vector<SeqOutput> step();
+  // Fills every KV page (keys, values, page statistics) with random values: the context of
+  // requests with synthetic_prefill (benchmarks).
+  void fill_kv_random(uint64_t seed);
   // Stops a sequence and frees its pages at once; its final output comes from the next step().
   bool cancel(int64_t id);
   bool has_work() const { return scheduler_.has_work() || !cancelled_.empty(); }
@@ -84,7 +89,7 @@ class Engine {
   std::unique_ptr<KvCache> cache_;
   BlockManager blocks_;
   Scheduler scheduler_;
-  ModelRunner runner_;
+  std::unique_ptr<ModelRunner> runner_;
   int max_model_len_ = 0;
   std::vector<int32_t> stop_ids_;
   int64_t next_id_ = 1;

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <span>
 #include <utility>
 #include <vector>
 
@@ -15,8 +14,5 @@ struct TokenLogprob {
   float logprob = 0;
   std::vector<std::pair<int32_t, float>> top;  // best first; ties by lower id
 };
-
-// `token`'s log-probability under softmax(logits) and the `top_n` most likely tokens.
-TokenLogprob token_logprob(std::span<const float> logits, int32_t token, int top_n);
 
 }  // namespace lserve

@@ -34,6 +34,8 @@ std::vector<float> sequence_logits(Model& model, Backend& backend,
   }
   std::vector<float> out;
   out.reserve(static_cast<size_t>(o.all_logits ? n : 1) * c.vocab_size);
+  const int64_t chunk_rows = std::min(o.chunk, n);
+  Workspace ws(backend, model.workspace_bytes(chunk_rows, chunk_rows, backend.compute_dtype()));
   for (int start = 0; start < n; start += o.chunk) {
     const int len = std::min(o.chunk, n - start);
     StepPlan p;
@@ -51,7 +53,8 @@ std::vector<float> sequence_logits(Model& model, Backend& backend,
     p.page_indptr = {0, np};
     p.page_indices.assign(pages.begin(), pages.begin() + np);
     p.stream_indptr = {0, 0};
-    Tensor logits = model.forward(p, backend, cache);
+    backend.begin_step(p, cache);
+    Tensor logits = model.forward(p, backend, cache, ws);
     const size_t before = out.size();
     out.resize(before + static_cast<size_t>(logits.numel()));
     if (logits.numel() > 0) backend.to_host(logits, out.data() + before);

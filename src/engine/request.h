@@ -20,6 +20,10 @@ struct Request {
   std::vector<int32_t> prompt;  // token ids (templates and BOS already applied)
   SamplingParams params;
   SparseOverride sparse;
+  // Benchmarks only: the KV of all prompt tokens but the last is taken as whatever the cache
+  // pages hold (Engine::fill_kv_random) instead of computed, so decoding at a long context can be
+  // timed without paying for its prefill. The output is meaningless.
+  bool synthetic_prefill = false;
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };

@@ -150,6 +150,14 @@ ScheduledStep Scheduler::schedule() {
   while (step.num_preempted == 0 && budget > 0 && !waiting_.empty() &&
          running_.size() < static_cast<size_t>(config_.max_num_seqs)) {
     Sequence* seq = waiting_.front();
+    // A synthetic prefill takes the cache's contents as the KV of all prompt tokens but the last.
+    const int32_t skip = seq->synthetic_prefill ? seq->prompt_len - 1 - seq->kv.num_tokens : 0;
+    if (skip > 0) {
+      blocks_.trim_window(seq->kv, seq->prompt_len - 1, stream_window(*seq));
+      if (!blocks_.can_grow(seq->kv, seq->prompt_len)) break;
+      blocks_.grow(seq->kv, seq->prompt_len - 1);
+      seq->kv.num_tokens = seq->prompt_len - 1;
+    }
     const int32_t n = std::min(seq->num_uncached(), budget);
     if (!make_room(seq, n)) break;
     waiting_.pop_front();

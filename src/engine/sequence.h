@@ -5,8 +5,8 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <random>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/request.h"
@@ -24,14 +24,16 @@ struct Sequence {
   std::vector<int32_t> tokens;  // prompt followed by generated tokens
   int32_t prompt_len = 0;
   SamplingParams params;
-  std::mt19937_64 rng;
+  uint64_t seed = 0;  // the sampler's Philox key; draw i of the sequence uses counter i
+  std::unordered_map<int32_t, int32_t> output_counts;  // generated tokens (OpenAI penalties)
   SeqStatus status = SeqStatus::kWaiting;
   FinishReason finish_reason = FinishReason::kNone;
   SequenceKv kv;  // pages and how many tokens they hold
   int32_t num_preemptions = 0;
   SparseOverride sparse;
-  int32_t decode_steps = 0;      // decode steps run so far (the selector's reuse clock)
-  bool selection_valid = false;  // the selection slot holds this sequence's current selection
+  bool synthetic_prefill = false;  // see Request
+  int32_t decode_steps = 0;        // decode steps run so far (the selector's reuse clock)
+  bool selection_valid = false;    // the selection slot holds this sequence's current selection
 
   std::unique_ptr<IncrementalDetokenizer> detok;
   std::string held_text;  // decoded text not yet emitted (could be the start of a stop string)

@@ -4,18 +4,21 @@
 // backend can copy them as they are.
 #pragma once
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <vector>
+
+#include "backend/sampling.h"
 
 namespace lserve {
 
 struct SeqStep {
   int64_t seq_id = 0;
-  int32_t q_offset = 0;   // row of this sequence's first new token in the flattened batch
-  int32_t q_len = 0;      // new tokens this step (a prefill chunk, or 1 when decoding)
-  int32_t start_pos = 0;  // position of the first new token = tokens already in the cache
-  bool decode = false;    // a generation step (one token after the prompt)
+  int32_t q_offset = 0;      // row of this sequence's first new token in the flattened batch
+  int32_t q_len = 0;         // new tokens this step (a prefill chunk, or 1 when decoding)
+  int32_t start_pos = 0;     // position of the first new token = tokens already in the cache
+  bool decode = false;       // a generation step (one token after the prompt)
   bool want_logits = false;  // the logits of the last new token are needed for sampling
   // Streaming heads see keys j with j < sink or j > i - stream_window (INT_MAX: all, i.e. dense).
   int32_t stream_window = INT_MAX;
@@ -48,8 +51,20 @@ struct StepPlan {
   std::vector<int32_t> stream_indptr;
   std::vector<int32_t> stream_indices;
   std::vector<int32_t> logits_rows;  // flattened rows whose logits are returned, in seqs order
+  // How to sample each logits row (parallel to logits_rows), and the per-token logit edits
+  // (bias and penalties) the rows point into. Filled by the engine after scheduling.
+  std::vector<SampleRow> sampling;
+  std::vector<LogitEdit> logit_edits;
+
+  // A decode step run from a recording (CUDA graph) of `padded_rows` sequence slots: every
+  // sequence decodes one token, rows past n_tokens are padding, and device kernels derive their
+  // work from the step's tables, so one recording serves every such step. Set by ModelRunner.
+  bool device_planned = false;
+  int32_t padded_rows = 0;
 
   int32_t n_tokens() const { return static_cast<int32_t>(token_ids.size()); }
+  // Activation rows of the step: its tokens, or the padded slot count.
+  int32_t rows() const { return std::max(n_tokens(), padded_rows); }
   const int32_t* pages_of(size_t s) const { return page_indices.data() + page_indptr[s]; }
   int32_t num_pages_of(size_t s) const { return page_indptr[s + 1] - page_indptr[s]; }
   // Streaming page holding block b of sequence s, or -1 when that block is not kept.

@@ -13,33 +13,34 @@ class LlamaModel final : public Model {
       : config_(std::move(config)), w_(std::move(weights)) {
     rope_.theta = config_.rope_theta;
     rope_.half_split = config_.rope_style == RopeStyle::kHalfSplit;
-    rope_.freq_factors = config_.rope_freq_factors.empty() ? nullptr : config_.rope_freq_factors.data();
+    rope_.freq_factors =
+        config_.rope_freq_factors.empty() ? nullptr : config_.rope_freq_factors.data();
   }
 
   const ModelConfig& config() const override { return config_; }
 
-  Tensor forward(const StepPlan& plan, Backend& be, KvCache& cache) override {
+  Tensor forward(const StepPlan& plan, Backend& be, KvCache& cache, Workspace& ws) override {
     const ModelConfig& c = config_;
-    const int64_t n = plan.n_tokens();
+    const int64_t n = plan.rows();
     LSERVE_ASSERT(n > 0);
     const DType dt = be.compute_dtype();
-    Tensor x = be.alloc(dt, n, c.d_model);
-    Tensor h = be.alloc(dt, n, c.d_model);
-    Tensor q = be.alloc(dt, n, c.q_dim());
-    Tensor k = be.alloc(dt, n, c.kv_dim());
-    Tensor v = be.alloc(dt, n, c.kv_dim());
-    Tensor attn = be.alloc(dt, n, c.q_dim());
-    Tensor gate = be.alloc(dt, n, c.d_ff);
-    Tensor up = be.alloc(dt, n, c.d_ff);
+    ws.reset();
+    Tensor x = ws.alloc(dt, n, c.d_model);
+    Tensor h = ws.alloc(dt, n, c.d_model);
+    Tensor q = ws.alloc(dt, n, c.q_dim());
+    Tensor k = ws.alloc(dt, n, c.kv_dim());
+    Tensor v = ws.alloc(dt, n, c.kv_dim());
+    Tensor attn = ws.alloc(dt, n, c.q_dim());
+    Tensor gate = ws.alloc(dt, n, c.d_ff);
+    Tensor up = ws.alloc(dt, n, c.d_ff);
 
-    be.begin_step(plan, cache);
     be.embed(w_.tok_embd, plan.token_ids, x);
     for (int l = 0; l < c.n_layers; ++l) {
       const LayerWeights& L = w_.layers[l];
       be.rms_norm(x, L.attn_norm, c.rms_eps, h);
-      be.matmul(h, L.wq, q);
-      be.matmul(h, L.wk, k);
-      be.matmul(h, L.wv, v);
+      const Tensor* qkv_w[] = {&L.wq, &L.wk, &L.wv};
+      Tensor* qkv[] = {&q, &k, &v};
+      be.matmul_many(h, qkv_w, qkv);
       if (c.qkv_bias) {
         be.add_bias(q, L.bq);
         be.add_bias(k, L.bk);
@@ -48,28 +49,48 @@ class LlamaModel final : public Model {
       be.rope_append_kv(l, q, k, v, rope_, plan, cache);
       be.select_pages(l, q, plan, cache);
       be.attention(l, q, plan, cache, attn);
-      be.matmul(attn, L.wo, h);
-      be.add(x, h);
+      be.matmul(attn, L.wo, x, /*accumulate=*/true);
 
       be.rms_norm(x, L.ffn_norm, c.rms_eps, h);
-      be.matmul(h, L.w_gate, gate);
-      be.matmul(h, L.w_up, up);
+      const Tensor* mlp_w[] = {&L.w_gate, &L.w_up};
+      Tensor* mlp[] = {&gate, &up};
+      be.matmul_many(h, mlp_w, mlp);
       be.silu_mul(gate, up, gate);
-      be.matmul(gate, L.w_down, h);
-      be.add(x, h);
+      be.matmul(gate, L.w_down, x, /*accumulate=*/true);
     }
-    const auto rows = static_cast<int64_t>(plan.logits_rows.size());
+    // A device-planned step samples every row (padding too); otherwise only the requested rows.
+    const auto rows = plan.device_planned ? n : static_cast<int64_t>(plan.logits_rows.size());
     if (rows == 0) return Tensor{};
-    Tensor last = be.alloc(dt, rows, c.d_model);
-    be.gather_rows(x, plan.logits_rows, last);
+    Tensor last = x;
+    if (!plan.device_planned && !all_rows(plan)) {
+      last = ws.alloc(dt, rows, c.d_model);
+      be.gather_rows(x, plan.logits_rows, last);
+    }
     be.rms_norm(last, w_.output_norm, c.rms_eps, last);
     // Logits stay f32 on every backend: bf16 would round them by ~0.1 at typical magnitudes.
-    Tensor logits = be.alloc(DType::F32, rows, c.vocab_size);
+    Tensor logits = ws.alloc(DType::F32, rows, c.vocab_size);
     be.matmul(last, w_.output, logits);
     return logits;
   }
 
+  int64_t workspace_bytes(int64_t rows, int64_t logit_rows, DType dt) const override {
+    const ModelConfig& c = config_;
+    auto f = [&](DType t, int64_t r, int64_t cols) { return Workspace::footprint(t, r, cols); };
+    return 2 * f(dt, rows, c.d_model) + 2 * f(dt, rows, c.q_dim()) + 2 * f(dt, rows, c.kv_dim()) +
+           2 * f(dt, rows, c.d_ff) + f(dt, logit_rows, c.d_model) +
+           f(DType::F32, logit_rows, c.vocab_size);
+  }
+
  private:
+  // Every row of the step wants logits, in order: the final norm can run on x itself.
+  static bool all_rows(const StepPlan& plan) {
+    if (plan.logits_rows.size() != static_cast<size_t>(plan.n_tokens())) return false;
+    for (size_t i = 0; i < plan.logits_rows.size(); ++i) {
+      if (plan.logits_rows[i] != static_cast<int32_t>(i)) return false;
+    }
+    return true;
+  }
+
   ModelConfig config_;
   ModelWeights w_;
   RopeParams rope_;

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "backend/backend.h"
+#include "backend/workspace.h"
 #include "model/model_config.h"
 #include "model/weights.h"
 
@@ -16,8 +17,12 @@ class Model {
   virtual ~Model() = default;
   virtual const ModelConfig& config() const = 0;
   // Runs the plan's new tokens through the model, appending their KV to `cache`, and returns the
-  // logits [plan.logits_rows.size(), vocab] of the requested rows.
-  virtual Tensor forward(const StepPlan& plan, Backend& backend, KvCache& cache) = 0;
+  // logits [plan.logits_rows.size(), vocab] of the requested rows (of every row, padding
+  // included, in a device-planned step). Activations come from `ws`; the caller has called
+  // backend.begin_step(plan, cache).
+  virtual Tensor forward(const StepPlan& plan, Backend& backend, KvCache& cache, Workspace& ws) = 0;
+  // Workspace bytes a forward over `rows` token rows with `logit_rows` logits rows needs.
+  virtual int64_t workspace_bytes(int64_t rows, int64_t logit_rows, DType dtype) const = 0;
 };
 
 // Picks the implementation for config.arch (llama, mistral and qwen2 share the Llama graph).

@@ -15,18 +15,10 @@
 #include "backend/cuda/cuda_backend.h"
 #include "core/dtype.h"
 #include "engine/offline.h"
+#include "gpu_test.h"
 #include "model/model.h"
 #include "sparse_harness.h"
 #include "test_util.h"
-
-// Skips the calling test (or fixture SetUp), saying why, where no GPU can be used.
-#define LSERVE_SKIP_WITHOUT_GPU()                                   \
-  do {                                                              \
-    std::string why_no_gpu;                                         \
-    if (!lserve::cuda_device_available(&why_no_gpu)) {              \
-      GTEST_SKIP() << "no CUDA device here (" << why_no_gpu << ")"; \
-    }                                                               \
-  } while (0)
 
 namespace lserve {
 namespace {
@@ -41,13 +33,7 @@ class Cuda : public testing::Test {
   CpuBackend cpu_{2};
 };
 
-// Random values already representable in bf16, so both backends start from the same numbers.
-std::vector<float> bf16_random(size_t n, std::mt19937_64& rng, float scale = 1.0f) {
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = bf16_to_f32(f32_to_bf16(dist(rng)));
-  return v;
-}
+using test::bf16_random;
 
 std::vector<float> host(Backend& b, const Tensor& t) {
   std::vector<float> v(static_cast<size_t>(t.numel()));
@@ -198,94 +184,69 @@ INSTANTIATE_TEST_SUITE_P(
                          kernels_name(i.param.kernels));
     });
 
-// The decode step's device work is capturable: every decode layer (RoPE/append, page selection,
-// attention with split-KV merges) is recorded into a CUDA graph, replayed, and its outputs are
-// checked against the visibility-mask reference like the directly launched ones.
-TEST(CudaGraph, DecodeLayersReplayedFromGraphsMatchTheReference) {
+// Device-planned decode (what recorded CUDA graph steps run): every decode layer's device work
+// (RoPE/append, page selection, attention with split-KV merges) derives its work from the step
+// tables for a grid padded to 4 sequence slots, is recorded through the backend's record() and
+// replayed, and its outputs are checked against the visibility-mask reference like the directly
+// launched ones.
+TEST(CudaGraph, DevicePlannedDecodeLayersReplayedFromRecordingsMatchTheReference) {
   LSERVE_SKIP_WITHOUT_GPU();
   CudaBackend gpu(0);
-  const auto st = static_cast<cudaStream_t>(gpu.stream_handle());
-  int replayed = 0;
-  test::SparseCase c;
-  c.group = 4;
-  c.head_dim = 128;
-  c.sparse = small_sparse();
-  c.prompt_len = 301;
-  c.decode_steps = 12;
-  c.chunk = 97;
-  c.n_kv_heads = 2;
-  c.retrieval = {{true, false}, {true, true}, {false, true}};
-  c.run_decode_layer = [&](const std::function<void()>& work) {
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    // Thread-local mode: the backend may grow its staging area (cudaMalloc) while recording.
-    ASSERT_EQ(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), cudaSuccess);
-    work();
-    ASSERT_EQ(cudaStreamEndCapture(st, &graph), cudaSuccess);
-    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-    ASSERT_EQ(cudaGraphLaunch(exec, st), cudaSuccess);
-    ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
-    cudaGraphExecDestroy(exec);
-    cudaGraphDestroy(graph);
-    ++replayed;
-  };
-  test::SparseHarness h(gpu, c, test::test_seed());
-  const double diff = h.run(kAttnTolerance);
-  std::printf("graph replays %d, max |diff| %.2e\n", replayed, diff);
-  EXPECT_EQ(replayed, c.decode_steps * c.n_layers);
+  for (auto granularity : {SelectorGranularity::kKvHead, SelectorGranularity::kQueryHead}) {
+    int replayed = 0;
+    test::SparseCase c;
+    c.group = 4;
+    c.head_dim = 128;
+    c.sparse = small_sparse();
+    c.sparse.granularity = granularity;
+    c.prompt_len = 301;
+    c.decode_steps = 12;
+    c.chunk = 97;
+    c.n_kv_heads = 2;
+    c.retrieval = {{true, false}, {true, true}, {false, true}};
+    c.pad_decode_to = 4;
+    c.run_decode_layer = [&](const std::function<void()>& work) {
+      auto rec = gpu.record(work);
+      ASSERT_TRUE(rec != nullptr);
+      ASSERT_TRUE(rec->replay());
+      gpu.synchronize();
+      ++replayed;
+    };
+    test::SparseHarness h(gpu, c, test::test_seed());
+    const double diff = h.run(kAttnTolerance);
+    std::printf("recorded replays %d, max |diff| %.2e\n", replayed, diff);
+    EXPECT_EQ(replayed, c.decode_steps * c.n_layers);
+  }
+}
+
+// The same device-planned decode launched directly (no recording), with the reference kernel too.
+TEST(CudaGraph, DevicePlannedDecodeLaunchedDirectlyMatchesTheReference) {
+  LSERVE_SKIP_WITHOUT_GPU();
+  for (auto kernels : {CudaBackend::AttnKernels::kAuto, CudaBackend::AttnKernels::kReference}) {
+    CudaBackend gpu(0);
+    gpu.set_attention_kernels(kernels);
+    test::SparseCase c;
+    c.group = 3;
+    c.head_dim = 64;
+    c.sparse = small_sparse();
+    c.prompt_len = 250;
+    c.decode_steps = 20;
+    c.chunk = 64;
+    c.n_kv_heads = 2;
+    c.pad_decode_to = 2;
+    test::SparseHarness h(gpu, c, test::test_seed());
+    std::printf("max |diff| %.2e\n", h.run(kAttnTolerance));
+  }
 }
 
 // A small random Llama: same bf16 weights on both backends; logits agree within what bf16
 // activations through two layers allow.
 TEST_F(Cuda, WholeModelLogitsMatchTheCpu) {
   std::mt19937_64 rng(test::test_seed());
-  ModelConfig c;
-  c.arch = "llama";
-  c.n_layers = 2;
-  c.d_model = 256;
-  c.n_heads = 8;
-  c.n_kv_heads = 2;
-  c.head_dim = 64;
-  c.d_ff = 512;
-  c.vocab_size = 1000;
-  c.max_context = 4096;
-  c.rms_eps = 1e-5f;
-  c.rope_theta = 10000.0f;
-  c.tied_embeddings = true;
-  c.validate("test");
-  auto make = [&](Backend& b, uint64_t seed) {
-    std::mt19937_64 r(seed);
-    ModelWeights w;
-    auto mat = [&](int64_t rows, int64_t cols, float scale) {
-      const auto v = bf16_random(static_cast<size_t>(rows * cols), r, scale);
-      return b.upload(v.data(), rows, cols);
-    };
-    auto ones = [&](int64_t cols) {
-      std::vector<float> v(cols, 1.0f);
-      return b.upload(v.data(), 1, cols);
-    };
-    w.tok_embd = mat(c.vocab_size, c.d_model, 1.0f);
-    w.output = w.tok_embd;
-    w.output_norm = ones(c.d_model);
-    for (int l = 0; l < c.n_layers; ++l) {
-      LayerWeights L;
-      const float s = 1.0f / std::sqrt(static_cast<float>(c.d_model));
-      L.attn_norm = ones(c.d_model);
-      L.ffn_norm = ones(c.d_model);
-      L.wq = mat(c.q_dim(), c.d_model, s);
-      L.wk = mat(c.kv_dim(), c.d_model, s);
-      L.wv = mat(c.kv_dim(), c.d_model, s);
-      L.wo = mat(c.d_model, c.q_dim(), s);
-      L.w_gate = mat(c.d_ff, c.d_model, s);
-      L.w_up = mat(c.d_ff, c.d_model, s);
-      L.w_down = mat(c.d_model, c.d_ff, 1.0f / std::sqrt(static_cast<float>(c.d_ff)));
-      w.layers.push_back(L);
-    }
-    return make_model(c, std::move(w));
-  };
+  const ModelConfig c = test::small_llama_config(2, 64);
   const uint64_t wseed = rng();
-  auto mc = make(cpu_, wseed);
-  auto mg = make(*gpu_, wseed);
+  auto mc = test::random_llama(cpu_, c, wseed);
+  auto mg = test::random_llama(*gpu_, c, wseed);
   std::vector<int32_t> tokens(333);
   for (auto& t : tokens) t = static_cast<int32_t>(rng() % c.vocab_size);
   OfflineRunOptions o;

@@ -178,6 +178,10 @@ double SparseHarness::run(double tolerance) {
   while (true) {
     ScheduledStep step = scheduler_->schedule();
     if (step.plan.seqs.empty()) break;
+    if (c_.pad_decode_to > 0 && step.plan.seqs[0].decode) {
+      step.plan.device_planned = true;
+      step.plan.padded_rows = c_.pad_decode_to;
+    }
     const StepPlan& plan = step.plan;
     const SeqStep& s = plan.seqs[0];
     const int n = plan.n_tokens();

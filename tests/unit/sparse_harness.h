@@ -33,6 +33,9 @@ struct SparseCase {
   // If set, each decode step's per-layer device work (RoPE/append, page selection, attention) is
   // handed to it instead of run directly: the CUDA tests capture it in a CUDA graph and replay it.
   std::function<void(const std::function<void()>&)> run_decode_layer;
+  // > 0: decode steps run device-planned (as recorded CUDA graph steps do), padded to this many
+  // sequence slots.
+  int pad_decode_to = 0;
 };
 
 class SparseHarness {

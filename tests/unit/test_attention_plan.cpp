@@ -3,6 +3,8 @@
 // per key it may see — none missing (wrong output) and none twice (double weight after a split).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -22,25 +24,23 @@ int32_t locate(const StepPlan& plan, size_t s, int32_t kind, int32_t k, int P) {
   if (kind == cuda::kStreamPages) {
     const int32_t n_stream = plan.stream_indptr[s + 1] - plan.stream_indptr[s];
     if (li >= n_stream) return -1;
-    block = li < seq.stream_sink_blocks ? li
-                                        : seq.stream_window_first + (li - seq.stream_sink_blocks);
+    block =
+        li < seq.stream_sink_blocks ? li : seq.stream_window_first + (li - seq.stream_sink_blocks);
   }
   const int32_t pos = block * P + k % P;
   return pos < seq.end_pos() ? pos : -1;
 }
 
-TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
+using ItemsFn = std::function<std::vector<cuda::AttnWork>(const StepPlan&, int layer)>;
+
+// Drives three sequences through the real scheduler (chunked prefill, then decoding) and checks,
+// at every step and layer, that the work items `items` returns cover each (sequence, query head,
+// query) exactly once per key it may see. Returns the rows checked.
+int check_coverage(const SparseAttentionConfig& sp, const HeadMap& heads,
+                   const std::vector<std::vector<bool>>& retrieval, int n_heads, int n_kv,
+                   const ItemsFn& items, bool decode_only) {
   std::mt19937_64 rng(test::test_seed());
-  SparseAttentionConfig sp;
-  sp.sink_tokens = 5;
-  sp.local_tokens = 37;
-  sp.prefill_local_tokens = 90;
-  sp.page_size = 16;
-  sp.logical_page_size = 4;
-  sp.token_budget = 1024;  // above every context here: retrieval heads stay dense (kind 0)
-  const int n_heads = 8, n_kv = 2, group = 4, P = sp.page_size;
-  const std::vector<std::vector<bool>> retrieval = {{true, false}, {false, true}};
-  const HeadMap heads = HeadMap::from_flags(retrieval);
+  const int group = n_heads / n_kv, P = sp.page_size;
   BlockManagerConfig bc;
   bc.page_size = P;
   bc.num_pages = 256;
@@ -63,17 +63,12 @@ TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
     ScheduledStep step = sched.schedule();
     if (step.plan.seqs.empty()) break;
     const StepPlan& plan = step.plan;
-    for (int layer = 0; layer < 2; ++layer) {
-      AttentionPlanConfig cfg;
-      cfg.layer = layer;
-      cfg.n_heads = n_heads;
-      cfg.n_kv_heads = n_kv;
-      cfg.num_sms = 3;  // few "SMs": forces splits
-      cfg.min_split_keys = 64;
-      const AttentionPlan ap = plan_attention(plan, heads, sp, cfg);
+    const bool all_decode =
+        std::all_of(plan.seqs.begin(), plan.seqs.end(), [](const SeqStep& s) { return s.decode; });
+    for (int layer = 0; layer < 2 && (all_decode || !decode_only); ++layer) {
       // (seq, head, query index) -> key positions covered, with multiplicity.
       std::map<std::tuple<int, int, int>, std::multiset<int32_t>> covered;
-      auto add = [&](const cuda::AttnWork& w) {
+      for (const cuda::AttnWork& w : items(plan, layer)) {
         for (int r = 0; r < w.q_count * w.rg; ++r) {
           const int head = w.head0 + r % w.rg, q = w.q_first + r / w.rg;
           auto& keys = covered[{w.seq, head, q}];
@@ -84,9 +79,7 @@ TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
             }
           }
         }
-      };
-      for (const auto& w : ap.prefill) add(w);
-      for (const auto& w : ap.decode) add(w);
+      }
       for (size_t s = 0; s < plan.seqs.size(); ++s) {
         const SeqStep& seq = plan.seqs[s];
         for (int head = 0; head < n_heads; ++head) {
@@ -95,13 +88,15 @@ TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
             const int32_t i = seq.start_pos + q;
             const auto& keys = covered[{static_cast<int>(s), head, q}];
             for (int32_t j = 0; j <= i; ++j) {
-              const bool visible = is_retrieval || j < sp.sink_tokens ||
-                                   static_cast<int64_t>(j) > static_cast<int64_t>(i) - seq.stream_window;
+              const bool visible =
+                  is_retrieval || j < sp.sink_tokens ||
+                  static_cast<int64_t>(j) > static_cast<int64_t>(i) - seq.stream_window;
               if (!visible) continue;
-              ASSERT_EQ(keys.count(j), 1u) << "step " << steps << " layer " << layer << " seq " << s
+              EXPECT_EQ(keys.count(j), 1u) << "step " << steps << " layer " << layer << " seq " << s
                                            << " head " << head << " query " << i << " key " << j;
+              if (keys.count(j) != 1u) return checked_rows;
             }
-            for (int32_t j : keys) ASSERT_LE(keys.count(j), 1u) << "key " << j << " covered twice";
+            for (int32_t j : keys) EXPECT_LE(keys.count(j), 1u) << "key " << j << " covered twice";
             ++checked_rows;
           }
         }
@@ -120,7 +115,90 @@ TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
     }
   }
   EXPECT_LT(steps, 200);
-  EXPECT_GT(checked_rows, 1000);
+  return checked_rows;
+}
+
+SparseAttentionConfig coverage_config() {
+  SparseAttentionConfig sp;
+  sp.sink_tokens = 5;
+  sp.local_tokens = 37;
+  sp.prefill_local_tokens = 90;
+  sp.page_size = 16;
+  sp.logical_page_size = 4;
+  sp.token_budget = 1024;  // above every context here: retrieval heads stay dense (kind 0)
+  return sp;
+}
+
+TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
+  const SparseAttentionConfig sp = coverage_config();
+  const std::vector<std::vector<bool>> retrieval = {{true, false}, {false, true}};
+  const HeadMap heads = HeadMap::from_flags(retrieval);
+  const int rows = check_coverage(
+      sp, heads, retrieval, 8, 2,
+      [&](const StepPlan& plan, int layer) {
+        AttentionPlanConfig cfg;
+        cfg.layer = layer;
+        cfg.n_heads = 8;
+        cfg.n_kv_heads = 2;
+        cfg.num_sms = 3;  // few "SMs": forces splits
+        cfg.min_split_keys = 64;
+        const AttentionPlan ap = plan_attention(plan, heads, sp, cfg);
+        std::vector<cuda::AttnWork> all = ap.prefill;
+        all.insert(all.end(), ap.decode.begin(), ap.decode.end());
+        return all;
+      },
+      false);
+  EXPECT_GT(rows, 1000);
+}
+
+// The decode items a device-planned step's CTAs derive for themselves (CUDA graph replays): the
+// same coverage, with the unused CTAs of the fixed grid (padding slots, split counts past a
+// sequence's keys) doing nothing, and the partial-result slots of one unit distinct.
+TEST(AttentionPlan, DeviceDerivedDecodeItemsCoverEveryVisibleKeyOnce) {
+  const SparseAttentionConfig sp = coverage_config();
+  const std::vector<std::vector<bool>> retrieval = {{true, false}, {false, true}};
+  const HeadMap heads = HeadMap::from_flags(retrieval);
+  for (int num_sms : {1, 3, 132}) {
+    int derived = 0;
+    const int rows = check_coverage(
+        sp, heads, retrieval, 8, 2,
+        [&](const StepPlan& plan, int layer) {
+          const int padded = static_cast<int>(plan.seqs.size()) + 2;  // two padding slots
+          AttentionPlanConfig cfg;
+          cfg.layer = layer;
+          cfg.n_heads = 8;
+          cfg.n_kv_heads = 2;
+          cfg.num_sms = num_sms;
+          cfg.min_split_keys = 64;
+          const cuda::DecodeGrid g = decode_grid(padded, sp, cfg);
+          std::vector<cuda::SeqInfo> infos;
+          for (size_t s = 0; s < plan.seqs.size(); ++s) infos.push_back(seq_info(plan, s));
+          infos.resize(static_cast<size_t>(padded), cuda::SeqInfo{});
+          std::vector<int32_t> cls;
+          for (bool r : retrieval[layer]) cls.push_back(r ? 0 : 1);
+          std::vector<cuda::AttnWork> out;
+          std::set<int32_t> partials;
+          const int units = padded * g.n_kv_heads * g.units_per_head;
+          for (int u = 0; u < units; ++u) {
+            for (int y = 0; y < g.splits; ++y) {
+              cuda::AttnWork w{};
+              int32_t pieces = 0;
+              if (!cuda::decode_work(g, infos.data(), cls.data(), u, y, &w, &pieces)) continue;
+              EXPECT_LT(w.seq, static_cast<int32_t>(plan.seqs.size()));
+              EXPECT_LE(pieces, g.splits);
+              if (w.partial >= 0) {
+                EXPECT_TRUE(partials.insert(w.partial).second);
+              }
+              out.push_back(w);
+              ++derived;
+            }
+          }
+          return out;
+        },
+        true);
+    EXPECT_GT(rows, 300) << num_sms;
+    EXPECT_GT(derived, 0);
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 
+#include "backend/sampling.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "engine/logprobs.h"
@@ -115,16 +116,22 @@ TEST(EngineServing, LogprobsDescribeTheRawDistribution) {
   }
 }
 
-TEST(EngineServing, TokenLogprobIsANormalisedLogSoftmax) {
-  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 3.0f};
-  const TokenLogprob lp = token_logprob(logits, 2, 2);
+TEST(EngineServing, SampledLogprobIsANormalisedLogSoftmax) {
+  std::vector<float> logits = {1.0f, 3.0f, 2.0f, 3.0f};
+  SampleRow row{};
+  row.top_p = 1.0f;
+  row.vocab = 4;
+  row.logprobs = 2;
+  const SampledToken st = sample_row(logits, row, {});
   double z = 0;
   for (float l : logits) z += std::exp(l);
-  EXPECT_NEAR(lp.logprob, 2.0 - std::log(z), 1e-6);
-  ASSERT_EQ(lp.top.size(), 2u);
-  EXPECT_EQ(lp.top[0].first, 1);  // equal logits: the lower id first
-  EXPECT_EQ(lp.top[1].first, 3);
-  EXPECT_TRUE(token_logprob(logits, 0, 0).top.empty());
+  EXPECT_EQ(st.token, 1);  // greedy: the first of the two best
+  EXPECT_NEAR(st.logprob, 3.0 - std::log(z), 1e-6);
+  ASSERT_EQ(st.n_top, 2);
+  EXPECT_EQ(st.top_ids[0], 1);  // equal logits: the lower id first
+  EXPECT_EQ(st.top_ids[1], 3);
+  row.logprobs = 0;
+  EXPECT_EQ(sample_row(logits, row, {}).n_top, 0);
 }
 
 TEST(EngineServing, ValidateRejectsWhatSubmitRejects) {

@@ -1,7 +1,9 @@
 #include "test_util.h"
 
+#include <cmath>
 #include <cstdlib>
 
+#include "core/dtype.h"
 #include "engine/offline.h"
 
 namespace lserve::test {
@@ -11,7 +13,9 @@ std::string source_dir() {
   return LSERVE_SOURCE_DIR;
 }
 
-std::string fixture_path(const std::string& name) { return source_dir() + "/tests/fixtures/" + name; }
+std::string fixture_path(const std::string& name) {
+  return source_dir() + "/tests/fixtures/" + name;
+}
 
 uint64_t test_seed() {
   if (const char* e = std::getenv("LSERVE_TEST_SEED")) return std::strtoull(e, nullptr, 10);
@@ -34,13 +38,69 @@ DefaultModel& default_model() {
   return *m;
 }
 
-std::vector<float> sequence_logits(Model& model, Backend& backend, const std::vector<int32_t>& tokens,
-                                   int chunk, int page_size) {
+std::vector<float> sequence_logits(Model& model, Backend& backend,
+                                   const std::vector<int32_t>& tokens, int chunk, int page_size) {
   OfflineRunOptions o;
   o.chunk = chunk;
   o.page_size = page_size;
   o.scramble_pages = true;
   return lserve::sequence_logits(model, backend, tokens, o);
+}
+
+std::vector<float> bf16_random(size_t n, std::mt19937_64& rng, float scale) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = bf16_to_f32(f32_to_bf16(dist(rng)));
+  return v;
+}
+
+ModelConfig small_llama_config(int n_layers, int head_dim) {
+  ModelConfig c;
+  c.arch = "llama";
+  c.n_layers = n_layers;
+  c.d_model = 256;
+  c.n_heads = 8;
+  c.n_kv_heads = 2;
+  c.head_dim = head_dim;
+  c.d_ff = 512;
+  c.vocab_size = 1000;
+  c.max_context = 4096;
+  c.rms_eps = 1e-5f;
+  c.rope_theta = 10000.0f;
+  c.tied_embeddings = true;
+  c.validate("test");
+  return c;
+}
+
+std::unique_ptr<Model> random_llama(Backend& b, const ModelConfig& c, uint64_t seed) {
+  std::mt19937_64 r(seed);
+  ModelWeights w;
+  auto mat = [&](int64_t rows, int64_t cols, float scale) {
+    const auto v = bf16_random(static_cast<size_t>(rows * cols), r, scale);
+    return b.upload(v.data(), rows, cols);
+  };
+  auto ones = [&](int64_t cols) {
+    std::vector<float> v(cols, 1.0f);
+    return b.upload(v.data(), 1, cols);
+  };
+  w.tok_embd = mat(c.vocab_size, c.d_model, 1.0f);
+  w.output = w.tok_embd;
+  w.output_norm = ones(c.d_model);
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights L;
+    const float s = 1.0f / std::sqrt(static_cast<float>(c.d_model));
+    L.attn_norm = ones(c.d_model);
+    L.ffn_norm = ones(c.d_model);
+    L.wq = mat(c.q_dim(), c.d_model, s);
+    L.wk = mat(c.kv_dim(), c.d_model, s);
+    L.wv = mat(c.kv_dim(), c.d_model, s);
+    L.wo = mat(c.d_model, c.q_dim(), s);
+    L.w_gate = mat(c.d_ff, c.d_model, s);
+    L.w_up = mat(c.d_ff, c.d_model, s);
+    L.w_down = mat(c.d_model, c.d_ff, 1.0f / std::sqrt(static_cast<float>(c.d_ff)));
+    w.layers.push_back(L);
+  }
+  return make_model(c, std::move(w));
 }
 
 }  // namespace lserve::test

@@ -32,7 +32,19 @@ DefaultModel& default_model();
 
 // Runs `tokens` through the model as one sequence in chunks of `chunk` tokens and returns the
 // logits of every position, [tokens.size() * vocab].
-std::vector<float> sequence_logits(Model& model, Backend& backend, const std::vector<int32_t>& tokens,
-                                   int chunk, int page_size = 16);
+std::vector<float> sequence_logits(Model& model, Backend& backend,
+                                   const std::vector<int32_t>& tokens, int chunk,
+                                   int page_size = 16);
+
+// Normal(0, scale) values rounded to bf16, so every backend starts from the same numbers.
+std::vector<float> bf16_random(size_t n, std::mt19937_64& rng, float scale = 1.0f);
+
+// A valid small Llama config: d_model 256, 8 query / 2 KV heads, d_ff 512, vocab 1000, tied
+// embeddings.
+ModelConfig small_llama_config(int n_layers, int head_dim);
+
+// A small Llama with random weights (bf16-representable, the same for the same seed on every
+// backend), unit norms and tied embeddings; `c` must be valid.
+std::unique_ptr<Model> random_llama(Backend& b, const ModelConfig& c, uint64_t seed);
 
 }  // namespace lserve::test

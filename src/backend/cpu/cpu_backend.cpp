@@ -49,16 +49,21 @@ Tensor CpuBackend::upload(const float* host, int64_t rows, int64_t cols) {
 
 Tensor CpuBackend::random(int64_t rows, int64_t cols, uint64_t seed, float scale) {
   Tensor t = alloc(DType::F32, rows, cols);
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  float* p = t.as<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
+  fill_random(t, seed, scale);
   return t;
 }
 
 void CpuBackend::fill(Tensor& t, float value) {
   check_f32(t, "fill");
   std::fill_n(t.as<float>(), t.numel(), value);
+}
+
+void CpuBackend::fill_random(Tensor& t, uint64_t seed, float scale) {
+  check_f32(t, "fill_random");
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  float* p = t.as<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
 }
 
 void CpuBackend::to_host(const Tensor& t, float* host) {
@@ -93,19 +98,20 @@ void CpuBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& o
   });
 }
 
-void CpuBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out) {
+void CpuBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) {
   LSERVE_ASSERT(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows);
   check_f32(x, "matmul");
   check_f32(w, "matmul");
+  const float beta = accumulate ? 1.0f : 0.0f;
   if (x.rows == 1) {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(w.rows), static_cast<int>(w.cols),
-                1.0f, w.as<float>(), static_cast<int>(w.cols), x.as<float>(), 1, 0.0f,
+                1.0f, w.as<float>(), static_cast<int>(w.cols), x.as<float>(), 1, beta,
                 out.as<float>(), 1);
     return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(x.rows),
               static_cast<int>(w.rows), static_cast<int>(x.cols), 1.0f, x.as<float>(),
-              static_cast<int>(x.cols), w.as<float>(), static_cast<int>(w.cols), 0.0f,
+              static_cast<int>(x.cols), w.as<float>(), static_cast<int>(w.cols), beta,
               out.as<float>(), static_cast<int>(out.cols));
 }
 
@@ -143,6 +149,23 @@ void CpuBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, Ten
     std::memcpy(out.as<float>() + r * x.cols, x.as<float>() + rows[r] * x.cols,
                 x.cols * sizeof(float));
   }
+}
+
+}  // namespace lserve
+
+namespace lserve {
+
+void CpuBackend::sample(const Tensor& logits, const StepPlan& plan) {
+  check_f32(logits, "sample");
+  LSERVE_ASSERT(static_cast<int64_t>(plan.sampling.size()) >= logits.rows);
+  sampled_.resize(static_cast<size_t>(logits.rows));
+  pool_.parallel_for(logits.rows, [&](int64_t r) {
+    const SampleRow& row = plan.sampling[r];
+    std::span<float> l(logits.as<float>() + r * logits.cols, static_cast<size_t>(logits.cols));
+    std::span<const LogitEdit> edits(plan.logit_edits.data() + row.edit_begin,
+                                     static_cast<size_t>(row.edit_end - row.edit_begin));
+    sampled_[r] = sample_row(l, row, edits);
+  });
 }
 
 }  // namespace lserve

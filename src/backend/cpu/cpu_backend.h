@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "backend/backend.h"
 #include "core/thread_pool.h"
@@ -23,12 +24,13 @@ class CpuBackend final : public Backend {
   Tensor upload(const float* host, int64_t rows, int64_t cols) override;
   Tensor random(int64_t rows, int64_t cols, uint64_t seed, float scale) override;
   void fill(Tensor& t, float value) override;
+  void fill_random(Tensor& t, uint64_t seed, float scale) override;
   void to_host(const Tensor& t, float* host) override;
   void write(Tensor& t, const void* host_bytes) override;
 
   void embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
-  void matmul(const Tensor& x, const Tensor& w, Tensor& out) override;
+  void matmul(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate = false) override;
   void add_bias(Tensor& x, const Tensor& bias) override;
   void add(Tensor& x, const Tensor& y) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
@@ -38,6 +40,9 @@ class CpuBackend final : public Backend {
   void select_pages(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache) override;
   void attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
                  Tensor& out) override;
+
+  void sample(const Tensor& logits, const StepPlan& plan) override;
+  std::span<const SampledToken> sampled() override { return sampled_; }
 
   ThreadPool& pool() { return pool_; }
 
@@ -49,6 +54,7 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool pool_;
   AttentionObserver observer_;
+  std::vector<SampledToken> sampled_;
 };
 
 }  // namespace lserve

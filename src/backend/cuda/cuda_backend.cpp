@@ -11,6 +11,7 @@
 #include "backend/cuda/device_state.h"
 #include "backend/cuda/gemm.h"
 #include "backend/cuda/launch.h"
+#include "backend/cuda/sampling_launch.h"
 #include "core/dtype.h"
 #include "kv/kv_cache.h"
 
@@ -21,6 +22,25 @@ using cuda::bf16;
 namespace {
 
 void check_bf16(const Tensor& t) { LSERVE_ASSERT(t.dtype == DType::BF16 && t.data != nullptr); }
+
+// A recorded step: a CUDA graph replayed on the backend's stream while the buffers it points at
+// stay where they were when it was recorded.
+class CudaRecording final : public StepRecording {
+ public:
+  CudaRecording(cudaGraphExec_t exec, const CudaBackend::Impl& impl)
+      : exec_(exec), impl_(impl), generation_(impl.generation()) {}
+  ~CudaRecording() override { cudaGraphExecDestroy(exec_); }
+  bool replay() override {
+    if (impl_.generation() != generation_) return false;
+    LSERVE_CUDA_CHECK(cudaGraphLaunch(exec_, impl_.stream()));
+    return true;
+  }
+
+ private:
+  cudaGraphExec_t exec_;
+  const CudaBackend::Impl& impl_;
+  uint64_t generation_;
+};
 
 }  // namespace
 
@@ -67,6 +87,11 @@ void CudaBackend::fill(Tensor& t, float value) {
   } else {
     fail("fill: unsupported dtype {}", dtype_name(t.dtype));
   }
+}
+
+void CudaBackend::fill_random(Tensor& t, uint64_t seed, float scale) {
+  LSERVE_CHECK(t.dtype == DType::BF16, "fill_random: unsupported dtype {}", dtype_name(t.dtype));
+  LSERVE_CUDA_CHECK(cuda::launch_random(t.as<bf16>(), t.numel(), seed, scale, impl_->stream()));
 }
 
 void CudaBackend::to_host(const Tensor& t, float* host) {
@@ -116,6 +141,30 @@ void CudaBackend::synchronize() { LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_-
 
 void CudaBackend::begin_step(const StepPlan& plan, KvCache& cache) {
   impl_->begin_step(plan, cache);
+  device_planned_ = plan.device_planned;
+}
+
+bool CudaBackend::can_record() const { return true; }
+
+std::unique_ptr<StepRecording> CudaBackend::record(const std::function<void()>& work) {
+  LSERVE_ASSERT(device_planned_);
+  const cudaStream_t st = impl_->stream();
+  // Thread-local mode: other threads' CUDA calls (e.g. a server's) are not part of the capture.
+  LSERVE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  cudaGraph_t graph = nullptr;
+  try {
+    work();
+  } catch (...) {
+    cudaStreamEndCapture(st, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    throw;
+  }
+  LSERVE_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  LSERVE_CUDA_CHECK(err);
+  return std::make_unique<CudaRecording>(exec, *impl_);
 }
 
 void CudaBackend::embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) {
@@ -125,13 +174,16 @@ void CudaBackend::embed(const Tensor& table, std::span<const int32_t> ids, Tenso
     LSERVE_CHECK(id >= 0 && id < table.rows, "token id {} is outside the vocabulary ({})", id,
                  table.rows);
   }
-  const int32_t* dids = impl_->stage(ids.data(), ids.size_bytes());
-  LSERVE_CUDA_CHECK(cuda::launch_gather_rows(table.as<bf16>(), dids,
-                                             static_cast<int64_t>(ids.size()), table.cols,
-                                             out.as<bf16>(), impl_->stream()));
+  // A device-planned step's ids are already on the device, in its tables (padding rows: 0).
+  const int32_t* dids =
+      device_planned_ ? impl_->device_step().token_ids : impl_->stage(ids.data(), ids.size_bytes());
+  const int64_t n = device_planned_ ? out.rows : static_cast<int64_t>(ids.size());
+  LSERVE_CUDA_CHECK(cuda::launch_gather_rows(table.as<bf16>(), dids, n, table.cols, out.as<bf16>(),
+                                             impl_->stream()));
 }
 
 void CudaBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) {
+  LSERVE_ASSERT(!device_planned_);
   if (rows.empty()) return;
   const int32_t* drows = impl_->stage(rows.data(), rows.size_bytes());
   LSERVE_CUDA_CHECK(cuda::launch_gather_rows(x.as<bf16>(), drows, static_cast<int64_t>(rows.size()),
@@ -145,14 +197,32 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& 
                                           out.as<bf16>(), impl_->stream()));
 }
 
-void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out) {
+void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) {
   LSERVE_ASSERT(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows);
   check_bf16(x);
   check_bf16(w);
   LSERVE_ASSERT(out.dtype == DType::BF16 || out.dtype == DType::F32);
   if (x.rows == 0) return;
-  impl_->gemm().run(x.data, w.data, out.data, out.dtype == DType::F32, x.rows, w.rows, x.cols,
-                    impl_->stream());
+  impl_->gemm().run(x.data, w.data, out.data, out.dtype == DType::F32, accumulate, x.rows, w.rows,
+                    x.cols, impl_->stream());
+}
+
+void CudaBackend::matmul_many(const Tensor& x, std::span<const Tensor* const> ws,
+                              std::span<Tensor* const> outs) {
+  LSERVE_ASSERT(ws.size() == outs.size() && !ws.empty());
+  check_bf16(x);
+  if (x.rows == 0) return;
+  std::vector<cuda::GemvTarget> targets;
+  for (size_t j = 0; j < ws.size(); ++j) {
+    const Tensor& w = *ws[j];
+    Tensor& out = *outs[j];
+    LSERVE_ASSERT(x.cols == w.cols && out.rows == x.rows && out.cols == w.rows &&
+                  out.dtype == DType::BF16);
+    check_bf16(w);
+    targets.push_back({w.data, w.rows, out.data, out.cols});
+  }
+  impl_->gemm().run_many(x.data, x.rows, x.cols, targets, /*out_f32=*/false, /*accumulate=*/false,
+                         impl_->stream());
 }
 
 void CudaBackend::add_bias(Tensor& x, const Tensor& bias) {
@@ -174,11 +244,13 @@ void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
 
 void CudaBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v,
                                  const RopeParams& rope, const StepPlan& plan, KvCache& cache) {
+  // A device-planned step: one CTA row per sequence slot, each appending its one token.
   const auto& groups = impl_->append_groups();
-  if (groups.empty()) return;
+  const int n_groups = device_planned_ ? plan.padded_rows : static_cast<int>(groups.size());
+  if (n_groups == 0) return;
   cuda::RopeAppendParams p{};
   p.step = impl_->device_step();
-  p.groups = impl_->append_groups_device();
+  p.groups = device_planned_ ? nullptr : impl_->append_groups_device();
   p.q = q.as<bf16>();
   p.k = k.as<bf16>();
   p.v = v.as<bf16>();
@@ -187,25 +259,38 @@ void CudaBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& 
   p.inv_freq = impl_->inv_freq(rope, cache.config().head_dim);
   p.half_split = rope.half_split ? 1 : 0;
   p.kv = impl_->layer_kv(cache, layer);
-  LSERVE_CUDA_CHECK(cuda::launch_rope_append(p, static_cast<int>(groups.size()), impl_->stream()));
+  LSERVE_CUDA_CHECK(cuda::launch_rope_append(p, n_groups, impl_->stream()));
 }
 
 void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache) {
   const SparseAttentionConfig& sp = cache.sparse();
+  const int sel_heads = cache.sel_heads();
   std::vector<int32_t> seqs;
   int32_t max_blocks = 1;
-  for (size_t s = 0; s < plan.seqs.size(); ++s) {
-    const SeqStep& st = plan.seqs[s];
-    if (!st.refresh_selection || !st.uses_selection(layer, sp.selector_skip_layers)) continue;
-    seqs.push_back(static_cast<int32_t>(s));
-    max_blocks = std::max(max_blocks, (st.end_pos() + sp.page_size - 1) / sp.page_size);
+  int n_rows = 0;
+  if (device_planned_) {
+    // The same launch for every step of this recording: every slot, each CTA checking its own
+    // sequence's refresh flag. Steps that refresh nothing are recorded without it.
+    const bool any = std::any_of(plan.seqs.begin(), plan.seqs.end(),
+                                 [](const SeqStep& s) { return s.refresh_selection; });
+    if (!any || layer < sp.selector_skip_layers) return;
+    n_rows = plan.padded_rows;
+    max_blocks = impl_->planned_max_blocks();
+  } else {
+    for (size_t s = 0; s < plan.seqs.size(); ++s) {
+      const SeqStep& st = plan.seqs[s];
+      if (!st.refresh_selection || !st.uses_selection(layer, sp.selector_skip_layers)) continue;
+      seqs.push_back(static_cast<int32_t>(s));
+      max_blocks = std::max(max_blocks, (st.end_pos() + sp.page_size - 1) / sp.page_size);
+    }
+    if (seqs.empty()) return;
+    n_rows = static_cast<int>(seqs.size());
   }
-  if (seqs.empty()) return;
   const int d = cache.config().head_dim;
   LSERVE_CHECK(d == 64 || d == 128, "the page selector supports head_dim 64 and 128, not {}", d);
   cuda::SelectorParams p{};
   p.step = impl_->device_step();
-  p.seq_list = impl_->staged_refresh_list(seqs);
+  p.seq_list = device_planned_ ? nullptr : impl_->staged_refresh_list(seqs);
   p.q = q.as<bf16>();
   p.n_heads = cache.config().n_heads;
   p.n_kv_heads = cache.config().n_kv_heads;
@@ -215,26 +300,43 @@ void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan,
   p.budget_cap = sp.token_budget;
   p.layer = layer;
   p.n_layers = cache.config().n_layers;
+  p.skip_layers = sp.selector_skip_layers;
   p.kv = impl_->layer_kv(cache, layer);
-  const int sel_heads = cache.sel_heads();
-  Tensor scratch = alloc(DType::I32, static_cast<int64_t>(seqs.size()) * sel_heads, max_blocks);
-  p.scratch = scratch.as<uint32_t>();
   p.max_blocks = max_blocks;
-  // Scoring warps for one wave of two resident CTAs per multiprocessor: one page per warp at a
-  // short context; more at long ones and large batches, where the next page's loads overlap
+  // Scoring warps for about one wave of two resident CTAs per multiprocessor: one page per warp
+  // at a short context; more at long ones and large batches, where the next page's loads overlap
   // the current one's math. Streaming heads score nothing.
-  const int64_t scored_heads = static_cast<int64_t>(sel_heads) *
-                               cache.heads().count(layer, HeadClass::kRetrieval) /
-                               cache.config().n_kv_heads;
-  const int64_t pages = static_cast<int64_t>(seqs.size()) * scored_heads * max_blocks;
-  const int64_t warps = static_cast<int64_t>(impl_->num_sms()) * 2 * (cuda::kSelectorThreads / 32);
-  p.pages_per_warp = static_cast<int32_t>(
-      std::clamp<int64_t>((pages + warps - 1) / warps, 1, cuda::kScoreMaxPagesPerWarp));
+  constexpr int kWarps = cuda::kSelectorThreads / 32;
+  const int64_t wave_warps = static_cast<int64_t>(impl_->num_sms()) * 2 * kWarps;
+  int chunks = 0;
+  Tensor scratch;
+  if (device_planned_) {
+    // Pages per warp are sized by each CTA from its own sequence's length; the grid covers the
+    // longest sequence the pool can hold (at most kScoreMaxPagesPerWarp pages per warp) and at
+    // least one wave.
+    p.pages_per_warp = 0;
+    p.scratch = impl_->planned_scratch();
+    const int64_t per_cta = int64_t{kWarps} * cuda::kScoreMaxPagesPerWarp;
+    const int64_t ctas_per_row = static_cast<int64_t>(n_rows) * sel_heads;
+    chunks = static_cast<int>(
+        std::max<int64_t>((max_blocks + per_cta - 1) / per_cta,
+                          (2 * impl_->num_sms() + ctas_per_row - 1) / ctas_per_row));
+  } else {
+    scratch = alloc(DType::I32, static_cast<int64_t>(n_rows) * sel_heads, max_blocks);
+    p.scratch = scratch.as<uint32_t>();
+    const int64_t scored_heads = static_cast<int64_t>(sel_heads) *
+                                 cache.heads().count(layer, HeadClass::kRetrieval) /
+                                 cache.config().n_kv_heads;
+    const int64_t pages = static_cast<int64_t>(n_rows) * scored_heads * max_blocks;
+    p.pages_per_warp = static_cast<int32_t>(
+        std::clamp<int64_t>((pages + wave_warps - 1) / wave_warps, 1, cuda::kScoreMaxPagesPerWarp));
+    const int per_cta = kWarps * p.pages_per_warp;
+    chunks = (max_blocks + per_cta - 1) / per_cta;
+  }
   p.sel_blocks = cache.sel_blocks().as<int32_t>();
   p.sel_count = cache.sel_count().as<int32_t>();
   p.max_sel = cache.max_sel_pages();
-  LSERVE_CUDA_CHECK(
-      cuda::launch_select_pages(p, static_cast<int>(seqs.size()), sel_heads, d, impl_->stream()));
+  LSERVE_CUDA_CHECK(cuda::launch_select_pages(p, n_rows, sel_heads, chunks, d, impl_->stream()));
 }
 
 void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
@@ -242,22 +344,14 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
   const int d = cache.config().head_dim;
   LSERVE_CHECK(d == 64 || d == 128,
                "the CUDA attention kernels support head_dim 64 and 128, not {}", d);
-  // Layers whose heads have the same classes (and the same dense/sparse decode mode) share one
-  // plan per step: planned and uploaded once, then only kernels are launched.
-  std::vector<int8_t> signature;
-  for (auto c : cache.heads().cls[layer]) signature.push_back(c == HeadClass::kRetrieval ? 0 : 1);
-  signature.push_back(layer >= cache.sparse().selector_skip_layers ? 1 : 0);
-  const Impl::StagedAttention& sa = impl_->staged_attention(signature, d, [&] {
-    AttentionPlanConfig cfg;
-    cfg.layer = layer;
-    cfg.n_heads = static_cast<int>(q.cols / d);
-    cfg.n_kv_heads = cache.config().n_kv_heads;
-    cfg.num_sms = impl_->num_sms();
-    cfg.min_split_keys = min_split_keys_;
-    cfg.prefill_rows = cuda::kPrefillRows;
-    cfg.decode_rows = cuda::kDecodeRows;
-    return plan_attention(plan, cache.heads(), cache.sparse(), cfg);
-  });
+  AttentionPlanConfig cfg;
+  cfg.layer = layer;
+  cfg.n_heads = static_cast<int>(q.cols / d);
+  cfg.n_kv_heads = cache.config().n_kv_heads;
+  cfg.num_sms = impl_->num_sms();
+  cfg.min_split_keys = min_split_keys_;
+  cfg.prefill_rows = cuda::kPrefillRows;
+  cfg.decode_rows = cuda::kDecodeRows;
 
   cuda::AttnParams p{};
   p.step = impl_->device_step();
@@ -278,9 +372,31 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
   }
   const bool reference = attn_kernels_ == AttnKernels::kReference;
   LSERVE_CHECK(!reference || p.max_sel <= 1024, "reference attention: budget too large");
+  const cudaStream_t st = impl_->stream();
+  const auto decode_variant =
+      reference ? cuda::AttnVariant::kReference : cuda::AttnVariant::kDecode;
+
+  if (device_planned_) {
+    // Every slot's items derived on the device: the same launches for every step of this size.
+    p.work = nullptr;
+    p.grid = decode_grid(plan.padded_rows, cache.sparse(), cfg);
+    p.part_o = impl_->planned_part_o();
+    p.part_lse = impl_->planned_part_lse();
+    const int units = plan.padded_rows * p.grid.n_kv_heads * p.grid.units_per_head;
+    LSERVE_CUDA_CHECK(cuda::launch_attention(p, units, d, decode_variant, st));
+    LSERVE_CUDA_CHECK(cuda::launch_merge(p, nullptr, units, d, st));
+    return;
+  }
+
+  // Layers whose heads have the same classes (and the same dense/sparse decode mode) share one
+  // plan per step: planned and uploaded once, then only kernels are launched.
+  std::vector<int8_t> signature;
+  for (auto c : cache.heads().cls[layer]) signature.push_back(c == HeadClass::kRetrieval ? 0 : 1);
+  signature.push_back(layer >= cache.sparse().selector_skip_layers ? 1 : 0);
+  const Impl::StagedAttention& sa = impl_->staged_attention(
+      signature, d, [&] { return plan_attention(plan, cache.heads(), cache.sparse(), cfg); });
   p.part_o = sa.part_o.empty() ? nullptr : sa.part_o.as<float>();
   p.part_lse = sa.part_lse.empty() ? nullptr : sa.part_lse.as<float>();
-  const cudaStream_t st = impl_->stream();
   auto launch = [&](const cuda::AttnWork* items, int n, cuda::AttnVariant variant) {
     if (n == 0) return;
     p.work = items;
@@ -291,8 +407,27 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
   launch(sa.decode, sa.n_decode, cuda::AttnVariant::kDecode);
   launch(sa.prefill, sa.n_prefill,
          wgmma ? cuda::AttnVariant::kPrefillWgmma : cuda::AttnVariant::kPrefill);
-  LSERVE_CUDA_CHECK(cuda::launch_merge(sa.merges, sa.n_merges, p.part_o, p.part_lse, p.step,
-                                       p.n_heads, d, p.out, st));
+  LSERVE_CUDA_CHECK(cuda::launch_merge(p, sa.merges, sa.n_merges, d, st));
+}
+
+void CudaBackend::sample(const Tensor& logits, const StepPlan& plan) {
+  LSERVE_ASSERT(logits.dtype == DType::F32);
+  const int rows = static_cast<int>(logits.rows);
+  LSERVE_ASSERT(plan.sampling.size() >= static_cast<size_t>(rows));
+  const auto [dev, host] = impl_->sampled_buffers(rows);
+  const cudaStream_t st = impl_->stream();
+  LSERVE_CUDA_CHECK(cuda::launch_sample(logits.as<float>(), logits.cols, rows, impl_->sample_rows(),
+                                        impl_->logit_edits(), dev, st));
+  // Only the sampled tokens come back (a few hundred bytes a row), into pinned memory.
+  LSERVE_CUDA_CHECK(
+      cudaMemcpyAsync(host, dev, rows * sizeof(SampledToken), cudaMemcpyDeviceToHost, st));
+  sampled_rows_ = rows;
+}
+
+std::span<const SampledToken> CudaBackend::sampled() {
+  // The step's one wait: everything queued for it, up to the copy of its sampled tokens.
+  LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream()));
+  return {impl_->sampled_host(), static_cast<size_t>(sampled_rows_)};
 }
 
 }  // namespace lserve

@@ -23,6 +23,7 @@ class CudaBackend final : public Backend {
   Tensor upload(const float* host, int64_t rows, int64_t cols) override;
   Tensor random(int64_t rows, int64_t cols, uint64_t seed, float scale) override;
   void fill(Tensor& t, float value) override;
+  void fill_random(Tensor& t, uint64_t seed, float scale) override;
   void to_host(const Tensor& t, float* host) override;
   void write(Tensor& t, const void* host_bytes) override;
   // The stream all work is queued on (cudaStream_t), for timing with events.
@@ -30,10 +31,14 @@ class CudaBackend final : public Backend {
   void synchronize() override;
   int64_t free_memory_bytes() const override;
   void begin_step(const StepPlan& plan, KvCache& cache) override;
+  bool can_record() const override;
+  std::unique_ptr<StepRecording> record(const std::function<void()>& work) override;
 
   void embed(const Tensor& table, std::span<const int32_t> ids, Tensor& out) override;
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
-  void matmul(const Tensor& x, const Tensor& w, Tensor& out) override;
+  void matmul(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate = false) override;
+  void matmul_many(const Tensor& x, std::span<const Tensor* const> ws,
+                   std::span<Tensor* const> outs) override;
   void add_bias(Tensor& x, const Tensor& bias) override;
   void add(Tensor& x, const Tensor& y) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
@@ -43,6 +48,8 @@ class CudaBackend final : public Backend {
   void select_pages(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache) override;
   void attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
                  Tensor& out) override;
+  void sample(const Tensor& logits, const StepPlan& plan) override;
+  std::span<const SampledToken> sampled() override;
 
   // Which attention kernels run. kAuto: prefill tiles on Hopper's wgmma where the device is an
   // sm_90 one, the portable mma.sync kernel elsewhere; tests also force the portable kernel or
@@ -56,6 +63,8 @@ class CudaBackend final : public Backend {
 
  private:
   std::unique_ptr<Impl> impl_;
+  bool device_planned_ = false;  // the current step's kernels derive their work on the device
+  int sampled_rows_ = 0;
   AttnKernels attn_kernels_ = AttnKernels::kAuto;
   int min_split_keys_ = AttentionPlanConfig{}.min_split_keys;
 };

@@ -1,10 +1,12 @@
-// CudaBackend's state: the stream, stream-ordered allocations, the staging area through which
-// each step's host-planned tables reach the device, and per-cache device tables. Included only by
-// the backend's .cu file.
+// CudaBackend's state: the stream; the step tables at fixed device addresses (what recorded
+// decode steps read on every replay); the staging ring through which host-planned work lists
+// reach the device without waiting for it; the buffers of device-planned steps; the sampler's
+// output. Included only by the backend's source files.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -32,6 +34,15 @@ struct StreamHolder {
   ~StreamHolder() { cudaStreamDestroy(stream); }
 };
 
+// A pinned host buffer and its device twin, reused once the device has passed `done`.
+struct StagingSlot {
+  void* host = nullptr;
+  void* dev = nullptr;
+  size_t capacity = 0;
+  size_t used = 0;
+  cudaEvent_t done = nullptr;
+};
+
 struct CudaBackend::Impl {
   explicit Impl(int device) : device_(device), holder_(std::make_shared<StreamHolder>(device)) {
     cudaDeviceProp prop{};
@@ -44,18 +55,32 @@ struct CudaBackend::Impl {
     uint64_t threshold = UINT64_MAX;
     LSERVE_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
     LSERVE_CUDA_CHECK(cuda::probe_wgmma(&hopper_, stream()));
+    for (auto& s : ring_) {
+      LSERVE_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
+    }
   }
   ~Impl() {
     cudaStreamSynchronize(stream());
     free_retired();
-    if (host_stage_) cudaFreeHost(host_stage_);
-    if (dev_stage_) cudaFree(dev_stage_);
+    for (auto& s : ring_) {
+      if (s.host) cudaFreeHost(s.host);
+      if (s.dev) cudaFree(s.dev);
+      cudaEventDestroy(s.done);
+    }
+    if (tables_host_) cudaFreeHost(tables_host_);
+    if (tables_done_) cudaEventDestroy(tables_done_);
+    if (sampled_host_) cudaFreeHost(sampled_host_);
   }
 
   cudaStream_t stream() const { return holder_->stream; }
+  Tensor alloc_bytes(size_t bytes) {
+    return alloc(DType::I32, 1, static_cast<int64_t>((bytes + 3) / 4));
+  }
   int num_sms() const { return num_sms_; }
   bool hopper() const { return hopper_; }
   cuda::Gemm& gemm() { return gemm_; }
+  // Changes whenever a buffer that recordings point at moves: older recordings are stale.
+  uint64_t generation() const { return generation_; }
 
   Tensor alloc(DType dtype, int64_t rows, int64_t cols) {
     Tensor t;
@@ -76,65 +101,62 @@ struct CudaBackend::Impl {
     return t;
   }
 
-  // Copies host bytes into the step's staging area and returns their device address (valid until
-  // the next begin_step). 256-byte aligned.
+  // Copies host bytes into the current staging slot and returns their device address (valid
+  // until the slot comes round again, two steps later). 256-byte aligned. Never used while a
+  // step is being recorded: the recording would replay this step's bytes.
   template <typename T>
   const T* stage(const T* src, size_t bytes) {
-    size_t at = (stage_used_ + 255) / 256 * 256;
-    if (at + bytes > stage_capacity_) {
-      grow_stage(at + bytes);
+    StagingSlot& s = ring_[slot_];
+    size_t at = (s.used + 255) / 256 * 256;
+    if (at + bytes > s.capacity) {
+      grow_slot(s, at + bytes);
       at = 0;
     }
-    std::memcpy(static_cast<char*>(host_stage_) + at, src, bytes);
-    LSERVE_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dev_stage_) + at,
-                                      static_cast<char*>(host_stage_) + at, bytes,
+    std::memcpy(static_cast<char*>(s.host) + at, src, bytes);
+    LSERVE_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(s.dev) + at,
+                                      static_cast<char*>(s.host) + at, bytes,
                                       cudaMemcpyHostToDevice, stream()));
-    stage_used_ = at + bytes;
-    return reinterpret_cast<const T*>(static_cast<char*>(dev_stage_) + at);
+    s.used = at + bytes;
+    return reinterpret_cast<const T*>(static_cast<char*>(s.dev) + at);
+  }
+  template <typename T>
+  const T* stage_vec(const std::vector<T>& v) {
+    return v.empty() ? nullptr : stage(v.data(), v.size() * sizeof(T));
   }
 
   void begin_step(const StepPlan& plan, KvCache& cache) {
     // The current device is per host thread, and the server steps the engine on a thread other
     // than the one that built it.
     LSERVE_CUDA_CHECK(cudaSetDevice(device_));
-    // The previous step's copies out of the staging area have finished once the stream is idle.
-    LSERVE_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    // The slot this step takes was last used two steps ago; its copies have normally finished
+    // long since, so this rarely waits.
+    LSERVE_CUDA_CHECK(cudaEventRecord(ring_[slot_].done, stream()));
+    slot_ = 1 - slot_;
+    LSERVE_CUDA_CHECK(cudaEventSynchronize(ring_[slot_].done));
+    ring_[slot_].used = 0;
     free_retired();
     staged_.clear();
     refresh_list_ = nullptr;
-    stage_used_ = 0;
-    std::vector<cuda::SeqInfo> seqs(plan.seqs.size());
-    for (size_t s = 0; s < plan.seqs.size(); ++s) {
-      const SeqStep& q = plan.seqs[s];
-      cuda::SeqInfo& d = seqs[s];
-      d.q_offset = q.q_offset;
-      d.q_len = q.q_len;
-      d.start_pos = q.start_pos;
-      d.stream_window = q.stream_window;
-      d.stream_sink_blocks = q.stream_sink_blocks;
-      d.stream_window_first = q.stream_window_first;
-      d.token_budget = q.token_budget;
-      d.sel_slot = q.sel_slot;
-      d.page_base = plan.page_indptr.empty() ? 0 : plan.page_indptr[s];
-      d.stream_base = plan.stream_indptr.empty() ? 0 : plan.stream_indptr[s];
-      d.n_stream =
-          plan.stream_indptr.empty() ? 0 : plan.stream_indptr[s + 1] - plan.stream_indptr[s];
+    plan_ = &plan;
+    upload_tables(plan, cache);
+    // Sized here, outside any recording (growing waits for the device).
+    sampled_buffers(plan.rows());
+    groups_.clear();
+    groups_dev_ = nullptr;
+    if (!plan.device_planned) {
+      groups_ = plan_append(plan, cache.logical_page_size());
+      groups_dev_ = stage_vec(groups_);
+    } else {
+      reserve_planned(plan, cache);
     }
-    step_ = {};
-    step_.n_tokens = plan.n_tokens();
-    step_.n_seqs = static_cast<int32_t>(seqs.size());
-    step_.seqs = stage(seqs.data(), seqs.size() * sizeof(cuda::SeqInfo));
-    step_.token_ids = stage_vec(plan.token_ids);
-    step_.positions = stage_vec(plan.positions);
-    step_.page_indices = stage_vec(plan.page_indices);
-    step_.stream_indices = stage_vec(plan.stream_indices);
-    groups_ = plan_append(plan, cache.logical_page_size());
-    groups_dev_ = groups_.empty()
-                      ? nullptr
-                      : stage(groups_.data(), groups_.size() * sizeof(cuda::AppendGroup));
   }
 
-  // A layer signature's attention plan for the current step, uploaded once.
+  const StepPlan& plan() const { return *plan_; }
+  const cuda::DeviceStep& device_step() const { return step_; }
+  const SampleRow* sample_rows() const { return sample_rows_; }
+  const LogitEdit* logit_edits() const { return edits_; }
+
+  // A layer signature's attention plan for the current (host-planned) step, uploaded once.
   struct StagedAttention {
     const cuda::AttnWork* decode = nullptr;
     const cuda::AttnWork* prefill = nullptr;
@@ -167,14 +189,31 @@ struct CudaBackend::Impl {
     return refresh_list_;
   }
 
-  const cuda::DeviceStep& device_step() const { return step_; }
-
-  template <typename T>
-  const T* stage_vec(const std::vector<T>& v) {
-    return v.empty() ? nullptr : stage(v.data(), v.size() * sizeof(T));
-  }
   const std::vector<cuda::AppendGroup>& append_groups() const { return groups_; }
   const cuda::AppendGroup* append_groups_device() const { return groups_dev_; }
+
+  // Buffers of device-planned steps (fixed while recordings use them).
+  float* planned_part_o() const { return planned_part_o_.as<float>(); }
+  float* planned_part_lse() const { return planned_part_lse_.as<float>(); }
+  uint32_t* planned_scratch() const { return planned_scratch_.as<uint32_t>(); }
+  int32_t planned_max_blocks() const { return planned_max_blocks_; }
+
+  // Device and pinned host buffers of `rows` sampled tokens (fixed while recordings use them).
+  std::pair<SampledToken*, SampledToken*> sampled_buffers(int rows) {
+    if (rows > sampled_capacity_) {
+      LSERVE_CUDA_CHECK(cudaStreamSynchronize(stream()));
+      const int cap = std::max(rows, 2 * sampled_capacity_);
+      if (sampled_host_) LSERVE_CUDA_CHECK(cudaFreeHost(sampled_host_));
+      LSERVE_CUDA_CHECK(cudaMallocHost(&sampled_host_, cap * sizeof(SampledToken)));
+      sampled_dev_ = alloc_bytes(cap * sizeof(SampledToken));
+      sampled_capacity_ = cap;
+      ++generation_;
+    }
+    return {sampled_dev_.as<SampledToken>(), static_cast<SampledToken*>(sampled_host_)};
+  }
+  const SampledToken* sampled_host() const {
+    return static_cast<const SampledToken*>(sampled_host_);
+  }
 
   // Device view of one layer of `cache`.
   cuda::LayerKv<cuda::bf16> layer_kv(KvCache& cache, int layer) {
@@ -213,18 +252,148 @@ struct CudaBackend::Impl {
   }
 
  private:
-  // A larger staging area; the old one stays alive (queued copies and kernels may still use it)
-  // until the next begin_step, so pointers handed out earlier in this step stay valid.
-  void grow_stage(size_t need) {
-    if (host_stage_) retired_.push_back({host_stage_, dev_stage_});
-    const size_t cap = std::max<size_t>(need * 2, 4u << 20);
-    LSERVE_CUDA_CHECK(cudaMallocHost(&host_stage_, cap));
-    LSERVE_CUDA_CHECK(cudaMalloc(&dev_stage_, cap));
-    stage_capacity_ = cap;
-    stage_used_ = 0;
+  // The step tables, laid out as on the device: sequences, token ids, positions, sampling rows,
+  // logit edits, then both page tables (retrieval pages, then streaming pages, in one array).
+  // Two copies: everything before the edits' end, and the used part of the page tables.
+  void upload_tables(const StepPlan& plan, KvCache& cache) {
+    const size_t n_seqs = std::max<size_t>(plan.seqs.size(), plan.padded_rows);
+    const size_t n_rows = static_cast<size_t>(plan.rows());
+    const size_t n_sample = std::max(plan.sampling.size(), n_rows);
+    const size_t n_idx = plan.page_indices.size() + plan.stream_indices.size();
+    const size_t min_idx = static_cast<size_t>(cache.config().num_pages) +
+                           static_cast<size_t>(cache.config().num_stream_pages) + 64;
+    if (n_seqs > cap_.seqs || n_rows > cap_.tokens || n_sample > cap_.sample ||
+        plan.logit_edits.size() > cap_.edits || n_idx > cap_.indices) {
+      TableCaps c;
+      c.seqs = std::max<size_t>({n_seqs, 2 * cap_.seqs, 64});
+      c.tokens = std::max<size_t>({n_rows, 2 * cap_.tokens, 2048});
+      c.sample = std::max<size_t>({n_sample, 2 * cap_.sample, 64});
+      c.edits = std::max<size_t>({plan.logit_edits.size(), 2 * cap_.edits, 4096});
+      c.indices = std::max<size_t>({n_idx, 2 * cap_.indices, min_idx});
+      grow_tables(c);
+    }
+    // The previous step's copies out of the host buffer were queued before its kernels; the host
+    // waits here only if the device has not yet started that step.
+    LSERVE_CUDA_CHECK(cudaEventSynchronize(tables_done_));
+    auto* h = static_cast<char*>(tables_host_);
+    const auto* d = static_cast<const char*>(tables_dev_.data);
+    // Sequences (padding slots: q_len 0, so device-planned kernels skip them).
+    auto* seqs = reinterpret_cast<cuda::SeqInfo*>(h + off_.seqs);
+    const auto n_pages = static_cast<int32_t>(plan.page_indices.size());
+    for (size_t s = 0; s < n_seqs; ++s) {
+      if (s < plan.seqs.size()) {
+        seqs[s] = seq_info(plan, s);
+        seqs[s].stream_base += n_pages;
+      } else {
+        seqs[s] = cuda::SeqInfo{};
+        seqs[s].sel_slot = -1;
+      }
+    }
+    // Token ids and positions; padding rows read token 0.
+    auto* ids = reinterpret_cast<int32_t*>(h + off_.tokens);
+    auto* pos = reinterpret_cast<int32_t*>(h + off_.positions);
+    for (size_t i = 0; i < n_rows; ++i) {
+      const bool real = i < plan.token_ids.size();
+      ids[i] = real ? plan.token_ids[i] : 0;
+      pos[i] = real ? plan.positions[i] : 0;
+    }
+    std::memcpy(h + off_.sample, plan.sampling.data(), plan.sampling.size() * sizeof(SampleRow));
+    std::memcpy(h + off_.edits, plan.logit_edits.data(),
+                plan.logit_edits.size() * sizeof(LogitEdit));
+    auto* idx = reinterpret_cast<int32_t*>(h + off_.indices);
+    std::copy(plan.page_indices.begin(), plan.page_indices.end(), idx);
+    std::copy(plan.stream_indices.begin(), plan.stream_indices.end(), idx + n_pages);
+
+    const size_t head = off_.edits + plan.logit_edits.size() * sizeof(LogitEdit);
+    LSERVE_CUDA_CHECK(cudaMemcpyAsync(tables_dev_.data, h, head, cudaMemcpyHostToDevice, stream()));
+    if (n_idx > 0) {
+      LSERVE_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(tables_dev_.data) + off_.indices,
+                                        h + off_.indices, n_idx * sizeof(int32_t),
+                                        cudaMemcpyHostToDevice, stream()));
+    }
+    LSERVE_CUDA_CHECK(cudaEventRecord(tables_done_, stream()));
+
+    step_ = {};
+    step_.seqs = reinterpret_cast<const cuda::SeqInfo*>(d + off_.seqs);
+    step_.token_ids = reinterpret_cast<const int32_t*>(d + off_.tokens);
+    step_.positions = reinterpret_cast<const int32_t*>(d + off_.positions);
+    step_.page_indices = reinterpret_cast<const int32_t*>(d + off_.indices);
+    step_.stream_indices = step_.page_indices;
+    sample_rows_ = reinterpret_cast<const SampleRow*>(d + off_.sample);
+    edits_ = reinterpret_cast<const LogitEdit*>(d + off_.edits);
   }
 
+  struct TableCaps {
+    size_t seqs = 0, tokens = 0, sample = 0, edits = 0, indices = 0;
+  };
+  struct TableOffsets {
+    size_t seqs = 0, tokens = 0, positions = 0, sample = 0, edits = 0, indices = 0, end = 0;
+  };
+
+  void grow_tables(const TableCaps& c) {
+    // Recordings point at the old tables: they go stale, and the device must be done with them.
+    LSERVE_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    auto align = [](size_t x) { return (x + 255) / 256 * 256; };
+    TableOffsets o;
+    o.seqs = 0;
+    o.tokens = align(o.seqs + c.seqs * sizeof(cuda::SeqInfo));
+    o.positions = align(o.tokens + c.tokens * sizeof(int32_t));
+    o.sample = align(o.positions + c.tokens * sizeof(int32_t));
+    o.edits = align(o.sample + c.sample * sizeof(SampleRow));
+    o.indices = align(o.edits + c.edits * sizeof(LogitEdit));
+    o.end = align(o.indices + c.indices * sizeof(int32_t));
+    if (tables_host_) LSERVE_CUDA_CHECK(cudaFreeHost(tables_host_));
+    LSERVE_CUDA_CHECK(cudaMallocHost(&tables_host_, o.end));
+    tables_dev_ = alloc_bytes(o.end);
+    if (!tables_done_) {
+      LSERVE_CUDA_CHECK(cudaEventCreateWithFlags(&tables_done_, cudaEventDisableTiming));
+    }
+    cap_ = c;
+    off_ = o;
+    ++generation_;
+  }
+
+  // Sizes the buffers a device-planned step's kernels use for the largest step seen so far.
+  void reserve_planned(const StepPlan& plan, KvCache& cache) {
+    const KvCacheConfig& kc = cache.config();
+    const int rows = plan.padded_rows;
+    AttentionPlanConfig cfg;
+    cfg.n_heads = kc.n_heads;
+    cfg.n_kv_heads = kc.n_kv_heads;
+    cfg.num_sms = num_sms_;
+    const cuda::DecodeGrid g = decode_grid(rows, cache.sparse(), cfg);
+    const int64_t partials =
+        static_cast<int64_t>(rows) * g.n_kv_heads * g.units_per_head * g.splits;
+    const int64_t blocks = std::max(1, kc.num_pages);
+    const int64_t scratch = static_cast<int64_t>(rows) * cache.sel_heads() * blocks;
+    if (partials <= planned_partials_ && scratch <= planned_scratch_.numel()) return;
+    LSERVE_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    if (partials > planned_partials_) {
+      planned_part_o_ = alloc(DType::F32, partials * 16, kc.head_dim);
+      planned_part_lse_ = alloc(DType::F32, partials, 16);
+      planned_partials_ = partials;
+    }
+    if (scratch > planned_scratch_.numel()) planned_scratch_ = alloc(DType::I32, 1, scratch);
+    planned_max_blocks_ = static_cast<int32_t>(blocks);
+    ++generation_;
+  }
+
+  // A larger slot; the old buffers stay alive (queued copies and kernels may still use them)
+  // until the slot is next reused.
+  void grow_slot(StagingSlot& s, size_t need) {
+    if (s.host) retired_.push_back({s.host, s.dev});
+    const size_t cap = std::max<size_t>(need * 2, 4u << 20);
+    LSERVE_CUDA_CHECK(cudaMallocHost(&s.host, cap));
+    LSERVE_CUDA_CHECK(cudaMalloc(&s.dev, cap));
+    s.capacity = cap;
+    s.used = 0;
+  }
+
+  // Retired staging buffers are freed once both slots have come round, i.e. the device has
+  // passed every step that could still read them.
   void free_retired() {
+    if (retired_.empty()) return;
+    LSERVE_CUDA_CHECK(cudaEventSynchronize(ring_[1 - slot_].done));
     for (auto& [h, d] : retired_) {
       cudaFreeHost(h);
       cudaFree(d);
@@ -232,21 +401,35 @@ struct CudaBackend::Impl {
     retired_.clear();
   }
 
+ private:
   int device_;
   std::shared_ptr<StreamHolder> holder_;
   int num_sms_ = 0;
   bool hopper_ = false;  // this build's sm_90a code (wgmma) runs on the device
+  uint64_t generation_ = 0;
   cuda::Gemm gemm_;
-  void* host_stage_ = nullptr;  // pinned
-  void* dev_stage_ = nullptr;
-  size_t stage_capacity_ = 0;
-  size_t stage_used_ = 0;
+  StagingSlot ring_[2];
+  int slot_ = 0;
   std::vector<std::pair<void*, void*>> retired_;
+  void* tables_host_ = nullptr;  // pinned
+  Tensor tables_dev_;
+  cudaEvent_t tables_done_ = nullptr;
+  TableCaps cap_;
+  TableOffsets off_;
+  const StepPlan* plan_ = nullptr;
+  cuda::DeviceStep step_{};
+  const SampleRow* sample_rows_ = nullptr;
+  const LogitEdit* edits_ = nullptr;
   std::map<std::vector<int8_t>, StagedAttention> staged_;
   const int32_t* refresh_list_ = nullptr;
-  cuda::DeviceStep step_{};
   std::vector<cuda::AppendGroup> groups_;
   const cuda::AppendGroup* groups_dev_ = nullptr;
+  Tensor planned_part_o_, planned_part_lse_, planned_scratch_;
+  int64_t planned_partials_ = 0;
+  int32_t planned_max_blocks_ = 0;
+  void* sampled_host_ = nullptr;  // pinned
+  Tensor sampled_dev_;
+  int sampled_capacity_ = 0;
   std::map<std::tuple<float, const float*, int>, Tensor> inv_freq_;
 };
 

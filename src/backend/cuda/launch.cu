@@ -18,11 +18,16 @@ unsigned grid_for(int64_t n) {
       std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 18)));
 }
 
+dim3 attention_grid(const AttnParams& p, int n_items) {
+  return p.work ? dim3(static_cast<unsigned>(n_items))
+                : dim3(static_cast<unsigned>(n_items), static_cast<unsigned>(p.grid.splits));
+}
+
 template <int D, int WARPS_M, int WARPS_N, int MT, bool WGMMA, int MIN_CTAS>
 cudaError_t attention_fast(const AttnParams& p, int n_items, cudaStream_t st) {
   const int smem = attn_smem_bytes(D, WARPS_M * MT, p.max_sel);
   attention_kernel<D, WARPS_M, WARPS_N, MT, WGMMA, MIN_CTAS>
-      <<<n_items, 32 * WARPS_M * WARPS_N, smem, st>>>(p);
+      <<<attention_grid(p, n_items), 32 * WARPS_M * WARPS_N, smem, st>>>(p);
   return cudaGetLastError();
 }
 
@@ -37,7 +42,7 @@ cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, cudaS
       // Two CTAs per multiprocessor (128 registers) measured 225 TFLOP/s against 160 for one.
       return attention_fast<D, kPrefillWarps, 1, kPrefillMTiles, true, 2>(p, n_items, st);
     case AttnVariant::kReference:
-      attention_reference_kernel<D><<<n_items, kReferenceThreads, 0, st>>>(p);
+      attention_reference_kernel<D><<<attention_grid(p, n_items), kReferenceThreads, 0, st>>>(p);
       return cudaGetLastError();
   }
   return cudaErrorInvalidValue;
@@ -133,11 +138,10 @@ cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, cudaStre
   return cudaGetLastError();
 }
 
-cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_heads, int head_dim,
-                                cudaStream_t st) {
-  const int per_cta = kSelectorThreads / 32 * p.pages_per_warp;
-  const unsigned chunks = static_cast<unsigned>((p.max_blocks + per_cta - 1) / per_cta);
-  const dim3 score_grid(static_cast<unsigned>(n_seqs), static_cast<unsigned>(sel_heads), chunks);
+cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_heads, int chunks,
+                                int head_dim, cudaStream_t st) {
+  const dim3 score_grid(static_cast<unsigned>(n_seqs), static_cast<unsigned>(sel_heads),
+                        static_cast<unsigned>(chunks));
   if (head_dim == 64) {
     score_pages_kernel<64><<<score_grid, kSelectorThreads, 0, st>>>(p);
   } else if (head_dim == 128) {
@@ -148,7 +152,7 @@ cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_hea
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(n_seqs), static_cast<unsigned>(sel_heads));
-  const size_t smem = p.max_blocks <= kTopSmemKeys ? p.max_blocks * sizeof(uint32_t) : 0;
+  const size_t smem = static_cast<size_t>(std::min(p.max_blocks, kTopSmemKeys)) * sizeof(uint32_t);
   top_pages_kernel<<<grid, kTopThreads, smem, st>>>(p);
   return cudaGetLastError();
 }
@@ -161,19 +165,16 @@ cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, Att
   return cudaErrorInvalidValue;
 }
 
-cudaError_t launch_merge(const MergeItem* items, int n_items, const float* part_o,
-                         const float* part_lse, const DeviceStep& step, int n_heads, int head_dim,
-                         bf16* out, cudaStream_t st) {
+cudaError_t launch_merge(const AttnParams& p, const MergeItem* items, int n_items, int head_dim,
+                         cudaStream_t st) {
   if (n_items == 0) return cudaSuccess;
   constexpr int kMergeThreads = 128;
   if (head_dim == 64) {
     const dim3 grid(static_cast<unsigned>(n_items), 16 / (kMergeThreads / 16));
-    merge_kernel<64, kMergeThreads>
-        <<<grid, kMergeThreads, 0, st>>>(items, part_o, part_lse, step, n_heads, out);
+    merge_kernel<64, kMergeThreads><<<grid, kMergeThreads, 0, st>>>(p, items);
   } else if (head_dim == 128) {
     const dim3 grid(static_cast<unsigned>(n_items), 16 / (kMergeThreads / 32));
-    merge_kernel<128, kMergeThreads>
-        <<<grid, kMergeThreads, 0, st>>>(items, part_o, part_lse, step, n_heads, out);
+    merge_kernel<128, kMergeThreads><<<grid, kMergeThreads, 0, st>>>(p, items);
   } else {
     return cudaErrorInvalidValue;
   }

@@ -24,9 +24,9 @@ cudaError_t launch_fill(float* x, float value, int64_t n, cudaStream_t st);
 cudaError_t launch_random(bf16* x, int64_t n, uint64_t seed, float scale, cudaStream_t st);
 
 cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, cudaStream_t st);
-// Supported head dims: 64, 128.
-cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_heads, int head_dim,
-                                cudaStream_t st);
+// Scoring grid: n_seqs x sel_heads x chunks CTAs. Supported head dims: 64, 128.
+cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_heads, int chunks,
+                                int head_dim, cudaStream_t st);
 
 // Lets the attention kernels use up to `bytes` of dynamic shared memory (once per device, at
 // backend start: a per-launch call would add host time to every decode step).
@@ -38,12 +38,13 @@ cudaError_t probe_wgmma(bool* yes, cudaStream_t st);
 
 // kPrefillWgmma: the prefill tiles on Hopper tensor cores (only where probe_wgmma says yes).
 enum class AttnVariant { kDecode, kPrefill, kPrefillWgmma, kReference };
-// Supported head dims: 64, 128 (cudaErrorInvalidValue otherwise).
+// n_items work items (p.work), or n_items units x p.grid.splits CTAs when p.work is null (a
+// device-planned decode step). Supported head dims: 64, 128 (cudaErrorInvalidValue otherwise).
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
                              cudaStream_t st);
-// Combines split-KV partial results into the output (after the decode attention launch).
-cudaError_t launch_merge(const MergeItem* items, int n_items, const float* part_o,
-                         const float* part_lse, const DeviceStep& step, int n_heads, int head_dim,
-                         bf16* out, cudaStream_t st);
+// Combines split-KV partial results into p.out (after the decode attention launch): n_items
+// merge items, or, with items null, the n_items units of a device-planned step.
+cudaError_t launch_merge(const AttnParams& p, const MergeItem* items, int n_items, int head_dim,
+                         cudaStream_t st);
 
 }  // namespace lserve::cuda

@@ -76,6 +76,18 @@ __device__ __forceinline__ int32_t load_selected_list(const AttnParams& p, const
   return list[p.max_sel + 1];
 }
 
+// This CTA's work item: the host-planned list's entry, or (work == null, a device-planned decode
+// step) the one derived from the step tables for CTA (unit x, split y). False: nothing to do
+// (the whole CTA returns together: the answer depends only on blockIdx).
+__device__ __forceinline__ bool cta_work(const AttnParams& p, AttnWork* w) {
+  if (p.work) {
+    *w = p.work[blockIdx.x];
+    return true;
+  }
+  int32_t pieces;
+  return decode_work(p.grid, p.step.seqs, p.kv.head_class, blockIdx.x, blockIdx.y, w, &pieces);
+}
+
 // MIN_CTAS: CTAs per multiprocessor the registers must allow (decode tiles: three, as the
 // planner assumes).
 template <int D, int WARPS_M, int WARPS_N, int MT, bool WGMMA, int MIN_CTAS>
@@ -101,7 +113,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   int32_t* krow = kpos + 4 * kKeyTile;                                // [4][64]
   int32_t* list = krow + 4 * kKeyTile;                                // [max_sel + 2]
 
-  const AttnWork w = p.work[blockIdx.x];
+  AttnWork w;
+  if (!cta_work(p, &w)) return;
   const SeqInfo s = p.step.seqs[w.seq];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wm = warp % WARPS_M, wn = warp / WARPS_M;
@@ -449,14 +462,31 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
 
 // Rows [blockIdx.y * R, +R) of split item blockIdx.x, R = THREADS / (D / 4): the log-sum-exp
 // weighted mean of its partials. Each thread owns 4 channels of one row and keeps its loads in
-// flight (a block reduction's barriers would cost more than these few dozen loads).
+// flight (a block reduction's barriers would cost more than these few dozen loads). items ==
+// null: the items of a device-planned decode step, derived per unit as the attention CTAs did.
 template <int D, int THREADS>
-__global__ void __launch_bounds__(THREADS)
-    merge_kernel(const MergeItem* items, const float* part_o, const float* part_lse,
-                 DeviceStep step, int32_t n_heads, bf16* out) {
+__global__ void __launch_bounds__(THREADS) merge_kernel(AttnParams p, const MergeItem* items) {
   constexpr int kQuads = D / 4, kRows = THREADS / kQuads;
   static_assert(THREADS % kQuads == 0 && 16 % kRows == 0, "merge thread layout");
-  const MergeItem it = items[blockIdx.x];
+  MergeItem it;
+  if (items) {
+    it = items[blockIdx.x];
+  } else {
+    AttnWork w;
+    int32_t pieces = 0;
+    if (!decode_work(p.grid, p.step.seqs, p.kv.head_class, blockIdx.x, 0, &w, &pieces) ||
+        pieces <= 1) {
+      return;  // nothing, or one piece that wrote the output itself
+    }
+    it = MergeItem{w.seq,   w.q_first, w.q_count,
+                   w.head0, w.rg,      static_cast<int32_t>(blockIdx.x) * p.grid.splits,
+                   pieces,  0};
+  }
+  const float* part_o = p.part_o;
+  const float* part_lse = p.part_lse;
+  const DeviceStep& step = p.step;
+  const int32_t n_heads = p.n_heads;
+  bf16* out = p.out;
   const int c4 = threadIdx.x % kQuads, r = blockIdx.y * kRows + threadIdx.x / kQuads;
   if (r >= it.q_count * it.rg) return;
   const float* lse = part_lse + static_cast<int64_t>(it.first) * 16 + r;  // stride 16 rows

@@ -12,7 +12,8 @@ constexpr int kReferenceThreads = 128;
 template <int D>
 __global__ void __launch_bounds__(kReferenceThreads) attention_reference_kernel(AttnParams p) {
   __shared__ int32_t list[1024 + 2];
-  const AttnWork w = p.work[blockIdx.x];
+  AttnWork w;
+  if (!cta_work(p, &w)) return;
   const SeqInfo s = p.step.seqs[w.seq];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
   const int32_t seq_end = s.start_pos + s.q_len;

@@ -48,26 +48,32 @@ struct RopeAppendParams {
 
 struct SelectorParams {
   DeviceStep step;
-  const int32_t* seq_list;  // [gridDim.x] sequences refreshing at this layer
-  const bf16* q;            // [n_tokens, n_heads * d]
+  // [gridDim.x] sequences refreshing at this layer; null in a device-planned step: CTA row x is
+  // sequence slot x, which works only if its flags ask for a refresh at this layer.
+  const int32_t* seq_list;
+  const bf16* q;  // [n_tokens, n_heads * d]
   int32_t n_heads;
   int32_t n_kv_heads;
   int32_t per_query_head;  // selection heads are query heads (else KV heads)
   int32_t budget_cap;      // the engine's token budget (selection rows hold budget/P pages)
   int32_t layer;
   int32_t n_layers;
+  int32_t skip_layers;  // selector_skip_layers
   LayerKv<bf16> kv;
   uint32_t* scratch;  // [gridDim.x * gridDim.y * max_blocks] page score keys
   int32_t max_blocks;
-  int32_t pages_per_warp;  // pages each scoring warp takes (sized so the grid is a few waves)
-  int32_t* sel_blocks;     // [slots * n_layers * sel_heads, max_sel]
-  int32_t* sel_count;      // [slots * n_layers * sel_heads]
+  // Pages each scoring warp takes (sized so the grid is about a wave); 0: each CTA sizes it
+  // from its own sequence's page count over gridDim.z CTAs.
+  int32_t pages_per_warp;
+  int32_t* sel_blocks;  // [slots * n_layers * sel_heads, max_sel]
+  int32_t* sel_count;   // [slots * n_layers * sel_heads]
   int32_t max_sel;
 };
 
 struct AttnParams {
   DeviceStep step;
-  const AttnWork* work;
+  const AttnWork* work;  // host-planned items; null: decode items derived from `grid`
+  DecodeGrid grid;
   const bf16* q;    // [n_tokens, n_heads * d]
   bf16* out;        // [n_tokens, n_heads * d]
   float* part_o;    // [partials, rows_per_item, d] normalised partial outputs

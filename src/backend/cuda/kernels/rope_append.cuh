@@ -17,10 +17,14 @@ __device__ __forceinline__ int32_t stream_page(const DeviceStep& st, const SeqIn
   return st.stream_indices[s.stream_base + li];
 }
 
+// groups == null (a device-planned decode step): CTA x takes sequence slot x's one new token.
 __global__ void rope_append_kernel(RopeAppendParams p) {
-  const AppendGroup g = p.groups[blockIdx.x];
+  const int32_t seq = p.groups ? p.groups[blockIdx.x].seq : static_cast<int32_t>(blockIdx.x);
+  const SeqInfo s = p.step.seqs[seq];
+  const AppendGroup g =
+      p.groups ? p.groups[blockIdx.x] : AppendGroup{seq, s.start_pos, s.start_pos + s.q_len, 0};
+  if (g.pos_end <= g.pos_begin) return;  // a padding slot
   const int32_t h = blockIdx.y;
-  const SeqInfo s = p.step.seqs[g.seq];
   const int32_t d = p.kv.head_dim, half = d / 2;
   const int32_t group = p.n_heads / p.n_kv_heads;
   const int32_t n_tok = g.pos_end - g.pos_begin;

@@ -24,6 +24,15 @@ __device__ __forceinline__ bool selector_skips(const SelectorParams& p, int32_t 
   return p.kv.head_class[kvh] != 0;  // streaming heads select nothing
 }
 
+// The sequence CTA row blockIdx.x serves, or -1 when it has nothing to select (a device-planned
+// step's slot that does not refresh at this layer).
+__device__ __forceinline__ int32_t selector_seq(const SelectorParams& p) {
+  if (p.seq_list) return p.seq_list[blockIdx.x];
+  const SeqInfo& s = p.step.seqs[blockIdx.x];
+  const bool refresh = (s.flags & kSeqRefresh) && uses_selection(s, p.layer, p.skip_layers);
+  return refresh ? static_cast<int32_t>(blockIdx.x) : -1;
+}
+
 // A warp scores one physical page at a time: each lane reads 16-byte chunks (8 channels) of kmin
 // and kmax; a logical page's D / 8 chunks sit in adjacent lanes, so a warp covers 32 / (D / 8)
 // logical pages per pass. The kernel is bound by memory latency at small batches: the CTA's page
@@ -40,7 +49,9 @@ __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(Select
   __shared__ int32_t page_of[kWarps * kScoreMaxPagesPerWarp];  // the CTA's pages' pool pages
   const int32_t u = blockIdx.y;
   if (selector_skips(p, u)) return;
-  const SeqInfo s = p.step.seqs[p.seq_list[blockIdx.x]];
+  const int32_t seq = selector_seq(p);
+  if (seq < 0) return;
+  const SeqInfo s = p.step.seqs[seq];
   const int32_t group = p.n_heads / p.n_kv_heads;
   const int32_t kvh = p.per_query_head ? u / group : u;
   const int32_t g0 = p.per_query_head ? u % group : 0;
@@ -48,7 +59,12 @@ __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(Select
   const int32_t P = p.kv.page_size, L = p.kv.logical_page_size, lpp = P / L;
   const int32_t n_tokens = s.start_pos + s.q_len;
   const int32_t n_scored = (n_tokens + P - 1) / P - 1;  // the current page is taken, not scored
-  const int32_t b0 = blockIdx.z * kWarps * p.pages_per_warp;
+  const int32_t per_warp =
+      p.pages_per_warp > 0 ? p.pages_per_warp
+                           : max(1, min(kScoreMaxPagesPerWarp,
+                                        (n_scored + kWarps * static_cast<int32_t>(gridDim.z) - 1) /
+                                            (kWarps * static_cast<int32_t>(gridDim.z))));
+  const int32_t b0 = blockIdx.z * kWarps * per_warp;
   if (b0 >= n_scored) return;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int32_t hs = p.kv.head_slot[kvh];
@@ -105,7 +121,7 @@ __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(Select
   };
 
   // The page table entries of all the CTA's pages and the query, in one round of loads.
-  const int32_t n_mine = min(kWarps * p.pages_per_warp, n_scored - b0);
+  const int32_t n_mine = min(kWarps * per_warp, n_scored - b0);
   for (int i = threadIdx.x; i < n_mine; i += blockDim.x) {
     page_of[i] = p.step.page_indices[s.page_base + b0 + i];
   }
@@ -117,8 +133,8 @@ __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(Select
   __syncthreads();
   Page cur, next;
   start(0, cur);
-  for (int32_t r = 0; r < p.pages_per_warp && cur.b < n_scored; ++r) {
-    if (r + 1 < p.pages_per_warp) start(r + 1, next);
+  for (int32_t r = 0; r < per_warp && cur.b < n_scored; ++r) {
+    if (r + 1 < per_warp) start(r + 1, next);
     float best = -INFINITY;
 #pragma unroll
     for (int i = 0; i < kMaxPasses; ++i) {
@@ -166,13 +182,16 @@ __device__ __forceinline__ int32_t top_scan(int32_t v, int32_t* total) {
   return before;
 }
 
+// Dynamic shared memory: min(max_blocks, kTopSmemKeys) keys.
 __global__ void __launch_bounds__(kTopThreads) top_pages_kernel(SelectorParams p) {
   __shared__ int32_t hist[256];
   __shared__ uint32_t s_prefix;
   __shared__ int32_t s_k;
   const int32_t u = blockIdx.y;
   if (selector_skips(p, u)) return;
-  const SeqInfo s = p.step.seqs[p.seq_list[blockIdx.x]];
+  const int32_t seq = selector_seq(p);
+  if (seq < 0) return;
+  const SeqInfo s = p.step.seqs[seq];
   const int32_t P = p.kv.page_size;
   const int32_t n_blocks = (s.start_pos + s.q_len + P - 1) / P;
   const int32_t others = n_blocks - 1;
@@ -183,7 +202,7 @@ __global__ void __launch_bounds__(kTopThreads) top_pages_kernel(SelectorParams p
   const bool take_all = k >= others;
   // Six passes read the keys: one global read into shared memory where they fit.
   extern __shared__ uint32_t smem_keys[];
-  const bool staged = p.max_blocks <= kTopSmemKeys;
+  const bool staged = others <= kTopSmemKeys;
   if (staged) {
     for (int32_t b = tid; b < others; b += blockDim.x) smem_keys[b] = gkeys[b];
   }

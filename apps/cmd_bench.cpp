@@ -1,0 +1,179 @@
+// `lserve bench`: offline latency of a batch, in the conventions of `vllm bench latency` and
+// llama-bench: a batch of prompts of --input-len random tokens, each generating --output-len
+// tokens (greedy, end-of-text ignored), repeated --num-iters times after warm-up; time to first
+// token (the batch's prefill), time per output token, and tokens/s, with their spread.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <set>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "options.h"
+
+namespace lserve::app {
+namespace {
+
+struct BenchOptions {
+  ModelOptions model;
+  int input_len = 1024;
+  int output_len = 128;
+  int batch_size = 1;
+  int num_iters = 3;
+  int num_iters_warmup = 1;
+  bool synthetic_prefill = false;
+  uint64_t seed = 0;
+  std::string json;
+};
+
+struct IterResult {
+  double ttft = 0;     // seconds from submission to the batch's last first token
+  double decode = 0;   // seconds from then to the last token
+  double latency = 0;  // seconds in all
+  int64_t output_tokens = 0;
+};
+
+using Clock = std::chrono::steady_clock;
+
+IterResult run_once(Engine& engine, const BenchOptions& o, std::mt19937_64& rng) {
+  const auto vocab = static_cast<int32_t>(
+      std::min<size_t>(engine.tokenizer().vocab_size(), engine.model_config().vocab_size));
+  std::uniform_int_distribution<int32_t> token(0, vocab - 1);
+  const auto t0 = Clock::now();
+  for (int b = 0; b < o.batch_size; ++b) {
+    Request r;
+    r.prompt.resize(static_cast<size_t>(o.input_len));
+    for (auto& t : r.prompt) t = token(rng);
+    r.params.temperature = 0;
+    r.params.max_tokens = o.output_len;
+    r.params.ignore_eos = true;
+    r.params.seed = rng();
+    r.synthetic_prefill = o.synthetic_prefill;
+    engine.submit(std::move(r));
+  }
+  IterResult res;
+  std::set<int64_t> started;  // requests that have their first token
+  Clock::time_point first_done = t0;
+  while (engine.has_work()) {
+    for (const SeqOutput& out : engine.step()) {
+      LSERVE_CHECK(out.finish_reason != FinishReason::kError, "request failed: {}", out.error);
+      res.output_tokens += static_cast<int64_t>(out.new_tokens.size());
+      if (!out.new_tokens.empty()) started.insert(out.id);
+    }
+    if (started.size() == static_cast<size_t>(o.batch_size) && first_done == t0) {
+      first_done = Clock::now();
+    }
+  }
+  const auto t1 = Clock::now();
+  res.ttft = std::chrono::duration<double>(first_done - t0).count();
+  res.latency = std::chrono::duration<double>(t1 - t0).count();
+  res.decode = res.latency - res.ttft;
+  return res;
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  const double idx = p / 100.0 * static_cast<double>(v.size() - 1);
+  const auto lo = static_cast<size_t>(idx);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (idx - static_cast<double>(lo));
+}
+
+int run_bench(BenchOptions& o) {
+  LSERVE_CHECK(o.input_len >= 1 && o.output_len >= 2 && o.batch_size >= 1 && o.num_iters >= 1,
+               "--input-len >= 1, --output-len >= 2, --batch-size >= 1 and --num-iters >= 1");
+  if (o.model.max_num_seqs < o.batch_size) o.model.max_num_seqs = o.batch_size;
+  auto engine = build_engine(o.model);
+  LSERVE_CHECK(o.input_len + o.output_len <= engine->max_model_len(),
+               "--input-len + --output-len = {} is more than the maximum context length {}",
+               o.input_len + o.output_len, engine->max_model_len());
+  if (o.synthetic_prefill) {
+    log::info("synthetic prefill: the context's KV is random values, not computed");
+    engine->fill_kv_random(o.seed + 12345);
+  }
+  std::mt19937_64 rng(o.seed);
+  for (int i = 0; i < o.num_iters_warmup; ++i) {
+    log::info("warm-up {}/{}", i + 1, o.num_iters_warmup);
+    run_once(*engine, o, rng);
+  }
+  std::vector<IterResult> results;
+  for (int i = 0; i < o.num_iters; ++i) {
+    results.push_back(run_once(*engine, o, rng));
+    const IterResult& r = results.back();
+    log::info("iteration {}/{}: TTFT {:.3f} s, TPOT {:.3f} ms, {:.1f} output tokens/s", i + 1,
+              o.num_iters, r.ttft, 1e3 * r.decode / (o.output_len - 1),
+              r.output_tokens / r.latency);
+  }
+  std::vector<double> ttft, tpot, latency, tps, decode_tps;
+  for (const auto& r : results) {
+    ttft.push_back(r.ttft);
+    tpot.push_back(1e3 * r.decode / (o.output_len - 1));
+    latency.push_back(r.latency);
+    tps.push_back(static_cast<double>(r.output_tokens) / r.latency);
+    decode_tps.push_back(static_cast<double>(o.batch_size) * (o.output_len - 1) / r.decode);
+  }
+  const RunnerStats& rs = engine->runner_stats();
+  std::printf(
+      "| batch | input | output | mode | TTFT s (median) | TPOT ms (median, min-max) | decode "
+      "tok/s | output tok/s (end to end) | latency s |\n|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| %d | %d | %d | %s%s | %.3f | %.3f (%.3f-%.3f) | %.1f | %.1f | %.3f |\n",
+              o.batch_size, o.input_len, o.output_len, o.model.sparse.dense ? "dense" : "sparse",
+              o.model.enforce_eager ? ", eager" : "", percentile(ttft, 50), percentile(tpot, 50),
+              *std::min_element(tpot.begin(), tpot.end()),
+              *std::max_element(tpot.begin(), tpot.end()), percentile(decode_tps, 50),
+              percentile(tps, 50), percentile(latency, 50));
+  std::fprintf(stderr, "decode steps: %lld replayed from CUDA graphs, %lld launched directly\n",
+               static_cast<long long>(rs.replayed_steps), static_cast<long long>(rs.eager_steps));
+  if (!o.json.empty()) {
+    nlohmann::json j;
+    j["batch_size"] = o.batch_size;
+    j["input_len"] = o.input_len;
+    j["output_len"] = o.output_len;
+    j["mode"] = o.model.sparse.dense ? "dense" : "sparse";
+    j["sparse"] = engine->sparse().summary();
+    j["enforce_eager"] = o.model.enforce_eager;
+    j["synthetic_prefill"] = o.synthetic_prefill;
+    j["ttft_s"] = ttft;
+    j["tpot_ms"] = tpot;
+    j["latency_s"] = latency;
+    j["output_tokens_per_s"] = tps;
+    j["decode_tokens_per_s"] = decode_tps;
+    std::ofstream(o.json) << j.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& app) {
+  auto opts = std::make_shared<BenchOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "bench",
+      "Latency of one batch (as `vllm bench latency`): TTFT, time per output token, tokens/s");
+  add_model_options(*cmd, opts->model);
+  cmd->add_option("--input-len", opts->input_len, "Prompt tokens per request (random token ids)")
+      ->capture_default_str();
+  cmd->add_option("--output-len", opts->output_len, "Tokens generated per request (>= 2)")
+      ->capture_default_str();
+  cmd->add_option("--batch-size", opts->batch_size, "Requests submitted together")
+      ->capture_default_str();
+  cmd->add_option("--num-iters", opts->num_iters, "Timed iterations")->capture_default_str();
+  cmd->add_option("--num-iters-warmup", opts->num_iters_warmup,
+                  "Untimed iterations first (CUDA graphs are recorded and kernels tuned here)")
+      ->capture_default_str();
+  cmd->add_flag("--synthetic-prefill", opts->synthetic_prefill,
+                "Skip computing the prompt: its KV (all but the last token) is random values, so "
+                "decoding at long contexts can be timed quickly; TTFT then means nothing");
+  cmd->add_option("--seed", opts->seed, "Seed of the random prompts")->capture_default_str();
+  cmd->add_option("--output-json", opts->json, "Also write every iteration's numbers here");
+  return [opts] { return run_bench(*opts); };
+}
+
+}  // namespace lserve::app
