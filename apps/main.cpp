@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   std::map<std::string, lserve::app::Command> commands;
   commands["generate"] = lserve::app::add_generate_command(app);
   commands["bench"] = lserve::app::add_bench_command(app);
+  commands["eval"] = lserve::app::add_eval_command(app);
   commands["profile-heads"] = lserve::app::add_profile_heads_command(app);
 #ifdef LSERVE_WITH_SERVER
   commands["serve"] = lserve::app::add_serve_command(app);
