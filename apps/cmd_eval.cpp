@@ -51,7 +51,8 @@ ModelOptions options_for(const EvalOptions& o, int length, int max_out) {
     m.sparse.token_budget = std::max(2 * P, static_cast<int>(o.budget_ratio * length) / P * P);
   }
   if (o.prefill_window_ratio > 0) {
-    m.sparse.prefill_local_tokens = std::max(P, static_cast<int>(o.prefill_window_ratio * length));
+    m.sparse.prefill_local_tokens = std::max(
+        {P, m.sparse.local_tokens, static_cast<int>(o.prefill_window_ratio * length)});
   }
   m.max_model_len = length + max_out + 64;
   return m;
@@ -175,7 +176,8 @@ Command add_eval_command(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   cmd->add_option("--prefill-window-ratio", opts->prefill_window_ratio,
-                  "Scale --prefill-local-tokens to this share of each length (0: as given)")
+                  "Scale --prefill-local-tokens to this share of each length, at least "
+                  "--local-tokens (0: as given)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   cmd->add_option("--haystack-dir", opts->haystack_dir,

@@ -101,6 +101,12 @@ void add_sparse_options(CLI::App& cmd, ModelOptions& o) {
                  "Recompute the page selection every N decode steps, reusing it in between")
       ->capture_default_str()
       ->group(g);
+  cmd.add_option("--selector-drift", s.selector_drift,
+                 "Also recompute a head's page selection between --selector-interval steps when "
+                 "the cosine of its current query with the query the selection was made for "
+                 "falls below this (0 = off; CPU backend)")
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--selector-granularity", o.granularity,
                  "kv-head: one selection per KV head (max over its query heads); query-head: one "
                  "per query head")

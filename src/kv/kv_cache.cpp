@@ -75,6 +75,11 @@ KvCache::KvCache(Backend& backend, const KvCacheConfig& config, HeadMap heads)
     sel_blocks_ = backend.alloc(DType::I32, rows, max_sel_pages());
     sel_count_ = backend.alloc(DType::I32, rows, 1);
     bytes_ += static_cast<int64_t>(sel_blocks_.nbytes() + sel_count_.nbytes());
+    if (config.sparse.selector_drift > 0) {
+      sel_query_ = backend.alloc(backend.compute_dtype(),
+                                 sel_query_row(config.num_sel_slots, 0, 0), config.head_dim);
+      bytes_ += static_cast<int64_t>(sel_query_.nbytes());
+    }
   }
 }
 

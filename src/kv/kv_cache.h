@@ -56,6 +56,12 @@ class KvCache {
   const Tensor& head_class_table() const { return head_class_; }
   const Tensor& head_slot_table() const { return head_slot_; }
   Tensor& sel_count() { return sel_count_; }
+  // The query each query head had when its selection row was last computed, [slots * layers *
+  // n_heads, head_dim] (compute dtype), for drift-triggered refreshes (selector_drift > 0).
+  Tensor& sel_query() { return sel_query_; }
+  int64_t sel_query_row(int slot, int layer, int q_head) const {
+    return (static_cast<int64_t>(slot) * config_.n_layers + layer) * config_.n_heads + q_head;
+  }
   int64_t sel_row(int slot, int layer, int head) const {
     return (static_cast<int64_t>(slot) * config_.n_layers + layer) * sel_heads() + head;
   }
@@ -79,7 +85,7 @@ class KvCache {
   HeadMap heads_;
   KvPoolLayout retrieval_, streaming_;
   Store retrieval_store_, streaming_store_;
-  Tensor sel_blocks_, sel_count_;
+  Tensor sel_blocks_, sel_count_, sel_query_;
   Tensor head_class_, head_slot_;
   int64_t bytes_ = 0, retrieval_bytes_ = 0, streaming_bytes_ = 0;
 };

@@ -35,6 +35,8 @@ void SparseAttentionConfig::validate() const {
                token_budget, page_size);
   LSERVE_CHECK(selector_interval >= 1, "--selector-interval {} must be at least 1",
                selector_interval);
+  LSERVE_CHECK(selector_drift >= 0.0f && selector_drift <= 1.0f,
+               "--selector-drift {} must be in [0, 1]", selector_drift);
   LSERVE_CHECK(selector_skip_layers >= 0, "--selector-skip-layers {} must not be negative",
                selector_skip_layers);
 }
@@ -42,11 +44,12 @@ void SparseAttentionConfig::validate() const {
 std::string SparseAttentionConfig::summary() const {
   if (dense) return fmt::format("dense (P {})", page_size);
   return fmt::format(
-      "static sparsity {}, sink {}, local {} (prefill {}), P {}, L {}, budget {}, interval {}, "
+      "static sparsity {}, sink {}, local {} (prefill {}), P {}, L {}, budget {}, interval {}{}, "
       "{} granularity, first {} layers dense",
       static_sparsity, sink_tokens, local_tokens, prefill_local_tokens, page_size,
-      logical_page_size, token_budget, selector_interval, granularity_name(granularity),
-      selector_skip_layers);
+      logical_page_size, token_budget, selector_interval,
+      selector_drift > 0 ? fmt::format(" (or query cosine < {})", selector_drift) : "",
+      granularity_name(granularity), selector_skip_layers);
 }
 
 }  // namespace lserve

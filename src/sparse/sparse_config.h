@@ -19,6 +19,10 @@ struct SparseAttentionConfig {
   int logical_page_size = 16;     // L: tokens per logical page (selection granularity)
   int token_budget = 4096;        // retrieval heads read at most this many tokens per decode step
   int selector_interval = 4;      // recompute the page selection every this many decode steps
+  // Between those steps, also recompute a selection head's pages as soon as the cosine of one of
+  // its query heads' current query with the query the selection was made for falls below this
+  // (0: off). Reuse then holds only while the query still resembles the one it was made for.
+  float selector_drift = 0.0f;
   SelectorGranularity granularity = SelectorGranularity::kKvHead;
   int selector_skip_layers = 2;   // layers below this decode densely
 

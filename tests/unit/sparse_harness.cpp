@@ -63,6 +63,8 @@ SparseHarness::SparseHarness(Backend& backend, const SparseCase& c, uint64_t see
                             ? c_.n_kv_heads
                             : c_.n_kv_heads * c_.group;
   ref_sel_.assign(c_.n_layers, std::vector<std::vector<int32_t>>(sel_heads));
+  ref_sel_q_.assign(c_.n_layers, std::vector<std::vector<float>>(sel_heads));
+  prev_q_.assign(c_.n_layers, {});
 }
 
 std::vector<int32_t> SparseHarness::reference_selection(int layer, int sel_head, int32_t pos,
@@ -198,6 +200,13 @@ double SparseHarness::run(double tolerance) {
       for (auto* vec : {&qv, &kv, &vv}) {
         for (auto& x : *vec) x = dist(rng_);
       }
+      if (s.decode && c_.query_persistence > 0 && prev_q_[layer].size() == qv.size()) {
+        const double p = c_.query_persistence, f = std::sqrt(1 - p * p);
+        for (size_t i = 0; i < qv.size(); ++i) {
+          qv[i] = static_cast<float>(p * prev_q_[layer][i] + f * qv[i]);
+        }
+      }
+      if (s.decode) prev_q_[layer] = qv;
       Tensor q = upload(backend_, qv, n, hq * d), k = upload(backend_, kv, n, hkv * d),
              v = upload(backend_, vv, n, hkv * d);
       Tensor out = backend_.alloc(backend_.compute_dtype(), n, hq * d);
@@ -220,10 +229,34 @@ double SparseHarness::run(double tolerance) {
         v_hist_[layer].emplace_back(vv.begin() + static_cast<int64_t>(i) * hkv * d,
                                     vv.begin() + static_cast<int64_t>(i + 1) * hkv * d);
       }
-      if (ref_refresh && layer >= c_.sparse.selector_skip_layers) {
+      if (sparse_active && layer >= c_.sparse.selector_skip_layers) {
+        // Interval refreshes, and (selector_drift) a selection head whose query heads' current
+        // queries have drifted from the ones its selection was made for.
+        const bool per_q = c_.sparse.granularity == SelectorGranularity::kQueryHead;
         for (size_t h = 0; h < ref_sel_[layer].size(); ++h) {
+          const int g0 = per_q ? static_cast<int>(h) : static_cast<int>(h) * c_.group;
+          const int ng = per_q ? 1 : c_.group;
+          const int kvh = per_q ? static_cast<int>(h) / c_.group : static_cast<int>(h);
+          if (!c_.retrieval[layer][kvh]) continue;
+          bool refresh = ref_refresh;
+          std::vector<float>& stored = ref_sel_q_[layer][h];
+          for (int g = 0; g < ng && !refresh && c_.sparse.selector_drift > 0; ++g) {
+            const float* a = q_rot.data() + static_cast<size_t>(g0 + g) * d;
+            const float* b = stored.data() + static_cast<size_t>(g) * d;
+            double ab = 0, aa = 0, bb = 0;
+            for (int ch = 0; ch < d; ++ch) {
+              ab += static_cast<double>(a[ch]) * b[ch];
+              aa += static_cast<double>(a[ch]) * a[ch];
+              bb += static_cast<double>(b[ch]) * b[ch];
+            }
+            refresh = ab / std::sqrt(aa * bb) < c_.sparse.selector_drift;
+          }
+          if (!refresh) continue;
+          stored.assign(q_rot.begin() + static_cast<size_t>(g0) * d,
+                        q_rot.begin() + static_cast<size_t>(g0 + ng) * d);
           ref_sel_[layer][h] =
               reference_selection(layer, static_cast<int>(h), s.start_pos, q_rot.data());
+          if (ref_refresh) ++ref_refreshes; else ++drift_refreshes;
         }
       }
       check_step(plan, layer, q_rot, download(backend_, out), tolerance, max_diff);

@@ -36,6 +36,9 @@ struct SparseCase {
   // > 0: decode steps run device-planned (as recorded CUDA graph steps do), padded to this many
   // sequence slots.
   int pad_decode_to = 0;
+  // Decode queries as a_t = p * a_{t-1} + sqrt(1 - p^2) * fresh noise (per layer), so successive
+  // queries resemble each other as real ones do (cosine about p per step); 0: independent.
+  double query_persistence = 0;
 };
 
 class SparseHarness {
@@ -49,6 +52,8 @@ class SparseHarness {
   std::vector<bool> refresh_flags;         // per decode step
   std::vector<int> stream_pages_per_step;  // streaming pages held after each step
   std::vector<int> pages_per_step;
+  int ref_refreshes = 0;    // selection heads recomputed on the reuse clock
+  int drift_refreshes = 0;  // ... and in between, because their query drifted
   KvCache& cache() { return *cache_; }
   Sequence& seq() { return seq_; }
 
@@ -69,6 +74,10 @@ class SparseHarness {
   std::vector<std::vector<std::vector<float>>> k_hist_, v_hist_;
   // The reference selector's current choice: [layer][sel_head] -> blocks.
   std::vector<std::vector<std::vector<int32_t>>> ref_sel_;
+  // The query rows each selection was made for ([layer][sel_head] -> rows of its query heads), and
+  // the previous decode query per layer (query_persistence).
+  std::vector<std::vector<std::vector<float>>> ref_sel_q_;
+  std::vector<std::vector<float>> prev_q_;
   int decode_step_ = 0;
   bool ref_sel_valid_ = false;
 };

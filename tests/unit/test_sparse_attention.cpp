@@ -71,6 +71,34 @@ INSTANTIATE_TEST_SUITE_P(
                          i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead");
     });
 
+// Drift-triggered refreshes (selector_drift): queries that change slowly keep their selection
+// between interval refreshes until one of a selection head's queries drifts below the cosine
+// threshold; the reference recomputes exactly those heads, and the outputs must still agree.
+TEST(SparseAttentionDrift, HeadsWhoseQueryDriftedAreReselectedBetweenIntervals) {
+  for (auto granularity : {SelectorGranularity::kKvHead, SelectorGranularity::kQueryHead}) {
+    CpuBackend backend(2);
+    test::SparseCase c;
+    c.group = 3;
+    c.head_dim = 64;
+    c.sparse = small_sparse();
+    c.sparse.selector_interval = 12;
+    c.sparse.selector_drift = 0.9f;
+    c.sparse.granularity = granularity;
+    c.query_persistence = 0.985;  // cosine ~0.985 a step: drifts past 0.9 after a few steps
+    c.prompt_len = 97;
+    c.decode_steps = 40;
+    c.chunk = 37;
+    c.n_kv_heads = 2;
+    c.retrieval = {{true, false}, {true, true}, {false, true}};
+    test::SparseHarness h(backend, c, test::test_seed());
+    const double diff = h.run(kTolerance);
+    std::printf("max |diff| %.2e, %d interval and %d drift refreshes\n", diff, h.ref_refreshes,
+                h.drift_refreshes);
+    EXPECT_GT(h.ref_refreshes, 0);
+    EXPECT_GT(h.drift_refreshes, 0);
+  }
+}
+
 TEST(SparseAttentionExactness, AllRetrievalWideWindowsAndBudgetEqualDense) {
   // Every head retrieval, budget >= context: sparse equals dense (the harness's reference is then
   // plain causal attention).

@@ -264,6 +264,8 @@ void CudaBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& 
 
 void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache) {
   const SparseAttentionConfig& sp = cache.sparse();
+  LSERVE_CHECK(sp.selector_drift == 0,
+               "--selector-drift is implemented on the CPU backend only so far (not on CUDA)");
   const int sel_heads = cache.sel_heads();
   std::vector<int32_t> seqs;
   int32_t max_blocks = 1;
