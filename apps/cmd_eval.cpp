@@ -111,6 +111,9 @@ int run_eval(EvalOptions& o) {
                       {"references", r.c->references},
                       {"output", r.output}});
     }
+    // Each length's results are saved as soon as they exist: a long run stopped part way keeps
+    // what it measured.
+    if (!o.json.empty()) std::ofstream(o.json) << out.dump(1) << "\n";
   }
   // The table: one row per task and length, a column per mode, then each task's average.
   std::printf("| task | length |");
