@@ -11,6 +11,12 @@
 #   PEER=1       bench/hf_peer.py: Hugging Face transformers decode (PEER_HF_ARGS)
 #   SERVE=1      the server tests (needs models/ and the openai client on PYTHONPATH) and
 #                bench/serve_bench.py against `lserve serve --device cuda` (SERVE_RUNS)
+#   EVAL=1       scripts/eval-sweep.sh on the GPU (EVAL_CONFIGS; LENGTHS, TASKS, NUM_CASES)
+# The default model is larger than one call may carry: a first call carrying .gpu-model-a/part
+# keeps it under models/ (ignored, so it stays on a warm machine), and a second carrying
+# .gpu-model-b/part joins the two into models/SmolLM2-135M-Instruct.Q4_1.gguf.
+# Everything written under $OUT but the summary is packed into $OUT/logs.tgz at the end (few files
+# come back from the machine).
 set -uo pipefail
 OUT="${OUT:-/tmp/lserve-gpu}"
 mkdir -p "$OUT"
@@ -24,6 +30,13 @@ if ! cmake -S . -B build-gpu -G Ninja -DLSERVE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURE
      -DLSERVE_EXTRA_INCLUDE="$PWD/.gpu-deps/include" >"$OUT/cmake.log" 2>&1; then
   tail -40 "$OUT/cmake.log"; exit 1
 fi
+model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+mkdir -p models
+[ -f .gpu-model-a/part ] && cp .gpu-model-a/part models/.part-a
+if [ -f .gpu-model-b/part ] && [ -f models/.part-a ]; then
+  cat models/.part-a .gpu-model-b/part >"$model"
+fi
+[ -f "$model" ] && note "model: $(sha256sum "$model" | cut -c1-16)"
 start=$(date +%s)
 if ! cmake --build build-gpu -j "$jobs" --target lserve_cuda_tests attention_bench gemv_bench lserve \
      >"$OUT/build.log" 2>&1; then
@@ -87,5 +100,13 @@ if [ "${SERVE:-0}" = 1 ]; then
     note "serve $name: $(grep -E 'Successful|Output token|Median TTFT|Median TPOT|P99 ITL' "$OUT/serve-$name.log" | tr -s ' ' | tr '\n' ';')"
   done <<<"${SERVE_RUNS:-}"
 fi
+if [ "${EVAL:-0}" = 1 ]; then
+  EXTRA="--device cuda --kv-cache-mib 8192 ${EVAL_EXTRA:-}" LSERVE=build-gpu/lserve \
+    timeout "${EVAL_TIMEOUT:-420}" scripts/eval-sweep.sh "$OUT/eval" ${EVAL_CONFIGS:-} \
+    >"$OUT/eval.log" 2>&1 || status=1
+  grep -E "^\|" "$OUT/eval.log" | tee -a "$summary"
+fi
 echo "==== summary"; cat "$summary"
+tar czf /tmp/logs.tgz -C "$OUT" --exclude summary.txt . && find "$OUT" -mindepth 1 -not -name summary.txt -delete \
+  && mv /tmp/logs.tgz "$OUT/logs.tgz"
 exit $status

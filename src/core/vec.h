@@ -10,5 +10,12 @@ namespace lserve::vec {
 float dot(const float* a, const float* b, int64_t n);
 // y += alpha * x
 void axpy(float alpha, const float* x, float* y, int64_t n);
+// The largest element (-inf for n == 0).
+float max(const float* x, int64_t n);
+// x[i] = exp(x[i] - shift) for a softmax, returning the sum. Within 2e-7 relative of std::exp
+// (a polynomial that vectorises, where libm's exp is a call per element); exp(-inf) is 0.
+float exp_sum(float* x, int64_t n, float shift);
+// x[i] *= a
+void scale(float* x, int64_t n, float a);
 
 }  // namespace lserve::vec

@@ -35,8 +35,8 @@ struct AttendArgs {
   int64_t out_stride = 0;
 };
 
-// out = softmax(scale * q k^T masked by vis) v in f32: GEMMs over row tiles, softmax rows spread
-// over `pool`. For many query rows.
+// out = softmax(scale * q k^T masked by vis) v in f32: GEMMs over row tiles of queries, the tiles
+// spread over `pool`. For many query rows.
 void attend(const AttendArgs& a, ThreadPool& pool);
 // The same on the calling thread with vector loops; for a few query rows (decode).
 void attend_direct(const AttendArgs& a);

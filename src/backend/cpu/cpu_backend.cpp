@@ -23,8 +23,10 @@ constexpr int64_t kRowsPerTask = 4;
 }  // namespace
 
 CpuBackend::CpuBackend(int threads) : pool_(threads) {
-  // OpenBLAS uses its own threads for GEMMs; keep it to the same budget as the pool.
-  openblas_set_num_threads(threads);
+  // GEMMs are split over this backend's own pool, each part single-threaded in OpenBLAS: OpenBLAS's
+  // own threads spin (sched_yield) for a while after every call, and on a small machine that spin
+  // took a quarter of the cores from the attention running between GEMMs.
+  openblas_set_num_threads(1);
 }
 
 Tensor CpuBackend::alloc(DType dtype, int64_t rows, int64_t cols) {
@@ -103,16 +105,25 @@ void CpuBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out, bool accu
   check_f32(x, "matmul");
   check_f32(w, "matmul");
   const float beta = accumulate ? 1.0f : 0.0f;
-  if (x.rows == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(w.rows), static_cast<int>(w.cols),
-                1.0f, w.as<float>(), static_cast<int>(w.cols), x.as<float>(), 1, beta,
-                out.as<float>(), 1);
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(x.rows),
-              static_cast<int>(w.rows), static_cast<int>(x.cols), 1.0f, x.as<float>(),
-              static_cast<int>(x.cols), w.as<float>(), static_cast<int>(w.cols), beta,
-              out.as<float>(), static_cast<int>(out.cols));
+  // Output columns (weight rows) in one contiguous block per thread, rounded to 16 so each block
+  // starts on a cache line of the output.
+  const int64_t n = w.rows, k = w.cols;
+  const int64_t parts = std::min<int64_t>(pool_.size(), std::max<int64_t>(1, n / 64));
+  const int64_t block = ((n + parts - 1) / parts + 15) / 16 * 16;
+  pool_.parallel_for((n + block - 1) / block, [&](int64_t part) {
+    const int64_t n0 = part * block, nb = std::min(block, n - n0);
+    const float* wp = w.as<float>() + n0 * k;
+    float* op = out.as<float>() + n0;
+    if (x.rows == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(nb), static_cast<int>(k), 1.0f,
+                  wp, static_cast<int>(k), x.as<float>(), 1, beta, op, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(x.rows),
+                  static_cast<int>(nb), static_cast<int>(k), 1.0f, x.as<float>(),
+                  static_cast<int>(k), wp, static_cast<int>(k), beta, op,
+                  static_cast<int>(out.cols));
+    }
+  });
 }
 
 void CpuBackend::add_bias(Tensor& x, const Tensor& bias) {
