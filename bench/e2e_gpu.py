@@ -85,6 +85,8 @@ def main():
                     help="compute the prompt instead of filling the KV with random values")
     ap.add_argument("--copy-tbs", type=float, default=4.3,
                     help="copy bandwidth of the GPU in TB/s, for the floor column")
+    ap.add_argument("--extra-args", default="",
+                    help="more `lserve bench` flags for every run, e.g. '--logical-page-size 1'")
     ap.add_argument("--json", default="", help="append one JSON line per run to this file")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per run")
     ap.add_argument("--write-model", metavar="DIR",
@@ -116,7 +118,7 @@ def main():
                        "--batch-size", str(batch), "--num-iters", str(args.num_iters),
                        "--num-iters-warmup", "1", "--max-num-batched-tokens", "8192",
                        "--max-model-len", str(ctx + args.output_len + 64), "--log-level", "warn",
-                       *flags[base]]
+                       *flags[base], *args.extra_args.split()]
                 if not args.real_prefill:
                     cmd.append("--synthetic-prefill")
                 if eager:

@@ -18,19 +18,25 @@ tasks=${TASKS:-needle passkey niah_single niah_multikey niah_multivalue niah_mul
 # LServe's 128K settings scaled to the context: P 16, L 4, sink 64, local 128, budget 6% of the
 # prompt, prefill window 12%, selection reused for 4 steps, half the KV heads streaming.
 # (streaming-only: a budget above every prompt length, so no page is ever left out.)
-scaled="--page-size 16 --logical-page-size 4 --sink-tokens 64 --local-tokens 128 \
---prefill-window-ratio 0.12"
+scaled="--page-size 16 --sink-tokens 64 --local-tokens 128 --prefill-window-ratio 0.12"
 declare -A configs=(
   [default]="--modes dense sparse"
-  [scaled]="--modes sparse $scaled --budget-ratio 0.06"
-  [streaming-only]="--modes sparse $scaled --token-budget 16384"
-  [selection-only]="--modes sparse $scaled --budget-ratio 0.06 --static-sparsity 0"
-  [interval-1]="--modes sparse $scaled --budget-ratio 0.06 --selector-interval 1"
-  [query-head]="--modes sparse $scaled --budget-ratio 0.06 --selector-granularity query-head"
-  [logical-16]="--modes sparse $scaled --budget-ratio 0.06 --logical-page-size 16"
-  [drift]="--modes sparse $scaled --budget-ratio 0.06 --selector-drift 0.9"
+  [scaled]="--modes sparse $scaled --logical-page-size 4 --budget-ratio 0.06"
+  [streaming-only]="--modes sparse $scaled --logical-page-size 4 --token-budget 16384"
+  [selection-only]="--modes sparse $scaled --logical-page-size 4 --budget-ratio 0.06 --static-sparsity 0"
+  [interval-1]="--modes sparse $scaled --logical-page-size 4 --budget-ratio 0.06 --selector-interval 1"
+  [query-head]="--modes sparse $scaled --logical-page-size 4 --budget-ratio 0.06 --selector-granularity query-head"
+  [logical-2]="--modes sparse $scaled --logical-page-size 2 --budget-ratio 0.06"
+  [logical-16]="--modes sparse $scaled --logical-page-size 16 --budget-ratio 0.06"
+  [drift]="--modes sparse $scaled --logical-page-size 4 --budget-ratio 0.06 --selector-drift 0.9"
+  # The selector scoring every key itself (one-token logical pages) instead of page bounds.
+  [exact]="--modes sparse $scaled --logical-page-size 1 --budget-ratio 0.06"
+  [exact-selection-only]="--modes sparse $scaled --logical-page-size 1 --budget-ratio 0.06 --static-sparsity 0"
+  [exact-interval-1]="--modes sparse $scaled --logical-page-size 1 --budget-ratio 0.06 --selector-interval 1"
+  [default-exact]="--modes sparse --logical-page-size 1"
 )
-order=(default scaled streaming-only selection-only interval-1 query-head logical-16 drift)
+order=(default scaled streaming-only selection-only interval-1 query-head logical-2 logical-16
+  drift exact exact-selection-only exact-interval-1 default-exact)
 [ $# -gt 0 ] && order=("$@")
 for name in "${order[@]}"; do
   [ -n "${configs[$name]+x}" ] || { echo "unknown configuration $name" >&2; exit 2; }

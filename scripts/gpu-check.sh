@@ -6,7 +6,8 @@
 #   SANITIZE=1   compute-sanitizer memcheck, racecheck, synccheck, initcheck on the kernel tests
 #   KERNELS=1    bench/attention_bench and its PyTorch SDPA peer (BENCH_ARGS / PEER_ARGS)
 #   GEMV=1       bench/gemv_bench: decode GEMMs vs cuBLASLt (GEMV_ARGS)
-#   E2E=1        bench/e2e_gpu.py: `lserve bench` decode, Llama-3.1-8B shape (E2E_ARGS)
+#   E2E=1        bench/e2e_gpu.py: `lserve bench` decode, Llama-3.1-8B shape (E2E_ARGS); with
+#                E2E_EXTRA (lserve flags) the same runs once more with those flags
 #   NCU=1        per-kernel times of one recorded decode step (NCU_ARGS: the lserve bench flags)
 #   PEER=1       bench/hf_peer.py: Hugging Face transformers decode (PEER_HF_ARGS)
 #   SERVE=1      the server tests (needs models/ and the openai client on PYTHONPATH) and
@@ -73,6 +74,11 @@ fi
 if [ "${E2E:-0}" = 1 ]; then
   timeout 480 python3 bench/e2e_gpu.py --lserve build-gpu/lserve --json "$OUT/e2e.jsonl" ${E2E_ARGS:-} \
     2>&1 | tee "$OUT/e2e.log" || status=1
+  if [ -n "${E2E_EXTRA:-}" ]; then
+    echo "==== with $E2E_EXTRA"
+    timeout 480 python3 bench/e2e_gpu.py --lserve build-gpu/lserve --json "$OUT/e2e-extra.jsonl" \
+      ${E2E_ARGS:-} --extra-args "$E2E_EXTRA" 2>&1 | tee "$OUT/e2e-extra.log" || status=1
+  fi
 fi
 if [ "${NCU:-0}" = 1 ]; then
   python3 bench/e2e_gpu.py --write-model /tmp/lserve-8b >/dev/null

@@ -12,7 +12,9 @@ KvPageBytes kv_page_bytes(const HeadMap& heads, int head_dim, const SparseAttent
   for (size_t l = 0; l < heads.cls.size(); ++l) {
     const int64_t nr = heads.count(static_cast<int>(l), HeadClass::kRetrieval);
     const int64_t ns = heads.count(static_cast<int>(l), HeadClass::kStreaming);
-    b.retrieval += nr * head_dim * (2 * P + 2 * lpp) * static_cast<int64_t>(elem_bytes);
+    // Logical pages of one token keep no bounds: the selector reads the keys themselves.
+    const int64_t stats = lpp == P ? 0 : 2 * lpp;
+    b.retrieval += nr * head_dim * (2 * P + stats) * static_cast<int64_t>(elem_bytes);
     b.streaming += ns * head_dim * 2 * P * static_cast<int64_t>(elem_bytes);
   }
   return b;
@@ -50,8 +52,17 @@ KvCache::KvCache(Backend& backend, const KvCacheConfig& config, HeadMap heads)
     const int64_t srows = static_cast<int64_t>(config.num_stream_pages) * ns * P;
     add(retrieval_store_.k, rrows, retrieval_bytes_);
     add(retrieval_store_.v, rrows, retrieval_bytes_);
-    add(retrieval_store_.kmin, static_cast<int64_t>(config.num_pages) * nr * lpp, retrieval_bytes_);
-    add(retrieval_store_.kmax, static_cast<int64_t>(config.num_pages) * nr * lpp, retrieval_bytes_);
+    if (lpp == P) {
+      // A one-token logical page's bounds are its key: kmin and kmax are the key pool itself, so
+      // the selector scores each key exactly and no bounds are stored or written.
+      retrieval_store_.kmin.push_back(retrieval_store_.k.back());
+      retrieval_store_.kmax.push_back(retrieval_store_.k.back());
+    } else {
+      add(retrieval_store_.kmin, static_cast<int64_t>(config.num_pages) * nr * lpp,
+          retrieval_bytes_);
+      add(retrieval_store_.kmax, static_cast<int64_t>(config.num_pages) * nr * lpp,
+          retrieval_bytes_);
+    }
     add(streaming_store_.k, srows, streaming_bytes_);
     add(streaming_store_.v, srows, streaming_bytes_);
   }

@@ -136,6 +136,7 @@ struct GpuShape {
   int head_dim;
   SelectorGranularity granularity;
   CudaBackend::AttnKernels kernels;
+  int logical_page_size = 4;  // 1: the selector scores the keys themselves
 };
 
 class CudaSparse : public testing::TestWithParam<GpuShape> {};
@@ -149,6 +150,7 @@ TEST_P(CudaSparse, MatchesDenseUnderTheVisibilityMask) {
   c.head_dim = GetParam().head_dim;
   c.sparse = small_sparse();
   c.sparse.granularity = GetParam().granularity;
+  c.sparse.logical_page_size = GetParam().logical_page_size;
   c.prompt_len = 301;  // several 64-key tiles and prefill chunks
   c.decode_steps = 40;
   c.chunk = 97;
@@ -177,11 +179,13 @@ INSTANTIATE_TEST_SUITE_P(
                     GpuShape{3, 128, SelectorGranularity::kKvHead, K::kPortable},
                     GpuShape{1, 64, SelectorGranularity::kQueryHead, K::kPortable},
                     GpuShape{3, 128, SelectorGranularity::kKvHead, K::kReference},
-                    GpuShape{4, 64, SelectorGranularity::kQueryHead, K::kReference}),
+                    GpuShape{4, 64, SelectorGranularity::kQueryHead, K::kReference},
+                    GpuShape{3, 64, SelectorGranularity::kKvHead, K::kAuto, 1},
+                    GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto, 1}),
     [](const testing::TestParamInfo<GpuShape>& i) {
-      return fmt::format("G{}_d{}_{}_{}", i.param.group, i.param.head_dim,
+      return fmt::format("G{}_d{}_{}_{}_L{}", i.param.group, i.param.head_dim,
                          i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead",
-                         kernels_name(i.param.kernels));
+                         kernels_name(i.param.kernels), i.param.logical_page_size);
     });
 
 // Device-planned decode (what recorded CUDA graph steps run): every decode layer's device work

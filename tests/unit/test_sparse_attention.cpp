@@ -33,6 +33,7 @@ struct Shape {
   int group;
   int head_dim;
   SelectorGranularity granularity;
+  int logical_page_size = 4;  // 1: the selector scores the keys themselves
 };
 
 class SparseAttention : public testing::TestWithParam<Shape> {};
@@ -44,6 +45,7 @@ TEST_P(SparseAttention, MatchesDenseUnderTheVisibilityMask) {
   c.head_dim = GetParam().head_dim;
   c.sparse = small_sparse();
   c.sparse.granularity = GetParam().granularity;
+  c.sparse.logical_page_size = GetParam().logical_page_size;
   c.prompt_len = 97;  // not a multiple of P or L
   c.decode_steps = 30;
   c.chunk = 37;
@@ -65,10 +67,13 @@ INSTANTIATE_TEST_SUITE_P(
                     Shape{3, 64, SelectorGranularity::kKvHead},
                     Shape{4, 128, SelectorGranularity::kKvHead},
                     Shape{3, 128, SelectorGranularity::kQueryHead},
-                    Shape{4, 64, SelectorGranularity::kQueryHead}),
+                    Shape{4, 64, SelectorGranularity::kQueryHead},
+                    Shape{3, 64, SelectorGranularity::kKvHead, 1},
+                    Shape{2, 128, SelectorGranularity::kQueryHead, 1}),
     [](const testing::TestParamInfo<Shape>& i) {
-      return fmt::format("G{}_d{}_{}", i.param.group, i.param.head_dim,
-                         i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead");
+      return fmt::format("G{}_d{}_{}_L{}", i.param.group, i.param.head_dim,
+                         i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead",
+                         i.param.logical_page_size);
     });
 
 // Drift-triggered refreshes (selector_drift): queries that change slowly keep their selection

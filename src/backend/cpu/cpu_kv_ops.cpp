@@ -68,6 +68,7 @@ void CpuBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v
         const int64_t row = (page * nr + hs) * P + slot;
         std::memcpy(cache.k(HeadClass::kRetrieval, layer).as<float>() + row * d, ksrc, d * sizeof(float));
         std::memcpy(cache.v(HeadClass::kRetrieval, layer).as<float>() + row * d, vsrc, d * sizeof(float));
+        if (L == 1) continue;  // the bounds are the key pool itself (KvCache)
         // Bounds of a logical page start from its first token, never from stale memory.
         const int64_t srow = ((page * nr + hs) * lpp + slot / L) * d;
         if (slot % L == 0) {

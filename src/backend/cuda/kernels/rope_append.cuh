@@ -67,7 +67,8 @@ __global__ void rope_append_kernel(RopeAppendParams p) {
     kdst[row * d + c] = p.k[t * k_stride + static_cast<int64_t>(h) * d + c];
     vdst[row * d + c] = p.v[t * k_stride + static_cast<int64_t>(h) * d + c];
   }
-  if (!retrieval) return;
+  // One-token logical pages keep no bounds: kmin and kmax are the key pool itself (KvCache).
+  if (!retrieval || p.kv.logical_page_size == 1) return;
 
   // 3. This logical page's key bounds: from its first token, or widened when the page already
   // held tokens before this step.

@@ -85,7 +85,8 @@ __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(Select
     const int32_t lp = lp_of(pass);
     if (has_tokens(pg.b, lp)) {
       lo = *reinterpret_cast<const uint4*>(p.kv.kmin + (pg.base + lp) * D + chunk * 8);
-      hi = *reinterpret_cast<const uint4*>(p.kv.kmax + (pg.base + lp) * D + chunk * 8);
+      // One-token logical pages: kmin and kmax are both the key itself (read once).
+      hi = L == 1 ? lo : *reinterpret_cast<const uint4*>(p.kv.kmax + (pg.base + lp) * D + chunk * 8);
     }
   };
   auto start = [&](int32_t r, Page& pg) {
@@ -242,6 +243,7 @@ __global__ void __launch_bounds__(kTopThreads) top_pages_kernel(SelectorParams p
         }
         above -= mine;  // keys in the bins of the lanes before this one
         const int32_t need = s_k;
+        __syncwarp();  // every lane has read s_k before the one below overwrites it
         if (above < need && need <= above + mine) {
           int32_t left = need - above;
           int digit = 255 - 8 * lane;
