@@ -36,13 +36,6 @@ struct EvalOptions {
   std::string json = "eval.json";
 };
 
-std::string default_haystack_dir() {
-  if (const char* env = std::getenv("LSERVE_DATA_DIR")) {
-    return (std::filesystem::path(env) / "PaulGrahamEssays").string();
-  }
-  return (std::filesystem::path(LSERVE_SOURCE_DIR_FOR_DATA) / "data" / "PaulGrahamEssays").string();
-}
-
 // The engine options for prompts of `length` tokens: sparse budgets scaled from it when asked.
 ModelOptions options_for(const EvalOptions& o, int length, int max_out) {
   ModelOptions m = o.model;

@@ -11,6 +11,8 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "engine/head_profiler.h"
+#include "eval/runner.h"
+#include "eval/tasks.h"
 #include "model/model.h"
 #include "model/model_loader.h"
 #include "options.h"
@@ -21,8 +23,45 @@ namespace {
 struct ProfileOptions {
   ModelOptions model;
   HeadProfileOptions profile;
+  std::string calibration = "tasks";
+  std::vector<std::string> tasks = {"needle", "niah_single", "niah_multikey", "passkey"};
+  int cases = 3;
+  std::string haystack_dir;
   std::string output = "full_attention_heads.tsv";
 };
+
+// The `lserve eval` tasks' prompts with their answers written after the answer prefix: the probed
+// positions are the answer's tokens (and the one before, which predicts the first), exactly where
+// retrieval matters.
+std::vector<CalibrationPrompt> task_prompts(const ProfileOptions& o, const Tokenizer& tok) {
+  const bool needs_essays = std::any_of(o.tasks.begin(), o.tasks.end(), [](const std::string& t) {
+    return t == "needle" || t.rfind("niah_", 0) == 0;
+  });
+  const eval::Haystack essays =
+      needs_essays ? eval::Haystack::essays(o.haystack_dir.empty() ? default_haystack_dir()
+                                                                   : o.haystack_dir)
+                   : eval::Haystack::filler();
+  auto prompt_tokens = [&](const std::string& user, const std::string& prefix) {
+    return static_cast<int>(eval::encode_case(tok, user, prefix).size());
+  };
+  std::vector<CalibrationPrompt> prompts;
+  for (int length : o.profile.lengths) {
+    for (const std::string& task : o.tasks) {
+      for (const eval::EvalCase& c : eval::make_cases(task, length, o.cases, o.profile.seed, tok,
+                                                      essays, prompt_tokens)) {
+        CalibrationPrompt p;
+        p.tokens = eval::encode_case(tok, c.user, c.answer_prefix);
+        std::string answer;
+        for (const auto& r : c.references) answer += (answer.empty() ? " " : ", ") + r;
+        const auto ids = tok.encode(answer + ".", /*parse_special=*/false);
+        p.tokens.insert(p.tokens.end(), ids.begin(), ids.end());
+        p.probe_queries = static_cast<int>(ids.size()) + 1;
+        prompts.push_back(std::move(p));
+      }
+    }
+  }
+  return prompts;
+}
 
 int run_profile(ProfileOptions& o) {
   LSERVE_CHECK(o.model.device != "cuda", "profile-heads runs on the CPU backend (--device cpu)");
@@ -39,14 +78,27 @@ int run_profile(ProfileOptions& o) {
   auto model = make_model(m.config, std::move(m.weights));
   o.profile.sink_tokens = o.model.sparse.sink_tokens;
   o.profile.local_tokens = o.model.sparse.local_tokens;
-  log::info("profiling {} KV heads on {} passkey prompts (sink {}, local {}, {} probe queries)",
-            m.config.n_layers * m.config.n_kv_heads, o.profile.lengths.size() * o.profile.depths.size(),
-            o.profile.sink_tokens, o.profile.local_tokens, o.profile.probe_queries);
+  LSERVE_CHECK(o.calibration == "tasks" || o.calibration == "passkey",
+               "--calibration takes tasks or passkey, not '{}'", o.calibration);
   const auto t0 = std::chrono::steady_clock::now();
-  const HeadProfile p = profile_heads(*model, backend, tok, o.profile, [&](int done, int total) {
+  auto progress = [&](int done, int total) {
     log::info("calibration prompt {}/{} done ({:.0f} s)", done, total,
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  });
+  };
+  HeadProfile p;
+  if (o.calibration == "passkey") {
+    log::info("profiling {} KV heads on {} passkey prompts (sink {}, local {}, {} probe queries)",
+              m.config.n_layers * m.config.n_kv_heads,
+              o.profile.lengths.size() * o.profile.depths.size(), o.profile.sink_tokens,
+              o.profile.local_tokens, o.profile.probe_queries);
+    p = profile_heads(*model, backend, tok, o.profile, progress);
+  } else {
+    const auto prompts = task_prompts(o, tok);
+    log::info("profiling {} KV heads on {} prompts of the tasks {} (sink {}, local {})",
+              m.config.n_layers * m.config.n_kv_heads, prompts.size(), fmt::join(o.tasks, ", "),
+              o.profile.sink_tokens, o.profile.local_tokens);
+    p = profile_heads(*model, backend, prompts, o.profile, progress);
+  }
   std::ofstream out(o.output);
   LSERVE_CHECK(out.good(), "cannot write {}", o.output);
   out << p.pattern.to_tsv();
@@ -68,19 +120,32 @@ Command add_profile_heads_command(CLI::App& app) {
   auto opts = std::make_shared<ProfileOptions>();
   CLI::App* cmd = app.add_subcommand(
       "profile-heads",
-      "Rank KV heads by how much they need full attention (on passkey prompts) and write a "
+      "Rank KV heads by how much they need full attention (on retrieval prompts) and write a "
       "DuoAttention-format head pattern for --head-pattern");
   add_model_options(*cmd, opts->model);
   cmd->add_option("-o,--output", opts->output, "Where to write the pattern (TSV)")
       ->capture_default_str();
-  cmd->add_option("--lengths", opts->profile.lengths,
-                  "Approximate calibration prompt lengths in tokens")
+  cmd->add_option("--calibration", opts->calibration,
+                  "tasks: `lserve eval` task prompts with their answers, probed at the answer; "
+                  "passkey: repeated-filler passkey prompts probed at their last positions")
+      ->check(CLI::IsMember({"tasks", "passkey"}))
       ->capture_default_str();
+  cmd->add_option("--lengths", opts->profile.lengths, "Calibration prompt lengths in tokens")
+      ->capture_default_str();
+  cmd->add_option("--tasks", opts->tasks, "--calibration tasks: the eval tasks to draw from")
+      ->capture_default_str();
+  cmd->add_option("--cases", opts->cases,
+                  "--calibration tasks: prompts per task and length (needle depths spread evenly)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_option("--haystack-dir", opts->haystack_dir,
+                  "--calibration tasks: folder of the essays (default: data/PaulGrahamEssays)");
   cmd->add_option("--depths", opts->profile.depths,
-                  "Passkey positions in the prompt (0 = start, 1 = end)")
+                  "--calibration passkey: passkey positions in the prompt (0 = start, 1 = end)")
       ->capture_default_str();
   cmd->add_option("--probe-queries", opts->profile.probe_queries,
-                  "Last positions of each prompt whose attention outputs are compared")
+                  "--calibration passkey: last positions of each prompt whose attention outputs "
+                  "are compared")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   cmd->add_option("--calibration-seed", opts->profile.seed, "Seed of the calibration prompts")

@@ -1,6 +1,8 @@
 #include "options.h"
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -225,6 +227,13 @@ int64_t peak_rss_bytes() {
     if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
   }
   return 0;
+}
+
+std::string default_haystack_dir() {
+  if (const char* env = std::getenv("LSERVE_DATA_DIR")) {
+    return (std::filesystem::path(env) / "PaulGrahamEssays").string();
+  }
+  return (std::filesystem::path(LSERVE_SOURCE_DIR_FOR_DATA) / "data" / "PaulGrahamEssays").string();
 }
 
 }  // namespace lserve::app

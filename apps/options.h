@@ -42,4 +42,8 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o);
 // Peak resident memory of this process in bytes (VmHWM), 0 when unknown.
 int64_t peak_rss_bytes();
 
+// Where the needle tasks' essays are: $LSERVE_DATA_DIR/PaulGrahamEssays, else data/ in the source
+// tree (scripts/fetch-haystack.sh puts them there).
+std::string default_haystack_dir();
+
 }  // namespace lserve::app

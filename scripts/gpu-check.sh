@@ -95,7 +95,7 @@ if [ "${PEER:-0}" = 1 ]; then
     | tee "$OUT/hf.log" || status=1
 fi
 if [ "${SERVE:-0}" = 1 ]; then
-  LSERVE_BIN="$PWD/build-gpu/lserve" LSERVE_SOURCE_DIR="$PWD" timeout 400 python3 -m pytest -q \
+  LSERVE_TEST_DEVICE=cuda LSERVE_BIN="$PWD/build-gpu/lserve" LSERVE_SOURCE_DIR="$PWD" timeout 400 python3 -m pytest -q \
     -p no:cacheprovider tests/server >"$OUT/server-tests.log" 2>&1 || status=1
   note "server tests: $(tail -1 "$OUT/server-tests.log")"
   python3 bench/e2e_gpu.py --write-model /tmp/lserve-8b >/dev/null

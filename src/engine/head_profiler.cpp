@@ -19,6 +19,8 @@ class Probe {
   Probe(int n_layers, int n_kv, const HeadProfileOptions& o)
       : o_(o), diff_(n_layers, std::vector<double>(n_kv)), norm_(diff_) {}
 
+  void set_probe_queries(int n) { o_.probe_queries = n; }
+
   void observe(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
                const Tensor& out) {
     const SeqStep& s = plan.seqs[0];
@@ -95,12 +97,11 @@ class Probe {
 
 }  // namespace
 
-HeadProfile profile_heads(Model& model, CpuBackend& backend, const Tokenizer& tokenizer,
-                          const HeadProfileOptions& o,
+HeadProfile profile_heads(Model& model, CpuBackend& backend,
+                          const std::vector<CalibrationPrompt>& prompts, const HeadProfileOptions& o,
                           const std::function<void(int, int)>& progress) {
   const ModelConfig& c = model.config();
-  LSERVE_CHECK(!o.lengths.empty() && !o.depths.empty(), "profile-heads needs lengths and depths");
-  LSERVE_CHECK(o.probe_queries >= 1, "probe_queries must be positive");
+  LSERVE_CHECK(!prompts.empty(), "profile-heads needs calibration prompts");
   Probe probe(c.n_layers, c.n_kv_heads, o);
   backend.set_attention_observer(
       [&](int layer, const Tensor& q, const StepPlan& plan, KvCache& cache, const Tensor& out) {
@@ -108,26 +109,23 @@ HeadProfile profile_heads(Model& model, CpuBackend& backend, const Tokenizer& to
       });
   HeadProfile result;
   result.error.assign(c.n_layers, std::vector<double>(c.n_kv_heads, 0.0));
-  const int total = static_cast<int>(o.lengths.size() * o.depths.size());
-  int done = 0;
+  const int total = static_cast<int>(prompts.size());
   try {
-    for (int len : o.lengths) {
-      for (double depth : o.depths) {
-        // ~1.3 tokens per filler word for byte-level BPE vocabularies.
-        const auto prompt = make_passkey_prompt(std::max(50, len * 3 / 4), depth, o.seed + done);
-        auto tokens = tokenizer.encode(prompt.text, false, tokenizer.add_bos());
-        if (static_cast<int>(tokens.size()) > c.max_context) tokens.resize(c.max_context);
-        OfflineRunOptions run;
-        run.chunk = 2048;
-        run.all_logits = false;
-        sequence_logits(model, backend, tokens, run);
-        const auto err = probe.take();
-        for (int l = 0; l < c.n_layers; ++l) {
-          for (int h = 0; h < c.n_kv_heads; ++h) result.error[l][h] += err[l][h] / total;
-        }
-        ++result.prompts;
-        if (progress) progress(++done, total);
+    for (const CalibrationPrompt& p : prompts) {
+      LSERVE_CHECK(p.probe_queries >= 1, "probe_queries must be positive");
+      std::vector<int32_t> tokens = p.tokens;
+      if (static_cast<int>(tokens.size()) > c.max_context) tokens.resize(c.max_context);
+      probe.set_probe_queries(p.probe_queries);
+      OfflineRunOptions run;
+      run.chunk = 2048;
+      run.all_logits = false;
+      sequence_logits(model, backend, tokens, run);
+      const auto err = probe.take();
+      for (int l = 0; l < c.n_layers; ++l) {
+        for (int h = 0; h < c.n_kv_heads; ++h) result.error[l][h] += err[l][h] / total;
       }
+      ++result.prompts;
+      if (progress) progress(result.prompts, total);
     }
   } catch (...) {
     backend.set_attention_observer(nullptr);
@@ -141,6 +139,23 @@ HeadProfile profile_heads(Model& model, CpuBackend& backend, const Tokenizer& to
     for (auto& g : row) g = mx > 0 ? g / mx : 0.0;
   }
   return result;
+}
+
+HeadProfile profile_heads(Model& model, CpuBackend& backend, const Tokenizer& tokenizer,
+                          const HeadProfileOptions& o,
+                          const std::function<void(int, int)>& progress) {
+  LSERVE_CHECK(!o.lengths.empty() && !o.depths.empty(), "profile-heads needs lengths and depths");
+  std::vector<CalibrationPrompt> prompts;
+  for (int len : o.lengths) {
+    for (double depth : o.depths) {
+      // ~1.3 tokens per filler word for byte-level BPE vocabularies.
+      const auto prompt = make_passkey_prompt(std::max(50, len * 3 / 4), depth,
+                                              o.seed + prompts.size());
+      prompts.push_back({tokenizer.encode(prompt.text, false, tokenizer.add_bos()),
+                         o.probe_queries});
+    }
+  }
+  return profile_heads(model, backend, prompts, o, progress);
 }
 
 }  // namespace lserve

@@ -24,12 +24,25 @@ struct HeadProfileOptions {
   uint64_t seed = 0;
 };
 
+// One calibration prompt: its tokens, and how many of its last positions are probed (where the
+// prompt asks for, or already holds, the retrieved answer).
+struct CalibrationPrompt {
+  std::vector<int32_t> tokens;
+  int probe_queries = 32;
+};
+
 struct HeadProfile {
   HeadPattern pattern;  // gates: mean relative error scaled to [0, 1] (1 = needs full attention)
   std::vector<std::vector<double>> error;  // [layer][kv_head] mean relative output error
   int prompts = 0;
 };
 
+// On the given prompts (options.lengths, depths and probe_queries are not used).
+HeadProfile profile_heads(Model& model, CpuBackend& backend,
+                          const std::vector<CalibrationPrompt>& prompts,
+                          const HeadProfileOptions& options,
+                          const std::function<void(int done, int total)>& progress);
+// On passkey prompts of options.lengths x options.depths.
 HeadProfile profile_heads(Model& model, CpuBackend& backend, const Tokenizer& tokenizer,
                           const HeadProfileOptions& options,
                           const std::function<void(int done, int total)>& progress);

@@ -16,13 +16,19 @@ import pytest
 SOURCE_DIR = Path(os.environ.get("LSERVE_SOURCE_DIR", Path(__file__).resolve().parents[2]))
 LSERVE_BIN = os.environ.get("LSERVE_BIN", str(SOURCE_DIR / "build" / "lserve"))
 MODEL = str(SOURCE_DIR / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+# Where the servers run: cpu unless LSERVE_TEST_DEVICE says cuda (scripts/gpu-check.sh does).
+DEVICE = os.environ.get("LSERVE_TEST_DEVICE", "cpu")
+# Bytes of one cached K or V element: f32 on the CPU backend, bf16 on CUDA. Tests that size the
+# KV pool in MiB for a number of tokens scale by it.
+KV_ELEM_BYTES = 2 if DEVICE == "cuda" else 4
 
 
 class LserveServer:
     """One `lserve serve` process; its stderr is collected for failure messages."""
 
     def __init__(self, *extra_args, threads=2):
-        self.args = [LSERVE_BIN, "serve", MODEL, "--port", "0", "--threads", str(threads)]
+        self.args = [LSERVE_BIN, "serve", MODEL, "--port", "0", "--threads", str(threads),
+                     "--device", DEVICE]
         self.args += [str(a) for a in extra_args]
         self.proc = None
         self.port = None

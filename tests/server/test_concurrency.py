@@ -6,12 +6,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import LserveServer, openai_client
+from conftest import DEVICE, KV_ELEM_BYTES, LserveServer, openai_client
 
 # Batching changes the GEMM shapes and so the float rounding. Where a concurrent stream departs
 # from the solo run, the solo run's two best candidates at that position must lie this close
-# (in log-probability, i.e. logit, units); f32 rounding over 30 layers stays well inside it.
-TOP2_EPSILON = 0.02
+# (in log-probability, i.e. logit, units); f32 rounding over 30 layers stays well inside 0.02.
+# On CUDA activations are bf16 (8 significant bits) and the GEMM kernel depends on the batch
+# size: the H200 measured a 0.034 gap at a departure.
+TOP2_EPSILON = 0.1 if DEVICE == "cuda" else 0.02
 
 PROMPTS = [
     "The history of the printing press begins",
@@ -109,10 +111,10 @@ def test_long_prompt_does_not_delay_a_short_requests_first_token():
 
 
 def test_tiny_kv_pool_completes_a_burst_by_preemption():
-    # --dense with 16-token pages: 8 MiB holds ~11 pages (~170 tokens) for 6 requests that need
-    # ~60 tokens each, so sequences are preempted and recomputed.
+    # --dense with 16-token pages: 8 MiB of f32 (4 of bf16) holds ~11 pages (~170 tokens) for 6
+    # requests that need ~60 tokens each, so sequences are preempted and recomputed.
     with LserveServer("--dense", "--page-size", 16, "--logical-page-size", 4,
-                      "--kv-cache-mib", 8) as server:
+                      "--kv-cache-mib", 2 * KV_ELEM_BYTES) as server:
         client = openai_client(server)
         model = client.models.list().data[0].id
         prompts = PROMPTS[:6]

@@ -95,8 +95,12 @@ def test_shutdown_timeout_cancels_but_still_answers_every_request():
     server = LserveServer("--shutdown-timeout", 0.5).start()
     try:
         results = {}
-        whole = {**STREAM, "stream": False, "max_tokens": 2000}
-        threads = [threading.Thread(target=read_stream, args=(server, results, "stream")),
+        # Long enough to outlast the half-second drain on any device (a GPU decodes 400 tokens
+        # of this model in well under that).
+        stream = {**STREAM, "max_tokens": 4000}
+        whole = {**STREAM, "stream": False, "max_tokens": 4000}
+        threads = [threading.Thread(target=read_stream,
+                                    args=(server, results, "stream", stream)),
                    threading.Thread(target=read_stream,
                                     args=(server, results, "whole", whole))]
         for t in threads:

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "core/error.h"
 #include "engine/head_profiler.h"
 #include "test_util.h"
 
@@ -49,6 +50,47 @@ TEST(HeadProfiler, WindowCoveringThePromptCostsNothing) {
   for (const auto& row : p.error) {
     for (double e : row) EXPECT_LT(e, 1e-10);
   }
+}
+
+// Given prompts (what `profile-heads --calibration tasks` builds): each prompt's own probe count is
+// used, and a probe over positions the window covers costs nothing while one far from the fact
+// does not.
+TEST(HeadProfiler, GivenPromptsAreProbedAtTheirOwnPositions) {
+  auto& m = test::default_model();
+  HeadProfileOptions o;
+  o.sink_tokens = 4;
+  o.local_tokens = 16;
+  const auto text = m.tokenizer->encode(
+      "The pass key is 71432. Remember it. The grass is green. The sky is blue. The sun is "
+      "yellow. Here we go. There and back again. The grass is green. The sky is blue. The sun is "
+      "yellow. Here we go. There and back again. What is the pass key? The pass key is 71432.",
+      false, m.tokenizer->add_bos());
+  ASSERT_GT(text.size(), 40u);
+  std::vector<CalibrationPrompt> prompts = {{text, 4}, {text, 2}};
+  int calls = 0;
+  const HeadProfile p = profile_heads(*m.model, *m.backend, prompts, o, [&](int done, int total) {
+    EXPECT_EQ(total, 2);
+    EXPECT_EQ(done, ++calls);
+  });
+  EXPECT_EQ(p.prompts, 2);
+  double mx = 0;
+  for (const auto& row : p.pattern.gates) {
+    for (double g : row) {
+      EXPECT_GE(g, 0.0);
+      EXPECT_LE(g, 1.0);
+      mx = std::max(mx, g);
+    }
+  }
+  EXPECT_DOUBLE_EQ(mx, 1.0);
+  // Probing only the last few positions with a window covering them and everything before: nothing
+  // is lost.
+  o.local_tokens = 100000;
+  const HeadProfile all = profile_heads(*m.model, *m.backend, prompts, o, nullptr);
+  for (const auto& row : all.error) {
+    for (double e : row) EXPECT_LT(e, 1e-10);
+  }
+  prompts[0].probe_queries = 0;
+  EXPECT_THROW(profile_heads(*m.model, *m.backend, prompts, o, nullptr), Error);
 }
 
 }  // namespace
