@@ -141,10 +141,20 @@ __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(Select
     for (int i = 0; i < kMaxPasses; ++i) {
       if (i < n_pass) best = fmaxf(best, bound(cur.b, i, cur.lo[i], cur.hi[i]));
     }
-    for (int i = kMaxPasses; i < n_pass; ++i) {  // pages with more logical pages: one at a time
-      uint4 l4, h4;
-      load_pass(cur, i, l4, h4);
-      best = fmaxf(best, bound(cur.b, i, l4, h4));
+    // Pages with more logical pages (small L; 32 passes at L 1, P 64, D 128): the rest in
+    // groups whose loads are all issued before any is scored, so a page costs a few memory round
+    // trips rather than one per pass.
+    constexpr int kGroup = 4;
+    for (int i = kMaxPasses; i < n_pass; i += kGroup) {
+      uint4 l4[kGroup] = {}, h4[kGroup] = {};
+#pragma unroll
+      for (int j = 0; j < kGroup; ++j) {
+        if (i + j < n_pass) load_pass(cur, i + j, l4[j], h4[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < kGroup; ++j) {
+        if (i + j < n_pass) best = fmaxf(best, bound(cur.b, i + j, l4[j], h4[j]));
+      }
     }
 #pragma unroll
     for (int o = kChunks; o < 32; o <<= 1) {
