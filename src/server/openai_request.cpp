@@ -181,12 +181,27 @@ void require_object(const json& b) {
 json parse_body(const std::string& text) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // parse_error, and out_of_range for numbers beyond a double (1e400).
     throw bad_request(fmt::format("invalid JSON: {}", e.what()));
   }
 }
 
-GenerationRequest parse_completion_request(const json& b) {
+namespace {
+
+// A field of an unexpected JSON type deep inside the body (a content part's "type": 5, a
+// "response_format" of {"type": null}) is the client's mistake: 400 with the parser's words,
+// never 500.
+template <class Fn>
+GenerationRequest client_errors_are_400(Fn&& parse) {
+  try {
+    return parse();
+  } catch (const json::exception& e) {
+    throw bad_request(fmt::format("invalid request: {}", e.what()));
+  }
+}
+
+GenerationRequest parse_completion(const json& b) {
   require_object(b);
   reject_unsupported(b);
   GenerationRequest r;
@@ -199,7 +214,7 @@ GenerationRequest parse_completion_request(const json& b) {
   return r;
 }
 
-GenerationRequest parse_chat_request(const json& b) {
+GenerationRequest parse_chat(const json& b) {
   require_object(b);
   reject_unsupported(b);
   if (const auto tc = b.find("tool_choice");
@@ -220,6 +235,16 @@ GenerationRequest parse_chat_request(const json& b) {
   }
   if (logprobs) r.params.logprobs = static_cast<int>(top.value_or(0));
   return r;
+}
+
+}  // namespace
+
+GenerationRequest parse_completion_request(const json& b) {
+  return client_errors_are_400([&] { return parse_completion(b); });
+}
+
+GenerationRequest parse_chat_request(const json& b) {
+  return client_errors_are_400([&] { return parse_chat(b); });
 }
 
 }  // namespace lserve::server

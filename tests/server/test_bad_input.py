@@ -71,6 +71,23 @@ def test_wrong_types_and_shapes_are_400(server, body, param):
     assert_error(server, body, 400, param)
 
 
+@pytest.mark.parametrize("path,body", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": 5}]}]}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                              "response_format": {"type": None}}),
+    ("/v1/completions", {"prompt": "hi", "response_format": {"type": None}}),
+])
+def test_wrong_types_deep_in_the_body_are_400(server, path, body):
+    assert_error(server, body, 400, path=path)
+
+
+def test_numbers_beyond_a_double_are_400(server):
+    status, text, _ = server.post("/v1/completions",
+                                  '{"prompt": "hi", "max_tokens": 1e400}')
+    assert status == 400, text
+    assert json.loads(text)["error"]["type"] == "invalid_request_error"
+
+
 def test_body_must_be_an_object(server):
     assert_error(server, [GOOD], 400)
     assert_error(server, "null", 400)
