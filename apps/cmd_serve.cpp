@@ -141,7 +141,7 @@ Command add_serve_command(CLI::App& app) {
       ->capture_default_str()
       ->group(g);
   cmd->add_option("--api-key", opts->server.api_key,
-                  "Require 'Authorization: Bearer KEY' on /v1/ endpoints")
+                  "Require 'Authorization: Bearer KEY' on every endpoint but /health")
       ->envname("LSERVE_API_KEY")
       ->group(g);
   cmd->add_option("--served-model-name", opts->served_names,

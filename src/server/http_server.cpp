@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <sys/socket.h>
+
 #include <thread>
 
 #include "core/error.h"
@@ -73,10 +75,28 @@ class HttpServer::Impl {
     svr_.set_read_timeout(10);
     svr_.set_write_timeout(10);
     svr_.set_tcp_nodelay(true);
+    // The library's default also sets SO_REUSEPORT, which lets a second server bind the same
+    // port and take half of its connections: only SO_REUSEADDR (restarts while old connections
+    // linger in TIME_WAIT), and the listening socket is kept to raise its backlog after bind.
+    svr_.set_socket_options([this](int sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+      listen_sock_ = sock;
+    });
     set_routes();
   }
 
+  // cpp-httplib listens with a backlog of 5 (a compiled-in constant): a burst of clients beyond
+  // it got TCP resets with no HTTP answer. listen() again on the bound socket raises it.
+  void raise_backlog() {
+    if (listen_sock_ >= 0 && ::listen(listen_sock_, kListenBacklog) != 0) {
+      log::warn("cannot raise the listen backlog to {}", kListenBacklog);
+    }
+  }
+
+  static constexpr int kListenBacklog = 1024;
   httplib::Server svr_;
+  int listen_sock_ = -1;
   ServerContext& ctx() { return ctx_; }
 
  private:
@@ -131,10 +151,10 @@ class HttpServer::Impl {
   }
 
   httplib::Server::HandlerResponse authorize(const httplib::Request& req, httplib::Response& res) {
+    // With a key, every endpoint but /health (the load balancer's probe) needs it; checked
+    // before the body is read, so an unauthorised client costs no parsing.
     const std::string& key = ctx_.config.api_key;
-    if (key.empty() || req.path.rfind("/v1/", 0) != 0) {
-      return httplib::Server::HandlerResponse::Unhandled;
-    }
+    if (key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
     if (same_secret(req.get_header_value("Authorization"), "Bearer " + key)) {
       return httplib::Server::HandlerResponse::Unhandled;
     }
@@ -159,6 +179,7 @@ int HttpServer::bind() {
                "cannot listen on {}:{} (address in use, or not an address of this "
                "machine?)",
                c.host, c.port);
+  impl_->raise_backlog();
   return port;
 }
 

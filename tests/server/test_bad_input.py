@@ -5,6 +5,7 @@ still gives the same answers afterwards."""
 import json
 import random
 import socket
+import subprocess
 import threading
 import time
 
@@ -241,8 +242,13 @@ def test_queue_full_is_429_with_retry_after():
         assert rejected == statuses.count(429)
 
 
-def test_api_key_is_required_on_v1():
+def test_api_key_is_required_on_every_endpoint_but_health():
     with LserveServer("--api-key", "sekrit") as server:
+        for path in ("/tokenize", "/metrics"):
+            method = server.post if path == "/tokenize" else server.get
+            args = (path, GOOD) if path == "/tokenize" else (path,)
+            assert method(*args)[0] == 401, path
+            assert method(*args, headers={"Authorization": "Bearer sekrit"})[0] == 200, path
         status, payload, headers = post_json(server, "/v1/completions", GOOD)
         assert status == 401 and payload["error"]["type"] == "authentication_error"
         assert post_json(server, "/v1/completions", GOOD,
@@ -304,3 +310,13 @@ def test_random_json_bodies_get_json_answers_never_500(server, reference):
     assert 400 in seen
     assert server.get("/health")[0] == 200
     assert post_json(server, "/v1/completions", GOOD)[1]["choices"][0]["text"] == reference
+
+
+def test_a_second_server_cannot_take_a_port_in_use():
+    with LserveServer() as first:
+        second = subprocess.run(
+            [*LserveServer().args[:3], "--port", str(first.port), "--device", "cpu"],
+            capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert "cannot listen on" in second.stderr, second.stderr[-500:]
+        assert first.get("/health")[0] == 200
