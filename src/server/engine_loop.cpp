@@ -115,7 +115,7 @@ void EngineLoop::handle(Command& c) {
     u.finish_reason = FinishReason::kError;
     u.error = e.what();
     u.prompt_tokens = prompt_tokens;
-    metrics_.count_finished(FinishReason::kError);
+    if (c.channel->counted()) metrics_.count_finished(FinishReason::kError);
     outstanding_.fetch_sub(1);
     c.channel->push(std::move(u));
   }
@@ -168,7 +168,7 @@ void EngineLoop::finish_active(int64_t id, RequestUpdate update) {
   update.timing = it->second.timing;
   ids_.erase(channel.get());
   active_.erase(it);
-  metrics_.count_finished(update.finish_reason);
+  if (channel->counted()) metrics_.count_finished(update.finish_reason);
   outstanding_.fetch_sub(1);
   channel->push(std::move(update));
 }

@@ -46,6 +46,9 @@ class EngineLoop {
   void begin_drain() { draining_ = true; }
   bool draining() const { return draining_.load(); }
   int outstanding() const { return outstanding_.load(); }
+  // Whether `n` more requests would be refused as kQueueFull now: a cheap early answer before a
+  // request's prompt is tokenized (submit() still decides).
+  bool full_for(int n) const { return outstanding_.load() + n > config_.max_pending; }
   // Cancels whatever is still in flight (each gets its final update) and joins the thread.
   void stop();
 

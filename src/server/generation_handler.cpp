@@ -39,6 +39,12 @@ ResponseHeader make_header(ServerContext& ctx, bool chat) {
   return h;
 }
 
+ApiError queue_full(ServerContext& ctx) {
+  ctx.metrics.count_rejected("queue_full");
+  return ApiError(429, "the server is at capacity (too many requests waiting); retry shortly", "",
+                  "queue_full");
+}
+
 // Submits the n choices of one request (choice i samples with seed + i when a seed is given);
 // all or none: if one is refused, the ones already accepted are cancelled.
 std::vector<std::shared_ptr<RequestChannel>> submit(ServerContext& ctx, const Request& request,
@@ -48,18 +54,14 @@ std::vector<std::shared_ptr<RequestChannel>> submit(ServerContext& ctx, const Re
   for (int i = 0; i < n; ++i) {
     Request choice = request;
     if (choice.params.seed) *choice.params.seed += static_cast<uint64_t>(i);
-    auto channel = std::make_shared<RequestChannel>(arrival, bell);
+    auto channel = std::make_shared<RequestChannel>(arrival, bell, /*counted=*/i == 0);
     const Admission a = ctx.loop.submit(std::move(choice), channel);
     if (a == Admission::kAccepted) {
       channels.push_back(std::move(channel));
       continue;
     }
     for (const auto& accepted : channels) ctx.loop.cancel(accepted);
-    if (a == Admission::kQueueFull) {
-      ctx.metrics.count_rejected("queue_full");
-      throw ApiError(429, "the server is at capacity (too many requests waiting); retry shortly",
-                     "", "queue_full");
-    }
+    if (a == Admission::kQueueFull) throw queue_full(ctx);
     ctx.metrics.count_rejected("shutting_down");
     throw ApiError(503, "the server is shutting down", "", "shutting_down");
   }
@@ -115,6 +117,8 @@ void handle_generation(ServerContext& ctx, const httplib::Request& req, httplib:
   const nlohmann::json body = parse_body(req.body);
   GenerationRequest g = chat ? parse_chat_request(body) : parse_completion_request(body);
   check_model(ctx, g.model);
+  // A full server answers before spending a tokenization on the prompt.
+  if (ctx.loop.full_for(g.n)) throw queue_full(ctx);
   const bool stream = g.stream;
   const bool include_usage = g.include_usage;
   Request request = build_engine_request(ctx, g);

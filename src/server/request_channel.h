@@ -59,8 +59,11 @@ class RequestChannel {
  public:
   using Clock = std::chrono::steady_clock;
 
-  explicit RequestChannel(Clock::time_point arrival, std::shared_ptr<Doorbell> bell = nullptr)
-      : arrival_(arrival), bell_(std::move(bell)) {}
+  // `counted`: this channel's finish is the request's in the metrics (the first of a request's
+  // n choices; the others finish too but are not requests of their own).
+  explicit RequestChannel(Clock::time_point arrival, std::shared_ptr<Doorbell> bell = nullptr,
+                          bool counted = true)
+      : arrival_(arrival), bell_(std::move(bell)), counted_(counted) {}
 
   // Consumer: waits up to `timeout` for output; nullopt if none came.
   std::optional<RequestUpdate> wait(std::chrono::milliseconds timeout);
@@ -70,10 +73,12 @@ class RequestChannel {
   Clock::time_point arrival() const { return arrival_; }
   // Set once the final update was pushed; lets the consumer know cancelling is pointless.
   bool finished() const { return finished_.load(); }
+  bool counted() const { return counted_; }
 
  private:
   const Clock::time_point arrival_;
   const std::shared_ptr<Doorbell> bell_;
+  const bool counted_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::optional<RequestUpdate> pending_;

@@ -244,3 +244,10 @@ def test_metrics_count_tokens_and_latencies(server, client, model_name):
         before['lserve:request_success_total{finished_reason="length"}'] + 1
     assert after['lserve:kv_cache_pages_used{pool="retrieval"}'] == 0
     assert 0 < after["lserve:sparse_kv_read_ratio"] <= 1
+    # A request with three choices is one request, whose three choices' tokens all count.
+    key = 'lserve:request_success_total{finished_reason="length"}'
+    client.completions.create(model=model_name, prompt=PROMPT, max_tokens=4, temperature=0.8,
+                              n=3, seed=1)
+    third = server.metrics()
+    assert third[key] == after[key] + 1
+    assert third["lserve:generation_tokens_total"] - after["lserve:generation_tokens_total"] == 12
