@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -35,7 +38,12 @@ void ModelConfig::validate(const std::string& source) const {
   LSERVE_CHECK(head_dim % 2 == 0, "{}: head dimension {} must be even for RoPE", source, head_dim);
   LSERVE_CHECK(rms_eps > 0 && rms_eps < 1, "{}: rms norm epsilon {} is out of range", source,
                rms_eps);
-  LSERVE_CHECK(rope_theta > 1, "{}: rope theta {} is out of range", source, rope_theta);
+  LSERVE_CHECK(std::isfinite(rope_theta) && rope_theta > 1 && rope_theta < 1e12,
+               "{}: rope theta {} is out of range (1, 1e12)", source, rope_theta);
+  for (float f : rope_freq_factors) {
+    LSERVE_CHECK(std::isfinite(f) && f > 0, "{}: rope frequency factor {} must be positive",
+                 source, f);
+  }
   LSERVE_CHECK(rope_freq_factors.empty() ||
                    rope_freq_factors.size() == static_cast<size_t>(head_dim / 2),
                "{}: {} rope frequency factors, expected head_dim/2 = {}", source,
@@ -119,13 +127,45 @@ ModelConfig config_from_gguf(const GgufFile& g) {
 
 namespace {
 
+// A config value of exactly the type the field needs: no silent bool -> int, 1.5 -> 1,
+// 4294967298 -> 2 or 1e10 -> (undefined) int conversions, and no float that overflows to inf.
 template <typename T>
 T json_get(const nlohmann::json& j, const char* key, const std::string& source) {
   LSERVE_CHECK(j.contains(key), "{}: '{}' is missing", source, key);
-  try {
-    return j.at(key).get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail("{}: '{}' has the wrong type ({})", source, key, j.at(key).dump());
+  const nlohmann::json& v = j.at(key);
+  auto wrong = [&](const char* want) {
+    fail("{}: '{}' must be {}, not {}", source, key, want, v.dump());
+  };
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) wrong("true or false");
+    return v.get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    // Integers, or floats with an integral value (32.0), inside T's range.
+    double d = 0;
+    if (v.is_number_integer()) {
+      d = v.is_number_unsigned() ? static_cast<double>(v.get<uint64_t>())
+                                 : static_cast<double>(v.get<int64_t>());
+    } else if (v.is_number_float() && std::isfinite(v.get<double>()) &&
+               std::floor(v.get<double>()) == v.get<double>()) {
+      d = v.get<double>();
+    } else {
+      wrong("an integer");
+    }
+    if (d < static_cast<double>(std::numeric_limits<T>::min()) ||
+        d > static_cast<double>(std::numeric_limits<T>::max())) {
+      wrong("an integer in range");
+    }
+    return static_cast<T>(d);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number()) wrong("a number");
+    const double d = v.get<double>();
+    if (!std::isfinite(d) || std::abs(d) > static_cast<double>(std::numeric_limits<T>::max())) {
+      wrong("a finite number in range");
+    }
+    return static_cast<T>(d);
+  } else {
+    if (!v.is_string()) wrong("a string");
+    return v.get<T>();
   }
 }
 
@@ -172,6 +212,7 @@ ModelConfig config_from_hf_json(const std::string& text, const std::string& sour
           json_opt<float>(rs, "high_freq_factor", 4.0f, source),
           json_opt<int>(rs, "original_max_position_embeddings", 8192, source));
     } else if (type == "linear") {
+      LSERVE_CHECK(factor > 0, "{}: rope_scaling factor {} must be positive", source, factor);
       c.rope_freq_factors.assign(c.head_dim / 2, factor);
     } else if (type != "default" && !type.empty()) {
       fail("{}: rope_scaling type '{}' is not supported (llama3, linear)", source, type);

@@ -12,6 +12,8 @@
 #include "engine/engine.h"
 #include "io/dequant.h"
 #include "io/gguf.h"
+#include "model/model_config.h"
+#include "core/error.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -268,6 +270,52 @@ TEST(HfModel, DummyWeightsFromConfigLoadAndGenerate) {
   EXPECT_TRUE(finished);
   EXPECT_EQ(generated, 20);
   fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace lserve
+
+namespace lserve {
+namespace {
+
+// config.json values of the wrong type or out of range are refused with the field's name, not
+// converted into a different model.
+TEST(HfConfig, RefusesValuesThatWouldSilentlyChangeTheModel) {
+  const nlohmann::json good = {{"model_type", "llama"},        {"num_hidden_layers", 2},
+                               {"hidden_size", 64},            {"num_attention_heads", 4},
+                               {"num_key_value_heads", 2},     {"intermediate_size", 128},
+                               {"vocab_size", 300},            {"max_position_embeddings", 512},
+                               {"rope_theta", 10000.0},        {"rms_norm_eps", 1e-5}};
+  EXPECT_EQ(config_from_hf_json(good.dump(), "good").n_layers, 2);
+  nlohmann::json integral_float = good;
+  integral_float["num_hidden_layers"] = 2.0;  // what some exporters write
+  EXPECT_EQ(config_from_hf_json(integral_float.dump(), "float").n_layers, 2);
+  const std::vector<std::pair<std::string, nlohmann::json>> bad = {
+      {"num_hidden_layers", true},
+      {"num_hidden_layers", 1.5},
+      {"num_hidden_layers", 4294967298LL},
+      {"num_hidden_layers", 1e10},
+      {"num_hidden_layers", "2"},
+      {"hidden_size", -64},
+      {"rope_theta", 1e300},
+      {"rope_theta", "10000"},
+      {"rms_norm_eps", nlohmann::json::array()},
+      {"rope_scaling", {{"type", "linear"}, {"factor", -2.0}}},
+  };
+  for (const auto& [key, value] : bad) {
+    nlohmann::json j = good;
+    j[key] = value;
+    try {
+      config_from_hf_json(j.dump(), "config.json");
+      ADD_FAILURE() << key << " = " << value.dump() << " was accepted";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("config.json"), std::string::npos) << what;
+      EXPECT_TRUE(what.find(key) != std::string::npos || what.find("rope") != std::string::npos ||
+                  what.find("hidden size") != std::string::npos)
+          << what;
+    }
+  }
 }
 
 }  // namespace
