@@ -179,8 +179,20 @@ void require_object(const json& b) {
 }  // namespace
 
 json parse_body(const std::string& text) {
+  // Limits checked while parsing, so a hostile body is refused before it is built: a 16 MiB body
+  // of '[' otherwise becomes millions of nested arrays (a gigabyte of memory to reject).
+  int64_t values = 0;
+  auto limits = [&](int depth, json::parse_event_t event, json&) {
+    if (depth > kMaxJsonDepth) {
+      throw bad_request(fmt::format("the JSON body nests deeper than {} levels", kMaxJsonDepth));
+    }
+    if (event == json::parse_event_t::value && ++values > kMaxJsonValues) {
+      throw bad_request(fmt::format("the JSON body has more than {} values", kMaxJsonValues));
+    }
+    return true;
+  };
   try {
-    return json::parse(text);
+    return json::parse(text, limits);
   } catch (const json::exception& e) {
     // parse_error, and out_of_range for numbers beyond a double (1e400).
     throw bad_request(fmt::format("invalid JSON: {}", e.what()));

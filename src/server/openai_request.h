@@ -38,6 +38,10 @@ GenerationRequest parse_completion_request(const nlohmann::json& body);
 GenerationRequest parse_chat_request(const nlohmann::json& body);
 
 // Parses request text as JSON; ApiError 400 saying where it is malformed.
+// Request bodies nest at most this deep and hold at most this many JSON values (a prompt of 4M
+// token ids fits); beyond either the body is refused with 400 while it is being parsed.
+constexpr int kMaxJsonDepth = 64;
+constexpr int64_t kMaxJsonValues = int64_t{4} << 20;
 nlohmann::json parse_body(const std::string& text);
 
 }  // namespace lserve::server

@@ -87,6 +87,14 @@ class LserveServer:
     def post(self, path, body, **kw):
         return self.request("POST", path, body, **kw)
 
+    def rss_bytes(self):
+        """The server process's resident memory."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
     def metrics(self):
         """The /metrics samples as {name{labels}: value}, plus {name: value} for unlabelled use
         of single-series metrics (labels other than model_name kept in the key)."""

@@ -89,6 +89,16 @@ def test_numbers_beyond_a_double_are_400(server):
     assert json.loads(text)["error"]["type"] == "invalid_request_error"
 
 
+def test_deeply_nested_bodies_are_refused_cheaply(server):
+    # 4 MiB of '[': refused at depth 65 while parsing, not built into millions of arrays first.
+    rss_before = server.rss_bytes()
+    status, text, _ = server.post("/v1/completions", "[" * (4 << 20))
+    assert status == 400 and "nests deeper than 64" in json.loads(text)["error"]["message"]
+    nested = {"prompt": "hi", "lserve": {"a": [[[[[[{"b": 1}]]]]]]}}
+    assert_error(server, nested, 400)  # ordinary nesting reaches the field checks
+    assert server.rss_bytes() - rss_before < 200 << 20
+
+
 def test_body_must_be_an_object(server):
     assert_error(server, [GOOD], 400)
     assert_error(server, "null", 400)
