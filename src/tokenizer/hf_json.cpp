@@ -12,9 +12,20 @@ using nlohmann::json;
 constexpr const char* kTok = "tokenizer.json";
 constexpr const char* kConfig = "tokenizer_config.json";
 
+// Real tokenizer files nest a handful of levels; a hostile one nesting thousands deep would
+// otherwise overflow the stack of the recursive readers below, or grow memory with every level.
+constexpr int kMaxJsonDepth = 64;
+// Token ids must be about as dense as the tokens named: a vocabulary naming a few tokens with an
+// id of 2^31 - 2 would otherwise ask for tens of gigabytes of empty entries.
+constexpr int64_t kIdSlack = 1 << 16;
+
 json parse_json(const std::string& text, const char* file) {
+  auto depth_limit = [&](int depth, json::parse_event_t, json&) {
+    LSERVE_CHECK(depth <= kMaxJsonDepth, "{}: nested deeper than {} levels", file, kMaxJsonDepth);
+    return true;
+  };
   try {
-    return json::parse(text);
+    return json::parse(text, depth_limit);
   } catch (const json::exception& e) {
     fail("{}: invalid JSON: {}", file, e.what());
   }
@@ -149,6 +160,11 @@ void read_vocab(const json& model, const json& tok, TokenizerSpec& spec) {
     }
   }
   LSERVE_CHECK(max_id >= 0, "{}: the vocabulary is empty", where);
+  const auto named = static_cast<int64_t>(vocab.size() + (added != nullptr ? added->size() : 0));
+  LSERVE_CHECK(max_id < 2 * named + kIdSlack,
+               "{}: the largest token id {} is far beyond the {} tokens named (ids must be "
+               "nearly dense)",
+               where, max_id, named);
 
   // Ids that nothing names (padding up to a round size) stay as empty, unused tokens.
   spec.tokens.assign(max_id + 1, std::string());

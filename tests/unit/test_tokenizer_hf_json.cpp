@@ -170,5 +170,26 @@ TEST(TokenizerHfJson, ErrorsNameTheProblem) {
             std::string::npos);
 }
 
+// Hostile files: refused before they cost the stack or memory.
+TEST(TokenizerHfJson, RefusesDeepNestingAndSparseIds) {
+  json tok = llama3_like();
+  json nested = tok["pre_tokenizer"];
+  for (int i = 0; i < 100; ++i) nested = {{"type", "Sequence"}, {"pretokenizers", {nested}}};
+  tok["pre_tokenizer"] = nested;
+  EXPECT_NE(error_of(tok).find("nested deeper than 64 levels"), std::string::npos);
+  // The same as text, without building it: 200,000 levels of arrays.
+  const std::string deep = "{\"model\": " + std::string(200000, '[') + std::string(200000, ']') + "}";
+  try {
+    Tokenizer::spec_from_hf_json(deep, "");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nested deeper than 64 levels"), std::string::npos);
+  }
+  tok = llama3_like();
+  tok["added_tokens"].push_back({{"id", 2147483646}, {"content", "<|far|>"}, {"special", true}});
+  EXPECT_NE(error_of(tok).find("the largest token id 2147483646 is far beyond"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace lserve
