@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -92,15 +93,30 @@ ModelConfig config_from_gguf(const GgufFile& g) {
                g.path(), c.arch);
   const std::string a = c.arch + ".";
   c.name = g.opt_string("general.name").value_or(c.arch);
-  c.n_layers = static_cast<int>(g.get_int(a + "block_count"));
-  c.d_model = static_cast<int>(g.get_int(a + "embedding_length"));
-  c.n_heads = static_cast<int>(g.get_int(a + "attention.head_count"));
-  c.n_kv_heads = static_cast<int>(g.opt_int(a + "attention.head_count_kv").value_or(c.n_heads));
-  c.head_dim = c.n_heads > 0 ? static_cast<int>(g.opt_int(a + "attention.key_length")
-                                                     .value_or(c.d_model / c.n_heads))
-                             : 0;
-  c.d_ff = static_cast<int>(g.get_int(a + "feed_forward_length"));
-  c.max_context = static_cast<int>(g.get_int(a + "context_length"));
+  // Integer metadata must fit an int: 4294967298 is an error, not 2.
+  auto to_int = [&](const std::string& key, int64_t v) {
+    LSERVE_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), "{}: {} = {} is out of range",
+                 g.path(), key, v);
+    return static_cast<int>(v);
+  };
+  auto get = [&](const std::string& key) { return to_int(key, g.get_int(a + key)); };
+  auto opt = [&](const std::string& key, int fallback) {
+    return to_int(key, g.opt_int(a + key).value_or(fallback));
+  };
+  c.n_layers = get("block_count");
+  c.d_model = get("embedding_length");
+  c.n_heads = get("attention.head_count");
+  c.n_kv_heads = opt("attention.head_count_kv", c.n_heads);
+  c.head_dim = c.n_heads > 0 ? opt("attention.key_length", c.d_model / c.n_heads) : 0;
+  c.d_ff = get("feed_forward_length");
+  c.max_context = get("context_length");
+  // Tensors of layers past block_count would be ignored and give a different model.
+  for (const auto& t : g.tensors()) {
+    if (t.name.rfind("blk.", 0) != 0) continue;
+    const int64_t layer = std::strtoll(t.name.c_str() + 4, nullptr, 10);
+    LSERVE_CHECK(layer < c.n_layers, "{}: tensor {} is beyond block_count {}", g.path(), t.name,
+                 c.n_layers);
+  }
   c.rms_eps = static_cast<float>(g.get_float(a + "attention.layer_norm_rms_epsilon"));
   c.rope_theta = static_cast<float>(g.opt_float(a + "rope.freq_base").value_or(10000.0));
   const auto rope_dims = g.opt_int(a + "rope.dimension_count");

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "gguf_writer.h"
 #include "io/gguf.h"
+#include "model/model_config.h"
 #include "test_util.h"
 
 namespace lserve {
@@ -728,6 +729,47 @@ TEST(GgufCorrupt, RandomByteCorruptionNeverCrashes) {
   // fuzzing is not reaching the parser.
   EXPECT_GT(opened, 0);
   EXPECT_LT(opened, 3000);
+}
+
+}  // namespace
+}  // namespace lserve
+
+namespace lserve {
+namespace {
+
+// Model metadata read from a GGUF: integers that do not fit an int and tensors of layers past
+// block_count are errors naming the key or tensor, not a different model.
+TEST(GgufConfig, RefusesOutOfRangeCountsAndTensorsBeyondBlockCount) {
+  std::mt19937_64 rng(test::test_seed());
+  auto spec_with = [&](GgufVal block_count, const std::string& extra_tensor) {
+    test::GgufSpec spec;
+    spec.kvs = {{"general.architecture", test::gguf_str("llama")},
+                {"llama.block_count", block_count},
+                {"llama.embedding_length", test::gguf_u32(64)},
+                {"llama.attention.head_count", test::gguf_u32(4)},
+                {"llama.feed_forward_length", test::gguf_u32(128)},
+                {"llama.context_length", test::gguf_u32(256)},
+                {"llama.attention.layer_norm_rms_epsilon", test::gguf_f32(1e-5f)}};
+    spec.tensors = {random_tensor(rng, "token_embd.weight", 0, {64, 100}),
+                    random_tensor(rng, "blk.0.attn_q.weight", 0, {64, 64})};
+    if (!extra_tensor.empty()) spec.tensors.push_back(random_tensor(rng, extra_tensor, 0, {64}));
+    return spec;
+  };
+  auto error_of = [&](const test::GgufSpec& spec) -> std::string {
+    TempFile f("config.gguf", test::build_gguf(spec).bytes);
+    GgufFile g(f.path());
+    try {
+      config_from_gguf(g);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(error_of(spec_with(test::gguf_u32(2), "blk.1.attn_norm.weight")), "no error");
+  EXPECT_TRUE(contains(error_of(spec_with(test::gguf_u32(1), "blk.1.attn_norm.weight")),
+                       "tensor blk.1.attn_norm.weight is beyond block_count 1"));
+  EXPECT_TRUE(contains(error_of(spec_with(test::gguf_u64(4294967298ull), "")),
+                       "block_count = 4294967298 is out of range"));
 }
 
 }  // namespace
