@@ -102,6 +102,10 @@ class HttpServer::Impl {
  private:
   void set_routes() {
     svr_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      // No endpoint serves byte ranges: the library would otherwise answer a Range header of a
+      // thousand ranges with a thousand copies of the body. The request object is the library's
+      // own, non-const one; only its parsed ranges are dropped.
+      const_cast<httplib::Request&>(req).ranges.clear();
       return authorize(req, res);
     });
     // Library-generated errors (unknown route, body over the limit, unparsable request) get an

@@ -330,3 +330,11 @@ def test_a_second_server_cannot_take_a_port_in_use():
         assert second.returncode != 0
         assert "cannot listen on" in second.stderr, second.stderr[-500:]
         assert first.get("/health")[0] == 200
+
+
+def test_range_headers_are_ignored(server):
+    ranges = ",".join(["0-1"] * 700)  # 2.8 KB of header asking for 700 copies
+    status, text, _ = server.get("/metrics", headers={"Range": f"bytes={ranges}"})
+    plain = server.get("/metrics")[1]
+    assert status == 200
+    assert len(text) < 2 * len(plain)
