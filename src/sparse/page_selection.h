@@ -1,6 +1,6 @@
-// The page-selection policy shared by every backend (Quest bound, hierarchical pages; DESIGN.md
-// "Page selection"): pure functions over host arrays, used by the CPU backend and as the oracle of
-// device selectors.
+// The page-selection policy shared by every backend (Quest bound, hierarchical pages;
+// docs/sparse-attention.md "Page selection"): pure functions over host arrays, used by the CPU
+// backend and as the oracle of device selectors.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Every knob of LServe-style sparse attention, validated in one place. Semantics are those of
-// DESIGN.md ("Sparse attention: exact semantics"); docs/sparse-attention.md explains them.
+// docs/sparse-attention.md ("Visibility", "Page selection").
 #pragma once
 
 #include <string>

@@ -1,6 +1,7 @@
 // Drives the real Scheduler/BlockManager/KvCache with random Q/K/V (no model) and checks every
-// attention output against an independent reference built from DESIGN.md's visibility rules:
-// an explicit mask over the whole history, a from-scratch Quest selector, dense softmax in double.
+// attention output against an independent reference built from the visibility rules of
+// docs/sparse-attention.md: an explicit mask over the whole history, a from-scratch Quest
+// selector, dense softmax in double.
 #pragma once
 
 #include <gtest/gtest.h>

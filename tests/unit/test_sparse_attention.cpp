@@ -1,5 +1,5 @@
 // Sparse attention on the CPU backend against dense attention under the explicit visibility mask
-// of DESIGN.md, through the real scheduler and page tables (sparse_harness.h).
+// of docs/sparse-attention.md, through the real scheduler and page tables (sparse_harness.h).
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -1,6 +1,7 @@
 // The CPU attention op: for each (sequence, head) collect exactly the keys the sparse-attention
-// rules let it see (DESIGN.md "Visibility"), in position order, then run dense attention over them
-// with the position-based mask. Simple by design: this is the reference the GPU kernels match.
+// rules let it see (docs/sparse-attention.md "Visibility"), in position order, then run dense
+// attention over them with the position-based mask. Simple by design: this is the reference the
+// GPU kernels match.
 #include <algorithm>
 #include <cmath>
 #include <cstring>

@@ -1,4 +1,4 @@
-// Page selector, two kernels (DESIGN.md "Selector"):
+// Page selector, two kernels (docs/cuda-backend.md):
 //  1. score_pages_kernel: many CTAs, each scoring 8 x pages_per_warp pages of one (sequence,
 //     selection head):
 //     Quest bound per logical page, max over the group's query heads (kv-head granularity), max
