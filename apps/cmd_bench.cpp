@@ -100,11 +100,10 @@ int run_bench(BenchOptions& o) {
                "--input-len and --batch-size need at least one value");
   const int max_input = *std::max_element(o.input_lens.begin(), o.input_lens.end());
   const int max_batch = *std::max_element(o.batch_sizes.begin(), o.batch_sizes.end());
-  LSERVE_CHECK(*std::min_element(o.input_lens.begin(), o.input_lens.end()) >= 1 &&
-                   o.output_len >= 2 &&
-                   *std::min_element(o.batch_sizes.begin(), o.batch_sizes.end()) >= 1 &&
-                   o.num_iters >= 1,
-               "--input-len >= 1, --output-len >= 2, --batch-size >= 1 and --num-iters >= 1");
+  LSERVE_CHECK(
+      *std::min_element(o.input_lens.begin(), o.input_lens.end()) >= 1 && o.output_len >= 2 &&
+          *std::min_element(o.batch_sizes.begin(), o.batch_sizes.end()) >= 1 && o.num_iters >= 1,
+      "--input-len >= 1, --output-len >= 2, --batch-size >= 1 and --num-iters >= 1");
   if (o.modes.empty()) o.modes = {o.model.sparse.dense ? "dense" : "sparse"};
   for (const auto& m : o.modes) {
     LSERVE_CHECK(m == "dense" || m == "sparse", "--modes takes dense and sparse, not '{}'", m);
@@ -130,8 +129,8 @@ int run_bench(BenchOptions& o) {
     for (int batch : o.batch_sizes) {
       for (const std::string& mode : o.modes) {
         const Shape sh{input_len, batch, mode == "dense"};
-        const std::string label = fmt::format("batch {}, {} input tokens, {}", batch, input_len,
-                                              mode);
+        const std::string label =
+            fmt::format("batch {}, {} input tokens, {}", batch, input_len, mode);
         for (int i = 0; i < o.num_iters_warmup; ++i) {
           log::info("{}: warm-up {}/{}", label, i + 1, o.num_iters_warmup);
           run_once(*engine, o, sh, rng);
@@ -148,7 +147,8 @@ int run_bench(BenchOptions& o) {
                     label, i + 1, o.num_iters, r.ttft, tpot.back(), tps.back());
         }
         table += fmt::format(
-            "| {} | {} | {} | {}{} | {:.3f} | {:.3f} ({:.3f}-{:.3f}) | {:.1f} | {:.1f} | {:.3f} |\n",
+            "| {} | {} | {} | {}{} | {:.3f} | {:.3f} ({:.3f}-{:.3f}) | {:.1f} | {:.1f} | {:.3f} "
+            "|\n",
             batch, input_len, o.output_len, mode, o.model.enforce_eager ? ", eager" : "",
             percentile(ttft, 50), percentile(tpot, 50), *std::min_element(tpot.begin(), tpot.end()),
             *std::max_element(tpot.begin(), tpot.end()), percentile(decode_tps, 50),

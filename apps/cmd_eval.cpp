@@ -44,8 +44,8 @@ ModelOptions options_for(const EvalOptions& o, int length, int max_out) {
     m.sparse.token_budget = std::max(2 * P, static_cast<int>(o.budget_ratio * length) / P * P);
   }
   if (o.prefill_window_ratio > 0) {
-    m.sparse.prefill_local_tokens = std::max(
-        {P, m.sparse.local_tokens, static_cast<int>(o.prefill_window_ratio * length)});
+    m.sparse.prefill_local_tokens =
+        std::max({P, m.sparse.local_tokens, static_cast<int>(o.prefill_window_ratio * length)});
   }
   m.max_model_len = length + max_out + 64;
   return m;
@@ -56,13 +56,7 @@ int run_eval(EvalOptions& o) {
     LSERVE_CHECK(mode == "dense" || mode == "sparse", "--modes takes dense and sparse, not '{}'",
                  mode);
   }
-  const bool needs_essays = std::any_of(o.tasks.begin(), o.tasks.end(), [](const std::string& t) {
-    return t == "needle" || t.rfind("niah_", 0) == 0;
-  });
-  const eval::Haystack essays =
-      needs_essays
-          ? eval::Haystack::essays(o.haystack_dir.empty() ? default_haystack_dir() : o.haystack_dir)
-          : eval::Haystack::filler();
+  const eval::Haystack essays = haystack_for(o.tasks, o.haystack_dir);
   const auto t0 = std::chrono::steady_clock::now();
   nlohmann::json out;
   out["model"] = o.model.model;

@@ -34,21 +34,15 @@ struct ProfileOptions {
 // positions are the answer's tokens (and the one before, which predicts the first), exactly where
 // retrieval matters.
 std::vector<CalibrationPrompt> task_prompts(const ProfileOptions& o, const Tokenizer& tok) {
-  const bool needs_essays = std::any_of(o.tasks.begin(), o.tasks.end(), [](const std::string& t) {
-    return t == "needle" || t.rfind("niah_", 0) == 0;
-  });
-  const eval::Haystack essays =
-      needs_essays ? eval::Haystack::essays(o.haystack_dir.empty() ? default_haystack_dir()
-                                                                   : o.haystack_dir)
-                   : eval::Haystack::filler();
+  const eval::Haystack essays = haystack_for(o.tasks, o.haystack_dir);
   auto prompt_tokens = [&](const std::string& user, const std::string& prefix) {
     return static_cast<int>(eval::encode_case(tok, user, prefix).size());
   };
   std::vector<CalibrationPrompt> prompts;
   for (int length : o.profile.lengths) {
     for (const std::string& task : o.tasks) {
-      for (const eval::EvalCase& c : eval::make_cases(task, length, o.cases, o.profile.seed, tok,
-                                                      essays, prompt_tokens)) {
+      for (const eval::EvalCase& c :
+           eval::make_cases(task, length, o.cases, o.profile.seed, tok, essays, prompt_tokens)) {
         CalibrationPrompt p;
         p.tokens = eval::encode_case(tok, c.user, c.answer_prefix);
         std::string answer;
@@ -65,8 +59,9 @@ std::vector<CalibrationPrompt> task_prompts(const ProfileOptions& o, const Token
 
 int run_profile(ProfileOptions& o) {
   LSERVE_CHECK(o.model.device != "cuda", "profile-heads runs on the CPU backend (--device cpu)");
-  const int threads = o.model.threads > 0 ? o.model.threads
-                                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads = o.model.threads > 0
+                          ? o.model.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   CpuBackend backend(threads);
   LoadOptions lo;
   lo.format = parse_load_format(o.model.load_format);

@@ -1,5 +1,6 @@
 #include "options.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -229,11 +230,17 @@ int64_t peak_rss_bytes() {
   return 0;
 }
 
-std::string default_haystack_dir() {
+eval::Haystack haystack_for(const std::vector<std::string>& tasks, const std::string& dir) {
+  const bool needs_essays = std::any_of(tasks.begin(), tasks.end(), [](const std::string& t) {
+    return t == "needle" || t.rfind("niah_", 0) == 0;
+  });
+  if (!needs_essays) return eval::Haystack::filler();
+  if (!dir.empty()) return eval::Haystack::essays(dir);
   if (const char* env = std::getenv("LSERVE_DATA_DIR")) {
-    return (std::filesystem::path(env) / "PaulGrahamEssays").string();
+    return eval::Haystack::essays((std::filesystem::path(env) / "PaulGrahamEssays").string());
   }
-  return (std::filesystem::path(LSERVE_SOURCE_DIR_FOR_DATA) / "data" / "PaulGrahamEssays").string();
+  return eval::Haystack::essays(
+      (std::filesystem::path(LSERVE_SOURCE_DIR_FOR_DATA) / "data" / "PaulGrahamEssays").string());
 }
 
 }  // namespace lserve::app

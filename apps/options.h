@@ -8,6 +8,7 @@
 
 #include "engine/engine.h"
 #include "engine/sampling_params.h"
+#include "eval/tasks.h"
 
 namespace lserve::app {
 
@@ -42,8 +43,9 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o);
 // Peak resident memory of this process in bytes (VmHWM), 0 when unknown.
 int64_t peak_rss_bytes();
 
-// Where the needle tasks' essays are: $LSERVE_DATA_DIR/PaulGrahamEssays, else data/ in the source
-// tree (scripts/fetch-haystack.sh puts them there).
-std::string default_haystack_dir();
+// The haystack `tasks` need: the essays (from `dir`, else $LSERVE_DATA_DIR/PaulGrahamEssays, else
+// data/ in the source tree, where scripts/fetch-haystack.sh puts them) when a needle or niah task
+// is among them, else the passkey filler.
+eval::Haystack haystack_for(const std::vector<std::string>& tasks, const std::string& dir);
 
 }  // namespace lserve::app

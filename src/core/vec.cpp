@@ -1,7 +1,7 @@
 #include "core/vec.h"
 
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace lserve::vec {

@@ -98,7 +98,8 @@ class Probe {
 }  // namespace
 
 HeadProfile profile_heads(Model& model, CpuBackend& backend,
-                          const std::vector<CalibrationPrompt>& prompts, const HeadProfileOptions& o,
+                          const std::vector<CalibrationPrompt>& prompts,
+                          const HeadProfileOptions& o,
                           const std::function<void(int, int)>& progress) {
   const ModelConfig& c = model.config();
   LSERVE_CHECK(!prompts.empty(), "profile-heads needs calibration prompts");
@@ -149,10 +150,10 @@ HeadProfile profile_heads(Model& model, CpuBackend& backend, const Tokenizer& to
   for (int len : o.lengths) {
     for (double depth : o.depths) {
       // ~1.3 tokens per filler word for byte-level BPE vocabularies.
-      const auto prompt = make_passkey_prompt(std::max(50, len * 3 / 4), depth,
-                                              o.seed + prompts.size());
-      prompts.push_back({tokenizer.encode(prompt.text, false, tokenizer.add_bos()),
-                         o.probe_queries});
+      const auto prompt =
+          make_passkey_prompt(std::max(50, len * 3 / 4), depth, o.seed + prompts.size());
+      prompts.push_back(
+          {tokenizer.encode(prompt.text, false, tokenizer.add_bos()), o.probe_queries});
     }
   }
   return profile_heads(model, backend, prompts, o, progress);

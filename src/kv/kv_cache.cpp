@@ -22,7 +22,7 @@ KvPageBytes kv_page_bytes(const HeadMap& heads, int head_dim, const SparseAttent
 
 int KvCache::sel_heads() const {
   return config_.sparse.granularity == SelectorGranularity::kKvHead ? config_.n_kv_heads
-                                                                   : config_.n_heads;
+                                                                    : config_.n_heads;
 }
 
 KvCache::KvCache(Backend& backend, const KvCacheConfig& config, HeadMap heads)
@@ -87,8 +87,8 @@ KvCache::KvCache(Backend& backend, const KvCacheConfig& config, HeadMap heads)
     sel_count_ = backend.alloc(DType::I32, rows, 1);
     bytes_ += static_cast<int64_t>(sel_blocks_.nbytes() + sel_count_.nbytes());
     if (config.sparse.selector_drift > 0) {
-      sel_query_ = backend.alloc(backend.compute_dtype(),
-                                 sel_query_row(config.num_sel_slots, 0, 0), config.head_dim);
+      sel_query_ = backend.alloc(backend.compute_dtype(), sel_query_row(config.num_sel_slots, 0, 0),
+                                 config.head_dim);
       bytes_ += static_cast<int64_t>(sel_query_.nbytes());
     }
   }

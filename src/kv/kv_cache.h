@@ -19,9 +19,9 @@ struct KvCacheConfig {
   int n_heads = 0;  // query heads (for query-head selection granularity)
   int n_kv_heads = 0;
   int head_dim = 0;
-  int num_pages = 0;         // retrieval pool pages
-  int num_stream_pages = 0;  // streaming pool pages
-  int num_sel_slots = 0;     // sequences that can keep a page selection at once
+  int num_pages = 0;             // retrieval pool pages
+  int num_stream_pages = 0;      // streaming pool pages
+  int num_sel_slots = 0;         // sequences that can keep a page selection at once
   SparseAttentionConfig sparse;  // page sizes, windows, budget, selector settings
 };
 
@@ -68,7 +68,9 @@ class KvCache {
 
   // Bytes of memory the cache holds (K, V, statistics, selections).
   int64_t bytes() const { return bytes_; }
-  int64_t bytes(HeadClass c) const { return c == HeadClass::kRetrieval ? retrieval_bytes_ : streaming_bytes_; }
+  int64_t bytes(HeadClass c) const {
+    return c == HeadClass::kRetrieval ? retrieval_bytes_ : streaming_bytes_;
+  }
   // Bytes of one page of the pool of class c, over all layers.
   int64_t blocks_pool_page_bytes(HeadClass c) const {
     const int pages = layout(c).num_pages;
@@ -79,7 +81,9 @@ class KvCache {
   struct Store {
     std::vector<Tensor> k, v, kmin, kmax;
   };
-  Store& pool(HeadClass c) { return c == HeadClass::kRetrieval ? retrieval_store_ : streaming_store_; }
+  Store& pool(HeadClass c) {
+    return c == HeadClass::kRetrieval ? retrieval_store_ : streaming_store_;
+  }
 
   KvCacheConfig config_;
   HeadMap heads_;

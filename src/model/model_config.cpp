@@ -3,11 +3,11 @@
 #include <fmt/format.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
-#include <type_traits>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "core/error.h"
 #include "io/dequant.h"
@@ -23,7 +23,8 @@ void ModelConfig::validate(const std::string& source) const {
   LSERVE_CHECK(known_arch(arch), "{}: architecture '{}' is not supported (llama, mistral, qwen2)",
                source, arch);
   auto in_range = [&](int v, int lo, int hi, const char* what) {
-    LSERVE_CHECK(v >= lo && v <= hi, "{}: {} = {} is out of range [{}, {}]", source, what, v, lo, hi);
+    LSERVE_CHECK(v >= lo && v <= hi, "{}: {} = {} is out of range [{}, {}]", source, what, v, lo,
+                 hi);
   };
   in_range(n_layers, 1, 1024, "number of layers");
   in_range(d_model, 1, 1 << 16, "hidden size");
@@ -42,13 +43,13 @@ void ModelConfig::validate(const std::string& source) const {
   LSERVE_CHECK(std::isfinite(rope_theta) && rope_theta > 1 && rope_theta < 1e12,
                "{}: rope theta {} is out of range (1, 1e12)", source, rope_theta);
   for (float f : rope_freq_factors) {
-    LSERVE_CHECK(std::isfinite(f) && f > 0, "{}: rope frequency factor {} must be positive",
-                 source, f);
+    LSERVE_CHECK(std::isfinite(f) && f > 0, "{}: rope frequency factor {} must be positive", source,
+                 f);
   }
-  LSERVE_CHECK(rope_freq_factors.empty() ||
-                   rope_freq_factors.size() == static_cast<size_t>(head_dim / 2),
-               "{}: {} rope frequency factors, expected head_dim/2 = {}", source,
-               rope_freq_factors.size(), head_dim / 2);
+  LSERVE_CHECK(
+      rope_freq_factors.empty() || rope_freq_factors.size() == static_cast<size_t>(head_dim / 2),
+      "{}: {} rope frequency factors, expected head_dim/2 = {}", source, rope_freq_factors.size(),
+      head_dim / 2);
 }
 
 std::string ModelConfig::summary() const {

@@ -33,8 +33,9 @@ KvTraffic decode_kv_traffic(const SeqStep& seq, const HeadMap& heads, int n_head
       t.sparse_bytes += readers * std::min(ctx, pages * P) * token_bytes;
       if (seq.refresh_selection) {
         // kmin and kmax per logical page; with one-token pages the keys alone.
-        const double stats = L == 1 ? ctx * token_bytes / 2
-                                    : static_cast<double>((seq.end_pos() + L - 1) / L) * token_bytes;
+        const double stats = L == 1
+                                 ? ctx * token_bytes / 2
+                                 : static_cast<double>((seq.end_pos() + L - 1) / L) * token_bytes;
         t.selector_bytes += stats;
         t.sparse_bytes += stats;
       }

@@ -17,8 +17,10 @@ SelectorGranularity parse_granularity(const std::string& name) {
 }
 
 void SparseAttentionConfig::validate() const {
-  LSERVE_CHECK(page_size >= 1 && page_size <= 4096, "--page-size {} must be in [1, 4096]", page_size);
-  LSERVE_CHECK(logical_page_size >= 1, "--logical-page-size {} must be positive", logical_page_size);
+  LSERVE_CHECK(page_size >= 1 && page_size <= 4096, "--page-size {} must be in [1, 4096]",
+               page_size);
+  LSERVE_CHECK(logical_page_size >= 1, "--logical-page-size {} must be positive",
+               logical_page_size);
   LSERVE_CHECK(page_size % logical_page_size == 0,
                "--page-size {} must be a multiple of --logical-page-size {}", page_size,
                logical_page_size);

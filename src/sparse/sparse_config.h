@@ -9,22 +9,22 @@ namespace lserve {
 enum class SelectorGranularity { kKvHead, kQueryHead };
 
 struct SparseAttentionConfig {
-  bool dense = false;             // every head retrieval, no page selection (the baseline)
-  std::string head_pattern;       // DuoAttention full_attention_heads.tsv; empty: model default
-  double static_sparsity = 0.5;   // share of KV heads that become streaming heads
-  int sink_tokens = 128;          // streaming heads: first tokens always visible
-  int local_tokens = 256;         // streaming heads: trailing window while decoding
+  bool dense = false;               // every head retrieval, no page selection (the baseline)
+  std::string head_pattern;         // DuoAttention full_attention_heads.tsv; empty: model default
+  double static_sparsity = 0.5;     // share of KV heads that become streaming heads
+  int sink_tokens = 128;            // streaming heads: first tokens always visible
+  int local_tokens = 256;           // streaming heads: trailing window while decoding
   int prefill_local_tokens = 8192;  // streaming heads: trailing window while prefilling
-  int page_size = 64;             // P: tokens per physical page
-  int logical_page_size = 16;     // L: tokens per logical page (selection granularity)
-  int token_budget = 4096;        // retrieval heads read at most this many tokens per decode step
-  int selector_interval = 4;      // recompute the page selection every this many decode steps
+  int page_size = 64;               // P: tokens per physical page
+  int logical_page_size = 16;       // L: tokens per logical page (selection granularity)
+  int token_budget = 4096;          // retrieval heads read at most this many tokens per decode step
+  int selector_interval = 4;        // recompute the page selection every this many decode steps
   // Between those steps, also recompute a selection head's pages as soon as the cosine of one of
   // its query heads' current query with the query the selection was made for falls below this
   // (0: off). Reuse then holds only while the query still resembles the one it was made for.
   float selector_drift = 0.0f;
   SelectorGranularity granularity = SelectorGranularity::kKvHead;
-  int selector_skip_layers = 2;   // layers below this decode densely
+  int selector_skip_layers = 2;  // layers below this decode densely
 
   // Throws Error with a message naming the flag when values are inconsistent.
   void validate() const;

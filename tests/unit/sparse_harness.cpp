@@ -256,7 +256,10 @@ double SparseHarness::run(double tolerance) {
                         q_rot.begin() + static_cast<size_t>(g0 + ng) * d);
           ref_sel_[layer][h] =
               reference_selection(layer, static_cast<int>(h), s.start_pos, q_rot.data());
-          if (ref_refresh) ++ref_refreshes; else ++drift_refreshes;
+          if (ref_refresh)
+            ++ref_refreshes;
+          else
+            ++drift_refreshes;
         }
       }
       check_step(plan, layer, q_rot, download(backend_, out), tolerance, max_diff);

@@ -16,11 +16,11 @@ TEST(HeadProfiler, RanksHeadsOfTheDefaultModel) {
   o.sink_tokens = 16;
   o.local_tokens = 32;
   int calls = 0;
-  const HeadProfile p = profile_heads(*m.model, *m.backend, *m.tokenizer, o,
-                                      [&](int done, int total) {
-                                        ++calls;
-                                        EXPECT_EQ(total, 1);
-                                      });
+  const HeadProfile p =
+      profile_heads(*m.model, *m.backend, *m.tokenizer, o, [&](int done, int total) {
+        ++calls;
+        EXPECT_EQ(total, 1);
+      });
   EXPECT_EQ(calls, 1);
   ASSERT_EQ(p.pattern.gates.size(), 30u);
   double mx = 0, mn = 1;

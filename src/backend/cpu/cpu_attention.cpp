@@ -80,8 +80,9 @@ void attend_direct(const AttendArgs& a) {
     const int32_t qp = a.q_pos[r];
     float mx = -std::numeric_limits<float>::infinity();
     for (int j = 0; j < a.nk; ++j) {
-      scores[j] = a.vis.visible(a.k_pos[j], qp) ? vec::dot(q, a.k + static_cast<int64_t>(j) * d, d) * a.scale
-                                                : -std::numeric_limits<float>::infinity();
+      scores[j] = a.vis.visible(a.k_pos[j], qp)
+                      ? vec::dot(q, a.k + static_cast<int64_t>(j) * d, d) * a.scale
+                      : -std::numeric_limits<float>::infinity();
       mx = std::max(mx, scores[j]);
     }
     LSERVE_ASSERT(mx > -std::numeric_limits<float>::infinity());

@@ -24,8 +24,8 @@ struct AttendArgs {
   int64_t q_stride = 0;
   const int32_t* q_pos = nullptr;  // [nq]
   int nq = 0;
-  const float* k = nullptr;  // [nk, head_dim] contiguous
-  const float* v = nullptr;  // [nk, head_dim] contiguous
+  const float* k = nullptr;        // [nk, head_dim] contiguous
+  const float* v = nullptr;        // [nk, head_dim] contiguous
   const int32_t* k_pos = nullptr;  // [nk], ascending
   int nk = 0;
   int head_dim = 0;

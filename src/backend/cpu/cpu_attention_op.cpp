@@ -90,7 +90,8 @@ void collect(const StepPlan& plan, size_t s, int layer, const HeadTask& t, KvCac
   }
   out.vis = Visibility{};
   const int sel_head = t.q_head >= 0 ? t.q_head : t.kv_head;
-  for (int32_t b : retrieval_blocks(plan, s, layer, sel_head, cache)) add_block(b, plan.pages_of(s)[b]);
+  for (int32_t b : retrieval_blocks(plan, s, layer, sel_head, cache))
+    add_block(b, plan.pages_of(s)[b]);
 }
 
 }  // namespace

@@ -115,8 +115,8 @@ void CpuBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out, bool accu
     const float* wp = w.as<float>() + n0 * k;
     float* op = out.as<float>() + n0;
     if (x.rows == 1) {
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(nb), static_cast<int>(k), 1.0f,
-                  wp, static_cast<int>(k), x.as<float>(), 1, beta, op, 1);
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(nb), static_cast<int>(k), 1.0f, wp,
+                  static_cast<int>(k), x.as<float>(), 1, beta, op, 1);
     } else {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(x.rows),
                   static_cast<int>(nb), static_cast<int>(k), 1.0f, x.as<float>(),

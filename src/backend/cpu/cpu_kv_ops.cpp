@@ -34,12 +34,15 @@ void CpuBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v
   const auto inv = rope_inverse_frequencies(rope, d);
   pool_.parallel_for(q.rows, [&](int64_t t) {
     const int32_t pos = plan.positions[t];
-    for (int h = 0; h < hq; ++h) rotate(q.as<float>() + t * q.cols + h * d, d, pos, inv, rope.half_split);
-    for (int h = 0; h < hkv; ++h) rotate(k.as<float>() + t * k.cols + h * d, d, pos, inv, rope.half_split);
+    for (int h = 0; h < hq; ++h)
+      rotate(q.as<float>() + t * q.cols + h * d, d, pos, inv, rope.half_split);
+    for (int h = 0; h < hkv; ++h)
+      rotate(k.as<float>() + t * k.cols + h * d, d, pos, inv, rope.half_split);
   });
 
   const HeadMap& heads = cache.heads();
-  const int P = cache.page_size(), L = cache.logical_page_size(), lpp = cache.logical_pages_per_page();
+  const int P = cache.page_size(), L = cache.logical_page_size(),
+            lpp = cache.logical_pages_per_page();
   const int nr = cache.layout(HeadClass::kRetrieval).heads_per_layer[layer];
   const int ns = cache.layout(HeadClass::kStreaming).heads_per_layer[layer];
   float* kmin = nr > 0 ? cache.kmin(layer).as<float>() : nullptr;
@@ -59,15 +62,19 @@ void CpuBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v
           const int32_t page = plan.stream_page(s, block);
           LSERVE_ASSERT(page >= 0);
           const int64_t row = (static_cast<int64_t>(page) * ns + hs) * P + slot;
-          std::memcpy(cache.k(HeadClass::kStreaming, layer).as<float>() + row * d, ksrc, d * sizeof(float));
-          std::memcpy(cache.v(HeadClass::kStreaming, layer).as<float>() + row * d, vsrc, d * sizeof(float));
+          std::memcpy(cache.k(HeadClass::kStreaming, layer).as<float>() + row * d, ksrc,
+                      d * sizeof(float));
+          std::memcpy(cache.v(HeadClass::kStreaming, layer).as<float>() + row * d, vsrc,
+                      d * sizeof(float));
           continue;
         }
         LSERVE_ASSERT(block < plan.num_pages_of(s));
         const int64_t page = plan.pages_of(s)[block];
         const int64_t row = (page * nr + hs) * P + slot;
-        std::memcpy(cache.k(HeadClass::kRetrieval, layer).as<float>() + row * d, ksrc, d * sizeof(float));
-        std::memcpy(cache.v(HeadClass::kRetrieval, layer).as<float>() + row * d, vsrc, d * sizeof(float));
+        std::memcpy(cache.k(HeadClass::kRetrieval, layer).as<float>() + row * d, ksrc,
+                    d * sizeof(float));
+        std::memcpy(cache.v(HeadClass::kRetrieval, layer).as<float>() + row * d, vsrc,
+                    d * sizeof(float));
         if (L == 1) continue;  // the bounds are the key pool itself (KvCache)
         // Bounds of a logical page start from its first token, never from stale memory.
         const int64_t srow = ((page * nr + hs) * lpp + slot / L) * d;

@@ -32,7 +32,8 @@ void CpuBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan, 
   const int d = cache.config().head_dim;
   const int hkv = cache.config().n_kv_heads;
   const int group = static_cast<int>(q.cols / d) / hkv;
-  const int P = cache.page_size(), L = cache.logical_page_size(), lpp = cache.logical_pages_per_page();
+  const int P = cache.page_size(), L = cache.logical_page_size(),
+            lpp = cache.logical_pages_per_page();
   const HeadMap& heads = cache.heads();
   const int nr = cache.layout(HeadClass::kRetrieval).heads_per_layer[layer];
   const bool per_query_head = sp.granularity == SelectorGranularity::kQueryHead;

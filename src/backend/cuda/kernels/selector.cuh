@@ -86,7 +86,8 @@ __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(Select
     if (has_tokens(pg.b, lp)) {
       lo = *reinterpret_cast<const uint4*>(p.kv.kmin + (pg.base + lp) * D + chunk * 8);
       // One-token logical pages: kmin and kmax are both the key itself (read once).
-      hi = L == 1 ? lo : *reinterpret_cast<const uint4*>(p.kv.kmax + (pg.base + lp) * D + chunk * 8);
+      hi =
+          L == 1 ? lo : *reinterpret_cast<const uint4*>(p.kv.kmax + (pg.base + lp) * D + chunk * 8);
     }
   };
   auto start = [&](int32_t r, Page& pg) {
