@@ -64,8 +64,8 @@ class Flusher {
       // first half (already dirty, and tiny).
       char* base = static_cast<char*>(buf_.p);
       const GemvTarget t{base + kBytes / 2, kReadRows, base + (64u << 20), kReadRows};
-      LSERVE_CUDA_CHECK(
-          launch_gemv(base, kReadK, 1, kReadK, &t, 1, false, false, gemv_configs()[0], false, st));
+      LSERVE_CUDA_CHECK(launch_gemv(base, kReadK, 1, kReadK, &t, 1, false, false, gemv_configs()[0],
+                                    Stream{st, false}));
     }
   }
 
@@ -230,7 +230,8 @@ int run(const std::vector<int>& ns, const std::vector<std::string>& shape_names,
     char* b = static_cast<char*>(tiny.p);
     const GemvTarget t{b, 16, b + (512 << 10), 16};
     const double us = median_us(st, flush, reps, [&] {
-      LSERVE_CUDA_CHECK(launch_gemv(b, 32, 1, 32, &t, 1, false, false, configs[0], false, st));
+      LSERVE_CUDA_CHECK(
+          launch_gemv(b, 32, 1, 32, &t, 1, false, false, configs[0], Stream{st, false}));
     });
     std::printf("launch floor (16 x 32 gemv, same timing): %.2f us\n", us);
   }
@@ -266,7 +267,7 @@ int run(const std::vector<int>& ns, const std::vector<std::string>& shape_names,
       row.cublas_tbs = bytes / cublas_us * 1e-6;
       auto gemv = [&](const GemvConfig& c, int i, bool out_f32, bool pdl) {
         const GemvTarget t{weights(i), s.rows, out.p, s.rows};
-        LSERVE_CUDA_CHECK(launch_gemv(x.p, s.k, n, s.k, &t, 1, out_f32, false, c, pdl, st));
+        LSERVE_CUDA_CHECK(launch_gemv(x.p, s.k, n, s.k, &t, 1, out_f32, false, c, Stream{st, pdl}));
       };
       for (const GemvConfig& c : configs) {
         gemv(c, 0, true, false);

@@ -4,11 +4,13 @@
 # carries them in .gpu-deps/include (scripts/gpu-deps.sh puts them there).
 #   TESTS=1      every GPU test (lserve_cuda_tests)
 #   SANITIZE=1   compute-sanitizer memcheck, racecheck, synccheck, initcheck on the kernel tests
+#                (SANITIZE_FILTER: a gtest filter; SANITIZE_TIMEOUT: seconds per tool)
 #   KERNELS=1    bench/attention_bench and its PyTorch SDPA peer (BENCH_ARGS / PEER_ARGS)
 #   GEMV=1       bench/gemv_bench: decode GEMMs vs cuBLASLt (GEMV_ARGS)
 #   E2E=1        bench/e2e_gpu.py: `lserve bench` decode, Llama-3.1-8B shape (E2E_ARGS); with
 #                E2E_EXTRA (lserve flags) the same runs once more with those flags
-#   NCU=1        per-kernel times of one recorded decode step (NCU_ARGS: the lserve bench flags)
+#   NCU=1        per-kernel times of one recorded decode step (NCU_ARGS: the lserve bench flags);
+#                NCU_DETAIL=regex also prints ncu's detailed sections for the kernels it matches
 #   PEER=1       bench/hf_peer.py: Hugging Face transformers decode (PEER_HF_ARGS)
 #   SERVE=1      the server tests (needs models/ and the openai client on PYTHONPATH) and
 #                bench/serve_bench.py against `lserve serve --device cuda` (SERVE_RUNS)
@@ -54,7 +56,7 @@ fi
 if [ "${SANITIZE:-0}" = 1 ]; then
   filter="${SANITIZE_FILTER:-*Sampl*:*Gemv*:CudaGraph.DevicePlannedDecodeLaunchedDirectly*}"
   for tool in memcheck racecheck synccheck initcheck; do
-    timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 $T --gtest_filter="$filter" \
+    timeout ${SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 $T --gtest_filter="$filter" \
       >"$OUT/sanitize-$tool.log" 2>&1
     rc=$?
     note "compute-sanitizer $tool: rc $rc, $(grep -cE '^========= (Invalid|Race|Barrier|Uninitialized|.*hazard)' "$OUT/sanitize-$tool.log") reports; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.log" | tail -1)"
@@ -89,6 +91,17 @@ if [ "${NCU:-0}" = 1 ]; then
     --synthetic-prefill --log-level warn ${NCU_ARGS:---input-len 131072 --output-len 64 --num-iters 1 --head-pattern /tmp/lserve-8b/heads.tsv} \
     >"$OUT/ncu.csv" 2>"$OUT/ncu.err" || status=1
   python3 scripts/ncu_summary.py "$OUT/ncu.csv" 2>&1 | tee -a "$summary"
+  if [ -n "${NCU_DETAIL:-}" ]; then
+    # One of each matching kernel, with memory throughput, occupancy and stall reasons.
+    timeout 240 ncu --clock-control none --graph-profiling node --set detailed \
+      --section WarpStateStats --section SchedulerStats \
+      --kernel-name "regex:$NCU_DETAIL" --launch-skip ${NCU_DETAIL_SKIP:-200} \
+      --launch-count ${NCU_DETAIL_COUNT:-12} \
+      build-gpu/lserve bench --device cuda --model /tmp/lserve-8b --load-format dummy \
+      --synthetic-prefill --log-level warn ${NCU_ARGS:---input-len 131072 --output-len 64 --num-iters 1 --head-pattern /tmp/lserve-8b/heads.tsv} \
+      >"$OUT/ncu-detail.txt" 2>"$OUT/ncu-detail.err" || status=1
+    grep -E '^  [a-z_]+.*\(|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Grid Size|Block Size|Warp Cycles Per Issued|Theoretical Occupancy|Dynamic Shared|Stall' "$OUT/ncu-detail.txt" | head -${NCU_DETAIL_LINES:-200}
+  fi
 fi
 if [ "${PEER:-0}" = 1 ]; then
   timeout 300 python3 bench/hf_peer.py --json "$OUT/hf.jsonl" ${PEER_HF_ARGS:-} 2>"$OUT/hf.err" \

@@ -57,7 +57,9 @@ constexpr double kBf16Op = 5e-3;
 
 TEST_F(Cuda, ElementwiseOpsMatchTheCpu) {
   std::mt19937_64 rng(test::test_seed());
-  for (auto [rows, cols] : {std::pair{1, 97}, {17, 576}, {33, 1000}}) {
+  // Widths for every RMSNorm path: any width (97, 8200), and 1, 2 or 4 vector pieces per thread.
+  for (auto [rows, cols] :
+       {std::pair{1, 97}, {17, 576}, {33, 1000}, {2, 4096}, {3, 8192}, {1, 8200}}) {
     const auto xv = bf16_random(static_cast<size_t>(rows) * cols, rng);
     const auto yv = bf16_random(xv.size(), rng);
     const auto wv = bf16_random(cols, rng);
@@ -72,6 +74,13 @@ TEST_F(Cuda, ElementwiseOpsMatchTheCpu) {
     };
     EXPECT_LT(both([](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) {
                 b.rms_norm(x, w, 1e-5f, o);
+              }),
+              kBf16Op);
+    std::vector<int32_t> iota(static_cast<size_t>(rows));
+    for (int r = 0; r < rows; ++r) iota[r] = r;
+    EXPECT_LT(both([&](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) {
+                b.rms_norm(x, w, 1e-5f, x);  // in place, as the model's final norm runs
+                b.gather_rows(x, iota, o);
               }),
               kBf16Op);
     EXPECT_LT(

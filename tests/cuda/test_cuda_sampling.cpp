@@ -74,7 +74,7 @@ void run_gpu(const Batch& b, std::vector<SampledToken>* out) {
   CUDA_OK(cuda::launch_sample(
       static_cast<const float*>(logits.p), b.ld, static_cast<int>(b.rows.size()),
       static_cast<const SampleRow*>(rows.p), static_cast<const LogitEdit*>(edits.p),
-      static_cast<SampledToken*>(results.p), nullptr));
+      static_cast<SampledToken*>(results.p), cuda::Stream{}));
   CUDA_OK(cudaDeviceSynchronize());
   out->resize(b.rows.size());
   CUDA_OK(cudaMemcpy(out->data(), results.p, b.rows.size() * sizeof(SampledToken),

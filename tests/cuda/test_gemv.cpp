@@ -102,7 +102,8 @@ class Gemv : public testing::Test {
     LSERVE_CUDA_CHECK(cudaMemsetAsync(dst, 0xff, bytes, st_));  // bf16 0xffff: NaN
     const int64_t cols = static_cast<int64_t>(bytes / 2 / kIotaRows);
     LSERVE_CUDA_CHECK(launch_gather_rows(static_cast<const bf16*>(staging.p), iota_->as<int32_t>(),
-                                         kIotaRows, cols, static_cast<bf16*>(dst), st_));
+                                         kIotaRows, cols, static_cast<bf16*>(dst),
+                                         Stream{st_, false}));
     LSERVE_CUDA_CHECK(cudaStreamSynchronize(st_));  // staging is freed on return
   }
 
@@ -179,7 +180,7 @@ class Gemv : public testing::Test {
           {dw[i]->p, targets[i].rows, dout.as<uint8_t>() + targets[i].col0 * esize, ld_out});
     }
     const cudaError_t err = launch_gemv(dx.p, ldx, n, k, gt.data(), static_cast<int>(gt.size()),
-                                        out_f32, accumulate, cfg, pdl, st_);
+                                        out_f32, accumulate, cfg, Stream{st_, pdl});
     if (err != cudaSuccess) {
       ADD_FAILURE() << what << ": launch failed: " << cudaGetErrorString(err);
       return false;
@@ -305,8 +306,10 @@ TEST_F(Gemv, ChainedDependentLaunchesSeeTheirInputs) {
     LSERVE_CUDA_CHECK(
         cudaMemcpyAsync(dout.p, old.data(), old.size() * 2, cudaMemcpyHostToDevice, st_));
     const GemvTarget t1{dw1.p, mid, dy.p, mid}, t2{dw2.p, rows2, dout.p, rows2};
-    ASSERT_EQ(launch_gemv(dx.p, k1, n, k1, &t1, 1, false, false, cfg, true, st_), cudaSuccess);
-    ASSERT_EQ(launch_gemv(dy.p, mid, n, mid, &t2, 1, false, true, cfg, true, st_), cudaSuccess);
+    ASSERT_EQ(launch_gemv(dx.p, k1, n, k1, &t1, 1, false, false, cfg, Stream{st_, true}),
+              cudaSuccess);
+    ASSERT_EQ(launch_gemv(dy.p, mid, n, mid, &t2, 1, false, true, cfg, Stream{st_, true}),
+              cudaSuccess);
     LSERVE_CUDA_CHECK(cudaStreamSynchronize(st_));
     std::vector<uint16_t> y(n * mid), out(n * rows2);
     LSERVE_CUDA_CHECK(cudaMemcpy(y.data(), dy.p, y.size() * 2, cudaMemcpyDeviceToHost));
@@ -341,7 +344,7 @@ TEST(GemvLaunch, RejectsInvalidShapes) {
   const GemvTarget t{w, 64, out, 64};
   auto launch = [&](const void* xp, int64_t ldx, int n, int64_t k, const GemvTarget* ts, int nt,
                     const GemvConfig& c) {
-    return launch_gemv(xp, ldx, n, k, ts, nt, false, false, c, false, nullptr);
+    return launch_gemv(xp, ldx, n, k, ts, nt, false, false, c, Stream{});
   };
   constexpr cudaError_t kInvalid = cudaErrorInvalidValue;
   EXPECT_EQ(launch(x, 64, 0, 64, &t, 1, ok), kInvalid);   // n < 1
@@ -362,7 +365,7 @@ TEST(GemvLaunch, RejectsInvalidShapes) {
   const GemvTarget negative{w, -1, out, 64};
   EXPECT_EQ(launch(x, 64, 1, 64, &negative, 1, ok), kInvalid);
   const GemvTarget odd_f32_out{w, 64, static_cast<char*>(out) + 2, 64};
-  EXPECT_EQ(launch_gemv(x, 64, 1, 64, &odd_f32_out, 1, true, false, ok, false, nullptr), kInvalid);
+  EXPECT_EQ(launch_gemv(x, 64, 1, 64, &odd_f32_out, 1, true, false, ok, Stream{}), kInvalid);
   for (const GemvConfig bad :
        {GemvConfig{3, 4, 4}, GemvConfig{0, 4, 4}, GemvConfig{1, 6, 4}, GemvConfig{1, 4, 3},
         GemvConfig{2, 4, 8}, GemvConfig{1, 4, 16}, GemvConfig{4, 4, 2}}) {

@@ -179,7 +179,7 @@ void CudaBackend::embed(const Tensor& table, std::span<const int32_t> ids, Tenso
       device_planned_ ? impl_->device_step().token_ids : impl_->stage(ids.data(), ids.size_bytes());
   const int64_t n = device_planned_ ? out.rows : static_cast<int64_t>(ids.size());
   LSERVE_CUDA_CHECK(cuda::launch_gather_rows(table.as<bf16>(), dids, n, table.cols, out.as<bf16>(),
-                                             impl_->stream()));
+                                             impl_->launch_stream()));
 }
 
 void CudaBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) {
@@ -187,14 +187,14 @@ void CudaBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, Te
   if (rows.empty()) return;
   const int32_t* drows = impl_->stage(rows.data(), rows.size_bytes());
   LSERVE_CUDA_CHECK(cuda::launch_gather_rows(x.as<bf16>(), drows, static_cast<int64_t>(rows.size()),
-                                             x.cols, out.as<bf16>(), impl_->stream()));
+                                             x.cols, out.as<bf16>(), impl_->launch_stream()));
 }
 
 void CudaBackend::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
   LSERVE_ASSERT(x.cols == w.cols && out.rows == x.rows && out.cols == x.cols);
   if (x.rows == 0) return;
   LSERVE_CUDA_CHECK(cuda::launch_rms_norm(x.as<bf16>(), w.as<bf16>(), eps, x.rows, x.cols,
-                                          out.as<bf16>(), impl_->stream()));
+                                          out.as<bf16>(), impl_->launch_stream()));
 }
 
 void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out, bool accumulate) {
@@ -227,19 +227,20 @@ void CudaBackend::matmul_many(const Tensor& x, std::span<const Tensor* const> ws
 
 void CudaBackend::add_bias(Tensor& x, const Tensor& bias) {
   LSERVE_ASSERT(bias.numel() == x.cols);
-  LSERVE_CUDA_CHECK(
-      cuda::launch_add_bias(x.as<bf16>(), bias.as<bf16>(), x.numel(), x.cols, impl_->stream()));
+  LSERVE_CUDA_CHECK(cuda::launch_add_bias(x.as<bf16>(), bias.as<bf16>(), x.numel(), x.cols,
+                                          impl_->launch_stream()));
 }
 
 void CudaBackend::add(Tensor& x, const Tensor& y) {
   LSERVE_ASSERT(x.numel() == y.numel());
-  LSERVE_CUDA_CHECK(cuda::launch_add(x.as<bf16>(), y.as<bf16>(), x.numel(), impl_->stream()));
+  LSERVE_CUDA_CHECK(
+      cuda::launch_add(x.as<bf16>(), y.as<bf16>(), x.numel(), impl_->launch_stream()));
 }
 
 void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   LSERVE_ASSERT(gate.numel() == up.numel() && out.numel() == gate.numel());
   LSERVE_CUDA_CHECK(cuda::launch_silu_mul(gate.as<bf16>(), up.as<bf16>(), out.as<bf16>(),
-                                          gate.numel(), impl_->stream()));
+                                          gate.numel(), impl_->launch_stream()));
 }
 
 void CudaBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v,
@@ -259,7 +260,7 @@ void CudaBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& 
   p.inv_freq = impl_->inv_freq(rope, cache.config().head_dim);
   p.half_split = rope.half_split ? 1 : 0;
   p.kv = impl_->layer_kv(cache, layer);
-  LSERVE_CUDA_CHECK(cuda::launch_rope_append(p, n_groups, impl_->stream()));
+  LSERVE_CUDA_CHECK(cuda::launch_rope_append(p, n_groups, impl_->launch_stream()));
 }
 
 void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache) {
@@ -338,7 +339,8 @@ void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan,
   p.sel_blocks = cache.sel_blocks().as<int32_t>();
   p.sel_count = cache.sel_count().as<int32_t>();
   p.max_sel = cache.max_sel_pages();
-  LSERVE_CUDA_CHECK(cuda::launch_select_pages(p, n_rows, sel_heads, chunks, d, impl_->stream()));
+  LSERVE_CUDA_CHECK(
+      cuda::launch_select_pages(p, n_rows, sel_heads, chunks, d, impl_->launch_stream()));
 }
 
 void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
@@ -374,7 +376,7 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
   }
   const bool reference = attn_kernels_ == AttnKernels::kReference;
   LSERVE_CHECK(!reference || p.max_sel <= 1024, "reference attention: budget too large");
-  const cudaStream_t st = impl_->stream();
+  const cuda::Stream st = impl_->launch_stream();
   const auto decode_variant =
       reference ? cuda::AttnVariant::kReference : cuda::AttnVariant::kDecode;
 
@@ -419,7 +421,7 @@ void CudaBackend::sample(const Tensor& logits, const StepPlan& plan) {
   const auto [dev, host] = impl_->sampled_buffers(rows);
   const cudaStream_t st = impl_->stream();
   LSERVE_CUDA_CHECK(cuda::launch_sample(logits.as<float>(), logits.cols, rows, impl_->sample_rows(),
-                                        impl_->logit_edits(), dev, st));
+                                        impl_->logit_edits(), dev, impl_->launch_stream()));
   // Only the sampled tokens come back (a few hundred bytes a row), into pinned memory.
   LSERVE_CUDA_CHECK(
       cudaMemcpyAsync(host, dev, rows * sizeof(SampledToken), cudaMemcpyDeviceToHost, st));

@@ -73,6 +73,8 @@ struct CudaBackend::Impl {
   }
 
   cudaStream_t stream() const { return holder_->stream; }
+  // The stream as the kernel launchers take it (programmatic dependent launch as the GEMMs use it).
+  cuda::Stream launch_stream() const { return {holder_->stream, gemm_.pdl()}; }
   Tensor alloc_bytes(size_t bytes) {
     return alloc(DType::I32, 1, static_cast<int64_t>((bytes + 3) / 4));
   }

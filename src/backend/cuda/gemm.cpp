@@ -104,7 +104,7 @@ void Gemm::run_many(const void* x, int64_t n, int64_t k, std::span<const GemvTar
   if (config >= 0) {
     LSERVE_CUDA_CHECK(launch_gemv(x, k, static_cast<int>(n), k, targets.data(),
                                   static_cast<int>(targets.size()), out_f32, accumulate,
-                                  gemv_configs()[config], use_pdl_, stream));
+                                  gemv_configs()[config], Stream{stream, use_pdl_}));
     return;
   }
   for (const GemvTarget& t : targets) {
@@ -181,7 +181,7 @@ float Gemm::time_candidate(int config, const void* x, int64_t n, int64_t k,
     } else {
       LSERVE_CUDA_CHECK(launch_gemv(x, k, static_cast<int>(n), k, targets.data(),
                                     static_cast<int>(targets.size()), out_f32, accumulate,
-                                    gemv_configs()[config], use_pdl_, stream));
+                                    gemv_configs()[config], Stream{stream, use_pdl_}));
     }
   };
   call();  // warm-up

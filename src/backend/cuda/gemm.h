@@ -32,6 +32,9 @@ class Gemm {
   void run_many(const void* x, int64_t n, int64_t k, std::span<const GemvTarget> targets,
                 bool out_f32, bool accumulate, cudaStream_t stream);
 
+  // Whether kernels use programmatic dependent launch (LSERVE_PDL=0: ordinary launches).
+  bool pdl() const { return use_pdl_; }
+
   // What each tuned shape chose, for logs: "n-tiles x k x rows...: config".
   std::vector<std::string> choices() const;
 

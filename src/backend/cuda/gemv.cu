@@ -4,6 +4,7 @@
 #include <climits>
 
 #include "backend/cuda/kernels/gemv.cuh"
+#include "backend/cuda/launch_kernel.cuh"
 
 namespace lserve::cuda {
 namespace {
@@ -11,26 +12,14 @@ namespace {
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <int NT, int MT, int WARPS, int UNROLL, typename OutT>
-cudaError_t launch_tile(const GemvParams& p, unsigned grid, bool pdl, cudaStream_t st) {
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t lc{};
-  lc.gridDim = dim3(grid);
-  lc.blockDim = dim3(32 * WARPS);
-  lc.dynamicSmemBytes = 0;
-  lc.stream = st;
-  lc.attrs = attr;
-  lc.numAttrs = pdl ? 1 : 0;
-  const cudaError_t err = cudaLaunchKernelEx(&lc, gemv_kernel<NT, MT, WARPS, UNROLL, OutT>, p);
-  if (err != cudaSuccess) cudaGetLastError();  // the error is returned, not left for others
-  return err;
+cudaError_t launch_tile(const GemvParams& p, unsigned grid, Stream st) {
+  return launch_kernel(gemv_kernel<NT, MT, WARPS, UNROLL, OutT>, grid, 32 * WARPS, 0, st, p);
 }
 
 template <int NT, int MT, int WARPS, int UNROLL>
-cudaError_t by_out(const GemvParams& p, unsigned grid, bool out_f32, bool pdl, cudaStream_t st) {
-  return out_f32 ? launch_tile<NT, MT, WARPS, UNROLL, float>(p, grid, pdl, st)
-                 : launch_tile<NT, MT, WARPS, UNROLL, bf16>(p, grid, pdl, st);
+cudaError_t by_out(const GemvParams& p, unsigned grid, bool out_f32, Stream st) {
+  return out_f32 ? launch_tile<NT, MT, WARPS, UNROLL, float>(p, grid, st)
+                 : launch_tile<NT, MT, WARPS, UNROLL, bf16>(p, grid, st);
 }
 
 constexpr int config_key(int mt, int warps, int unroll) { return (mt * 16 + warps) * 16 + unroll; }
@@ -39,20 +28,20 @@ constexpr int config_key(int mt, int warps, int unroll) { return (mt * 16 + warp
 // first; config_key is unique for fields under 16). Anything else is an error, never a fallback.
 template <int NT>
 cudaError_t by_config(const GemvParams& p, unsigned grid, const GemvConfig& c, bool out_f32,
-                      bool pdl, cudaStream_t st) {
+                      Stream st) {
   switch (config_key(c.mt, c.warps, c.unroll)) {
     case config_key(1, 4, 4):
-      return by_out<NT, 1, 4, 4>(p, grid, out_f32, pdl, st);
+      return by_out<NT, 1, 4, 4>(p, grid, out_f32, st);
     case config_key(1, 8, 4):
-      return by_out<NT, 1, 8, 4>(p, grid, out_f32, pdl, st);
+      return by_out<NT, 1, 8, 4>(p, grid, out_f32, st);
     case config_key(2, 4, 4):
-      return by_out<NT, 2, 4, 4>(p, grid, out_f32, pdl, st);
+      return by_out<NT, 2, 4, 4>(p, grid, out_f32, st);
     case config_key(2, 8, 4):
-      return by_out<NT, 2, 8, 4>(p, grid, out_f32, pdl, st);
+      return by_out<NT, 2, 8, 4>(p, grid, out_f32, st);
     case config_key(1, 8, 2):
-      return by_out<NT, 1, 8, 2>(p, grid, out_f32, pdl, st);
+      return by_out<NT, 1, 8, 2>(p, grid, out_f32, st);
     case config_key(2, 8, 2):
-      return by_out<NT, 2, 8, 2>(p, grid, out_f32, pdl, st);
+      return by_out<NT, 2, 8, 2>(p, grid, out_f32, st);
     default:
       return cudaErrorInvalidValue;
   }
@@ -73,7 +62,7 @@ const std::vector<GemvConfig>& gemv_configs() {
 
 cudaError_t launch_gemv(const void* x, int64_t ldx, int n, int64_t k, const GemvTarget* targets,
                         int n_targets, bool out_f32, bool accumulate, const GemvConfig& cfg,
-                        bool pdl, cudaStream_t st) {
+                        Stream st) {
   const auto& configs = gemv_configs();
   const bool instantiated = std::any_of(configs.begin(), configs.end(), [&](const GemvConfig& c) {
     return c.mt == cfg.mt && c.warps == cfg.warps && c.unroll == cfg.unroll;
@@ -109,13 +98,13 @@ cudaError_t launch_gemv(const void* x, int64_t ldx, int n, int64_t k, const Gemv
   const auto grid = static_cast<unsigned>(ctas);
   switch ((n + 7) / 8) {
     case 1:
-      return by_config<1>(p, grid, cfg, out_f32, pdl, st);
+      return by_config<1>(p, grid, cfg, out_f32, st);
     case 2:
-      return by_config<2>(p, grid, cfg, out_f32, pdl, st);
+      return by_config<2>(p, grid, cfg, out_f32, st);
     case 3:
-      return by_config<3>(p, grid, cfg, out_f32, pdl, st);
+      return by_config<3>(p, grid, cfg, out_f32, st);
     case 4:
-      return by_config<4>(p, grid, cfg, out_f32, pdl, st);
+      return by_config<4>(p, grid, cfg, out_f32, st);
     default:
       return cudaErrorInvalidValue;
   }

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/cuda/stream.h"
+
 namespace lserve::cuda {
 
 // One weight matrix and its output: w [rows, k] bf16 row-major (16-byte aligned, k % 8 == 0);
@@ -35,12 +37,12 @@ const std::vector<GemvConfig>& gemv_configs();
 
 // x [n, ldx] bf16 (16-byte aligned, ldx % 8 == 0, ldx >= k), 1 <= n <= 32, k % 32 == 0; up to 4
 // targets share x and k. Outputs must not overlap x, the weights or each other. accumulate: out =
-// out + x w^T with one rounding (e.g. the residual stream), else out = x w^T. pdl: launch as a
-// programmatic dependent launch (sm_90), so the weight fetch overlaps the previous kernel's tail; x
-// and out are touched only once that kernel has finished. Returns cudaErrorInvalidValue for
+// out + x w^T with one rounding (e.g. the residual stream), else out = x w^T. With st.pdl the
+// weight fetch overlaps the previous kernel's tail; x and out are touched only once that kernel
+// has finished. Returns cudaErrorInvalidValue for
 // unsupported shapes or configurations, else the launch status.
 cudaError_t launch_gemv(const void* x, int64_t ldx, int n, int64_t k, const GemvTarget* targets,
                         int n_targets, bool out_f32, bool accumulate, const GemvConfig& cfg,
-                        bool pdl, cudaStream_t st);
+                        Stream st);
 
 }  // namespace lserve::cuda

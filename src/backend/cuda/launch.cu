@@ -7,6 +7,7 @@
 #include "backend/cuda/kernels/elementwise.cuh"
 #include "backend/cuda/kernels/rope_append.cuh"
 #include "backend/cuda/kernels/selector.cuh"
+#include "backend/cuda/launch_kernel.cuh"
 
 namespace lserve::cuda {
 namespace {
@@ -24,15 +25,14 @@ dim3 attention_grid(const AttnParams& p, int n_items) {
 }
 
 template <int D, int WARPS_M, int WARPS_N, int MT, bool WGMMA, int MIN_CTAS>
-cudaError_t attention_fast(const AttnParams& p, int n_items, cudaStream_t st) {
+cudaError_t attention_fast(const AttnParams& p, int n_items, Stream st) {
   const int smem = attn_smem_bytes(D, WARPS_M * MT, p.max_sel);
-  attention_kernel<D, WARPS_M, WARPS_N, MT, WGMMA, MIN_CTAS>
-      <<<attention_grid(p, n_items), 32 * WARPS_M * WARPS_N, smem, st>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(attention_kernel<D, WARPS_M, WARPS_N, MT, WGMMA, MIN_CTAS>,
+                       attention_grid(p, n_items), 32 * WARPS_M * WARPS_N, smem, st, p);
 }
 
 template <int D>
-cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, cudaStream_t st) {
+cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Stream st) {
   switch (v) {
     case AttnVariant::kDecode:
       return attention_fast<D, 1, 4, 1, false, 3>(p, n_items, st);
@@ -42,8 +42,8 @@ cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, cudaS
       // Two CTAs per multiprocessor (128 registers) measured 225 TFLOP/s against 160 for one.
       return attention_fast<D, kPrefillWarps, 1, kPrefillMTiles, true, 2>(p, n_items, st);
     case AttnVariant::kReference:
-      attention_reference_kernel<D><<<attention_grid(p, n_items), kReferenceThreads, 0, st>>>(p);
-      return cudaGetLastError();
+      return launch_kernel(attention_reference_kernel<D>, attention_grid(p, n_items),
+                           kReferenceThreads, 0, st, p);
   }
   return cudaErrorInvalidValue;
 }
@@ -90,31 +90,42 @@ cudaError_t allow_attention_smem(int bytes) {
 }
 
 cudaError_t launch_gather_rows(const bf16* x, const int32_t* rows, int64_t n, int64_t cols,
-                               bf16* out, cudaStream_t st) {
-  gather_rows_kernel<<<static_cast<unsigned>(n), 128, 0, st>>>(x, rows, cols, out);
-  return cudaGetLastError();
+                               bf16* out, Stream st) {
+  return launch_kernel(gather_rows_kernel<bf16>, static_cast<unsigned>(n), 128, 0, st, x, rows,
+                       cols, out);
 }
 
 cudaError_t launch_rms_norm(const bf16* x, const bf16* w, float eps, int64_t rows, int64_t cols,
-                            bf16* out, cudaStream_t st) {
-  rms_norm_kernel<<<static_cast<unsigned>(rows), 256, 0, st>>>(x, w, eps, cols, out);
-  return cudaGetLastError();
+                            bf16* out, Stream st) {
+  const auto grid = static_cast<unsigned>(rows);
+  const bool vec = cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  const int64_t chunks = cols / 8;
+  // Threads: one 8-element piece each up to 256, then up to 4 pieces per thread.
+  const int threads = static_cast<int>(std::min<int64_t>(256, (chunks + 31) / 32 * 32));
+  if (vec && chunks <= 256) {
+    return launch_kernel(rms_norm_vec_kernel<1>, grid, threads, 0, st, x, w, eps, cols, out);
+  }
+  if (vec && chunks <= 512) {
+    return launch_kernel(rms_norm_vec_kernel<2>, grid, 256, 0, st, x, w, eps, cols, out);
+  }
+  if (vec && chunks <= 1024) {
+    return launch_kernel(rms_norm_vec_kernel<4>, grid, 256, 0, st, x, w, eps, cols, out);
+  }
+  return launch_kernel(rms_norm_kernel<bf16>, grid, 256, 0, st, x, w, eps, cols, out);
 }
 
-cudaError_t launch_add(bf16* x, const bf16* y, int64_t n, cudaStream_t st) {
-  add_kernel<<<grid_for(n), kThreads, 0, st>>>(x, y, n);
-  return cudaGetLastError();
+cudaError_t launch_add(bf16* x, const bf16* y, int64_t n, Stream st) {
+  return launch_kernel(add_kernel<bf16>, grid_for(n), kThreads, 0, st, x, y, n);
 }
 
-cudaError_t launch_add_bias(bf16* x, const bf16* bias, int64_t n, int64_t cols, cudaStream_t st) {
-  add_bias_kernel<<<grid_for(n), kThreads, 0, st>>>(x, bias, n, cols);
-  return cudaGetLastError();
+cudaError_t launch_add_bias(bf16* x, const bf16* bias, int64_t n, int64_t cols, Stream st) {
+  return launch_kernel(add_bias_kernel<bf16>, grid_for(n), kThreads, 0, st, x, bias, n, cols);
 }
 
-cudaError_t launch_silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t n,
-                            cudaStream_t st) {
-  silu_mul_kernel<<<grid_for(n), kThreads, 0, st>>>(gate, up, out, n);
-  return cudaGetLastError();
+cudaError_t launch_silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t n, Stream st) {
+  return launch_kernel(silu_mul_kernel<bf16>, grid_for(n), kThreads, 0, st, gate, up, out, n);
 }
 
 cudaError_t launch_fill(bf16* x, float value, int64_t n, cudaStream_t st) {
@@ -132,33 +143,30 @@ cudaError_t launch_random(bf16* x, int64_t n, uint64_t seed, float scale, cudaSt
   return cudaGetLastError();
 }
 
-cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, cudaStream_t st) {
+cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, Stream st) {
+  if (p.kv.head_dim / 2 > kRopeMaxHalf) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(n_groups), static_cast<unsigned>(p.n_kv_heads));
-  rope_append_kernel<<<grid, 128, 0, st>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(rope_append_kernel, grid, 128, 0, st, p);
 }
 
 cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_heads, int chunks,
-                                int head_dim, cudaStream_t st) {
+                                int head_dim, Stream st) {
   const dim3 score_grid(static_cast<unsigned>(n_seqs), static_cast<unsigned>(sel_heads),
                         static_cast<unsigned>(chunks));
+  cudaError_t err = cudaErrorInvalidValue;
   if (head_dim == 64) {
-    score_pages_kernel<64><<<score_grid, kSelectorThreads, 0, st>>>(p);
+    err = launch_kernel(score_pages_kernel<64>, score_grid, kSelectorThreads, 0, st, p);
   } else if (head_dim == 128) {
-    score_pages_kernel<128><<<score_grid, kSelectorThreads, 0, st>>>(p);
-  } else {
-    return cudaErrorInvalidValue;
+    err = launch_kernel(score_pages_kernel<128>, score_grid, kSelectorThreads, 0, st, p);
   }
-  const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(n_seqs), static_cast<unsigned>(sel_heads));
   const size_t smem = static_cast<size_t>(std::min(p.max_blocks, kTopSmemKeys)) * sizeof(uint32_t);
-  top_pages_kernel<<<grid, kTopThreads, smem, st>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(top_pages_kernel, grid, kTopThreads, smem, st, p);
 }
 
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
-                             cudaStream_t st) {
+                             Stream st) {
   if (n_items == 0) return cudaSuccess;
   if (head_dim == 64) return attention_dim<64>(p, n_items, variant, st);
   if (head_dim == 128) return attention_dim<128>(p, n_items, variant, st);
@@ -166,19 +174,18 @@ cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, Att
 }
 
 cudaError_t launch_merge(const AttnParams& p, const MergeItem* items, int n_items, int head_dim,
-                         cudaStream_t st) {
+                         Stream st) {
   if (n_items == 0) return cudaSuccess;
   constexpr int kMergeThreads = 128;
   if (head_dim == 64) {
     const dim3 grid(static_cast<unsigned>(n_items), 16 / (kMergeThreads / 16));
-    merge_kernel<64, kMergeThreads><<<grid, kMergeThreads, 0, st>>>(p, items);
-  } else if (head_dim == 128) {
-    const dim3 grid(static_cast<unsigned>(n_items), 16 / (kMergeThreads / 32));
-    merge_kernel<128, kMergeThreads><<<grid, kMergeThreads, 0, st>>>(p, items);
-  } else {
-    return cudaErrorInvalidValue;
+    return launch_kernel(merge_kernel<64, kMergeThreads>, grid, kMergeThreads, 0, st, p, items);
   }
-  return cudaGetLastError();
+  if (head_dim == 128) {
+    const dim3 grid(static_cast<unsigned>(n_items), 16 / (kMergeThreads / 32));
+    return launch_kernel(merge_kernel<128, kMergeThreads>, grid, kMergeThreads, 0, st, p, items);
+  }
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace lserve::cuda

@@ -1,5 +1,6 @@
 // Launchers of the custom kernels: the only code compiled by nvcc. Each returns the launch status
-// (callers check it); sizes and pointers are validated by the caller.
+// (callers check it); sizes and pointers are validated by the caller. Launchers taking a Stream
+// may use programmatic dependent launch (stream.h); the others launch plainly.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -7,26 +8,26 @@
 #include <cstdint>
 
 #include "backend/cuda/kernels/params.h"
+#include "backend/cuda/stream.h"
 
 namespace lserve::cuda {
 
 // out[r] = x[rows[r]]; also the embedding lookup (rows = token ids).
 cudaError_t launch_gather_rows(const bf16* x, const int32_t* rows, int64_t n, int64_t cols,
-                               bf16* out, cudaStream_t st);
+                               bf16* out, Stream st);
 cudaError_t launch_rms_norm(const bf16* x, const bf16* w, float eps, int64_t rows, int64_t cols,
-                            bf16* out, cudaStream_t st);
-cudaError_t launch_add(bf16* x, const bf16* y, int64_t n, cudaStream_t st);
-cudaError_t launch_add_bias(bf16* x, const bf16* bias, int64_t n, int64_t cols, cudaStream_t st);
-cudaError_t launch_silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t n,
-                            cudaStream_t st);
+                            bf16* out, Stream st);
+cudaError_t launch_add(bf16* x, const bf16* y, int64_t n, Stream st);
+cudaError_t launch_add_bias(bf16* x, const bf16* bias, int64_t n, int64_t cols, Stream st);
+cudaError_t launch_silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t n, Stream st);
 cudaError_t launch_fill(bf16* x, float value, int64_t n, cudaStream_t st);
 cudaError_t launch_fill(float* x, float value, int64_t n, cudaStream_t st);
 cudaError_t launch_random(bf16* x, int64_t n, uint64_t seed, float scale, cudaStream_t st);
 
-cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, cudaStream_t st);
+cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, Stream st);
 // Scoring grid: n_seqs x sel_heads x chunks CTAs. Supported head dims: 64, 128.
 cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_heads, int chunks,
-                                int head_dim, cudaStream_t st);
+                                int head_dim, Stream st);
 
 // Lets the attention kernels use up to `bytes` of dynamic shared memory (once per device, at
 // backend start: a per-launch call would add host time to every decode step).
@@ -41,10 +42,10 @@ enum class AttnVariant { kDecode, kPrefill, kPrefillWgmma, kReference };
 // n_items work items (p.work), or n_items units x p.grid.splits CTAs when p.work is null (a
 // device-planned decode step). Supported head dims: 64, 128 (cudaErrorInvalidValue otherwise).
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
-                             cudaStream_t st);
+                             Stream st);
 // Combines split-KV partial results into p.out (after the decode attention launch): n_items
 // merge items, or, with items null, the n_items units of a device-planned step.
 cudaError_t launch_merge(const AttnParams& p, const MergeItem* items, int n_items, int head_dim,
-                         cudaStream_t st);
+                         Stream st);
 
 }  // namespace lserve::cuda

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/stream.h"
 #include "backend/sampling.h"
 
 namespace lserve::cuda {
@@ -15,6 +16,6 @@ namespace lserve::cuda {
 // edits as it reads, so the raw row stays for the logprobs. A row's edits must be strictly
 // increasing by token (else its token is -1); ids at or past min(vocab, ld) are never sampled.
 cudaError_t launch_sample(const float* logits, int64_t ld, int rows, const SampleRow* rows_dev,
-                          const LogitEdit* edits_dev, SampledToken* out_dev, cudaStream_t st);
+                          const LogitEdit* edits_dev, SampledToken* out_dev, Stream st);
 
 }  // namespace lserve::cuda

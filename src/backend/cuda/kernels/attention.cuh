@@ -92,6 +92,8 @@ __device__ __forceinline__ bool cta_work(const AttnParams& p, AttnWork* w) {
 // planner assumes).
 template <int D, int WARPS_M, int WARPS_N, int MT, bool WGMMA, int MIN_CTAS>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_kernel(AttnParams p) {
+  griddep_wait();
+  griddep_launch_dependents();
   static_assert(MT == 1 || WARPS_N == 1, "split-key warps hold one m-tile");
   static_assert(!WGMMA || (WARPS_M % 4 == 0 && WARPS_N == 1 && MT == 1),
                 "wgmma tiles: whole warpgroups of 64 rows, all keys of a tile per warp");
@@ -155,23 +157,19 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   // so the page table is read once per key, not once per 16-byte chunk. The lookup is split so
   // the page-table read stays in flight for a whole tile: start_locate issues it, finish_locate
   // (an iteration later) writes the tile's slot.
-  static_assert(kThreads >= kKeyTile, "one thread per key of a tile");
+  static_assert(kThreads >= 2 * kKeyTile, "one thread per key of two tiles");
   int32_t pend_pos = -1, pend_page = 0;
-  auto start_locate = [&](int32_t t) {
-    if (tid < kKeyTile) {
-      const int r = t < tiles0 ? 0 : 1;
-      const int32_t k = kb[r] + (t - (r ? tiles0 : 0)) * kKeyTile + tid;
-      const int32_t* entry = nullptr;
-      pend_pos = k < ke[r] ? km.locate(k, &entry) : -1;
-      pend_page = pend_pos >= 0 ? *entry : 0;
-    }
+  // Key j of tile t (selects, not an indexed array: that would live in local memory).
+  auto start_locate = [&](int32_t t, int j) {
+    const bool second = t >= tiles0;
+    const int32_t k = (second ? kb[1] : kb[0]) + (t - (second ? tiles0 : 0)) * kKeyTile + j;
+    const int32_t* entry = nullptr;
+    pend_pos = k < (second ? ke[1] : ke[0]) ? km.locate(k, &entry) : -1;
+    pend_page = pend_pos >= 0 ? *entry : 0;
   };
-  auto finish_locate = [&](int slot) {
-    if (tid < kKeyTile) {
-      kpos[slot * kKeyTile + tid] = pend_pos;
-      krow[slot * kKeyTile + tid] =
-          pend_pos >= 0 ? (pend_page * n_pool + hs) * P + pend_pos % P : 0;
-    }
+  auto finish_locate = [&](int slot, int j) {
+    kpos[slot * kKeyTile + j] = pend_pos;
+    krow[slot * kKeyTile + j] = pend_pos >= 0 ? (pend_page * n_pool + hs) * P + pend_pos % P : 0;
   };
   auto issue_tile = [&](int stage, int slot) {
     for (int idx = tid; idx < kKeyTile * CHUNKS; idx += kThreads) {
@@ -193,16 +191,18 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     cp_async_16(qs + tile_offset<BM>(r, c * 8), p.q + (token * p.n_heads + head) * D + c * 8,
                 valid);
   }
-  for (int32_t t = 0; t < min(n_tiles, 2); ++t) {
-    start_locate(t);
-    finish_locate(t);
+  // Tiles 0 and 1 are located at once (threads [0, 64) and [64, 128)), one round trip to the
+  // page table instead of two; from then on threads [0, 64) locate one tile per iteration.
+  if (tid < 2 * kKeyTile && tid / kKeyTile < n_tiles) {
+    start_locate(tid / kKeyTile, tid % kKeyTile);
+    finish_locate(tid / kKeyTile, tid % kKeyTile);
   }
   if (n_tiles > 0) {
     __syncthreads();
     issue_tile(0, 0);
   }
   cp_async_commit();
-  if (n_tiles > 2) start_locate(2);
+  if (n_tiles > 2 && tid < kKeyTile) start_locate(2, tid);
 
   // Each thread holds two rows of each of its warp's m-tiles: lane / 4 and lane / 4 + 8. Every
   // K/V fragment loaded from shared memory feeds all MT m-tiles.
@@ -234,8 +234,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
       issue_tile((t + 1) % 2, (t + 1) % 4);
       cp_async_commit();
     }
-    if (t + 2 < n_tiles) finish_locate((t + 2) % 4);
-    if (t + 3 < n_tiles) start_locate(t + 3);
+    if (t + 2 < n_tiles && tid < kKeyTile) finish_locate((t + 2) % 4, tid);
+    if (t + 3 < n_tiles && tid < kKeyTile) start_locate(t + 3, tid);
     if (t + 1 < n_tiles) {
       cp_async_wait<1>();
     } else {
@@ -417,7 +417,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
       }
     }
     __syncthreads();
-    for (int idx = tid; idx < 16 * D; idx += kThreads) {
+    // Only the item's rows (a decode item often fills 4 of the 16).
+    for (int idx = tid; idx < min(rows, 16) * D; idx += kThreads) {
       const int r = idx / D, c = idx % D;
       float mm = -INFINITY;
       for (int i = 0; i < WARPS_N; ++i) mm = fmaxf(mm, mb[i * 16 + r]);
@@ -429,7 +430,6 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
           ll += f * lb[i * 16 + r];
         }
       }
-      if (r >= rows) continue;
       const float val = ll > 0.0f ? acc / ll : 0.0f;
       if (w.partial < 0) {
         const int64_t token = s.q_offset + w.q_first + r / w.rg;
@@ -460,14 +460,20 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   }
 }
 
-// Rows [blockIdx.y * R, +R) of split item blockIdx.x, R = THREADS / (D / 4): the log-sum-exp
-// weighted mean of its partials. Each thread owns 4 channels of one row and keeps its loads in
-// flight (a block reduction's barriers would cost more than these few dozen loads). items ==
-// null: the items of a device-planned decode step, derived per unit as the attention CTAs did.
+// Rows [blockIdx.y * R, +R) of split item blockIdx.x, R = THREADS / G with G = D / 4 threads per
+// row, each owning 4 channels: the log-sum-exp weighted mean of the row's partials. The kernel is
+// a chain of dependent loads, so it is built for few round trips: the G threads of a row load
+// its log-sum-exps G at a time (one round trip for up to G pieces) and reduce the maximum with
+// shuffles; then, G pieces at a time, each thread computes one piece's weight, the weights go
+// round the group by shuffles, and every thread issues its loads of all G pieces before the
+// first one is used. items == null: the items of a device-planned decode step, derived per unit
+// as the attention CTAs did.
 template <int D, int THREADS>
 __global__ void __launch_bounds__(THREADS) merge_kernel(AttnParams p, const MergeItem* items) {
-  constexpr int kQuads = D / 4, kRows = THREADS / kQuads;
-  static_assert(THREADS % kQuads == 0 && 16 % kRows == 0, "merge thread layout");
+  griddep_wait();
+  griddep_launch_dependents();
+  constexpr int G = D / 4, kRows = THREADS / G;
+  static_assert(THREADS % G == 0 && 16 % kRows == 0 && G <= 32, "merge thread layout");
   MergeItem it;
   if (items) {
     it = items[blockIdx.x];
@@ -482,39 +488,53 @@ __global__ void __launch_bounds__(THREADS) merge_kernel(AttnParams p, const Merg
                    w.head0, w.rg,      static_cast<int32_t>(blockIdx.x) * p.grid.splits,
                    pieces,  0};
   }
-  const float* part_o = p.part_o;
-  const float* part_lse = p.part_lse;
-  const DeviceStep& step = p.step;
-  const int32_t n_heads = p.n_heads;
-  bf16* out = p.out;
-  const int c4 = threadIdx.x % kQuads, r = blockIdx.y * kRows + threadIdx.x / kQuads;
+  const int j = threadIdx.x % G, r = blockIdx.y * kRows + threadIdx.x / G;
+  // Whole groups leave together (r is the same for a group's G threads); the shuffles below stay
+  // within a group (gmask), so they never wait on threads that left.
   if (r >= it.q_count * it.rg) return;
-  const float* lse = part_lse + static_cast<int64_t>(it.first) * 16 + r;  // stride 16 rows
-  const float4* po = reinterpret_cast<const float4*>(part_o) +
-                     (static_cast<int64_t>(it.first) * 16 + r) * kQuads + c4;
+  const unsigned gmask = G == 32 ? 0xffffffffu : ((1u << G) - 1) << (threadIdx.x % 32 / G * G);
+  const float* lse = p.part_lse + static_cast<int64_t>(it.first) * 16 + r;  // stride 16 rows
+  const float4* po =
+      reinterpret_cast<const float4*>(p.part_o) + (static_cast<int64_t>(it.first) * 16 + r) * G + j;
+  constexpr int64_t kPieceStride = 16 * G;  // float4s from one piece's row to the next's
+
   float mm = -INFINITY;
-#pragma unroll 8
-  for (int i = 0; i < it.count; ++i) mm = fmaxf(mm, lse[i * 16]);
+  for (int i = j; i < it.count; i += G) mm = fmaxf(mm, lse[i * 16]);
+#pragma unroll
+  for (int o = G / 2; o > 0; o /= 2) mm = fmaxf(mm, __shfl_xor_sync(gmask, mm, o, G));
+
   float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   float wsum = 0.0f;
   if (mm != -INFINITY) {
-#pragma unroll 8
-    for (int i = 0; i < it.count; ++i) {
-      const float l = lse[i * 16];
+    for (int base = 0; base < it.count; base += G) {
+      const int n = min(G, it.count - base);
+      const float l = j < n ? lse[(base + j) * 16] : -INFINITY;
       const float f = l == -INFINITY ? 0.0f : exp2f(l - mm);
-      const float4 v = po[static_cast<int64_t>(i) * 16 * kQuads];
-      acc.x += f * v.x;
-      acc.y += f * v.y;
-      acc.z += f * v.z;
-      acc.w += f * v.w;
       wsum += f;
+      float4 v[G];
+#pragma unroll
+      for (int u = 0; u < G; ++u) {
+        if (u < n) v[u] = po[(base + u) * kPieceStride];
+      }
+#pragma unroll
+      for (int u = 0; u < G; ++u) {
+        const float fu = __shfl_sync(gmask, f, u, G);
+        if (u < n) {
+          acc.x += fu * v[u].x;
+          acc.y += fu * v[u].y;
+          acc.z += fu * v[u].z;
+          acc.w += fu * v[u].w;
+        }
+      }
     }
   }
+#pragma unroll
+  for (int o = G / 2; o > 0; o /= 2) wsum += __shfl_xor_sync(gmask, wsum, o, G);
   const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
-  const SeqInfo s = step.seqs[it.seq];
+  const SeqInfo s = p.step.seqs[it.seq];
   const int64_t token = s.q_offset + it.q_first + r / it.rg;
-  auto* dst = reinterpret_cast<__nv_bfloat162*>(out + (token * n_heads + it.head0 + r % it.rg) * D +
-                                                4 * c4);
+  auto* dst = reinterpret_cast<__nv_bfloat162*>(
+      p.out + (token * p.n_heads + it.head0 + r % it.rg) * D + 4 * j);
   dst[0] = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
   dst[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
 }

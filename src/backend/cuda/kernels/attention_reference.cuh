@@ -11,6 +11,8 @@ constexpr int kReferenceThreads = 128;
 
 template <int D>
 __global__ void __launch_bounds__(kReferenceThreads) attention_reference_kernel(AttnParams p) {
+  griddep_wait();
+  griddep_launch_dependents();
   __shared__ int32_t list[1024 + 2];
   AttnWork w;
   if (!cta_work(p, &w)) return;

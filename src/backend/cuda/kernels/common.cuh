@@ -65,6 +65,22 @@ __device__ __forceinline__ float block_reduce(float v, Op op = {}) {
   return warp_reduce(v, op);
 }
 
+// Programmatic dependent launch (sm_90; no-ops before, and when launched without the attribute).
+// A kernel launched with programmatic stream serialization may start while the kernel before it
+// still runs: it must call griddep_wait() in every CTA (also those with nothing to do, so that
+// its completion still implies its predecessor's) before it touches anything an earlier kernel
+// wrote. griddep_launch_dependents() lets the next kernel's CTAs be scheduled early.
+__device__ __forceinline__ void griddep_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 // Order-preserving map of floats to unsigned ints (for radix-style selection).
 __device__ __forceinline__ uint32_t float_order_key(float f) {
   const uint32_t b = __float_as_uint(f);

@@ -5,20 +5,27 @@
 
 namespace lserve::cuda {
 
+// Every kernel here may be launched with programmatic dependent launch (common.cuh): each CTA
+// waits for the kernel before it before reading, and loads only weights before that.
+
 // out[r] = x[rows[r]] (also the embedding lookup: rows are token ids into the table)
 template <typename T>
 __global__ void gather_rows_kernel(const T* __restrict__ x, const int32_t* __restrict__ rows,
                                    int64_t cols, T* __restrict__ out) {
+  griddep_wait();
+  griddep_launch_dependents();
   const int64_t r = blockIdx.x;
   const T* src = x + static_cast<int64_t>(rows[r]) * cols;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[r * cols + c] = src[c];
 }
 
 // One block per row: out = x * rsqrt(mean(x^2) + eps) * w, statistics in f32. In place is fine:
-// each thread reads its elements before the reduction and writes after it.
+// each thread reads its elements before the reduction and writes after it. Any cols.
 template <typename T>
 __global__ void rms_norm_kernel(const T* x, const T* __restrict__ w, float eps, int64_t cols,
                                 T* out) {
+  griddep_wait();
+  griddep_launch_dependents();
   const int64_t r = blockIdx.x;
   float ss = 0.0f;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
@@ -31,8 +38,57 @@ __global__ void rms_norm_kernel(const T* x, const T* __restrict__ w, float eps, 
   }
 }
 
+// The same for bf16 rows of cols % 8 == 0, cols <= 8 * CHUNKS * blockDim.x, 16-byte aligned:
+// each thread keeps its CHUNKS 8-element pieces of x and w in registers, so the row is read once
+// with every load in flight together (the loop above waits for each load in turn: ~14 us for
+// a 4096-wide row, against ~3 us here). w is read before waiting for x's writer.
+template <int CHUNKS>
+__global__ void rms_norm_vec_kernel(const bf16* x, const bf16* __restrict__ w, float eps,
+                                    int64_t cols, bf16* out) {
+  const int64_t r = blockIdx.x;
+  const int n_chunks = static_cast<int>(cols / 8);
+  uint4 wv[CHUNKS], xv[CHUNKS];
+#pragma unroll
+  for (int i = 0; i < CHUNKS; ++i) {
+    const int c = threadIdx.x + i * blockDim.x;
+    if (c < n_chunks) wv[i] = *reinterpret_cast<const uint4*>(w + 8 * c);
+  }
+  griddep_wait();
+  griddep_launch_dependents();
+  float ss = 0.0f;
+#pragma unroll
+  for (int i = 0; i < CHUNKS; ++i) {
+    const int c = threadIdx.x + i * blockDim.x;
+    if (c >= n_chunks) continue;
+    xv[i] = *reinterpret_cast<const uint4*>(x + r * cols + 8 * c);
+  }
+#pragma unroll
+  for (int i = 0; i < CHUNKS; ++i) {
+    const int c = threadIdx.x + i * blockDim.x;
+    if (c >= n_chunks) continue;
+    const auto* xe = reinterpret_cast<const bf16*>(&xv[i]);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ss += to_f32(xe[e]) * to_f32(xe[e]);
+  }
+  const float inv = rsqrtf(block_reduce(ss, SumOp{}) / static_cast<float>(cols) + eps);
+#pragma unroll
+  for (int i = 0; i < CHUNKS; ++i) {
+    const int c = threadIdx.x + i * blockDim.x;
+    if (c >= n_chunks) continue;
+    const auto* xe = reinterpret_cast<const bf16*>(&xv[i]);
+    const auto* we = reinterpret_cast<const bf16*>(&wv[i]);
+    uint4 ov;
+    auto* oe = reinterpret_cast<bf16*>(&ov);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) oe[e] = to_bf16(to_f32(xe[e]) * inv * to_f32(we[e]));
+    *reinterpret_cast<uint4*>(out + r * cols + 8 * c) = ov;
+  }
+}
+
 template <typename T>
 __global__ void add_kernel(T* x, const T* __restrict__ y, int64_t n) {
+  griddep_wait();
+  griddep_launch_dependents();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     x[i] = from_f32<T>(to_f32(x[i]) + to_f32(y[i]));
@@ -41,6 +97,8 @@ __global__ void add_kernel(T* x, const T* __restrict__ y, int64_t n) {
 
 template <typename T>
 __global__ void add_bias_kernel(T* x, const T* __restrict__ bias, int64_t n, int64_t cols) {
+  griddep_wait();
+  griddep_launch_dependents();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     x[i] = from_f32<T>(to_f32(x[i]) + to_f32(bias[i % cols]));
@@ -49,6 +107,8 @@ __global__ void add_bias_kernel(T* x, const T* __restrict__ bias, int64_t n, int
 
 template <typename T>
 __global__ void silu_mul_kernel(const T* gate, const T* __restrict__ up, T* out, int64_t n) {
+  griddep_wait();
+  griddep_launch_dependents();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const float g = to_f32(gate[i]);

@@ -49,18 +49,6 @@ __device__ __forceinline__ uint4 load_act_16(const bf16* p) {
   return v;
 }
 
-// Programmatic dependent launch (sm_90; no-ops before, and when launched without the attribute).
-__device__ __forceinline__ void griddep_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void griddep_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-
 // The u-th block of a group lies u * WARPS blocks past the group's first one.
 template <int WARPS>
 constexpr int kBlockStride = WARPS* kGemvKBlock;  // elements

@@ -7,11 +7,11 @@ namespace lserve::cuda {
 
 template <typename T>
 struct LayerKv {
-  T* k_ret;     // retrieval pool [pages][n_ret][P][d]
+  T* k_ret;  // retrieval pool [pages][n_ret][P][d]
   T* v_ret;
-  T* kmin;      // [pages][n_ret][P/L][d]
+  T* kmin;  // [pages][n_ret][P/L][d]
   T* kmax;
-  T* k_str;     // streaming pool [pages][n_str][P][d]
+  T* k_str;  // streaming pool [pages][n_str][P][d]
   T* v_str;
   int32_t n_ret;
   int32_t n_str;

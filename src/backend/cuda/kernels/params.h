@@ -33,6 +33,8 @@ constexpr int attn_smem_bytes(int head_dim, int warps_m, int max_sel) {
          (max_sel + 2) * 4;
 }
 
+constexpr int kRopeMaxHalf = 128;  // the RoPE kernel's frequency table: head_dim <= 256
+
 struct RopeAppendParams {
   DeviceStep step;
   const AppendGroup* groups;

@@ -19,6 +19,8 @@ __device__ __forceinline__ int32_t stream_page(const DeviceStep& st, const SeqIn
 
 // groups == null (a device-planned decode step): CTA x takes sequence slot x's one new token.
 __global__ void rope_append_kernel(RopeAppendParams p) {
+  griddep_wait();
+  griddep_launch_dependents();
   const int32_t seq = p.groups ? p.groups[blockIdx.x].seq : static_cast<int32_t>(blockIdx.x);
   const SeqInfo s = p.step.seqs[seq];
   const AppendGroup g =
@@ -31,23 +33,35 @@ __global__ void rope_append_kernel(RopeAppendParams p) {
   const int64_t q_stride = static_cast<int64_t>(p.n_heads) * d;
   const int64_t k_stride = static_cast<int64_t>(p.n_kv_heads) * d;
 
-  // 1. Rotate this KV head's query heads and its key for every token of the group.
+  // 1. Rotate this KV head's query heads and its key for every token of the group. cos and sin
+  // of each (token, frequency) are computed once and shared by the group + 1 heads: sincosf
+  // takes its slow path (with a local-memory table) for the large angles of long contexts.
+  constexpr int kTok = 8;
+  __shared__ float2 rot[kTok][kRopeMaxHalf];
   const int32_t per_token = (group + 1) * half;
-  for (int32_t idx = threadIdx.x; idx < n_tok * per_token; idx += blockDim.x) {
-    const int32_t tok = idx / per_token, rem = idx % per_token;
-    const int32_t hh = rem / half, i = rem % half;
-    const int32_t pos = g.pos_begin + tok;
-    const int64_t t = s.q_offset + (pos - s.start_pos);
-    bf16* x = hh < group ? p.q + t * q_stride + static_cast<int64_t>(h * group + hh) * d
-                         : p.k + t * k_stride + static_cast<int64_t>(h) * d;
-    float sn, cs;
-    sincosf(static_cast<float>(pos) * p.inv_freq[i], &sn, &cs);
-    const int32_t a = p.half_split ? i : 2 * i, b = p.half_split ? i + half : 2 * i + 1;
-    const float x0 = to_f32(x[a]), x1 = to_f32(x[b]);
-    x[a] = to_bf16(x0 * cs - x1 * sn);
-    x[b] = to_bf16(x0 * sn + x1 * cs);
+  for (int32_t t0 = 0; t0 < n_tok; t0 += kTok) {
+    const int32_t nt = min(kTok, n_tok - t0);
+    for (int32_t idx = threadIdx.x; idx < nt * half; idx += blockDim.x) {
+      const int32_t tok = idx / half, i = idx % half;
+      float sn, cs;
+      sincosf(static_cast<float>(g.pos_begin + t0 + tok) * p.inv_freq[i], &sn, &cs);
+      rot[tok][i] = make_float2(cs, sn);
+    }
+    __syncthreads();
+    for (int32_t idx = threadIdx.x; idx < nt * per_token; idx += blockDim.x) {
+      const int32_t tok = idx / per_token, rem = idx % per_token;
+      const int32_t hh = rem / half, i = rem % half;
+      const int64_t t = s.q_offset + (g.pos_begin + t0 + tok - s.start_pos);
+      bf16* x = hh < group ? p.q + t * q_stride + static_cast<int64_t>(h * group + hh) * d
+                           : p.k + t * k_stride + static_cast<int64_t>(h) * d;
+      const float cs = rot[tok][i].x, sn = rot[tok][i].y;
+      const int32_t a = p.half_split ? i : 2 * i, b = p.half_split ? i + half : 2 * i + 1;
+      const float x0 = to_f32(x[a]), x1 = to_f32(x[b]);
+      x[a] = to_bf16(x0 * cs - x1 * sn);
+      x[b] = to_bf16(x0 * sn + x1 * cs);
+    }
+    __syncthreads();
   }
-  __syncthreads();
 
   // 2. Write the rotated keys and the values into this head's pool.
   const bool retrieval = p.kv.head_class[h] == 0;

@@ -29,6 +29,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "backend/cuda/kernels/common.cuh"
 #include "backend/sampling.h"
 
 namespace lserve::cuda::sampling_kernel {
@@ -760,6 +761,8 @@ __device__ __forceinline__ int sample(const RowSource& src, Weights wt, int k, b
 __global__ void __launch_bounds__(kThreads, 1)
     sample_kernel(const float* logits, int64_t ld, const SampleRow* rows, const LogitEdit* edits,
                   SampledToken* out) {
+  griddep_wait();
+  griddep_launch_dependents();
   __shared__ Smem s;
   const SampleRow row = rows[blockIdx.x];
   const float* raw_row = logits + static_cast<int64_t>(blockIdx.x) * ld;

@@ -41,6 +41,8 @@ __device__ __forceinline__ int32_t selector_seq(const SelectorParams& p) {
 // interleaved.
 template <int D>
 __global__ void __launch_bounds__(kSelectorThreads, 2) score_pages_kernel(SelectorParams p) {
+  griddep_wait();
+  griddep_launch_dependents();
   constexpr int kChunks = D / 8;          // lanes per logical page
   constexpr int kPerPass = 32 / kChunks;  // logical pages per warp pass
   constexpr int kMaxPasses = 2;           // passes whose loads are in flight together
@@ -196,6 +198,8 @@ __device__ __forceinline__ int32_t top_scan(int32_t v, int32_t* total) {
 
 // Dynamic shared memory: min(max_blocks, kTopSmemKeys) keys.
 __global__ void __launch_bounds__(kTopThreads) top_pages_kernel(SelectorParams p) {
+  griddep_wait();
+  griddep_launch_dependents();
   __shared__ int32_t hist[256];
   __shared__ uint32_t s_prefix;
   __shared__ int32_t s_k;
