@@ -4,7 +4,8 @@
 # carries them in .gpu-deps/include (scripts/gpu-deps.sh puts them there).
 #   TESTS=1      every GPU test (lserve_cuda_tests)
 #   SANITIZE=1   compute-sanitizer memcheck, racecheck, synccheck, initcheck on the kernel tests
-#                (SANITIZE_FILTER: a gtest filter; SANITIZE_TIMEOUT: seconds per tool)
+#                (SANITIZE_FILTER: a gtest filter; SANITIZE_TIMEOUT: seconds per tool;
+#                SANITIZE_TOOLS: a subset of the four)
 #   KERNELS=1    bench/attention_bench and its PyTorch SDPA peer (BENCH_ARGS / PEER_ARGS)
 #   GEMV=1       bench/gemv_bench: decode GEMMs vs cuBLASLt (GEMV_ARGS)
 #   E2E=1        bench/e2e_gpu.py: `lserve bench` decode, Llama-3.1-8B shape (E2E_ARGS); with
@@ -55,7 +56,7 @@ if [ "${TESTS:-0}" = 1 ]; then
 fi
 if [ "${SANITIZE:-0}" = 1 ]; then
   filter="${SANITIZE_FILTER:-*Sampl*:*Gemv*:CudaGraph.DevicePlannedDecodeLaunchedDirectly*}"
-  for tool in memcheck racecheck synccheck initcheck; do
+  for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
     timeout ${SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 $T --gtest_filter="$filter" \
       >"$OUT/sanitize-$tool.log" 2>&1
     rc=$?

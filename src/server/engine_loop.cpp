@@ -54,6 +54,15 @@ void EngineLoop::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+bool EngineLoop::healthy(std::string* why) const {
+  if (failed_steps_.load() < config_.unhealthy_after_failed_steps) return true;
+  if (why) {
+    std::lock_guard lock(failure_mu_);
+    *why = last_failure_;
+  }
+  return false;
+}
+
 void EngineLoop::run() {
   publish_snapshot();  // /metrics shows the pools' sizes before the first request
   for (;;) {
@@ -77,10 +86,19 @@ void EngineLoop::run() {
         // Gauges first: a client that reads /metrics right after its answer sees its pages freed.
         publish_snapshot();
         dispatch(outputs, stopping);
+        failed_steps_ = 0;
       }
     } catch (const std::exception& e) {
       log::error("engine step failed: {}; failing the {} requests in flight", e.what(),
                  active_.size());
+      {
+        std::lock_guard lock(failure_mu_);
+        last_failure_ = e.what();
+      }
+      if (++failed_steps_ == config_.unhealthy_after_failed_steps) {
+        log::error("{} engine steps in a row failed: /health reports 503 until one succeeds",
+                   failed_steps_.load());
+      }
       fail_all(e.what());
     }
     publish_snapshot();

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -23,6 +24,10 @@ namespace lserve::server {
 
 struct EngineLoopConfig {
   int max_pending = 256;  // accepted requests not yet finished (running + waiting)
+  // Consecutive failed engine steps after which the loop reports itself unhealthy (one failure
+  // is one bad step, e.g. a request the engine could not run; several in a row mean it cannot
+  // serve at all, e.g. a lost GPU).
+  int unhealthy_after_failed_steps = 3;
 };
 
 enum class Admission { kAccepted, kQueueFull, kShuttingDown };
@@ -45,6 +50,9 @@ class EngineLoop {
   // From now on submit() answers kShuttingDown; requests in flight continue.
   void begin_drain() { draining_ = true; }
   bool draining() const { return draining_.load(); }
+  // Thread-safe. False after unhealthy_after_failed_steps engine steps in a row have failed, until
+  // a step succeeds; *why then holds the last failure. (/health answers 503 while false.)
+  bool healthy(std::string* why = nullptr) const;
   int outstanding() const { return outstanding_.load(); }
   // Whether `n` more requests would be refused as kQueueFull now: a cheap early answer before a
   // request's prompt is tokenized (submit() still decides).
@@ -83,6 +91,9 @@ class EngineLoop {
   bool stop_ = false;
   std::atomic<bool> draining_{false};
   std::atomic<int> outstanding_{0};
+  std::atomic<int> failed_steps_{0};  // consecutive
+  mutable std::mutex failure_mu_;
+  std::string last_failure_;
 
   // Engine thread only.
   std::unordered_map<int64_t, Active> active_;

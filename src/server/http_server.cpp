@@ -117,6 +117,11 @@ class HttpServer::Impl {
     });
     svr_.Get("/health", guarded([this](const httplib::Request&, httplib::Response& res) {
                if (ctx_.loop.draining()) throw ApiError(503, "the server is shutting down");
+               std::string why;
+               if (!ctx_.loop.healthy(&why)) {
+                 throw ApiError(503, "the engine cannot serve: its last steps failed (" + why +
+                                         ")");
+               }
                res.set_content("", "text/plain");
              }));
     svr_.Get("/metrics", guarded([this](const httplib::Request&, httplib::Response& res) {

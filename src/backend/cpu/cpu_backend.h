@@ -12,7 +12,8 @@
 
 namespace lserve {
 
-class CpuBackend final : public Backend {
+// Not final: tests derive from it to inject failures into one op.
+class CpuBackend : public Backend {
  public:
   explicit CpuBackend(int threads);
 
