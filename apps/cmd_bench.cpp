@@ -39,6 +39,9 @@ struct IterResult {
   double decode = 0;   // seconds from then to the last token
   double latency = 0;  // seconds in all
   int64_t output_tokens = 0;
+  // Device time per decode step (from the first step after the batch's last first token to
+  // the end), where the backend measures it; else < 0.
+  double device_step_ms = -1;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -70,6 +73,7 @@ IterResult run_once(Engine& engine, const BenchOptions& o, const Shape& sh, std:
   IterResult res;
   std::set<int64_t> started;  // requests that have their first token
   Clock::time_point first_done = t0;
+  Backend::DeviceTime device_at_first{};
   while (engine.has_work()) {
     for (const SeqOutput& out : engine.step()) {
       LSERVE_CHECK(out.finish_reason != FinishReason::kError, "request failed: {}", out.error);
@@ -78,9 +82,15 @@ IterResult run_once(Engine& engine, const BenchOptions& o, const Shape& sh, std:
     }
     if (started.size() == static_cast<size_t>(sh.batch) && first_done == t0) {
       first_done = Clock::now();
+      device_at_first = engine.backend().device_time();
     }
   }
   const auto t1 = Clock::now();
+  const Backend::DeviceTime device_at_end = engine.backend().device_time();
+  if (device_at_first.steps >= 0 && device_at_end.steps > device_at_first.steps) {
+    res.device_step_ms = 1e3 * (device_at_end.seconds - device_at_first.seconds) /
+                         static_cast<double>(device_at_end.steps - device_at_first.steps);
+  }
   res.ttft = std::chrono::duration<double>(first_done - t0).count();
   res.latency = std::chrono::duration<double>(t1 - t0).count();
   res.decode = res.latency - res.ttft;
@@ -123,8 +133,9 @@ int run_bench(BenchOptions& o) {
   std::mt19937_64 rng(o.seed);
   nlohmann::json runs = nlohmann::json::array();
   std::string table =
-      "| batch | input | output | mode | TTFT s (median) | TPOT ms (median, min-max) | decode "
-      "tok/s | output tok/s (end to end) | latency s |\n|---|---|---|---|---|---|---|---|---|\n";
+      "| batch | input | output | mode | TTFT s (median) | TPOT ms (median, min-max) | device "
+      "ms/step | decode tok/s | output tok/s (end to end) | latency s |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n";
   for (int input_len : o.input_lens) {
     for (int batch : o.batch_sizes) {
       for (const std::string& mode : o.modes) {
@@ -135,7 +146,7 @@ int run_bench(BenchOptions& o) {
           log::info("{}: warm-up {}/{}", label, i + 1, o.num_iters_warmup);
           run_once(*engine, o, sh, rng);
         }
-        std::vector<double> ttft, tpot, latency, tps, decode_tps;
+        std::vector<double> ttft, tpot, latency, tps, decode_tps, device_ms;
         for (int i = 0; i < o.num_iters; ++i) {
           const IterResult r = run_once(*engine, o, sh, rng);
           ttft.push_back(r.ttft);
@@ -143,16 +154,18 @@ int run_bench(BenchOptions& o) {
           latency.push_back(r.latency);
           tps.push_back(static_cast<double>(r.output_tokens) / r.latency);
           decode_tps.push_back(static_cast<double>(batch) * (o.output_len - 1) / r.decode);
+          if (r.device_step_ms >= 0) device_ms.push_back(r.device_step_ms);
           log::info("{}: iteration {}/{}: TTFT {:.3f} s, TPOT {:.3f} ms, {:.1f} output tokens/s",
                     label, i + 1, o.num_iters, r.ttft, tpot.back(), tps.back());
         }
         table += fmt::format(
-            "| {} | {} | {} | {}{} | {:.3f} | {:.3f} ({:.3f}-{:.3f}) | {:.1f} | {:.1f} | {:.3f} "
-            "|\n",
+            "| {} | {} | {} | {}{} | {:.3f} | {:.3f} ({:.3f}-{:.3f}) | {} | {:.1f} | {:.1f} | "
+            "{:.3f} |\n",
             batch, input_len, o.output_len, mode, o.model.enforce_eager ? ", eager" : "",
             percentile(ttft, 50), percentile(tpot, 50), *std::min_element(tpot.begin(), tpot.end()),
-            *std::max_element(tpot.begin(), tpot.end()), percentile(decode_tps, 50),
-            percentile(tps, 50), percentile(latency, 50));
+            *std::max_element(tpot.begin(), tpot.end()),
+            device_ms.empty() ? std::string("-") : fmt::format("{:.3f}", percentile(device_ms, 50)),
+            percentile(decode_tps, 50), percentile(tps, 50), percentile(latency, 50));
         nlohmann::json j;
         j["batch_size"] = batch;
         j["input_len"] = input_len;
@@ -163,6 +176,7 @@ int run_bench(BenchOptions& o) {
         j["synthetic_prefill"] = o.synthetic_prefill;
         j["ttft_s"] = ttft;
         j["tpot_ms"] = tpot;
+        if (!device_ms.empty()) j["device_ms_per_step"] = device_ms;
         j["latency_s"] = latency;
         j["output_tokens_per_s"] = tps;
         j["decode_tokens_per_s"] = decode_tps;

@@ -60,6 +60,14 @@ class Backend {
   virtual void synchronize() {}
   // Device memory still free, for sizing the KV cache; -1 where it does not apply (host memory).
   virtual int64_t free_memory_bytes() const { return -1; }
+  // Device time of the steps that sampled so far (from begin_step's first device work to the
+  // copy of the sampled tokens), so benchmarks can tell device time from host time. steps < 0:
+  // the backend does not measure it (the CPU's steps are all host time).
+  struct DeviceTime {
+    double seconds = 0;
+    int64_t steps = -1;
+  };
+  virtual DeviceTime device_time() const { return {}; }
   // Called once per step before its ops: a device backend uploads the plan's tables here (plan
   // on the host once per step, run on the device). Never waits for the device.
   virtual void begin_step(const StepPlan& plan, KvCache& cache) {}

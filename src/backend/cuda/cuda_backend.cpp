@@ -137,6 +137,8 @@ void CudaBackend::write(Tensor& t, const void* host_bytes) {
 
 void* CudaBackend::stream_handle() const { return impl_->stream(); }
 
+Backend::DeviceTime CudaBackend::device_time() const { return impl_->device_time(); }
+
 void CudaBackend::synchronize() { LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream())); }
 
 void CudaBackend::begin_step(const StepPlan& plan, KvCache& cache) {
@@ -430,7 +432,9 @@ void CudaBackend::sample(const Tensor& logits, const StepPlan& plan) {
 
 std::span<const SampledToken> CudaBackend::sampled() {
   // The step's one wait: everything queued for it, up to the copy of its sampled tokens.
+  impl_->end_span();
   LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream()));
+  impl_->account_span();
   return {impl_->sampled_host(), static_cast<size_t>(sampled_rows_)};
 }
 

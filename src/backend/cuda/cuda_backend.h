@@ -30,6 +30,7 @@ class CudaBackend final : public Backend {
   void* stream_handle() const;
   void synchronize() override;
   int64_t free_memory_bytes() const override;
+  DeviceTime device_time() const override;
   void begin_step(const StepPlan& plan, KvCache& cache) override;
   bool can_record() const override;
   std::unique_ptr<StepRecording> record(const std::function<void()>& work) override;

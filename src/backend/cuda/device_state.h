@@ -58,6 +58,8 @@ struct CudaBackend::Impl {
     for (auto& s : ring_) {
       LSERVE_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
     }
+    LSERVE_CUDA_CHECK(cudaEventCreate(&span_begin_));
+    LSERVE_CUDA_CHECK(cudaEventCreate(&span_end_));
   }
   ~Impl() {
     cudaStreamSynchronize(stream());
@@ -67,12 +69,28 @@ struct CudaBackend::Impl {
       if (s.dev) cudaFree(s.dev);
       cudaEventDestroy(s.done);
     }
+    cudaEventDestroy(span_begin_);
+    cudaEventDestroy(span_end_);
     if (tables_host_) cudaFreeHost(tables_host_);
     if (tables_done_) cudaEventDestroy(tables_done_);
     if (sampled_host_) cudaFreeHost(sampled_host_);
   }
 
   cudaStream_t stream() const { return holder_->stream; }
+  // The step's span ends after the copy of its sampled tokens (queued, not waited for).
+  void end_span() {
+    if (span_open_) LSERVE_CUDA_CHECK(cudaEventRecord(span_end_, stream()));
+  }
+  // After the stream was synchronised: adds the span to the totals.
+  void account_span() {
+    if (!span_open_) return;
+    span_open_ = false;
+    float ms = 0;
+    LSERVE_CUDA_CHECK(cudaEventElapsedTime(&ms, span_begin_, span_end_));
+    device_time_.seconds += ms * 1e-3;
+    device_time_.steps = device_time_.steps < 0 ? 1 : device_time_.steps + 1;
+  }
+  Backend::DeviceTime device_time() const { return device_time_; }
   // The stream as the kernel launchers take it (programmatic dependent launch as the GEMMs use it).
   cuda::Stream launch_stream() const { return {holder_->stream, gemm_.pdl()}; }
   Tensor alloc_bytes(size_t bytes) {
@@ -130,6 +148,8 @@ struct CudaBackend::Impl {
     // The current device is per host thread, and the server steps the engine on a thread other
     // than the one that built it.
     LSERVE_CUDA_CHECK(cudaSetDevice(device_));
+    LSERVE_CUDA_CHECK(cudaEventRecord(span_begin_, stream()));
+    span_open_ = true;
     // The slot this step takes was last used two steps ago; its copies have normally finished
     // long since, so this rarely waits.
     LSERVE_CUDA_CHECK(cudaEventRecord(ring_[slot_].done, stream()));
@@ -416,6 +436,9 @@ struct CudaBackend::Impl {
   void* tables_host_ = nullptr;  // pinned
   Tensor tables_dev_;
   cudaEvent_t tables_done_ = nullptr;
+  cudaEvent_t span_begin_ = nullptr, span_end_ = nullptr;  // timing events of the open step
+  bool span_open_ = false;
+  Backend::DeviceTime device_time_;
   TableCaps cap_;
   TableOffsets off_;
   const StepPlan* plan_ = nullptr;
