@@ -30,6 +30,9 @@
 namespace lserve {
 namespace {
 
+using test::make_row;
+using test::random_logits;
+
 // Rows of logits [rows, ld] with their parameters and edits, as a step hands them over.
 struct Batch {
   int64_t ld = 0;
@@ -124,28 +127,6 @@ void expect_same(const Batch& b) {
       EXPECT_NEAR(g.top_logprobs[i], h.top_logprobs[i], 1e-4) << "top " << i;
     }
   }
-}
-
-SampleRow make_row(int vocab, float temperature, int top_k, float top_p, float min_p, uint64_t seed,
-                   uint32_t counter, int logprobs) {
-  SampleRow r{};
-  r.temperature = temperature;
-  r.top_k = top_k;
-  r.top_p = top_p;
-  r.min_p = min_p;
-  r.seed_lo = static_cast<uint32_t>(seed);
-  r.seed_hi = static_cast<uint32_t>(seed >> 32);
-  r.counter = counter;
-  r.vocab = vocab;
-  r.logprobs = logprobs;
-  return r;
-}
-
-std::vector<float> random_logits(int64_t n, std::mt19937_64& rng, float scale) {
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = dist(rng);
-  return v;
 }
 
 // Sorted distinct tokens below `vocab` with random edits.

@@ -17,27 +17,8 @@
 namespace lserve {
 namespace {
 
-std::vector<float> random_logits(int n, std::mt19937_64& rng, float scale = 3.0f) {
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
-SampleRow make_row(int vocab, float temperature, int top_k = 0, float top_p = 1.0f,
-                   float min_p = 0.0f, uint64_t seed = 1, uint32_t counter = 0) {
-  SampleRow r{};
-  r.temperature = temperature;
-  r.top_k = top_k;
-  r.top_p = top_p;
-  r.min_p = min_p;
-  r.seed_lo = static_cast<uint32_t>(seed);
-  r.seed_hi = static_cast<uint32_t>(seed >> 32);
-  r.counter = counter;
-  r.vocab = vocab;
-  r.logprobs = -1;
-  return r;
-}
+using test::make_row;
+using test::random_logits;
 
 // Samples a copy of `logits`, so that a test can reuse them.
 SampledToken sample(std::vector<float> logits, const SampleRow& row,

@@ -54,6 +54,28 @@ std::vector<float> bf16_random(size_t n, std::mt19937_64& rng, float scale) {
   return v;
 }
 
+std::vector<float> random_logits(int64_t n, std::mt19937_64& rng, float scale) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+SampleRow make_row(int vocab, float temperature, int top_k, float top_p, float min_p,
+                   uint64_t seed, uint32_t counter, int logprobs) {
+  SampleRow r{};
+  r.temperature = temperature;
+  r.top_k = top_k;
+  r.top_p = top_p;
+  r.min_p = min_p;
+  r.seed_lo = static_cast<uint32_t>(seed);
+  r.seed_hi = static_cast<uint32_t>(seed >> 32);
+  r.counter = counter;
+  r.vocab = vocab;
+  r.logprobs = logprobs;
+  return r;
+}
+
 ModelConfig small_llama_config(int n_layers, int head_dim) {
   ModelConfig c;
   c.arch = "llama";

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/sampling.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
 #include "model/model_loader.h"
@@ -38,6 +39,13 @@ std::vector<float> sequence_logits(Model& model, Backend& backend,
 
 // Normal(0, scale) values rounded to bf16, so every backend starts from the same numbers.
 std::vector<float> bf16_random(size_t n, std::mt19937_64& rng, float scale = 1.0f);
+
+// Normal(0, scale) logits (f32) for the sampling tests.
+std::vector<float> random_logits(int64_t n, std::mt19937_64& rng, float scale = 3.0f);
+
+// A sampling row with these parameters (logprobs -1: none asked for), as the engine fills one.
+SampleRow make_row(int vocab, float temperature, int top_k = 0, float top_p = 1.0f,
+                   float min_p = 0.0f, uint64_t seed = 1, uint32_t counter = 0, int logprobs = -1);
 
 // A valid small Llama config: d_model 256, 8 query / 2 KV heads, d_ff 512, vocab 1000, tied
 // embeddings.
