@@ -47,6 +47,12 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
                  "GPU memory after the weights on CUDA)")
       ->check(CLI::Range(0, 1 << 22))
       ->capture_default_str();
+  cmd.add_option("--kv-cache-dtype", o.kv_cache_dtype,
+                 "How K/V are stored: auto (the compute type: f32 on the CPU, bf16 on CUDA), "
+                 "bf16, or fp8 (E4M3 with a scale per token and KV head; the CPU emulates it in "
+                 "f32 pools, so it changes the numbers but not the memory there; not yet on CUDA)")
+      ->check(CLI::IsMember({"auto", "bf16", "fp8"}))
+      ->capture_default_str();
   cmd.add_option("--max-num-seqs", o.max_num_seqs, "Most sequences in one batch")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
@@ -209,6 +215,7 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
   ec.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
   ec.max_model_len = o.max_model_len;
   ec.enforce_eager = o.enforce_eager;
+  ec.kv_dtype = parse_kv_dtype(o.kv_cache_dtype);
   ec.sparse = o.sparse;
   ec.sparse.granularity = parse_granularity(o.granularity);
   ec.sparse.validate();

@@ -19,6 +19,7 @@ struct ModelOptions {
   int threads = 0;  // 0: all cores
   int max_model_len = 0;
   int kv_cache_mib = 0;
+  std::string kv_cache_dtype = "auto";
   int max_num_seqs = 64;
   int max_num_batched_tokens = 2048;
   uint64_t dummy_seed = 0;

@@ -12,6 +12,7 @@
 
 #include "backend/sampling.h"
 #include "backend/tensor.h"
+#include "kv/kv_dtype.h"
 #include "kv/step_plan.h"
 
 namespace lserve {
@@ -68,6 +69,8 @@ class Backend {
     int64_t steps = -1;
   };
   virtual DeviceTime device_time() const { return {}; }
+  // Whether rope_append_kv stores K/V rounded as `t` says (kv/kv_dtype.h).
+  virtual bool supports_kv_dtype(KvDtype t) const { return t == KvDtype::kAuto; }
   // Called once per step before its ops: a device backend uploads the plan's tables here (plan
   // on the host once per step, run on the device). Never waits for the device.
   virtual void begin_step(const StepPlan& plan, KvCache& cache) {}

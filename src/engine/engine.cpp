@@ -48,6 +48,7 @@ KvCacheConfig kv_config(const ModelConfig& m, const EngineConfig& c, const HeadM
   k.n_kv_heads = m.n_kv_heads;
   k.head_dim = m.head_dim;
   k.sparse = sp;
+  k.dtype = c.kv_dtype;
   k.num_sel_slots = sp.dense ? 0 : c.scheduler.max_num_seqs;
   const KvPageBytes pb = kv_page_bytes(heads, m.head_dim, sp, dtype_size(dtype));
   const int P = sp.page_size;
@@ -83,6 +84,9 @@ KvCacheConfig kv_config(const ModelConfig& m, const EngineConfig& c, const HeadM
 }
 
 std::unique_ptr<KvCache> make_cache(Backend& backend, const LoadedModel& m, const EngineConfig& c) {
+  LSERVE_CHECK(backend.supports_kv_dtype(c.kv_dtype),
+               "--kv-cache-dtype {} is not implemented on the {} backend yet",
+               kv_dtype_name(c.kv_dtype), backend.name());
   HeadMap heads = choose_heads(m, c.sparse);
   const KvCacheConfig kc = kv_config(m.config, c, heads, backend.compute_dtype());
   return std::make_unique<KvCache>(backend, kc, std::move(heads));

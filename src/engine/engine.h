@@ -30,6 +30,7 @@ struct EngineConfig {
   int num_stream_pages = 0;  // streaming pool pages; 0: derived from kv_cache_bytes
   int64_t kv_cache_bytes = 1ll << 30;
   bool enforce_eager = false;  // no recorded (CUDA graph) decode steps
+  KvDtype kv_dtype = KvDtype::kAuto;
 };
 
 struct EngineStats {

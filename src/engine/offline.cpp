@@ -24,6 +24,7 @@ std::vector<float> sequence_logits(Model& model, Backend& backend,
   kc.sparse.logical_page_size = o.page_size;
   kc.sparse.token_budget = 2 * o.page_size;
   kc.num_pages = (n + o.page_size - 1) / o.page_size;
+  kc.dtype = o.kv_dtype;
   KvCache cache(backend, kc, HeadMap::all_retrieval(c.n_layers, c.n_kv_heads));
   std::vector<int32_t> pages(kc.num_pages);
   std::iota(pages.begin(), pages.end(), 0);

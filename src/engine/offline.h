@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "kv/kv_dtype.h"
 #include "model/model.h"
 
 namespace lserve {
@@ -15,6 +16,7 @@ struct OfflineRunOptions {
   int page_size = 16;
   bool all_logits = true;       // logits of every position, else only the last one
   bool scramble_pages = false;  // use pages out of order (tests exercise the page table)
+  KvDtype kv_dtype = KvDtype::kAuto;
 };
 
 // Runs `tokens` through the model with dense attention and returns logits

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/tensor.h"
+#include "kv/kv_dtype.h"
 #include "kv/kv_layout.h"
 #include "sparse/sparse_config.h"
 
@@ -19,10 +20,11 @@ struct KvCacheConfig {
   int n_heads = 0;  // query heads (for query-head selection granularity)
   int n_kv_heads = 0;
   int head_dim = 0;
-  int num_pages = 0;             // retrieval pool pages
-  int num_stream_pages = 0;      // streaming pool pages
-  int num_sel_slots = 0;         // sequences that can keep a page selection at once
-  SparseAttentionConfig sparse;  // page sizes, windows, budget, selector settings
+  int num_pages = 0;               // retrieval pool pages
+  int num_stream_pages = 0;        // streaming pool pages
+  int num_sel_slots = 0;           // sequences that can keep a page selection at once
+  SparseAttentionConfig sparse;    // page sizes, windows, budget, selector settings
+  KvDtype dtype = KvDtype::kAuto;  // how appended K/V rows are rounded (kv_dtype.h)
 };
 
 class KvCache {

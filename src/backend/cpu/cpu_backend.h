@@ -18,6 +18,7 @@ class CpuBackend : public Backend {
   explicit CpuBackend(int threads);
 
   std::string name() const override { return "cpu"; }
+  bool supports_kv_dtype(KvDtype) const override { return true; }  // emulated in f32 pools
   DType compute_dtype() const override { return DType::F32; }
   int threads() const { return pool_.size(); }
 

@@ -47,6 +47,10 @@ void CpuBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v
   const int ns = cache.layout(HeadClass::kStreaming).heads_per_layer[layer];
   float* kmin = nr > 0 ? cache.kmin(layer).as<float>() : nullptr;
   float* kmax = nr > 0 ? cache.kmax(layer).as<float>() : nullptr;
+  // Rows are stored rounded as the cache's dtype says; the page bounds come from the stored
+  // keys, so they bound exactly what attention reads.
+  const KvDtype kv_dtype = cache.config().dtype;
+  std::vector<float> krow(static_cast<size_t>(d)), vrow(static_cast<size_t>(d));
   for (size_t s = 0; s < plan.seqs.size(); ++s) {
     const SeqStep& seq = plan.seqs[s];
     for (int32_t i = 0; i < seq.q_len; ++i) {
@@ -56,8 +60,10 @@ void CpuBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v
       const int slot = pos % P;
       for (int h = 0; h < hkv; ++h) {
         const int hs = heads.slot[layer][h];
-        const float* ksrc = k.as<float>() + t * k.cols + h * d;
-        const float* vsrc = v.as<float>() + t * v.cols + h * d;
+        round_kv_row(kv_dtype, k.as<float>() + t * k.cols + h * d, krow.data(), d);
+        round_kv_row(kv_dtype, v.as<float>() + t * v.cols + h * d, vrow.data(), d);
+        const float* ksrc = krow.data();
+        const float* vsrc = vrow.data();
         if (heads.cls[layer][h] == HeadClass::kStreaming) {
           const int32_t page = plan.stream_page(s, block);
           LSERVE_ASSERT(page >= 0);

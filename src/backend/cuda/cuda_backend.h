@@ -31,6 +31,8 @@ class CudaBackend final : public Backend {
   void synchronize() override;
   int64_t free_memory_bytes() const override;
   DeviceTime device_time() const override;
+  // bf16 is the pools' native type; FP8 pools are not implemented on CUDA yet.
+  bool supports_kv_dtype(KvDtype t) const override { return t != KvDtype::kFp8; }
   void begin_step(const StepPlan& plan, KvCache& cache) override;
   bool can_record() const override;
   std::unique_ptr<StepRecording> record(const std::function<void()>& work) override;
