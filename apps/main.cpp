@@ -5,6 +5,7 @@
 #include <exception>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "commands.h"
 #include "core/error.h"
@@ -32,8 +33,14 @@ int main(int argc, char** argv) {
   commands["serve"] = lserve::app::add_serve_command(app);
 #endif
 
+  // llama.cpp's "-ngl N" is not a CLI11 name (short names are one letter: it would read as "-n gl"
+  // and fail on the number); it becomes --n-gpu-layers.
+  std::vector<const char*> args(argv, argv + argc);
+  for (const char*& a : args) {
+    if (std::string(a) == "-ngl") a = "--n-gpu-layers";
+  }
   try {
-    app.parse(argc, argv);
+    app.parse(argc, args.data());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -35,11 +35,18 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
                  "Where to run: cpu, cuda, or auto (the GPU when one is usable)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
+  cmd.add_option("--n-gpu-layers", o.n_gpu_layers,
+                 "llama.cpp's -ngl, accepted for habit: lserve does not split a model between "
+                 "devices, so any value above 0 runs all of it on the GPU (as --device cuda) and "
+                 "0 on the CPU (as --device cpu)")
+      ->check(CLI::Range(0, 1 << 20));
   cmd.add_option("-t,--threads", o.threads, "CPU threads (0 = all cores)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
-  cmd.add_option("--max-model-len", o.max_model_len,
-                 "Longest sequence (prompt + output) in tokens (0 = the model's context length)")
+  cmd.add_option("--max-model-len,-c,--ctx-size", o.max_model_len,
+                 "Longest sequence (prompt + output) in tokens (0 = the model's context length; "
+                 "longer than it runs, with a warning, as llama.cpp does; -c / --ctx-size as in "
+                 "llama.cpp)")
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str();
   cmd.add_option("--kv-cache-mib", o.kv_cache_mib,
@@ -189,7 +196,15 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
   const int threads = o.threads > 0
                           ? o.threads
                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  auto backend = make_backend(o.device, threads);
+  std::string device = o.device;
+  if (o.n_gpu_layers >= 0) {
+    const std::string wanted = o.n_gpu_layers > 0 ? "cuda" : "cpu";
+    LSERVE_CHECK(device == "auto" || device == wanted,
+                 "--n-gpu-layers {} asks for {}, --device for {}: give one of them", o.n_gpu_layers,
+                 wanted, device);
+    device = wanted;
+  }
+  auto backend = make_backend(device, threads);
 
   LoadOptions lo;
   lo.format = parse_load_format(o.load_format);

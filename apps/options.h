@@ -16,7 +16,8 @@ struct ModelOptions {
   std::string model = "default";
   std::string load_format = "auto";
   std::string device = "auto";
-  int threads = 0;  // 0: all cores
+  int n_gpu_layers = -1;  // llama.cpp's -ngl: > 0 means cuda, 0 cpu, -1 not given
+  int threads = 0;        // 0: all cores
   int max_model_len = 0;
   int kv_cache_mib = 0;
   std::string kv_cache_dtype = "auto";

@@ -142,6 +142,12 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel loaded, const Engin
   runner_ = std::make_unique<ModelRunner>(*model_, *backend_, *cache_, rc);
   const ModelConfig& mc = model_->config();
   max_model_len_ = config.max_model_len > 0 ? config.max_model_len : mc.max_context;
+  if (max_model_len_ > mc.max_context) {
+    log::warn(
+        "the maximum model length {} is longer than the context the model was trained for ({}); "
+        "positions past it may give poor output",
+        max_model_len_, mc.max_context);
+  }
   const int64_t pool_tokens =
       static_cast<int64_t>(blocks_.pool().num_pages()) * cache_->page_size();
   if (pool_tokens < max_model_len_) {

@@ -68,3 +68,23 @@ def test_help_explains_the_measuring_flags():
         assert p.returncode == 0
         for f in flags:
             assert f in p.stdout, (cmd, f)
+
+
+def test_llama_cpp_habits_ngl_and_ctx_size():
+    # -ngl 0 is "no GPU layers": the CPU; -c sets the context like --max-model-len.
+    p = lserve("generate", "--model", MODEL, "-ngl", "0", "-c", "600", "-p", "Hello", "-n", "3",
+               "--temperature", "0", "--log-level", "info")
+    assert p.returncode == 0, p.stderr
+    assert "on cpu" in p.stderr, p.stderr
+    assert "max model length 600" in p.stderr, p.stderr
+    # -ngl asking for the GPU while --device says the CPU is a contradiction, said as such.
+    p = lserve("generate", "--model", MODEL, "-ngl", "99", "--device", "cpu", "-p", "hi")
+    assert p.returncode != 0
+    assert "--n-gpu-layers 99 asks for cuda" in p.stderr, p.stderr
+
+
+def test_max_model_len_past_the_trained_context_warns():
+    p = lserve("generate", "--model", MODEL, "--max-model-len", "9000", "-p", "hi", "-n", "2",
+               "--temperature", "0")
+    assert p.returncode == 0, p.stderr
+    assert "longer than the context the model was trained for (8192)" in p.stderr, p.stderr
