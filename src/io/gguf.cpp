@@ -18,12 +18,25 @@ constexpr uint64_t kMaxArrayLength = 1u << 24;
 
 size_t value_type_min_bytes(GgufValueType t) {
   switch (t) {
-    case GgufValueType::U8: case GgufValueType::I8: case GgufValueType::BOOL: return 1;
-    case GgufValueType::U16: case GgufValueType::I16: return 2;
-    case GgufValueType::U32: case GgufValueType::I32: case GgufValueType::F32: return 4;
-    case GgufValueType::U64: case GgufValueType::I64: case GgufValueType::F64: return 8;
-    case GgufValueType::STRING: return 8;
-    case GgufValueType::ARRAY: return 12;
+    case GgufValueType::U8:
+    case GgufValueType::I8:
+    case GgufValueType::BOOL:
+      return 1;
+    case GgufValueType::U16:
+    case GgufValueType::I16:
+      return 2;
+    case GgufValueType::U32:
+    case GgufValueType::I32:
+    case GgufValueType::F32:
+      return 4;
+    case GgufValueType::U64:
+    case GgufValueType::I64:
+    case GgufValueType::F64:
+      return 8;
+    case GgufValueType::STRING:
+      return 8;
+    case GgufValueType::ARRAY:
+      return 12;
   }
   return 1;
 }
@@ -42,23 +55,45 @@ GgufValue read_value(ByteReader& r, GgufValueType type, const std::string& key, 
   v.type = type;
   const std::string field = "value of metadata '" + key + "'";
   switch (type) {
-    case GgufValueType::U8: v.value = uint64_t{r.read<uint8_t>(field)}; break;
-    case GgufValueType::I8: v.value = int64_t{r.read<int8_t>(field)}; break;
-    case GgufValueType::U16: v.value = uint64_t{r.read<uint16_t>(field)}; break;
-    case GgufValueType::I16: v.value = int64_t{r.read<int16_t>(field)}; break;
-    case GgufValueType::U32: v.value = uint64_t{r.read<uint32_t>(field)}; break;
-    case GgufValueType::I32: v.value = int64_t{r.read<int32_t>(field)}; break;
-    case GgufValueType::U64: v.value = r.read<uint64_t>(field); break;
-    case GgufValueType::I64: v.value = r.read<int64_t>(field); break;
-    case GgufValueType::F32: v.value = double{r.read<float>(field)}; break;
-    case GgufValueType::F64: v.value = r.read<double>(field); break;
+    case GgufValueType::U8:
+      v.value = uint64_t{r.read<uint8_t>(field)};
+      break;
+    case GgufValueType::I8:
+      v.value = int64_t{r.read<int8_t>(field)};
+      break;
+    case GgufValueType::U16:
+      v.value = uint64_t{r.read<uint16_t>(field)};
+      break;
+    case GgufValueType::I16:
+      v.value = int64_t{r.read<int16_t>(field)};
+      break;
+    case GgufValueType::U32:
+      v.value = uint64_t{r.read<uint32_t>(field)};
+      break;
+    case GgufValueType::I32:
+      v.value = int64_t{r.read<int32_t>(field)};
+      break;
+    case GgufValueType::U64:
+      v.value = r.read<uint64_t>(field);
+      break;
+    case GgufValueType::I64:
+      v.value = r.read<int64_t>(field);
+      break;
+    case GgufValueType::F32:
+      v.value = double{r.read<float>(field)};
+      break;
+    case GgufValueType::F64:
+      v.value = r.read<double>(field);
+      break;
     case GgufValueType::BOOL: {
       const uint8_t b = r.read<uint8_t>(field);
       LSERVE_CHECK(b <= 1, "{}: metadata '{}' is a bool with value {}", r.source(), key, b);
       v.value = b == 1;
       break;
     }
-    case GgufValueType::STRING: v.value = r.read_string(field); break;
+    case GgufValueType::STRING:
+      v.value = r.read_string(field);
+      break;
     case GgufValueType::ARRAY: {
       LSERVE_CHECK(depth < 2, "{}: metadata '{}' nests arrays too deeply", r.source(), key);
       auto arr = std::make_shared<GgufArray>();
@@ -68,12 +103,15 @@ GgufValue read_value(ByteReader& r, GgufValueType type, const std::string& key, 
       // before reserving memory for it.
       const uint64_t min_bytes = value_type_min_bytes(arr->elem_type);
       LSERVE_CHECK(n <= r.remaining() / min_bytes,
-                   "{}: metadata '{}' claims {} array elements but only {} bytes remain", r.source(),
-                   key, n, r.remaining());
-      LSERVE_CHECK(n <= kMaxArrayLength, "{}: metadata '{}' has {} array elements, more than the "
-                   "limit {}", r.source(), key, n, kMaxArrayLength);
+                   "{}: metadata '{}' claims {} array elements but only {} bytes remain",
+                   r.source(), key, n, r.remaining());
+      LSERVE_CHECK(n <= kMaxArrayLength,
+                   "{}: metadata '{}' has {} array elements, more than the "
+                   "limit {}",
+                   r.source(), key, n, kMaxArrayLength);
       arr->items.reserve(n);
-      for (uint64_t i = 0; i < n; ++i) arr->items.push_back(read_value(r, arr->elem_type, key, depth + 1));
+      for (uint64_t i = 0; i < n; ++i)
+        arr->items.push_back(read_value(r, arr->elem_type, key, depth + 1));
       v.value = std::move(arr);
       break;
     }
@@ -89,8 +127,9 @@ const T* get_if_value(const GgufValue& v) {
 }  // namespace
 
 std::string_view gguf_value_type_name(GgufValueType t) {
-  static constexpr std::string_view kNames[] = {"u8",  "i8",   "u16",    "i16",   "u32", "i32", "f32",
-                                                "bool", "string", "array", "u64", "i64", "f64"};
+  static constexpr std::string_view kNames[] = {"u8",  "i8",  "u16",  "i16",    "u32",
+                                                "i32", "f32", "bool", "string", "array",
+                                                "u64", "i64", "f64"};
   const auto i = static_cast<uint32_t>(t);
   return i < std::size(kNames) ? kNames[i] : "unknown";
 }
@@ -101,8 +140,8 @@ GgufFile::GgufFile(const std::string& path) : file_(std::make_unique<MappedFile>
   LSERVE_CHECK(magic == kMagic, "{}: not a GGUF file (magic 0x{:08x}, expected 0x{:08x} 'GGUF')",
                path, magic, kMagic);
   version_ = r.read<uint32_t>("version");
-  LSERVE_CHECK(version_ == 2 || version_ == 3, "{}: GGUF version {} is not supported (2 or 3)", path,
-               version_);
+  LSERVE_CHECK(version_ == 2 || version_ == 3, "{}: GGUF version {} is not supported (2 or 3)",
+               path, version_);
   const uint64_t n_tensors = r.read<uint64_t>("tensor count");
   const uint64_t n_kv = r.read<uint64_t>("metadata count");
   // A key-value pair takes at least 12 bytes and a tensor info at least 24.

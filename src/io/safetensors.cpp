@@ -22,9 +22,9 @@ struct DTypeInfo {
 };
 
 constexpr DTypeInfo kDTypes[] = {
-    {"F32", StDType::F32, 4}, {"F16", StDType::F16, 2}, {"BF16", StDType::BF16, 2},
-    {"F64", StDType::F64, 8}, {"I64", StDType::I64, 8}, {"I32", StDType::I32, 4},
-    {"I16", StDType::I16, 2}, {"I8", StDType::I8, 1},   {"U8", StDType::U8, 1},
+    {"F32", StDType::F32, 4},   {"F16", StDType::F16, 2}, {"BF16", StDType::BF16, 2},
+    {"F64", StDType::F64, 8},   {"I64", StDType::I64, 8}, {"I32", StDType::I32, 4},
+    {"I16", StDType::I16, 2},   {"I8", StDType::I8, 1},   {"U8", StDType::U8, 1},
     {"BOOL", StDType::BOOL, 1},
 };
 
@@ -127,10 +127,10 @@ SafetensorsModel::SafetensorsModel(const std::string& folder) : folder_(folder) 
     LSERVE_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
                  "{}: has no 'weight_map' object", index.string());
     for (const auto& [name, file] : j["weight_map"].items()) {
-      LSERVE_CHECK(file.is_string(), "{}: weight_map entry '{}' is not a file name",
-                   index.string(), name);
+      LSERVE_CHECK(file.is_string(), "{}: weight_map entry '{}' is not a file name", index.string(),
+                   name);
       const auto f = file.get<std::string>();
-      LSERVE_CHECK(f.find('/') == std::string::npos && f != ".." ,
+      LSERVE_CHECK(f.find('/') == std::string::npos && f != "..",
                    "{}: shard name '{}' must be a plain file name", index.string(), f);
       if (std::find(shard_names.begin(), shard_names.end(), f) == shard_names.end()) {
         shard_names.push_back(f);
@@ -171,7 +171,9 @@ std::vector<std::string> SafetensorsModel::names() const {
 void st_to_f32(const StTensor& t, float* dst) {
   const uint8_t* p = t.data;
   switch (t.dtype) {
-    case StDType::F32: std::memcpy(dst, p, t.n_bytes); return;
+    case StDType::F32:
+      std::memcpy(dst, p, t.n_bytes);
+      return;
     case StDType::F16:
       for (int64_t i = 0; i < t.n_elements; ++i) {
         uint16_t h;
@@ -193,7 +195,8 @@ void st_to_f32(const StTensor& t, float* dst) {
         dst[i] = static_cast<float>(d);
       }
       return;
-    default: break;
+    default:
+      break;
   }
   fail("{}: tensor '{}' has dtype {}, which is not a float type", t.file, t.name,
        st_dtype_name(t.dtype));

@@ -155,7 +155,8 @@ void make_dummy_weights(const ModelConfig& c, ModelWeights& w, Backend& backend,
       backend.fill(*s.dst, 1.0f);
     } else {
       // Uniform(-a, a) with a = sqrt(3 / fan_in) keeps activations near unit variance.
-      const float scale = s.name == "token_embd" ? 1.0f : std::sqrt(3.0f / static_cast<float>(s.cols));
+      const float scale =
+          s.name == "token_embd" ? 1.0f : std::sqrt(3.0f / static_cast<float>(s.cols));
       *s.dst = backend.random(s.rows, s.cols, opt.dummy_seed * 1000003ull + i, scale);
     }
     if (opt.progress) opt.progress(++done, static_cast<int>(specs.size()));
@@ -180,7 +181,8 @@ TokenizerSpec tokenizer_spec_from_gguf(const GgufFile& g) {
   TokenizerSpec t;
   t.tokens = g.get_string_array("tokenizer.ggml.tokens");
   if (g.has("tokenizer.ggml.token_type")) {
-    for (auto v : g.get_int_array("tokenizer.ggml.token_type")) t.token_types.push_back(static_cast<int32_t>(v));
+    for (auto v : g.get_int_array("tokenizer.ggml.token_type"))
+      t.token_types.push_back(static_cast<int32_t>(v));
   }
   t.merges = g.get_string_array("tokenizer.ggml.merges");
   t.pre = g.opt_string("tokenizer.ggml.pre").value_or("default");
@@ -197,8 +199,10 @@ TokenizerSpec tokenizer_spec_from_gguf(const GgufFile& g) {
 
 std::string resolve_model_path(const std::string& name) {
   if (name != "default") {
-    LSERVE_CHECK(fs::exists(name), "model '{}' does not exist (a .gguf file or a Hugging Face "
-                 "folder; 'default' is {})", name, kDefaultModelFile);
+    LSERVE_CHECK(fs::exists(name),
+                 "model '{}' does not exist (a .gguf file or a Hugging Face "
+                 "folder; 'default' is {})",
+                 name, kDefaultModelFile);
     return name;
   }
   std::vector<fs::path> dirs;
@@ -210,9 +214,10 @@ std::string resolve_model_path(const std::string& name) {
   for (const auto& d : dirs) {
     if (fs::exists(d / kDefaultModelFile)) return (d / kDefaultModelFile).string();
   }
-  fail("the default model ({}) is not downloaded yet; run `scripts/fetch-model.sh` (or `make "
-       "demo`) to fetch it into models/, or set LSERVE_MODEL_DIR",
-       kDefaultModelFile);
+  fail(
+      "the default model ({}) is not downloaded yet; run `scripts/fetch-model.sh` (or `make "
+      "demo`) to fetch it into models/, or set LSERVE_MODEL_DIR",
+      kDefaultModelFile);
 }
 
 LoadedModel load_model(const std::string& path, Backend& backend, const LoadOptions& opt) {

@@ -22,9 +22,9 @@
 namespace lserve {
 namespace {
 
+using test::contains;
 using test::TempDir;
 using test::TempFile;
-using test::contains;
 
 struct StSpec {
   std::string name;
