@@ -1,15 +1,17 @@
 # Two commands for a fresh Debian/Ubuntu machine:
 #   make demo   set up, build, fetch the default model, answer a question about a long document
 #   make test   set up, build (warnings are errors), fetch the default model, run every test
-#   make sanitize  the unit and model tiers under AddressSanitizer + UBSan (CPU code; CI runs it)
-# Both are idempotent; each step skips work already done.
+#   make sanitize  the unit and model tiers under AddressSanitizer + UBSan (gcc, CPU code)
+#   make fuzz      the libFuzzer targets of fuzz/ (clang, ASan + UBSan), FUZZ_SECONDS each
+#   make sanitize-unit  the unit tier under ASan + UBSan in the fuzz targets' build (CI runs it)
+# All are idempotent; each step skips work already done.
 
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 DEMO_FLAGS ?= --chat --temperature 0 --max-tokens 96
 
-.PHONY: all setup build model demo test sanitize clean format
+.PHONY: all setup build model demo test sanitize fuzz-build fuzz sanitize-unit clean format
 
 all: build
 
@@ -38,8 +40,29 @@ sanitize: setup model
 	@cd $(SANITIZE_DIR) && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  ctest -L "unit|model" --output-on-failure -j 2 --timeout 1200
 
+# One clang build (build-fuzz/) with every library instrumented for libFuzzer and ASan + UBSan:
+# the fuzz targets and, for sanitize-unit, the unit tests. -O1 and line tables keep it quick.
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 1
+fuzz-build:
+	@scripts/setup.sh --fuzz
+	@cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+	  -DLSERVE_FUZZ=ON -DLSERVE_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only" >/dev/null
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_targets
+
+# Each target on its working copy of fuzz/corpus/<target>; fails on a crash, sanitizer report,
+# leak, timeout or out-of-memory (fuzz/run.sh; FUZZ_JOBS targets at a time).
+fuzz: fuzz-build
+	@FUZZ_BUILD_DIR=$(FUZZ_DIR) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) fuzz/run.sh
+
+sanitize-unit: fuzz-build
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target lserve_tests
+	@cd $(FUZZ_DIR) && ctest -L unit --output-on-failure -j 2 --timeout 1200
+
 format:
 	@clang-format -i $$(git ls-files '*.h' '*.cpp' '*.cu' '*.cuh')
 
 clean:
-	rm -rf $(BUILD_DIR) $(SANITIZE_DIR)
+	rm -rf $(BUILD_DIR) $(SANITIZE_DIR) $(FUZZ_DIR)

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what lserve needs on Debian/Ubuntu: build tools and libraries from apt, and a Python
 # venv (.venv) with the packages the scripts and tests use. Idempotent: only missing pieces are
-# installed.
+# installed. `setup.sh --fuzz` also installs clang, libFuzzer and llvm-symbolizer (make fuzz,
+# make sanitize-unit).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 packages=(build-essential cmake ninja-build pkg-config git nlohmann-json3-dev libcli11-dev
   libspdlog-dev libfmt-dev libpcre2-dev libopenblas-dev libcpp-httplib-dev libgtest-dev
   libbenchmark-dev python3 python3-venv python3-pip curl)
+if [ "${1:-}" = "--fuzz" ]; then
+  packages+=(clang libclang-rt-dev llvm)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

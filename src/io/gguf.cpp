@@ -134,8 +134,19 @@ std::string_view gguf_value_type_name(GgufValueType t) {
   return i < std::size(kNames) ? kNames[i] : "unknown";
 }
 
-GgufFile::GgufFile(const std::string& path) : file_(std::make_unique<MappedFile>(path)) {
-  ByteReader r(file_->bytes(), path);
+GgufFile::GgufFile(const std::string& path)
+    : file_(std::make_unique<MappedFile>(path)), path_(path), bytes_(file_->bytes()) {
+  parse();
+}
+
+GgufFile::GgufFile(std::span<const uint8_t> bytes, std::string name)
+    : path_(std::move(name)), bytes_(bytes) {
+  parse();
+}
+
+void GgufFile::parse() {
+  const std::string& path = path_;
+  ByteReader r(bytes_, path);
   const uint32_t magic = r.read<uint32_t>("magic");
   LSERVE_CHECK(magic == kMagic, "{}: not a GGUF file (magic 0x{:08x}, expected 0x{:08x} 'GGUF')",
                path, magic, kMagic);
@@ -146,10 +157,10 @@ GgufFile::GgufFile(const std::string& path) : file_(std::make_unique<MappedFile>
   const uint64_t n_kv = r.read<uint64_t>("metadata count");
   // A key-value pair takes at least 12 bytes and a tensor info at least 24.
   LSERVE_CHECK(n_kv <= r.remaining() / 12, "{}: metadata count {} is impossible for a {}-byte file",
-               path, n_kv, file_->bytes().size());
+               path, n_kv, bytes_.size());
   LSERVE_CHECK(n_tensors <= r.remaining() / 24,
                "{}: tensor count {} is impossible for a {}-byte file", path, n_tensors,
-               file_->bytes().size());
+               bytes_.size());
 
   for (uint64_t i = 0; i < n_kv; ++i) {
     std::string key = r.read_string(fmt::format("key of metadata #{}", i), kMaxKeyLength);
@@ -208,7 +219,7 @@ GgufFile::GgufFile(const std::string& path) : file_(std::make_unique<MappedFile>
                  "{}: tensor '{}' ({} bytes at data offset {}) extends past the end of the file "
                  "(data section is {} bytes); the file is truncated or corrupted",
                  path, t.name, t.n_bytes, t.offset, data_size);
-    t.data = file_->bytes().data() + data_start + t.offset;
+    t.data = bytes_.data() + data_start + t.offset;
   }
 }
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <variant>
 #include <vector>
@@ -60,8 +61,11 @@ class GgufFile {
  public:
   // Opens and validates `path`; throws Error naming the file and the field that was wrong.
   explicit GgufFile(const std::string& path);
+  // Parses a GGUF image already in memory (the fuzz targets use this); `name` stands for the path
+  // in messages. The bytes must outlive the GgufFile: tensor data points into them.
+  GgufFile(std::span<const uint8_t> bytes, std::string name);
 
-  const std::string& path() const { return file_->path(); }
+  const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
 
@@ -88,7 +92,11 @@ class GgufFile {
   const GgufTensorInfo& tensor(const std::string& name) const;  // throws when missing
 
  private:
-  std::unique_ptr<MappedFile> file_;
+  void parse();
+
+  std::unique_ptr<MappedFile> file_;  // null when parsing bytes owned by the caller
+  std::string path_;
+  std::span<const uint8_t> bytes_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   std::map<std::string, GgufValue> metadata_;

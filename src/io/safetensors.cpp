@@ -14,6 +14,23 @@ namespace lserve {
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+// Headers and index files nest three levels; a hostile 100 MB header of '[' would otherwise become
+// a hundred million nested arrays (gigabytes of memory) before it is refused.
+constexpr int kMaxJsonDepth = 16;
+
+// Parses JSON text, refusing nesting deeper than kMaxJsonDepth while parsing. `what` names the
+// text in errors.
+nlohmann::json parse_json(const char* begin, const char* end, const std::string& what) {
+  auto depth_limit = [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+    LSERVE_CHECK(depth <= kMaxJsonDepth, "{} nests deeper than {} levels", what, kMaxJsonDepth);
+    return true;
+  };
+  try {
+    return nlohmann::json::parse(begin, end, depth_limit);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{} is not valid JSON: {}", what, e.what());
+  }
+}
 
 struct DTypeInfo {
   std::string_view name;
@@ -45,22 +62,27 @@ std::string_view st_dtype_name(StDType t) {
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path)
-    : file_(std::make_unique<MappedFile>(path)) {
-  ByteReader r(file_->bytes(), path);
+    : file_(std::make_unique<MappedFile>(path)), path_(path), bytes_(file_->bytes()) {
+  parse();
+}
+
+SafetensorsFile::SafetensorsFile(std::span<const uint8_t> bytes, std::string name)
+    : path_(std::move(name)), bytes_(bytes) {
+  parse();
+}
+
+void SafetensorsFile::parse() {
+  const std::string& path = path_;
+  ByteReader r(bytes_, path);
   const uint64_t header_len = r.read<uint64_t>("header length");
   LSERVE_CHECK(header_len <= kMaxHeaderBytes && header_len <= r.remaining(),
                "{}: header length {} is impossible (file has {} bytes)", path, header_len,
-               file_->bytes().size());
-  const auto* hp = reinterpret_cast<const char*>(file_->bytes().data() + 8);
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(hp, hp + header_len);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: header is not valid JSON: {}", path, e.what());
-  }
+               bytes_.size());
+  const auto* hp = reinterpret_cast<const char*>(bytes_.data() + 8);
+  const nlohmann::json header = parse_json(hp, hp + header_len, path + ": header");
   LSERVE_CHECK(header.is_object(), "{}: header is not a JSON object", path);
-  const uint8_t* data = file_->bytes().data() + 8 + header_len;
-  const uint64_t data_size = file_->bytes().size() - 8 - header_len;
+  const uint8_t* data = bytes_.data() + 8 + header_len;
+  const uint64_t data_size = bytes_.size() - 8 - header_len;
 
   for (const auto& [name, info] : header.items()) {
     if (name == "__metadata__") continue;
@@ -118,12 +140,8 @@ SafetensorsModel::SafetensorsModel(const std::string& folder) : folder_(folder) 
     return found;
   };
   if (exists(index)) {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_text_file(index.string()));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON: {}", index.string(), e.what());
-    }
+    const std::string text = read_text_file(index.string());
+    nlohmann::json j = parse_json(text.data(), text.data() + text.size(), index.string());
     LSERVE_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
                  "{}: has no 'weight_map' object", index.string());
     for (const auto& [name, file] : j["weight_map"].items()) {
@@ -172,7 +190,9 @@ void st_to_f32(const StTensor& t, float* dst) {
   const uint8_t* p = t.data;
   switch (t.dtype) {
     case StDType::F32:
-      std::memcpy(dst, p, t.n_bytes);
+      // An empty tensor's destination may be null (an empty vector's data()), and memcpy with a
+      // null pointer is undefined even for 0 bytes.
+      if (t.n_bytes > 0) std::memcpy(dst, p, t.n_bytes);
       return;
     case StDType::F16:
       for (int64_t i = 0; i < t.n_elements; ++i) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,11 +28,18 @@ struct StTensor {
 class SafetensorsFile {
  public:
   explicit SafetensorsFile(const std::string& path);
+  // Parses a safetensors image already in memory (the fuzz targets use this); `name` stands for
+  // the path in messages. The bytes must outlive the SafetensorsFile: tensor data points into them.
+  SafetensorsFile(std::span<const uint8_t> bytes, std::string name);
   const std::map<std::string, StTensor>& tensors() const { return tensors_; }
-  const std::string& path() const { return file_->path(); }
+  const std::string& path() const { return path_; }
 
  private:
-  std::unique_ptr<MappedFile> file_;
+  void parse();
+
+  std::unique_ptr<MappedFile> file_;  // null when parsing bytes owned by the caller
+  std::string path_;
+  std::span<const uint8_t> bytes_;
   std::map<std::string, StTensor> tensors_;
 };
 

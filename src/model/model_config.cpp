@@ -132,7 +132,8 @@ ModelConfig config_from_gguf(const GgufFile& g) {
   c.tied_embeddings = g.find_tensor("output.weight") == nullptr;
   const auto& embd = g.tensor("token_embd.weight");
   LSERVE_CHECK(embd.dims.size() == 2, "{}: token_embd.weight must be 2-D", g.path());
-  c.vocab_size = static_cast<int>(g.opt_int(a + "vocab_size").value_or(embd.dims[1]));
+  c.vocab_size = to_int("vocab_size",
+                        g.opt_int(a + "vocab_size").value_or(static_cast<int64_t>(embd.dims[1])));
   if (const auto* f = g.find_tensor("rope_freqs.weight")) {
     LSERVE_CHECK(f->n_elements < (1u << 20), "{}: rope_freqs.weight is too large", g.path());
     c.rope_freq_factors.resize(f->n_elements);
@@ -218,6 +219,9 @@ ModelConfig config_from_hf_json(const std::string& text, const std::string& sour
   c.rope_style = RopeStyle::kHalfSplit;
   c.tied_embeddings = json_opt<bool>(j, "tie_word_embeddings", false, source);
   c.qkv_bias = c.arch == "qwen2" || json_opt<bool>(j, "attention_bias", false, source);
+  // The sizes first: the rope scaling below makes head_dim / 2 factors, which for an unchecked
+  // head_dim (hidden_size / heads) could be billions, or a negative count.
+  c.validate(source);
   if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
     const auto& rs = j["rope_scaling"];
     std::string type = json_opt<std::string>(rs, "rope_type", "", source);

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <vector>
 
 #include "backend/backend.h"
@@ -181,12 +182,22 @@ TokenizerSpec tokenizer_spec_from_gguf(const GgufFile& g) {
   TokenizerSpec t;
   t.tokens = g.get_string_array("tokenizer.ggml.tokens");
   if (g.has("tokenizer.ggml.token_type")) {
-    for (auto v : g.get_int_array("tokenizer.ggml.token_type"))
+    // Checked before narrowing: a type of 4294967297 must be an error, not type 1 (normal).
+    for (auto v : g.get_int_array("tokenizer.ggml.token_type")) {
+      LSERVE_CHECK(v >= kTokenUndefined && v <= kTokenByte,
+                   "{}: tokenizer.ggml.token_type of token {} is {}, not a known type (0..{})",
+                   g.path(), t.token_types.size(), v, static_cast<int>(kTokenByte));
       t.token_types.push_back(static_cast<int32_t>(v));
+    }
   }
   t.merges = g.get_string_array("tokenizer.ggml.merges");
   t.pre = g.opt_string("tokenizer.ggml.pre").value_or("default");
-  auto id = [&](const char* key) { return static_cast<int32_t>(g.opt_int(key).value_or(-1)); };
+  auto id = [&](const char* key) {
+    const int64_t v = g.opt_int(key).value_or(-1);
+    LSERVE_CHECK(v >= -1 && v <= std::numeric_limits<int32_t>::max(),
+                 "{}: {} = {} is not a token id", g.path(), key, v);
+    return static_cast<int32_t>(v);
+  };
   t.bos_id = id("tokenizer.ggml.bos_token_id");
   t.eos_id = id("tokenizer.ggml.eos_token_id");
   t.eot_id = id("tokenizer.ggml.eot_token_id");

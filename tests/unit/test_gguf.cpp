@@ -16,6 +16,7 @@
 #include "gguf_writer.h"
 #include "io/gguf.h"
 #include "model/model_config.h"
+#include "model/model_loader.h"
 #include "test_util.h"
 
 namespace lserve {
@@ -234,6 +235,39 @@ TEST(GgufFile, RoundTripsMetadataOfEveryValueTypeInV2AndV3) {
     EXPECT_EQ(arr->elem_type, GgufValueType::STRING);
 
     expect_tensors(g, s.spec, img);
+  }
+}
+
+TEST(GgufFile, OpensFromMemoryAsFromAFile) {
+  // The in-memory entry point (the fuzz targets use it) reads the same metadata and tensors, points
+  // the tensors into the caller's bytes and names the given source in its errors.
+  std::mt19937_64 rng(test::test_seed());
+  const Sample s = make_sample(rng, 3);
+  const GgufImage img = test::build_gguf(s.spec);
+  TempFile f("memory.gguf", img.bytes);
+  const GgufFile from_file(f.path());
+  const GgufFile g(img.bytes, "in-memory.gguf");
+  EXPECT_EQ(g.path(), "in-memory.gguf");
+  EXPECT_EQ(g.version(), 3u);
+  ASSERT_EQ(g.metadata().size(), from_file.metadata().size());
+  EXPECT_EQ(g.get_string("t.string"), s.text);
+  EXPECT_EQ(g.get_int("t.i64"), s.i64);
+  EXPECT_EQ(g.get_float_array("t.floats"), from_file.get_float_array("t.floats"));
+  ASSERT_EQ(g.tensors().size(), s.spec.tensors.size());
+  for (size_t i = 0; i < s.spec.tensors.size(); ++i) {
+    const GgufTensorInfo& t = g.tensors()[i];
+    EXPECT_EQ(t.name, from_file.tensors()[i].name);
+    EXPECT_EQ(t.dims, from_file.tensors()[i].dims);
+    EXPECT_EQ(t.n_bytes, from_file.tensors()[i].n_bytes);
+    EXPECT_EQ(t.data, img.bytes.data() + img.data_start + img.offsets[i]) << t.name;
+  }
+
+  const std::vector<uint8_t> cut(img.bytes.begin(), img.bytes.begin() + img.infos_end - 3);
+  try {
+    GgufFile bad(cut, "cut.gguf");
+    ADD_FAILURE() << "a truncated image opened";
+  } catch (const Error& e) {
+    EXPECT_TRUE(test::contains(e.what(), "cut.gguf: truncated")) << e.what();
   }
 }
 
@@ -770,6 +804,48 @@ TEST(GgufConfig, RefusesOutOfRangeCountsAndTensorsBeyondBlockCount) {
                        "tensor blk.1.attn_norm.weight is beyond block_count 1"));
   EXPECT_TRUE(contains(error_of(spec_with(test::gguf_u64(4294967298ull), "")),
                        "block_count = 4294967298 is out of range"));
+  // vocab_size was narrowed without a check: 2^32 + 100 became 100, which matched the embedding's
+  // 100 rows, so the file loaded as if it said 100.
+  test::GgufSpec vocab = spec_with(test::gguf_u32(1), "");
+  vocab.kvs.emplace_back("llama.vocab_size", test::gguf_u64(4294967396ull));
+  EXPECT_TRUE(contains(error_of(vocab), "vocab_size = 4294967396 is out of range"));
+}
+
+TEST(GgufTokenizer, RefusesIdsAndTypesThatDoNotFitAnInt) {
+  // Token ids and types were narrowed to int32 without a check: a bos_token_id of 2^32 + 1
+  // became token 1 and a token type of 2^32 + 1 became 1 (normal), silently.
+  auto spec_with = [](const std::string& key, GgufVal value) {
+    test::GgufSpec spec;
+    spec.kvs = {{"tokenizer.ggml.model", test::gguf_str("gpt2")},
+                {"tokenizer.ggml.tokens", gguf_array(kGgufString, {gguf_str("a"), gguf_str("b")})},
+                {"tokenizer.ggml.merges", gguf_array(kGgufString, {})}};
+    if (!key.empty()) spec.kvs.emplace_back(key, std::move(value));
+    return spec;
+  };
+  auto error_of = [&](const test::GgufSpec& spec) -> std::string {
+    TempFile f("tokenizer.gguf", test::build_gguf(spec).bytes);
+    GgufFile g(f.path());
+    try {
+      tokenizer_spec_from_gguf(g);
+    } catch (const Error& e) {
+      EXPECT_TRUE(contains(e.what(), f.path())) << e.what();
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(error_of(spec_with("", {})), "no error");
+  EXPECT_EQ(error_of(spec_with("tokenizer.ggml.bos_token_id", gguf_i64(-1))), "no error");
+  EXPECT_TRUE(contains(error_of(spec_with("tokenizer.ggml.bos_token_id", gguf_u64(4294967297ull))),
+                       "tokenizer.ggml.bos_token_id = 4294967297 is not a token id"));
+  EXPECT_TRUE(contains(error_of(spec_with("tokenizer.ggml.eos_token_id", gguf_i64(-2))),
+                       "tokenizer.ggml.eos_token_id = -2 is not a token id"));
+  EXPECT_TRUE(
+      contains(error_of(spec_with("tokenizer.ggml.token_type",
+                                  gguf_array(kGgufI64, {gguf_i64(1), gguf_i64(4294967297ll)}))),
+               "token_type of token 1 is 4294967297"));
+  EXPECT_EQ(error_of(spec_with("tokenizer.ggml.token_type",
+                               gguf_array(kGgufI32, {gguf_i32(1), gguf_i32(3)}))),
+            "no error");
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -178,6 +179,44 @@ TEST(SafetensorsFile, AcceptsOutOfOrderAndUnpaddedHeaders) {
   expect_tensor(st.tensors().at("b"), b, f.path());
 }
 
+TEST(SafetensorsFile, OpensFromMemoryAsFromAFile) {
+  // The in-memory entry point (the fuzz targets use it): same tensors, pointing into the caller's
+  // bytes, and errors that name the given source.
+  std::mt19937_64 rng(test::test_seed());
+  const std::vector<StSpec> tensors = sample_tensors(rng);
+  const std::vector<uint8_t> bytes = build_st(tensors);
+  SafetensorsFile st(bytes, "in-memory.safetensors");
+  EXPECT_EQ(st.path(), "in-memory.safetensors");
+  ASSERT_EQ(st.tensors().size(), tensors.size());
+  for (const auto& want : tensors) {
+    const StTensor& t = st.tensors().at(want.name);
+    expect_tensor(t, want, "in-memory.safetensors");
+    EXPECT_GE(t.data, bytes.data());
+    EXPECT_LE(t.data + t.n_bytes, bytes.data() + bytes.size());
+  }
+  try {
+    const std::span<const uint8_t> cut = std::span(bytes).first(bytes.size() - 1);
+    SafetensorsFile bad(cut, "cut.safetensors");
+    ADD_FAILURE() << "a truncated image opened";
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "cut.safetensors")) << e.what();
+  }
+}
+
+TEST(SafetensorsFile, ToF32OfAnEmptyTensorTouchesNothing) {
+  // Found by fuzz_safetensors: converting a tensor with a zero dimension into an empty vector's
+  // data() (null) called memcpy with a null pointer, undefined behaviour UBSan reports.
+  const std::vector<StSpec> tensors = {{"empty", "F32", {0, 4}, {}}, {"none", "F16", {3, 0}, {}}};
+  const std::vector<uint8_t> bytes = build_st(tensors);
+  SafetensorsFile st(bytes, "empty.safetensors");
+  for (const auto& want : tensors) {
+    const StTensor& t = st.tensors().at(want.name);
+    EXPECT_EQ(t.n_elements, 0);
+    std::vector<float> out;
+    st_to_f32(t, out.data());
+  }
+}
+
 TEST(SafetensorsFile, ToF32RejectsNonFloatDtypes) {
   std::mt19937_64 rng(test::test_seed());
   const std::vector<StSpec> tensors = {
@@ -233,6 +272,18 @@ TEST(SafetensorsCorrupt, RejectsBadHeaderLengths) {
   // Too short: the JSON is cut off.
   EXPECT_TRUE(contains(open_error(st_file(header, {1, 2, 3, 4}, header.size() - 3)), "JSON"));
   EXPECT_TRUE(contains(open_error(st_file(header, {}, 0)), "JSON"));
+}
+
+TEST(SafetensorsCorrupt, RefusesDeepNestingWhileParsing) {
+  // A header of a million '[' used to be built into a million nested arrays (~70 bytes each; the
+  // 100 MB a header may have would take gigabytes) before the parser found it was not JSON. It is
+  // now refused at the 17th level, while parsing.
+  const std::string msg = open_error(std::string(1 << 20, '['));
+  EXPECT_TRUE(contains(msg, "nests deeper than 16 levels")) << msg;
+  // Real headers (three levels) still open.
+  std::mt19937_64 rng(test::test_seed());
+  const std::vector<uint8_t> bytes = build_st(sample_tensors(rng));
+  EXPECT_NO_THROW(SafetensorsFile(bytes, "ok.safetensors"));
 }
 
 TEST(SafetensorsCorrupt, RejectsMalformedHeaders) {
@@ -379,6 +430,7 @@ TEST(SafetensorsModel, RejectsBadFolders) {
   }
   const std::pair<std::string, std::string> bad_indexes[] = {
       {"{ not json", "not valid JSON"},
+      {R"({"weight_map": )" + std::string(100, '['), "nests deeper"},
       {R"({"metadata": {}})", "weight_map"},
       {R"({"weight_map": ["a"]})", "weight_map"},
       {R"({"weight_map": {"a": 3}})", "'a'"},
