@@ -4,6 +4,7 @@
 // code rather than a signal handler.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <random>
@@ -29,9 +30,15 @@ struct ServeOptions {
   std::string chat_template;
   int max_waiting = 64;
   int max_request_kib = 16 * 1024;
-  int http_threads = 0;
+  double header_timeout_s = 10;
+  double body_timeout_s = 60;
+  double keep_alive_timeout_s = 5;
   double shutdown_timeout_s = 10;
 };
+
+std::chrono::milliseconds millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
 
 std::string default_model_name(const ModelOptions& o) {
   if (o.load_format == "dummy") return std::filesystem::path(o.model).filename().string();
@@ -58,10 +65,9 @@ sigset_t shutdown_signals() {
   return set;
 }
 
-// Waits for in-flight requests to finish, at most `timeout`; a second signal cuts it short.
-void drain(const server::EngineLoop& loop, double timeout_s) {
+// Waits for in-flight requests to finish, until `deadline`; a second signal cuts it short.
+void drain(const server::EngineLoop& loop, std::chrono::steady_clock::time_point deadline) {
   const sigset_t set = shutdown_signals();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (loop.outstanding() > 0 && std::chrono::steady_clock::now() < deadline) {
     timespec tick{0, 100'000'000};
     if (sigtimedwait(&set, nullptr, &tick) > 0) {
@@ -91,10 +97,10 @@ int run_serve(ServeOptions& o) {
     }
   }
   config.max_body_bytes = static_cast<size_t>(o.max_request_kib) << 10;
+  config.http.header_timeout = millis(o.header_timeout_s);
+  config.http.body_timeout = millis(o.body_timeout_s);
+  config.http.keep_alive_timeout = millis(o.keep_alive_timeout_s);
   const int max_pending = o.model.max_num_seqs + o.max_waiting;
-  // One thread per connection: enough for every accepted request plus room to keep answering
-  // /health, /metrics and refusals when full.
-  config.http_threads = o.http_threads > 0 ? o.http_threads : max_pending + 16;
 
   auto engine = build_engine(o.model);
   std::optional<ChatTemplate> tmpl = pick_chat_template(o, engine->tokenizer());
@@ -113,10 +119,18 @@ int run_serve(ServeOptions& o) {
   sigwait(&set, &sig);
   log::info("{}: not accepting new requests; finishing the {} in flight",
             sig == SIGINT ? "SIGINT" : "SIGTERM", loop.outstanding());
+  // Everything ends by the timeout: requests in flight run until shortly before it, and the rest
+  // of it is for writing the final answers of those that had to be cancelled (a client that does
+  // not read its answer is cut off at the timeout).
+  using std::chrono::milliseconds;
+  const milliseconds timeout = millis(o.shutdown_timeout_s);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   loop.begin_drain();
-  drain(loop, o.shutdown_timeout_s);
+  drain(loop, deadline - std::min(milliseconds(1000), timeout / 4));
   loop.stop();  // cancels what is left; every request still gets its final response
-  http.stop();
+  const auto left =
+      std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+  http.stop(std::max(left, milliseconds(100)));
   listener.join();
   log::info("stopped");
   return 0;
@@ -160,9 +174,30 @@ Command add_serve_command(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str()
       ->group(g);
-  cmd->add_option("--http-threads", opts->http_threads,
-                  "Connections served at once (0: accepted requests + 16)")
-      ->check(CLI::Range(0, 100000))
+  cmd->add_option("--http-threads", opts->server.http_threads,
+                  "Worker threads that parse requests, tokenize prompts and build responses "
+                  "(connections and streams need none)")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str()
+      ->group(g);
+  cmd->add_option("--max-connections", opts->server.http.max_connections,
+                  "Open connections at most; one more is answered 503 and closed")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str()
+      ->group(g);
+  cmd->add_option("--request-header-timeout", opts->header_timeout_s,
+                  "Seconds from a request's first byte to the end of its headers (then 408)")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str()
+      ->group(g);
+  cmd->add_option("--request-body-timeout", opts->body_timeout_s,
+                  "Seconds from the end of a request's headers to the end of its body (then 408)")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str()
+      ->group(g);
+  cmd->add_option("--keep-alive-timeout", opts->keep_alive_timeout_s,
+                  "Seconds an idle kept-alive connection stays open")
+      ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str()
       ->group(g);
   cmd->add_option("--shutdown-timeout", opts->shutdown_timeout_s,

@@ -13,6 +13,6 @@ Command add_generate_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
 Command add_profile_heads_command(CLI::App& app);
-Command add_serve_command(CLI::App& app);  // only in builds with LSERVE_WITH_SERVER
+Command add_serve_command(CLI::App& app);
 
 }  // namespace lserve::app

@@ -29,9 +29,7 @@ int main(int argc, char** argv) {
   commands["bench"] = lserve::app::add_bench_command(app);
   commands["eval"] = lserve::app::add_eval_command(app);
   commands["profile-heads"] = lserve::app::add_profile_heads_command(app);
-#ifdef LSERVE_WITH_SERVER
   commands["serve"] = lserve::app::add_serve_command(app);
-#endif
 
   // llama.cpp's "-ngl N" is not a CLI11 name (short names are one letter: it would read as "-n gl"
   // and fail on the number); it becomes --n-gpu-layers.

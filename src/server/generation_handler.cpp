@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <vector>
@@ -68,16 +69,23 @@ std::vector<std::shared_ptr<RequestChannel>> submit(ServerContext& ctx, const Re
   return channels;
 }
 
-// Blocks until every choice finishes (a non-streamed response is all or nothing).
-void respond_whole(ServerContext& ctx, const ResponseHeader& h, bool want_logprobs,
-                   const std::vector<std::shared_ptr<RequestChannel>>& channels,
-                   httplib::Response& res) {
-  std::vector<RequestUpdate> results(channels.size());
-  for (size_t i = 0; i < channels.size(); ++i) {
-    RequestUpdate& all = results[i];
-    while (!all.finished) {
-      if (auto u = channels[i]->wait(std::chrono::seconds(1))) all.merge(std::move(*u));
-    }
+// A non-streamed response is all or nothing: it is built once every choice has finished. The
+// doorbell's listener (on the engine thread) only checks that; the response is built on a
+// worker. Held by the exchange's abort callback until the exchange completes.
+struct WholeResponse {
+  ServerContext* ctx = nullptr;
+  ResponseHeader header;
+  bool want_logprobs = false;
+  std::vector<std::shared_ptr<RequestChannel>> channels;
+  std::shared_ptr<Exchange> ex;
+  std::atomic<bool> answered{false};
+};
+
+HttpResponse build_whole(const WholeResponse& w) {
+  std::vector<RequestUpdate> results(w.channels.size());
+  for (size_t i = 0; i < w.channels.size(); ++i) {
+    // Nothing was read before: each channel holds the whole of its choice, merged.
+    if (auto u = w.channels[i]->wait(std::chrono::milliseconds(0))) results[i] = std::move(*u);
   }
   for (const RequestUpdate& all : results) {
     if (all.shutting_down) throw ApiError(503, "the server is shutting down", "", "shutting_down");
@@ -85,13 +93,14 @@ void respond_whole(ServerContext& ctx, const ResponseHeader& h, bool want_logpro
       throw ApiError(500, "generation failed: " + all.error);
     }
   }
+  const ResponseHeader& h = w.header;
   nlohmann::json body;
   int completion_tokens = 0;
   for (size_t i = 0; i < results.size(); ++i) {
     const RequestUpdate& all = results[i];
-    const nlohmann::json lp = want_logprobs
-                                  ? logprobs_json(ctx.engine.tokenizer(), all.logprobs, h.chat, 0)
-                                  : nlohmann::json(nullptr);
+    const nlohmann::json lp =
+        w.want_logprobs ? logprobs_json(w.ctx->engine.tokenizer(), all.logprobs, h.chat, 0)
+                        : nlohmann::json(nullptr);
     nlohmann::json one =
         full_response(h, all.text, std::string(finish_reason_name(all.finish_reason)), lp,
                       all.prompt_tokens, all.completion_tokens, all.timing);
@@ -105,14 +114,46 @@ void respond_whole(ServerContext& ctx, const ResponseHeader& h, bool want_logpro
   }
   // The prompt is counted once, every choice's generated tokens are.
   body["usage"] = usage_json(results.front().prompt_tokens, completion_tokens);
-  res.status = 200;
-  res.set_content(dump_json(body), "application/json");
+  return HttpResponse::text(200, dump_json(body), "application/json");
+}
+
+void answer_when_finished(const std::shared_ptr<WholeResponse>& w) {
+  for (const auto& channel : w->channels) {
+    if (!channel->finished()) return;
+  }
+  if (w->answered.exchange(true)) return;
+  w->ex->respond_later([w] {
+    try {
+      return build_whole(*w);
+    } catch (const ApiError& e) {
+      return error_response(e);
+    }
+  });
+}
+
+void respond_whole(ServerContext& ctx, const ResponseHeader& h, bool want_logprobs,
+                   std::vector<std::shared_ptr<RequestChannel>> channels,
+                   const std::shared_ptr<Doorbell>& bell, const std::shared_ptr<Exchange>& ex) {
+  auto w = std::make_shared<WholeResponse>();
+  w->ctx = &ctx;
+  w->header = h;
+  w->want_logprobs = want_logprobs;
+  w->channels = std::move(channels);
+  w->ex = ex;
+  // A client that leaves before the answer stops its request: nobody would read it.
+  ex->on_abort([w] {
+    for (const auto& channel : w->channels) w->ctx->loop.cancel(channel);
+  });
+  bell->set_listener([weak = std::weak_ptr<WholeResponse>(w)] {
+    if (auto alive = weak.lock()) answer_when_finished(alive);
+  });
+  answer_when_finished(w);  // it may have finished before the listener was set
 }
 
 }  // namespace
 
-void handle_generation(ServerContext& ctx, const httplib::Request& req, httplib::Response& res,
-                       bool chat) {
+void handle_generation(ServerContext& ctx, const HttpRequest& req,
+                       const std::shared_ptr<Exchange>& ex, bool chat) {
   const auto arrival = RequestChannel::Clock::now();
   const nlohmann::json body = parse_body(req.body);
   GenerationRequest g = chat ? parse_chat_request(body) : parse_completion_request(body);
@@ -127,14 +168,14 @@ void handle_generation(ServerContext& ctx, const httplib::Request& req, httplib:
   auto bell = std::make_shared<Doorbell>();
   std::vector<std::shared_ptr<RequestChannel>> channels = submit(ctx, request, g.n, bell, arrival);
   if (!stream) {
-    respond_whole(ctx, h, want_logprobs, channels, res);
+    respond_whole(ctx, h, want_logprobs, std::move(channels), bell, ex);
     return;
   }
   SseOptions o;
   o.include_usage = include_usage;
   o.logprobs = want_logprobs;
   o.heartbeat = std::chrono::milliseconds(ctx.config.stream_heartbeat_ms);
-  start_sse_stream(ctx, h, o, std::move(channels), std::move(bell), res);
+  ex->stream(sse_head(), make_sse_stream(ctx, h, o, std::move(channels), std::move(bell)));
 }
 
 }  // namespace lserve::server

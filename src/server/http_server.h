@@ -1,5 +1,5 @@
-// The OpenAI-compatible HTTP front end: routes, authentication, limits and error bodies. The
-// HTTP library stays behind this interface so nothing else includes it.
+// The OpenAI-compatible HTTP front end: routes, authentication, limits and error bodies, served by
+// the event-driven HTTP/1.1 server of event_server.h, which stays behind this interface.
 #pragma once
 
 #include <chrono>
@@ -19,11 +19,11 @@ class HttpServer {
 
   // Binds ctx.config.host:port and returns the port (a free one for port 0); Error if it cannot.
   int bind();
-  // Serves until stop(); returns after the worker threads finished their connections.
+  // Runs the event loop on the calling thread until stop() has taken effect.
   void listen();
-  // Thread-safe: waits (at most `grace`) for streamed responses to be written to the end, since
-  // the HTTP library cuts streams short once stopped, then closes the listening socket;
-  // listen() then returns. Stop the engine loop first so that every stream has its end.
+  // Thread-safe, returns at once: stops accepting and closes every connection that has no request
+  // under way; answers under way (streams to their end) get at most `grace` to be written, then
+  // listen() returns. Stop the engine loop first so that every stream has its end.
   void stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
 
  private:

@@ -47,6 +47,15 @@ void Doorbell::ring() {
     ++rings_;
   }
   cv_.notify_all();
+  std::lock_guard lock(listener_mu_);
+  if (listener_) listener_();
+}
+
+void Doorbell::set_listener(std::function<void()> fn) {
+  std::function<void()> old;
+  std::lock_guard lock(listener_mu_);
+  old.swap(listener_);
+  listener_ = std::move(fn);
 }
 
 uint64_t Doorbell::rings() {

@@ -1,12 +1,13 @@
-// The per-request hand-off between the engine thread (producer) and the HTTP handler thread that
-// answers the client (consumer). Output that arrives while the handler is busy writing is merged,
-// so a slow client never makes the engine wait.
+// The per-request hand-off between the engine thread (producer) and whoever answers the client
+// (consumer: the HTTP event loop, or a test). Output that arrives while the consumer is busy is
+// merged, so a slow client never makes the engine wait.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -41,18 +42,24 @@ struct RequestUpdate {
 
 // Lets one consumer wait on several channels (the choices of an n > 1 request): every push rings
 // it. Read rings() before polling the channels, then wait(seen, ...): a push in between is not
-// missed.
+// missed. A consumer that must not block (the event loop) sets a listener instead.
 class Doorbell {
  public:
   void ring();
   uint64_t rings();
   // Returns once the count differs from `seen`, or after `timeout`.
   void wait(uint64_t seen, std::chrono::milliseconds timeout);
+  // `fn` is called after every ring, on the ringing thread (the engine's): it must be quick and
+  // must not call back into this doorbell. Replaces the previous listener; set_listener(nullptr)
+  // returns once no call of the old one is running.
+  void set_listener(std::function<void()> fn);
 
  private:
   std::mutex mu_;
   std::condition_variable cv_;
   uint64_t rings_ = 0;
+  std::mutex listener_mu_;
+  std::function<void()> listener_;
 };
 
 class RequestChannel {

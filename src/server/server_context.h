@@ -11,6 +11,7 @@
 
 #include "engine/engine.h"
 #include "server/engine_loop.h"
+#include "server/http_limits.h"
 #include "server/metrics.h"
 #include "tokenizer/chat_template.h"
 
@@ -23,9 +24,10 @@ struct ServerConfig {
   // Also accepted as "model", never listed: the name the server was started with.
   std::vector<std::string> model_aliases;
   std::string api_key;                // empty: no authentication
-  size_t max_body_bytes = 16u << 20;  // larger bodies get 413
-  int http_threads = 64;              // connections served at once
+  size_t max_body_bytes = 16u << 20;  // per POST endpoint; larger bodies get 413, unread
+  int http_threads = 4;               // workers that parse, tokenize and build responses
   int stream_heartbeat_ms = 1000;     // SSE comment sent after this much silence
+  HttpLimits http;                    // connections, deadlines, header sizes
 };
 
 struct ServerContext {
@@ -37,8 +39,7 @@ struct ServerContext {
   Metrics& metrics;
   std::optional<ChatTemplate> chat_template;  // none: /v1/chat/completions answers 400
   std::atomic<uint64_t> next_request_number{1};
-  std::atomic<int> open_streams{0};  // SSE responses not yet fully written
-  uint64_t id_salt = 0;              // makes response ids differ between server runs
+  uint64_t id_salt = 0;  // makes response ids differ between server runs
 };
 
 }  // namespace lserve::server

@@ -1,5 +1,6 @@
 #include "server/sse_stream.h"
 
+#include <atomic>
 #include <string>
 
 #include "core/log.h"
@@ -97,63 +98,70 @@ std::string poll(StreamState& s) {
   return out;
 }
 
-// Waits for the next output (or a heartbeat's worth of silence) and writes it. False when the
-// client is gone, which cancels the request.
-bool write_next(StreamState& s, httplib::DataSink& sink) {
-  const uint64_t seen = s.bell->rings();
-  std::string data = poll(s);
-  if (data.empty()) {
-    s.bell->wait(seen, s.options.heartbeat);
-    data = poll(s);
-    if (data.empty() && !s.ended) data = ": keep-alive\n\n";
+class SseStream final : public BodySource {
+ public:
+  explicit SseStream(StreamState state) : s_(std::move(state)) {}
+
+  ~SseStream() override {
+    // However the stream ends, no request may keep running for nobody; and the engine thread
+    // must not wake a stream that is gone.
+    s_.bell->set_listener(nullptr);
+    try {
+      cancel_unfinished(s_);
+    } catch (const std::exception& e) {
+      log::error("stream {}: {}", s_.header.id, e.what());
+    }
   }
-  // Tokens without text (a control token, half a UTF-8 character) render to nothing, and an
-  // empty chunk would end the chunked body.
-  if (!data.empty() && !sink.write(data.data(), data.size())) {
-    cancel_unfinished(s);
-    return false;
+
+  void start(std::function<void()> wake) override {
+    // One wake-up in flight at a time: the engine may push every step, the loop pulls it all.
+    s_.bell->set_listener([pending = pending_, wake = std::move(wake)] {
+      if (!pending->exchange(true)) wake();
+    });
   }
-  if (s.ended) sink.done();
-  return true;
-}
+
+  bool pull(std::string& out, bool idle) override {
+    pending_->store(false);
+    // Tokens without text (a control token, half a UTF-8 character) render to nothing.
+    out += poll(s_);
+    if (out.empty() && idle && !s_.ended) out += ": keep-alive\n\n";
+    return s_.ended;
+  }
+
+  void abort() override {
+    s_.bell->set_listener(nullptr);
+    cancel_unfinished(s_);
+  }
+
+  std::chrono::milliseconds heartbeat() const override { return s_.options.heartbeat; }
+
+ private:
+  StreamState s_;
+  std::shared_ptr<std::atomic<bool>> pending_ = std::make_shared<std::atomic<bool>>(false);
+};
 
 }  // namespace
 
-void start_sse_stream(ServerContext& ctx, const ResponseHeader& header, const SseOptions& options,
-                      std::vector<std::shared_ptr<RequestChannel>> channels,
-                      std::shared_ptr<Doorbell> bell, httplib::Response& res) {
-  auto state = std::make_shared<StreamState>();
-  state->ctx = &ctx;
-  state->header = header;
-  state->options = options;
-  for (auto& channel : channels) state->choices.push_back(Choice{std::move(channel)});
-  state->bell = std::move(bell);
-  ++ctx.open_streams;
-  res.status = 200;
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [state](size_t /*offset*/, httplib::DataSink& sink) {
-        // This runs outside the HTTP library's handler try-block: nothing may escape it.
-        try {
-          return write_next(*state, sink);
-        } catch (const std::exception& e) {
-          log::error("stream {}: {}", state->header.id, e.what());
-          cancel_unfinished(*state);
-          return false;
-        }
-      },
-      // However the response ends (finished, write error, server stopping), an unfinished
-      // request must not keep running for nobody.
-      [state](bool /*success*/) {
-        try {
-          cancel_unfinished(*state);
-        } catch (const std::exception& e) {
-          log::error("stream {}: {}", state->header.id, e.what());
-        }
-        --state->ctx->open_streams;
-      });
+HttpResponse sse_head() {
+  HttpResponse head;
+  head.status = 200;
+  head.content_type = "text/event-stream";
+  head.headers.add("Cache-Control", "no-cache");
+  head.headers.add("X-Accel-Buffering", "no");
+  return head;
+}
+
+std::shared_ptr<BodySource> make_sse_stream(ServerContext& ctx, const ResponseHeader& header,
+                                            const SseOptions& options,
+                                            std::vector<std::shared_ptr<RequestChannel>> channels,
+                                            std::shared_ptr<Doorbell> bell) {
+  StreamState state;
+  state.ctx = &ctx;
+  state.header = header;
+  state.options = options;
+  for (auto& channel : channels) state.choices.push_back(Choice{std::move(channel)});
+  state.bell = std::move(bell);
+  return std::make_shared<SseStream>(std::move(state));
 }
 
 }  // namespace lserve::server

@@ -1,16 +1,17 @@
 // Streams a request's output as server-sent events (`data: {chunk}\n\n` ... `data: [DONE]\n\n`).
 // With n > 1 choices, each chunk carries its choice's index; [DONE] follows the last choice.
-// A write that fails means the client went away: the request is cancelled at once, which frees
-// its KV pages. While the engine is silent (a long prefill), a comment line is sent every
-// heartbeat so a vanished client is noticed then too.
+// The stream is a BodySource: the engine thread's pushes ring the request's doorbell, which wakes
+// the event loop, which pulls the rendered events when the socket can take them; no thread waits
+// for a stream. If the stream ends early (the client left, the server stopped), its unfinished
+// choices are cancelled at once, which frees their KV pages. While the engine is silent (a long
+// prefill), a comment line is sent every heartbeat.
 #pragma once
-
-#include <httplib.h>
 
 #include <chrono>
 #include <memory>
 #include <vector>
 
+#include "server/exchange.h"
 #include "server/openai_response.h"
 #include "server/request_channel.h"
 #include "server/server_context.h"
@@ -23,9 +24,13 @@ struct SseOptions {
   std::chrono::milliseconds heartbeat{1000};
 };
 
+// The response head of an event stream (200, text/event-stream, no caching or proxy buffering).
+HttpResponse sse_head();
+
 // `channels`: one per choice, all created with `bell`.
-void start_sse_stream(ServerContext& ctx, const ResponseHeader& header, const SseOptions& options,
-                      std::vector<std::shared_ptr<RequestChannel>> channels,
-                      std::shared_ptr<Doorbell> bell, httplib::Response& res);
+std::shared_ptr<BodySource> make_sse_stream(ServerContext& ctx, const ResponseHeader& header,
+                                            const SseOptions& options,
+                                            std::vector<std::shared_ptr<RequestChannel>> channels,
+                                            std::shared_ptr<Doorbell> bell);
 
 }  // namespace lserve::server
