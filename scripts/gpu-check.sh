@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine: build the CUDA backend and `lserve`, then run the stages asked for, logs to
-# $OUT and a short summary printed last. The machine lacks pcre2.h and cpp-httplib: the caller
-# carries them in .gpu-deps/include (scripts/gpu-deps.sh puts them there).
+# $OUT and a short summary printed last. The machine lacks pcre2.h: the caller carries it in
+# .gpu-deps/include (scripts/gpu-deps.sh puts it there).
 #   TESTS=1      every GPU test (lserve_cuda_tests)
 #   SANITIZE=1   compute-sanitizer memcheck, racecheck, synccheck, initcheck on the kernel tests
 #                (SANITIZE_FILTER: a gtest filter; SANITIZE_TIMEOUT: seconds per tool;

@@ -7,7 +7,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 packages=(build-essential cmake ninja-build pkg-config git nlohmann-json3-dev libcli11-dev
-  libspdlog-dev libfmt-dev libpcre2-dev libopenblas-dev libcpp-httplib-dev libgtest-dev
+  libspdlog-dev libfmt-dev libpcre2-dev libopenblas-dev libgtest-dev
   libbenchmark-dev python3 python3-venv python3-pip curl)
 if [ "${1:-}" = "--fuzz" ]; then
   packages+=(clang libclang-rt-dev llvm)
