@@ -25,8 +25,9 @@ std::string response_head(const HttpResponse& r, int minor_version, bool keep_al
       fmt::format("HTTP/1.{} {} {}\r\n", minor_version, r.status, reason_phrase(r.status));
   if (!r.content_type.empty()) out += fmt::format("Content-Type: {}\r\n", r.content_type);
   out += framing;
-  for (const auto& [name, value] : r.headers.fields())
+  for (const auto& [name, value] : r.headers.fields()) {
     out += fmt::format("{}: {}\r\n", name, value);
+  }
   if (!keep_alive) {
     out += "Connection: close\r\n";
   } else if (minor_version == 0) {
@@ -102,8 +103,8 @@ void Connection::on_readable() {
 }
 
 void Connection::take(const char* data, size_t n) {
-  if (state_ == State::kClosing || state_ == State::kClosed)
-    return;  // discarded: the answer is out, the request is over
+  // Closing: the last answer is out, what the client still sends is discarded.
+  if (state_ == State::kClosing || state_ == State::kClosed) return;
   if (state_ == State::kBody && head_.framing == BodyFraming::kLength && in_.empty()) {
     // The common case goes straight into the body: no second copy of a large upload.
     std::string& body = head_.request.body;

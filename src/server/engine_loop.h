@@ -1,7 +1,7 @@
-// Runs the single-threaded Engine on one dedicated thread. HTTP handler threads hand it requests
-// and cancellations through a locked inbox and read each request's output from its own
+// Runs the single-threaded Engine on one dedicated thread. The HTTP layer hands it requests and
+// cancellations through a locked inbox and gets each request's output through its own
 // RequestChannel, so a long step (a big prefill chunk) only delays the engine, never the HTTP
-// threads: /health, /metrics and new connections keep being answered.
+// layer: /health, /metrics and new connections keep being answered.
 #pragma once
 
 #include <atomic>

@@ -1,6 +1,7 @@
 #include "server/event_server.h"
 
 #include <fmt/format.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -26,6 +27,7 @@ constexpr std::chrono::milliseconds kTick{50};
 constexpr int kMaxRefusing = 256;
 // Descriptors kept for everything but client connections (model files, the engine, logs).
 constexpr rlim_t kSpareDescriptors = 64;
+constexpr size_t kTrimAfterBodyBytes = 4u << 20;
 
 }  // namespace
 
@@ -388,8 +390,12 @@ void EventServer::handle(const Route& route, HttpRequest request,
       log::error("{} {}: {}", request.method, request.path, e.what());
       exchange->respond(error_response(500, fmt::format("internal error: {}", e.what())));
     }
+    const size_t body_bytes = request.body.capacity();
     std::string().swap(request.body);  // freed before its budget is given back
     release_body(reserved);
+    // A large body is freed into the arena of the loop thread that received it, where glibc
+    // keeps it resident; give such pages back, so that hostile uploads leave no lasting RSS.
+    if (body_bytes >= kTrimAfterBodyBytes) ::malloc_trim(0);
   };
   if (route.on_loop) {
     task();
