@@ -119,18 +119,16 @@ int run_serve(ServeOptions& o) {
   sigwait(&set, &sig);
   log::info("{}: not accepting new requests; finishing the {} in flight",
             sig == SIGINT ? "SIGINT" : "SIGTERM", loop.outstanding());
-  // Everything ends by the timeout: requests in flight run until shortly before it, and the rest
-  // of it is for writing the final answers of those that had to be cancelled (a client that does
-  // not read its answer is cut off at the timeout).
+  // Requests in flight get the whole timeout; then what is cancelled still gets its final answer
+  // written, within half a second (a client that does not read it is cut off then).
   using std::chrono::milliseconds;
-  const milliseconds timeout = millis(o.shutdown_timeout_s);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto deadline = std::chrono::steady_clock::now() + millis(o.shutdown_timeout_s);
   loop.begin_drain();
-  drain(loop, deadline - std::min(milliseconds(1000), timeout / 4));
+  drain(loop, deadline);
   loop.stop();  // cancels what is left; every request still gets its final response
   const auto left =
       std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
-  http.stop(std::max(left, milliseconds(100)));
+  http.stop(std::max(left, milliseconds(500)));
   listener.join();
   log::info("stopped");
   return 0;

@@ -400,6 +400,7 @@ void Connection::on_flushed() {
         ::shutdown(fd_, SHUT_WR);
         fin_sent_ = true;
       }
+      if (server_stopping_) close_now();
       break;
     default:
       break;
@@ -472,9 +473,23 @@ void Connection::on_server_stop() {
     case State::kBody:
       drop();  // no request accepted yet: nothing is lost
       break;
+    case State::kClosing:
+      if (out_pos_ == out_.size()) close_now();
+      break;
     default:
       break;  // the answer under way closes the connection when it is written
   }
+}
+
+void Connection::close_now() {
+  // The answer is written and the FIN sent: with nothing left unread, closing sends no reset
+  // and the client still reads everything, so a stopping server need not linger.
+  char buf[kReadChunk];
+  for (int round = 0; round < 16; ++round) {
+    const ssize_t n = ::recv(fd_, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n <= 0) break;
+  }
+  drop();
 }
 
 void Connection::abort_exchange() {

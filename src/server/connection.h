@@ -112,6 +112,7 @@ class Connection {
   void on_flushed();
   void next_request();
   void begin_close();
+  void close_now();
   void abort_exchange();
 
   const int fd_;

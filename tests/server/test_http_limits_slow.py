@@ -90,8 +90,17 @@ def test_sigterm_with_slow_clients_and_streams_exits_within_the_drain_timeout():
             server.proc.send_signal(signal.SIGTERM)
             assert server.proc.wait(30) == 0, server.log()
             elapsed = time.monotonic() - start
-        # The drain timeout, plus the engine's last step and the process's exit.
-        assert elapsed < 3 + 0.5, elapsed
+        # From the drain timeout to the server stopped: at most the half second given to the
+        # cancelled streams' final events (and the engine's last step). The process's exit adds
+        # its teardown (freeing the model and KV cache), slow on a loaded machine.
+        stamps = {}
+        for line in server.log_lines:
+            for key in ("shutdown timeout", "info stopped"):
+                if key in line:
+                    h, m, sec = line[1:13].split(":")
+                    stamps[key] = int(h) * 3600 + int(m) * 60 + float(sec)
+        assert stamps["info stopped"] - stamps["shutdown timeout"] < 0.75, stamps
+        assert elapsed < 3 + 2.0, elapsed
         for s in streams[1:]:
             data = b""
             while chunk := s.recv(65536):
