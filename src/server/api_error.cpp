@@ -38,12 +38,6 @@ nlohmann::json ApiError::to_json() const {
                 {"code", code_.empty() ? json(nullptr) : json(code_)}}}};
 }
 
-HttpResponse error_response(const ApiError& e) {
-  HttpResponse r = HttpResponse::text(e.status(), dump_json(e.to_json()), "application/json");
-  if (e.status() == 429) r.headers.add("Retry-After", "1");
-  return r;
-}
-
 std::string dump_json(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

@@ -7,8 +7,6 @@
 #include <stdexcept>
 #include <string>
 
-#include "server/http_message.h"
-
 namespace lserve::server {
 
 class ApiError : public std::runtime_error {
@@ -32,9 +30,6 @@ class ApiError : public std::runtime_error {
 inline ApiError bad_request(std::string message, std::string param = {}) {
   return ApiError(400, std::move(message), std::move(param));
 }
-
-// The HTTP answer for `e`: its status and error object (429 adds Retry-After: 1).
-HttpResponse error_response(const ApiError& e);
 
 // JSON text that never throws on invalid UTF-8 (model output and echoed input may hold any bytes).
 std::string dump_json(const nlohmann::json& j);

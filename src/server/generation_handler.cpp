@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "server/api_error.h"
+#include "server/error_response.h"
 #include "server/openai_response.h"
 #include "server/prompt_builder.h"
 #include "server/sse_stream.h"

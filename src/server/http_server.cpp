@@ -6,6 +6,7 @@
 
 #include "core/log.h"
 #include "server/api_error.h"
+#include "server/error_response.h"
 #include "server/event_server.h"
 #include "server/generation_handler.h"
 #include "server/openai_request.h"
