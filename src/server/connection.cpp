@@ -16,8 +16,15 @@ namespace {
 // closing with unread input would send a reset, and the client could lose the answer.
 constexpr std::chrono::milliseconds kLinger{2000};
 constexpr size_t kReadChunk = 64u << 10;
-// A chunked body's budget grows in steps of this size.
-constexpr size_t kBodyBudgetStep = 1u << 20;
+// A body's share of the server-wide body budget grows in steps of this size as its bytes arrive:
+// small, so that connections announcing large bodies and sending nothing hold little of it
+// (4,096 connections x 64 KiB = 256 MiB of the default 1 GiB).
+constexpr size_t kBodyBudgetStep = 64u << 10;
+// Written output is cut from the front of the buffer once this much has been sent, so a stream
+// whose client keeps up holds only what is unsent.
+constexpr size_t kCompactAfterBytes = 64u << 10;
+constexpr const char* kTooManyBodies =
+    "the server is receiving too many request bodies at once; retry shortly";
 
 std::string response_head(const HttpResponse& r, int minor_version, bool keep_alive,
                           const std::string& framing) {
@@ -137,6 +144,9 @@ void Connection::advance() {
 void Connection::advance_once() {
   for (;;) {
     if (state_ == State::kIdle) {
+      // A client may send CRLF after a body (RFC 9112, section 2.2): not the start of a request.
+      const size_t start = in_.find_first_not_of("\r\n");
+      in_.erase(0, start == std::string::npos ? in_.size() : start);
       if (in_.empty()) return;
       state_ = State::kHead;
       deadline_ = now_ + limits_.header_timeout;  // whole head, from its first byte
@@ -191,10 +201,7 @@ void Connection::on_head() {
                              ? kBodyBudgetStep
                              : std::min<size_t>(declared, kBodyBudgetStep);
   if (!host_.reserve_body(reserve)) {
-    HttpResponse r = host_.error_response(
-        503, "the server is receiving too many request bodies at once; retry shortly");
-    r.headers.add("Retry-After", "1");
-    answer_early(std::move(r));
+    answer_early(too_many_bodies());
     return;
   }
   body_reserved_ = reserve;
@@ -205,7 +212,7 @@ void Connection::on_head() {
   state_ = State::kBody;
   deadline_ = now_ + limits_.body_timeout;  // the whole body, not per byte
   if (head_.framing == BodyFraming::kLength) {
-    req.body.reserve(declared);  // address space only: pages are touched as bytes arrive
+    req.body.reserve(std::min<size_t>(declared, kBodyBudgetStep));  // grows as bytes arrive
   } else {
     chunked_.emplace(route_->max_body_bytes);
   }
@@ -236,7 +243,10 @@ bool Connection::consume_body() {
   if (body.size() > body_reserved_) {
     const size_t more = std::max(kBodyBudgetStep, body.size() - body_reserved_);
     if (!host_.reserve_body(more)) {
-      answer_error(503, "the server is receiving too many request bodies at once; retry shortly");
+      HttpResponse r = too_many_bodies();
+      r.close = true;  // the rest of the body will not be read
+      keep_alive_ = false;
+      write_response(r, /*close=*/true);
       return false;
     }
     body_reserved_ += more;
@@ -265,6 +275,12 @@ void Connection::answer_early(HttpResponse response) {
   }
   keep_alive_ = head_.keep_alive;
   write_response(response, close);
+}
+
+HttpResponse Connection::too_many_bodies() {
+  HttpResponse r = host_.error_response(503, kTooManyBodies);
+  r.headers.add("Retry-After", "1");
+  return r;
 }
 
 void Connection::answer_error(int status, const std::string& message) {
@@ -377,8 +393,14 @@ void Connection::flush() {
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // EPOLLOUT will say when
-    drop();                                                          // the client is gone
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {  // EPOLLOUT will say when
+      if (out_pos_ >= kCompactAfterBytes) {
+        out_.erase(0, out_pos_);
+        out_pos_ = 0;
+      }
+      return;
+    }
+    drop();  // the client is gone
     return;
   }
   out_.clear();
@@ -399,6 +421,7 @@ void Connection::on_flushed() {
       if (!fin_sent_) {
         ::shutdown(fd_, SHUT_WR);
         fin_sent_ = true;
+        deadline_ = now_ + kLinger;  // from the FIN: writing the answer may take longer
       }
       if (server_stopping_) close_now();
       break;
@@ -430,7 +453,6 @@ void Connection::next_request() {
 }
 
 void Connection::begin_close() {
-  deadline_ = now_ + kLinger;
   read_paused_ = false;
   in_.clear();
   std::string().swap(head_.request.body);  // a body cut short by an error: freed now
@@ -447,8 +469,11 @@ void Connection::on_tick(Clock::time_point now) {
   }
   switch (state_) {
     case State::kIdle:
-    case State::kClosing:
       if (now >= deadline_) drop();
+      break;
+    case State::kClosing:
+      // Until the FIN is sent the answer is still being written: write_timeout above applies.
+      if (fin_sent_ && now >= deadline_) drop();
       break;
     case State::kHead:
     case State::kBody:

@@ -104,6 +104,8 @@ class Connection {
   void dispatch();
   // Answers before the body was read; the connection closes unless the body is already here.
   void answer_early(HttpResponse response);
+  // 503 with Retry-After: the server-wide budget for request bodies is spent.
+  HttpResponse too_many_bodies();
   void answer_error(int status, const std::string& message);
   void write_response(const HttpResponse& response, bool close);
   void pull(bool idle);

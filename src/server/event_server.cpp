@@ -236,10 +236,7 @@ void EventServer::on_event(uint64_t key, uint32_t events) {
     accept_all();
     return;
   }
-  const auto it = conns_.find(key);
-  if (it == conns_.end()) return;
-  it->second.conn->on_event(events);
-  settle(key);
+  on_connection(key, [events](Connection& c) { c.on_event(events); });
 }
 
 void EventServer::accept_all() {
@@ -281,7 +278,13 @@ void EventServer::accept_all() {
       ++open_;
     }
     slot.events = slot.conn->wanted_events();
-    loop_.add(fd, id, slot.events);
+    try {
+      loop_.add(fd, id, slot.events);
+    } catch (const std::exception& e) {
+      log::warn("connection {}: {}; closing it", id, e.what());
+      --(over_cap ? refusing_ : open_);
+      continue;  // the slot's connection closes the socket
+    }
     conns_.emplace(id, std::move(slot));
     settle(id);
   }
@@ -290,18 +293,22 @@ void EventServer::accept_all() {
 void EventServer::on_tick() {
   const auto now = Clock::now();
   if (accept_paused_ && now >= accept_resume_ && listen_fd_ >= 0) {
-    accept_paused_ = false;
-    loop_.add(listen_fd_, kListenKey, EPOLLIN);
+    try {
+      loop_.add(listen_fd_, kListenKey, EPOLLIN);
+      accept_paused_ = false;
+    } catch (const std::exception& e) {
+      log::warn("{}; new connections stay paused", e.what());
+      accept_resume_ = now + kTick * 2;
+    }
   }
   std::vector<uint64_t> ids;
   ids.reserve(conns_.size());
   for (auto& [id, slot] : conns_) ids.push_back(id);
   for (uint64_t id : ids) {
-    const auto it = conns_.find(id);
-    if (it == conns_.end()) continue;
-    if (stopping_ && now >= stop_deadline_) it->second.conn->drop();
-    it->second.conn->on_tick(now);
-    settle(id);
+    on_connection(id, [&](Connection& c) {
+      if (stopping_ && now >= stop_deadline_) c.drop();
+      c.on_tick(now);
+    });
   }
   if (stopping_ && conns_.empty()) loop_.stop();
 }
@@ -324,11 +331,22 @@ void EventServer::settle(uint64_t id) {
   }
 }
 
-void EventServer::deliver(uint64_t id, HttpResponse response) {
+void EventServer::on_connection(uint64_t id, const std::function<void(Connection&)>& fn) {
   const auto it = conns_.find(id);
   if (it == conns_.end()) return;
-  it->second.conn->on_response(std::move(response));
+  // An exception here (out of memory, a failing system call) would end the loop thread and with
+  // it the server: it costs only this connection.
+  try {
+    fn(*it->second.conn);
+  } catch (const std::exception& e) {
+    log::error("connection {}: {}; closing it", id, e.what());
+    it->second.conn->drop();
+  }
   settle(id);
+}
+
+void EventServer::deliver(uint64_t id, HttpResponse response) {
+  on_connection(id, [&](Connection& c) { c.on_response(std::move(response)); });
 }
 
 void EventServer::deliver_stream(uint64_t id, HttpResponse head, std::shared_ptr<BodySource> body) {
@@ -337,15 +355,11 @@ void EventServer::deliver_stream(uint64_t id, HttpResponse head, std::shared_ptr
     body->abort();  // the client left while the request was being prepared
     return;
   }
-  it->second.conn->on_stream(std::move(head), std::move(body));
-  settle(id);
+  on_connection(id, [&](Connection& c) { c.on_stream(std::move(head), std::move(body)); });
 }
 
 void EventServer::wake(uint64_t id) {
-  const auto it = conns_.find(id);
-  if (it == conns_.end()) return;
-  it->second.conn->on_wake();
-  settle(id);
+  on_connection(id, [](Connection& c) { c.on_wake(); });
 }
 
 // --- ConnectionHost ------------------------------------------------------------------------------
@@ -395,7 +409,17 @@ void EventServer::handle(const Route& route, HttpRequest request,
     release_body(reserved);
     // A large body is freed into the arena of the loop thread that received it, where glibc
     // keeps it resident; give such pages back, so that hostile uploads leave no lasting RSS.
-    if (body_bytes >= kTrimAfterBodyBytes) ::malloc_trim(0);
+    // At most once a second: a trim walks every arena under its lock, and clients could
+    // otherwise trigger it at network speed.
+    if (body_bytes >= kTrimAfterBodyBytes) {
+      const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 Clock::now().time_since_epoch())
+                                 .count();
+      int64_t last = last_trim_ms_.load();
+      if (now_ms - last >= 1000 && last_trim_ms_.compare_exchange_strong(last, now_ms)) {
+        ::malloc_trim(0);
+      }
+    }
   };
   if (route.on_loop) {
     task();

@@ -80,6 +80,8 @@ class EventServer : private ConnectionHost {
   void close_listener();
   // After a connection was driven: forget it if it closed, else update its epoll events.
   void settle(uint64_t id);
+  // Drives connection `id` (if still open) with `fn`, then settles it; an exception closes it.
+  void on_connection(uint64_t id, const std::function<void(Connection&)>& fn);
   // Outcomes of exchanges, on the loop thread.
   void deliver(uint64_t id, HttpResponse response);
   void deliver_stream(uint64_t id, HttpResponse head, std::shared_ptr<BodySource> body);
@@ -95,6 +97,7 @@ class EventServer : private ConnectionHost {
   int open_ = 0;      // connections in conns_ that are not refused
   int refusing_ = 0;  // refused ones still closing
   std::atomic<size_t> body_bytes_{0};
+  std::atomic<int64_t> last_trim_ms_{0};  // steady clock, of the last malloc_trim
   bool accept_paused_ = false;
   Clock::time_point accept_resume_;
   bool stopping_ = false;
