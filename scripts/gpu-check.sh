@@ -3,9 +3,9 @@
 # $OUT and a short summary printed last. The machine lacks pcre2.h: the caller carries it in
 # .gpu-deps/include (scripts/gpu-deps.sh puts it there).
 #   TESTS=1      every GPU test (lserve_cuda_tests)
-#   SANITIZE=1   compute-sanitizer memcheck, racecheck, synccheck, initcheck on the kernel tests
-#                (SANITIZE_FILTER: a gtest filter; SANITIZE_TIMEOUT: seconds per tool;
-#                SANITIZE_TOOLS: a subset of the four)
+#   SANITIZE=1   compute-sanitizer memcheck, racecheck, synccheck, initcheck at once, each over
+#                every GPU test; fails on any report (SANITIZE_FILTER: a gtest filter;
+#                SANITIZE_TIMEOUT: seconds per tool; SANITIZE_TOOLS: a subset of the four)
 #   KERNELS=1    bench/attention_bench and its PyTorch SDPA peer (BENCH_ARGS / PEER_ARGS)
 #   GEMV=1       bench/gemv_bench: decode GEMMs vs cuBLASLt (GEMV_ARGS)
 #   E2E=1        bench/e2e_gpu.py: `lserve bench` decode, Llama-3.1-8B shape (E2E_ARGS); with
@@ -55,13 +55,20 @@ if [ "${TESTS:-0}" = 1 ]; then
   note "tests: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/tests.log" | tr '\n' ' ')"
 fi
 if [ "${SANITIZE:-0}" = 1 ]; then
-  filter="${SANITIZE_FILTER:-*Sampl*:*Gemv*:CudaGraph.DevicePlannedDecodeLaunchedDirectly*}"
-  for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
-    timeout ${SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 $T --gtest_filter="$filter" \
-      >"$OUT/sanitize-$tool.log" 2>&1
-    rc=$?
-    note "compute-sanitizer $tool: rc $rc, $(grep -cE '^========= (Invalid|Race|Barrier|Uninitialized|.*hazard)' "$OUT/sanitize-$tool.log") reports; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.log" | tail -1)"
-    [ $rc = 0 ] || status=1
+  # The four tools run at once (each is CPU-bound in its own process; the GPU has room for all),
+  # each over the whole GPU suite unless SANITIZE_FILTER narrows it. Any report fails the stage.
+  filter="${SANITIZE_FILTER:-*}"
+  tools=(${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck})
+  for tool in "${tools[@]}"; do
+    ( timeout ${SANITIZE_TIMEOUT:-420} compute-sanitizer --tool $tool --error-exitcode 9 \
+        $T --gtest_filter="$filter" >"$OUT/sanitize-$tool.log" 2>&1
+      echo $? >"$OUT/sanitize-$tool.rc" ) &
+  done
+  wait
+  for tool in "${tools[@]}"; do
+    rc=$(cat "$OUT/sanitize-$tool.rc")
+    note "compute-sanitizer $tool: rc $rc, $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/sanitize-$tool.log" | tr '\n' ' ')$(grep -cE '^========= (Invalid|Race|Barrier|Uninitialized|.*hazard)' "$OUT/sanitize-$tool.log") reports; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.log" | tail -1)"
+    [ "$rc" = 0 ] || status=1
   done
 fi
 if [ "${GEMV:-0}" = 1 ]; then
