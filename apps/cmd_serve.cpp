@@ -138,6 +138,7 @@ int run_serve(ServeOptions& o) {
 
 Command add_serve_command(CLI::App& app) {
   auto opts = std::make_shared<ServeOptions>();
+  opts->model.enable_prefix_caching = true;  // as vLLM: a server sees repeated prompts
   CLI::App* cmd =
       app.add_subcommand("serve",
                          "Serve a model over an OpenAI-compatible HTTP API (/v1/completions, "

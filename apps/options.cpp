@@ -70,6 +70,12 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
   cmd.add_flag("--enforce-eager", o.enforce_eager,
                "GPU: launch every decode step's kernels one by one instead of replaying CUDA "
                "graphs recorded per batch size (slower; for debugging and comparison)");
+  cmd.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o.enable_prefix_caching,
+               "Keep the KV pages of prompts after their requests finish, and let a later prompt "
+               "that starts with the same tokens reuse them instead of recomputing (whole pages; "
+               "with streaming heads only where the streaming pool still holds the sink and "
+               "window pages the next token needs). Cached pages are evicted, least recently "
+               "used first, when memory is needed. On by default in `serve`, off elsewhere");
   add_sparse_options(cmd, o);
 }
 
@@ -230,6 +236,7 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
   ec.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
   ec.max_model_len = o.max_model_len;
   ec.enforce_eager = o.enforce_eager;
+  ec.scheduler.enable_prefix_caching = o.enable_prefix_caching;
   ec.kv_dtype = parse_kv_dtype(o.kv_cache_dtype);
   ec.sparse = o.sparse;
   ec.sparse.granularity = parse_granularity(o.granularity);

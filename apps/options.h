@@ -25,6 +25,7 @@ struct ModelOptions {
   int max_num_batched_tokens = 2048;
   uint64_t dummy_seed = 0;
   bool enforce_eager = false;
+  bool enable_prefix_caching = false;  // `serve` turns it on before its flags are parsed
   SparseAttentionConfig sparse;
   std::string granularity = "kv-head";
 };

@@ -348,6 +348,9 @@ std::vector<SeqOutput> Engine::step() {
     Sequence& seq = *step.seqs[i];
     const SeqStep& s = step.plan.seqs[i];
     seq.kv.num_tokens = s.end_pos();
+    if (scheduler_.config().enable_prefix_caching && !seq.synthetic_prefill) {
+      blocks_.register_full_blocks(seq.kv, seq.tokens, seq.prompt_len, seq.kv_salt());
+    }
     if (!s.want_logits) continue;
     const SampledToken& st = sampled[logit_row++];
     SeqOutput out;

@@ -59,6 +59,7 @@ class Engine {
   const BlockManager& blocks() const { return blocks_; }
   const KvCache& kv_cache() const { return *cache_; }
   const EngineStats& stats() const { return stats_; }
+  const PrefixCacheStats& prefix_cache_stats() const { return scheduler_.prefix_cache_stats(); }
   const SparseAttentionConfig& sparse() const { return cache_->sparse(); }
   Backend& backend() { return *backend_; }
   const RunnerStats& runner_stats() const { return runner_->stats(); }

@@ -158,8 +158,23 @@ ScheduledStep Scheduler::schedule() {
       blocks_.grow(seq->kv, seq->prompt_len - 1);
       seq->kv.num_tokens = seq->prompt_len - 1;
     }
+    // A prompt starting with cached pages skips their tokens. Its last token is always computed
+    // (its logits start the generation), and only prompt tokens, whose KV prefill wrote, are
+    // cached at all.
+    int32_t reused = 0;
+    if (config_.enable_prefix_caching && !seq->synthetic_prefill && seq->kv.num_tokens == 0) {
+      reused = blocks_.reuse_prefix(seq->kv, seq->tokens, seq->prompt_len - 1, stream_window(*seq),
+                                    seq->kv_salt());
+    }
     const int32_t n = std::min(seq->num_uncached(), budget);
-    if (!make_room(seq, n)) break;
+    if (!make_room(seq, n)) {
+      if (reused > 0) blocks_.release(seq->kv);  // back to the cache, to be found again
+      break;
+    }
+    if (config_.enable_prefix_caching && !seq->synthetic_prefill) {
+      prefix_stats_.queries += seq->prompt_len;
+      prefix_stats_.hits += reused;
+    }
     waiting_.pop_front();
     seq->status = SeqStatus::kRunning;
     running_.push_back(seq);

@@ -23,6 +23,14 @@ struct SchedulerConfig {
   // tokens of a step, so newcomers start at once instead of after the whole long prompt
   // (0: half of max_num_batched_tokens). Alone, a prompt still gets the whole step.
   int long_prefill_token_threshold = 0;
+  // Reuse the cached KV pages of a prompt's longest known prefix (BlockManager: prefix caching).
+  bool enable_prefix_caching = false;
+};
+
+// Prompt tokens looked up in the prefix cache at admission, and those found (vLLM's counters).
+struct PrefixCacheStats {
+  int64_t queries = 0;
+  int64_t hits = 0;
 };
 
 struct ScheduledStep {
@@ -45,6 +53,7 @@ class Scheduler {
   size_t num_waiting() const { return waiting_.size(); }
   size_t num_running() const { return running_.size(); }
   const SchedulerConfig& config() const { return config_; }
+  const PrefixCacheStats& prefix_cache_stats() const { return prefix_stats_; }
 
  private:
   void preempt(Sequence* seq);
@@ -63,6 +72,7 @@ class Scheduler {
   BlockManager& blocks_;
   std::deque<Sequence*> waiting_;
   std::vector<Sequence*> running_;
+  PrefixCacheStats prefix_stats_;
 };
 
 }  // namespace lserve

@@ -45,6 +45,9 @@ struct Sequence {
   int32_t num_generated() const { return len() - prompt_len; }
   // Tokens not yet in the KV cache (the whole prompt at first, then the last sampled token).
   int32_t num_uncached() const { return len() - kv.num_tokens; }
+  // Prefix caching: what besides the tokens shapes this sequence's KV (its pages are shared only
+  // with sequences of the same salt). Dense attention changes what the streaming heads see.
+  uint64_t kv_salt() const { return sparse.dense ? 1 : 0; }
   bool finished() const { return status == SeqStatus::kFinished; }
 };
 

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kv/page_pool.h"
+
 namespace lserve {
 
 struct SequenceKv {
@@ -17,6 +19,9 @@ struct SequenceKv {
   int32_t window_first = 0;
   int32_t num_tokens = 0;  // tokens whose KV has been written
   int32_t sel_slot = -1;   // page-selection slot (reused selections live there), -1: none
+  // Prefix caching: the content identity of blocks [0, block_hashes.size()), registered with the
+  // pools (BlockManager::register_full_blocks), each hash chained on the one before.
+  std::vector<PageHash> block_hashes;
 
   int32_t stream_pages() const {
     return static_cast<int32_t>(sink_pages.size() + window_pages.size());

@@ -227,6 +227,10 @@ void EngineLoop::publish_snapshot() {
   s.prefill_tokens_computed = st.prompt_tokens;
   s.decode_kv_bytes_read = st.decode_kv.sparse_bytes;
   s.decode_kv_bytes_dense = st.decode_kv.dense_bytes;
+  s.pages_cached = engine_.blocks().pool().num_cached();
+  s.stream_pages_cached = engine_.blocks().stream_pool().num_cached();
+  s.prefix_cache_queries = engine_.prefix_cache_stats().queries;
+  s.prefix_cache_hits = engine_.prefix_cache_stats().hits;
   metrics_.set_engine(s);
 }
 

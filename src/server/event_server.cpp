@@ -412,9 +412,9 @@ void EventServer::handle(const Route& route, HttpRequest request,
     // At most once a second: a trim walks every arena under its lock, and clients could
     // otherwise trigger it at network speed.
     if (body_bytes >= kTrimAfterBodyBytes) {
-      const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 Clock::now().time_since_epoch())
-                                 .count();
+      const int64_t now_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+              .count();
       int64_t last = last_trim_ms_.load();
       if (now_ms - last >= 1000 && last_trim_ms_.compare_exchange_strong(last, now_ms)) {
         ::malloc_trim(0);

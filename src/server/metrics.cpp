@@ -135,6 +135,19 @@ std::string Metrics::render() const {
   header(out, "lserve:kv_cache_pages_total", "gauge", "KV pages in each pool.");
   sample(out, "lserve:kv_cache_pages_total", l + ",pool=\"retrieval\"", e.pages_total);
   sample(out, "lserve:kv_cache_pages_total", l + ",pool=\"streaming\"", e.stream_pages_total);
+  header(out, "lserve:kv_cache_pages_cached", "gauge",
+         "KV pages no request uses, kept for prefix caching (evicted when memory is needed).");
+  sample(out, "lserve:kv_cache_pages_cached", l + ",pool=\"retrieval\"", e.pages_cached);
+  sample(out, "lserve:kv_cache_pages_cached", l + ",pool=\"streaming\"", e.stream_pages_cached);
+  counter("lserve:prefix_cache_queries_total",
+          "Prompt tokens looked up in the prefix cache at admission.", e.prefix_cache_queries);
+  counter("lserve:prefix_cache_hits_total",
+          "Prompt tokens whose KV was found in the prefix cache (not computed).",
+          e.prefix_cache_hits);
+  gauge("lserve:prefix_cache_hit_rate", "prefix_cache_hits_total / prefix_cache_queries_total.",
+        e.prefix_cache_queries > 0
+            ? static_cast<double>(e.prefix_cache_hits) / e.prefix_cache_queries
+            : 0.0);
   counter("lserve:prompt_tokens_total", "Prompt tokens of accepted requests.", prompt_tokens_);
   counter("lserve:generation_tokens_total", "Generated tokens.", generation_tokens_);
   counter("lserve:prefill_tokens_computed_total",

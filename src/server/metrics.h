@@ -38,6 +38,9 @@ struct EngineSnapshot {
   int64_t prefill_tokens_computed = 0;  // including recomputation after preemption
   double decode_kv_bytes_read = 0;      // what the configured attention reads (with the selector)
   double decode_kv_bytes_dense = 0;     // what dense attention would have read
+  int pages_cached = 0, stream_pages_cached = 0;  // unreferenced pages kept for prefix caching
+  int64_t prefix_cache_queries = 0;               // prompt tokens looked up in the prefix cache
+  int64_t prefix_cache_hits = 0;                  // of those, found (their KV reused, not computed)
 };
 
 class Metrics {

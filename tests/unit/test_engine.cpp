@@ -13,13 +13,14 @@ namespace {
 
 std::unique_ptr<Engine> make_engine(const EngineConfig& ec) {
   auto backend = std::make_unique<CpuBackend>(2);
-  LoadedModel m = load_model(test::source_dir() + "/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-                             *backend, {});
+  LoadedModel m =
+      load_model(test::source_dir() + "/models/SmolLM2-135M-Instruct.Q4_1.gguf", *backend, {});
   return std::make_unique<Engine>(std::move(backend), std::move(m), ec);
 }
 
 struct Result {
   std::vector<int32_t> tokens;
+  std::vector<float> logprobs;  // of each token, when the request asked for logprobs
   std::string text;
   FinishReason reason = FinishReason::kNone;
 };
@@ -32,6 +33,7 @@ std::map<int64_t, Result> run_all(Engine& e, const std::vector<Request>& reqs) {
     for (const auto& out : e.step()) {
       auto& r = results[out.id];
       r.tokens.insert(r.tokens.end(), out.new_tokens.begin(), out.new_tokens.end());
+      for (const auto& lp : out.logprobs) r.logprobs.push_back(lp.logprob);
       r.text += out.new_text;
       if (out.finished) r.reason = out.finish_reason;
     }
@@ -92,6 +94,94 @@ TEST(Engine, BatchedChunkedAndPreemptedRunsMatchSoloRuns) {
   }
   EXPECT_EQ(tiny_engine->blocks().pool().num_used(), 0);
   EXPECT_EQ(batch_engine->blocks().pool().num_used(), 0);
+}
+
+// Prefix caching must give exactly what recomputation gives: questions about one document in
+// turn (the document's pages reused, with streaming heads whose windows are small enough that
+// most of its streaming pages left the window), the same prompt twice, and all of them at once
+// in a pool so small that sequences are preempted and re-admitted through the cache.
+TEST(Engine, PrefixCachingGivesTheTokensOfRecomputation) {
+  EngineConfig base;
+  base.num_pages = 96;
+  base.num_stream_pages = 96;
+  base.sparse.page_size = 16;
+  base.sparse.sink_tokens = 16;
+  base.sparse.prefill_local_tokens = 64;
+  base.sparse.local_tokens = 32;
+  base.sparse.token_budget = 64;
+  auto plain = make_engine(base);
+  EngineConfig with_cache = base;
+  with_cache.scheduler.enable_prefix_caching = true;
+  auto cached = make_engine(with_cache);
+  ASSERT_GT(cached->blocks().stream_pool().num_pages(), 0)
+      << "the model's pattern has streaming heads";
+
+  std::string doc = "Inventory of the warehouse.\n";
+  const char* colors[] = {"red", "green", "blue", "yellow", "black", "white"};
+  for (int i = 0; i < 24; ++i) {
+    doc += "Shelf " + std::to_string(i) + " holds " + std::to_string(7 * i + 3) + " " +
+           colors[i % 6] + " boxes.\n";
+  }
+  const Tokenizer& tok = plain->tokenizer();
+  std::vector<Request> reqs;
+  for (const char* q : {"How many boxes are on shelf 5?", "Which color are the boxes on shelf 11?",
+                        "How many boxes are on shelf 5?"}) {
+    Request r;
+    r.prompt = tok.encode(doc + "Question: " + q + "\nAnswer:", false);
+    r.params.temperature = 0;
+    r.params.max_tokens = 10;
+    r.params.ignore_eos = true;
+    r.params.logprobs = 0;
+    reqs.push_back(r);
+  }
+  ASSERT_GT(reqs[0].prompt.size(), 200u);
+  // Reused KV equals recomputed KV up to the order of f32 sums (a different chunking): the
+  // sampled tokens' logprobs agree far more closely than a missing key or a wrong page would
+  // allow.
+  auto expect_same = [](const Result& got, const Result& want, size_t i) {
+    EXPECT_EQ(got.tokens, want.tokens) << "request " << i;
+    ASSERT_EQ(got.logprobs.size(), want.logprobs.size()) << "request " << i;
+    for (size_t t = 0; t < want.logprobs.size(); ++t) {
+      EXPECT_NEAR(got.logprobs[t], want.logprobs[t], 1e-4) << "request " << i << " token " << t;
+    }
+  };
+
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const Result want = run_all(*plain, {reqs[i]})[0];
+    const int64_t hits_before = cached->prefix_cache_stats().hits;
+    const Result got = run_all(*cached, {reqs[i]})[0];
+    expect_same(got, want, i);
+    if (i > 0) {
+      EXPECT_GT(cached->prefix_cache_stats().hits - hits_before, 160) << "request " << i;
+    }
+  }
+  EXPECT_EQ(cached->prefix_cache_stats().hits % 16, 0);
+  EXPECT_EQ(cached->blocks().pool().num_used(), 0);
+  EXPECT_GT(cached->blocks().pool().num_cached(), 0);
+
+  // All three at once, 32-token chunks, in a pool where they cannot all fit. A preempted
+  // sequence recomputes its generated tokens as prompt, which sparse windows this small would
+  // see differently than its decode steps did: here they hold whole sequences, so preemption
+  // itself changes nothing and only the cache's part is tested.
+  EngineConfig roomy = base;
+  roomy.sparse.prefill_local_tokens = 1024;
+  roomy.sparse.local_tokens = 1024;
+  roomy.sparse.token_budget = 1024;
+  auto reference = make_engine(roomy);
+  EngineConfig tiny = roomy;
+  tiny.scheduler.enable_prefix_caching = true;
+  tiny.num_pages = 24;
+  tiny.num_stream_pages = 24;
+  tiny.scheduler.max_num_batched_tokens = 32;
+  auto small = make_engine(tiny);
+  const auto together = run_all(*small, reqs);
+  EXPECT_GT(small->stats().preemptions, 0);
+  EXPECT_GT(small->prefix_cache_stats().hits, 0);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    expect_same(together.at(static_cast<int64_t>(i)), run_all(*reference, {reqs[i]})[0], i);
+  }
+  EXPECT_EQ(small->blocks().pool().num_used(), 0);
+  EXPECT_EQ(small->blocks().stream_pool().num_used(), 0);
 }
 
 TEST(Engine, StopStringEndsTheTextBeforeIt) {
