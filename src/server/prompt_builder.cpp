@@ -10,6 +10,7 @@ namespace {
 
 // OpenAI's legacy completions default; chat defaults to the rest of the context.
 constexpr int kDefaultCompletionTokens = 16;
+constexpr const char* kContextLengthExceeded = "context_length_exceeded";
 
 std::vector<int32_t> tokenize_unchecked(const ServerContext& ctx, const GenerationRequest& g) {
   const Tokenizer& tok = ctx.engine.tokenizer();
@@ -66,21 +67,26 @@ Request build_engine_request(const ServerContext& ctx, GenerationRequest& g) {
   r.sparse = g.sparse;
   const int64_t limit = ctx.engine.max_model_len();
   const int64_t prompt = static_cast<int64_t>(r.prompt.size());
-  if (prompt == 0) throw bad_request("the prompt is empty", g.chat ? "messages" : "prompt");
+  // OpenAI names the input field and says context_length_exceeded, whichever part is too long:
+  // clients match on the code to shorten the conversation.
+  const std::string input = g.chat ? "messages" : "prompt";
+  if (prompt == 0) throw bad_request("the prompt is empty", input);
   if (prompt >= limit) {
-    throw bad_request(fmt::format("This model's maximum context length is {} tokens, but the "
-                                  "prompt has {} tokens, leaving no room for a completion",
-                                  limit, prompt),
-                      g.chat ? "messages" : "prompt");
+    throw ApiError(400,
+                   fmt::format("This model's maximum context length is {} tokens, but the prompt "
+                               "has {} tokens, leaving no room for a completion",
+                               limit, prompt),
+                   input, kContextLengthExceeded);
   }
   if (g.max_tokens) {
     if (prompt + *g.max_tokens > limit) {
-      throw bad_request(
+      throw ApiError(
+          400,
           fmt::format("This model's maximum context length is {} tokens. However, you requested "
                       "{} tokens ({} in the prompt, {} for the completion). Please reduce the "
                       "prompt or max_tokens.",
                       limit, prompt + *g.max_tokens, prompt, *g.max_tokens),
-          "max_tokens");
+          input, kContextLengthExceeded);
     }
     r.params.max_tokens = *g.max_tokens;
   } else {

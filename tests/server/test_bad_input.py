@@ -129,14 +129,30 @@ def test_unknown_route_is_404(server):
 def test_context_overflow_names_both_numbers(server, client):
     limit = client.models.list().data[0].model_extra["max_model_len"]
     prompt_tokens = post_json(server, "/tokenize", {"prompt": "hello world"})[1]["count"]
-    err = assert_error(server, {"prompt": "hello world", "max_tokens": limit}, 400, "max_tokens")
+    err = assert_error(server, {"prompt": "hello world", "max_tokens": limit}, 400, "prompt")
+    assert err["code"] == "context_length_exceeded"
     for number in [limit, prompt_tokens, limit + prompt_tokens]:
         assert str(number) in err["message"], err
 
 
+def test_chat_context_overflow_is_context_length_exceeded(client, model_name):
+    # As OpenAI answers it: the client sees the code and the input field.
+    limit = client.models.list().data[0].model_extra["max_model_len"]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=model_name, max_tokens=limit,
+                                       messages=[{"role": "user", "content": "Hi"}])
+    assert info.value.status_code == 400
+    assert info.value.code == "context_length_exceeded" and info.value.param == "messages"
+    assert str(limit) in info.value.message
+
+
 def test_prompt_longer_than_the_context_is_400(server):
-    assert_error(server, {"prompt": [1] * 9000, "max_tokens": 1}, 400, "prompt",
-                 contains=["9000"])
+    err = assert_error(server, {"prompt": [1] * 9000, "max_tokens": 1}, 400, "prompt",
+                       contains=["9000"])
+    assert err["code"] == "context_length_exceeded"
+    err = assert_error(server, {"messages": [{"role": "user", "content": "hi " * 9000}]}, 400,
+                       "messages", path="/v1/chat/completions")
+    assert err["code"] == "context_length_exceeded"
 
 
 @pytest.mark.parametrize("field,value", [
