@@ -1,5 +1,6 @@
 // `lserve generate`: one prompt in, streamed text out on stdout, timing on stderr.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -80,11 +81,25 @@ int run_generate(GenerateOptions& o) {
   if (o.show_prompt) std::cerr << text << "\n";
   log::info("prompt: {} tokens", req.prompt.size());
 
+  const auto prompt_tokens = static_cast<int64_t>(req.prompt.size());
   const int64_t id = engine->submit(std::move(req));
   int64_t completion = 0;
   FinishReason reason = FinishReason::kNone;
+  // A long prompt is prefilled in chunks over many steps (minutes on a CPU): say how far it is,
+  // every few seconds, until its first token.
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto last_report = start;
   while (engine->has_work()) {
-    for (const SeqOutput& out : engine->step()) {
+    const std::vector<SeqOutput> outs = engine->step();
+    const int64_t prefilled = engine->stats().prompt_tokens;
+    if (prefilled < prompt_tokens && Clock::now() - last_report >= std::chrono::seconds(3)) {
+      last_report = Clock::now();
+      const double seconds = std::chrono::duration<double>(last_report - start).count();
+      log::info("prefill: {} of {} prompt tokens ({:.0f}%, {:.0f} tokens/s)", prefilled,
+                prompt_tokens, 100.0 * prefilled / prompt_tokens, prefilled / seconds);
+    }
+    for (const SeqOutput& out : outs) {
       if (out.id != id) continue;
       std::fwrite(out.new_text.data(), 1, out.new_text.size(), stdout);
       std::fflush(stdout);

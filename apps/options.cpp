@@ -50,9 +50,16 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str();
   cmd.add_option("--kv-cache-mib", o.kv_cache_mib,
-                 "Memory for the paged KV cache, in MiB (0 = 1 GiB on the CPU, 90% of the free "
-                 "GPU memory after the weights on CUDA)")
+                 "Memory for the paged KV cache, in MiB (0 = 1 GiB on the CPU; on CUDA what "
+                 "--gpu-memory-utilization leaves once the weights are loaded)")
       ->check(CLI::Range(0, 1 << 22))
+      ->capture_default_str();
+  cmd.add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
+                 "CUDA: the share of the GPU's whole memory lserve may fill with weights and KV "
+                 "cache (as vLLM's flag); memory other processes use counts against it, and the "
+                 "rest is left for activations and workspaces. Ignored with --kv-cache-mib and "
+                 "on the CPU")
+      ->check(CLI::Range(0.05, 1.0))
       ->capture_default_str();
   cmd.add_option("--kv-cache-dtype", o.kv_cache_dtype,
                  "How K/V are stored: auto (the compute type: f32 on the CPU, bf16 on CUDA), "
@@ -243,9 +250,24 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
   ec.sparse.validate();
   ec.kv_cache_bytes = static_cast<int64_t>(o.kv_cache_mib) << 20;
   if (o.kv_cache_mib == 0) {
-    // Auto: 1 GiB on the CPU; on a GPU, 90% of what is free once the weights are loaded.
+    // Auto: 1 GiB on the CPU; on a GPU, the share of its memory --gpu-memory-utilization gives,
+    // less what is in use once the weights are loaded (theirs and other processes').
     const int64_t free_bytes = backend->free_memory_bytes();
-    ec.kv_cache_bytes = free_bytes > 0 ? free_bytes / 10 * 9 : int64_t{1} << 30;
+    const int64_t total = backend->total_memory_bytes();
+    if (free_bytes < 0 || total <= 0) {
+      ec.kv_cache_bytes = int64_t{1} << 30;
+    } else {
+      const int64_t used = total - free_bytes;
+      const auto allowed =
+          static_cast<int64_t>(o.gpu_memory_utilization * static_cast<double>(total));
+      LSERVE_CHECK(allowed - used >= (int64_t{64} << 20),
+                   "--gpu-memory-utilization {} allows {:.1f} GiB of the GPU's {:.1f} GiB, but "
+                   "{:.1f} GiB are in use once the weights are loaded: nothing is left for the "
+                   "KV cache; raise it (at most 1.0) or free the GPU",
+                   o.gpu_memory_utilization, allowed / 1073741824.0, total / 1073741824.0,
+                   used / 1073741824.0);
+      ec.kv_cache_bytes = allowed - used;
+    }
   }
   return std::make_unique<Engine>(std::move(backend), std::move(loaded), ec);
 }

@@ -20,6 +20,7 @@ struct ModelOptions {
   int threads = 0;        // 0: all cores
   int max_model_len = 0;
   int kv_cache_mib = 0;
+  double gpu_memory_utilization = 0.9;
   std::string kv_cache_dtype = "auto";
   int max_num_seqs = 64;
   int max_num_batched_tokens = 2048;

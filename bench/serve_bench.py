@@ -16,6 +16,7 @@ exactly --output-len tokens.
 import argparse
 import asyncio
 import json
+import math
 import random
 import re
 import signal
@@ -197,6 +198,18 @@ def launch(binary, extra):
     return proc, f"http://127.0.0.1:{port[0]}"
 
 
+def strict_json(value):
+    """JSON has no Infinity or NaN (Python would write them anyway): an infinite request rate
+    becomes "inf", and a statistic with no samples null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -244,7 +257,7 @@ def main():
         print_report(summary, args)
         if args.result_json:
             with open(args.result_json, "w") as f:
-                json.dump(summary, f, indent=2)
+                json.dump(strict_json(summary), f, indent=2, allow_nan=False)
     finally:
         if proc:
             proc.send_signal(signal.SIGTERM)

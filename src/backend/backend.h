@@ -61,6 +61,8 @@ class Backend {
   virtual void synchronize() {}
   // Device memory still free, for sizing the KV cache; -1 where it does not apply (host memory).
   virtual int64_t free_memory_bytes() const { return -1; }
+  // The device's whole memory, -1 where it does not apply.
+  virtual int64_t total_memory_bytes() const { return -1; }
   // Device time of the steps that sampled so far (from begin_step's first device work to the
   // copy of the sampled tokens), so benchmarks can tell device time from host time. steps < 0:
   // the backend does not measure it (the CPU's steps are all host time).

@@ -76,10 +76,21 @@ KvCacheConfig kv_config(const ModelConfig& m, const EngineConfig& c, const HeadM
     k.num_pages =
         pb.retrieval > 0 ? static_cast<int>(std::max<int64_t>(0, left / pb.retrieval)) : 0;
   }
-  LSERVE_CHECK(pb.retrieval == 0 || k.num_pages >= 2,
-               "the KV cache budget of {} MiB holds {} retrieval pages of {} KiB; raise "
-               "--kv-cache-mib",
-               c.kv_cache_bytes >> 20, k.num_pages, pb.retrieval >> 10);
+  if (pb.retrieval > 0 && k.num_pages < 2) {
+    // Say where the memory went and the smallest budget that works: with streaming heads, their
+    // pool's floor (sink, prefill window and one step's tokens) comes first.
+    const int64_t stream_bytes = static_cast<int64_t>(k.num_stream_pages) * pb.streaming;
+    const int64_t need_mib = (stream_bytes + 2 * pb.retrieval + (1 << 20) - 1) >> 20;
+    fail("--kv-cache-mib {} is too small: the cache needs at least {} MiB here ({}2 retrieval "
+         "pages of {} KiB); raise --kv-cache-mib{}",
+         c.kv_cache_bytes >> 20, need_mib,
+         pb.streaming > 0 ? fmt::format("the streaming heads' pool: {} pages, {} MiB, for the "
+                                        "sink, the prefill window and one step of tokens; then ",
+                                        k.num_stream_pages, stream_bytes >> 20)
+                          : "",
+         pb.retrieval >> 10,
+         pb.streaming > 0 ? ", or lower --prefill-local-tokens or --max-num-batched-tokens" : "");
+  }
   return k;
 }
 

@@ -88,3 +88,30 @@ def test_max_model_len_past_the_trained_context_warns():
                "--temperature", "0")
     assert p.returncode == 0, p.stderr
     assert "longer than the context the model was trained for (8192)" in p.stderr, p.stderr
+
+
+def test_too_small_kv_cache_says_what_it_needs():
+    # The streaming heads' pool comes first; the message gives the smallest budget that works.
+    p = lserve("generate", "--model", MODEL, "--device", "cpu", "--kv-cache-mib", 8, "-p", "hi",
+               "-n", 2)
+    assert p.returncode != 0
+    assert "--kv-cache-mib 8 is too small" in p.stderr, p.stderr
+    assert "the streaming heads' pool" in p.stderr
+    need = int(p.stderr.split("needs at least ")[1].split(" MiB")[0])
+    assert need > 8
+    ok = lserve("generate", "--model", MODEL, "--device", "cpu", "--kv-cache-mib", need, "-p",
+                "hi", "-n", 2)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_generate_reports_prefill_progress_on_a_long_prompt():
+    # ~3,000 tokens in 64-token chunks take well over the 3 s between reports on 2 cores.
+    prompt = " ".join(["The quick brown fox jumps over the lazy dog."] * 300)
+    p = subprocess.run([LSERVE_BIN, "generate", "--model", MODEL, "--device", "cpu", "--threads",
+                        "2", "-n", "1", "--max-num-batched-tokens", "64"], input=prompt,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    reports = [l for l in p.stderr.splitlines() if "prefill: " in l and " prompt tokens (" in l]
+    assert reports, p.stderr[-2000:]
+    done = [int(l.split("prefill: ")[1].split(" of ")[0]) for l in reports]
+    assert done == sorted(done) and done[-1] < 3001

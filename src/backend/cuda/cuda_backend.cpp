@@ -129,6 +129,12 @@ int64_t CudaBackend::free_memory_bytes() const {
   return static_cast<int64_t>(free_bytes);
 }
 
+int64_t CudaBackend::total_memory_bytes() const {
+  size_t free_bytes = 0, total = 0;
+  LSERVE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+  return static_cast<int64_t>(total);
+}
+
 void CudaBackend::write(Tensor& t, const void* host_bytes) {
   LSERVE_CUDA_CHECK(
       cudaMemcpyAsync(t.data, host_bytes, t.nbytes(), cudaMemcpyHostToDevice, impl_->stream()));

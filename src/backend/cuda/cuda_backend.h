@@ -30,6 +30,7 @@ class CudaBackend final : public Backend {
   void* stream_handle() const;
   void synchronize() override;
   int64_t free_memory_bytes() const override;
+  int64_t total_memory_bytes() const override;
   DeviceTime device_time() const override;
   // bf16 is the pools' native type; FP8 pools are not implemented on CUDA yet.
   bool supports_kv_dtype(KvDtype t) const override { return t != KvDtype::kFp8; }
