@@ -11,23 +11,11 @@
 #include "server/error_response.h"
 #include "server/openai_response.h"
 #include "server/prompt_builder.h"
+#include "server/served_model.h"
 #include "server/sse_stream.h"
 
 namespace lserve::server {
 namespace {
-
-void check_model(const ServerContext& ctx, const std::string& model) {
-  if (model.empty()) return;
-  for (const auto* names : {&ctx.config.served_model_names, &ctx.config.model_aliases}) {
-    for (const std::string& name : *names) {
-      if (name == model) return;
-    }
-  }
-  throw ApiError(404,
-                 fmt::format("The model '{}' does not exist; this server serves '{}'", model,
-                             ctx.config.served_model_names.front()),
-                 "model", "model_not_found");
-}
 
 ResponseHeader make_header(ServerContext& ctx, bool chat) {
   ResponseHeader h;
@@ -158,7 +146,7 @@ void handle_generation(ServerContext& ctx, const HttpRequest& req,
   const auto arrival = RequestChannel::Clock::now();
   const nlohmann::json body = parse_body(req.body);
   GenerationRequest g = chat ? parse_chat_request(body) : parse_completion_request(body);
-  check_model(ctx, g.model);
+  check_model(ctx.config, g.model);
   // A full server answers before spending a tokenization on the prompt.
   if (ctx.loop.full_for(g.n)) throw queue_full(ctx);
   const bool stream = g.stream;

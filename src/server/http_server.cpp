@@ -11,6 +11,7 @@
 #include "server/generation_handler.h"
 #include "server/openai_request.h"
 #include "server/prompt_builder.h"
+#include "server/served_model.h"
 
 namespace lserve::server {
 namespace {
@@ -104,15 +105,22 @@ class HttpServer::Impl {
                 guarded([this](HttpRequest&, const std::shared_ptr<Exchange>& ex) {
                   nlohmann::json data = nlohmann::json::array();
                   for (const std::string& name : ctx_.config.served_model_names) {
-                    data.push_back({{"id", name},
-                                    {"object", "model"},
-                                    {"created", 0},
-                                    {"owned_by", "lserve"},
-                                    {"max_model_len", ctx_.engine.max_model_len()}});
+                    data.push_back(model_object(ctx_, name));
                   }
                   ex->respond(json_response({{"object", "list"}, {"data", data}}));
                 }),
                 0, true});
+    // Every name a request may give as "model" can be retrieved, aliases included, so a client
+    // that checks a name before using it gets the answer the request would.
+    const std::string model_prefix = "/v1/models/";
+    router.add(
+        {"GET", model_prefix,
+         guarded([this, model_prefix](HttpRequest& req, const std::shared_ptr<Exchange>& ex) {
+           const std::string id = req.path.substr(model_prefix.size());
+           check_model(ctx_.config, id);
+           ex->respond(json_response(model_object(ctx_, id)));
+         }),
+         0, true, /*prefix=*/true});
     // Parsing, templating and tokenizing take milliseconds: on a worker.
     router.add({"POST", "/tokenize",
                 guarded([this](HttpRequest& req, const std::shared_ptr<Exchange>& ex) {

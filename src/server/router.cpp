@@ -7,7 +7,9 @@ void Router::add(Route route) { routes_.push_back(std::move(route)); }
 Router::Match Router::match(std::string_view method, std::string_view path) const {
   Match m;
   for (const Route& r : routes_) {
-    if (r.path != path) continue;
+    const bool hit =
+        r.prefix ? path.size() > r.path.size() && path.starts_with(r.path) : path == r.path;
+    if (!hit) continue;
     if (r.method == method || (method == "HEAD" && r.method == "GET")) {
       m.route = &r;
       return m;

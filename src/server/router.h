@@ -13,12 +13,15 @@ namespace lserve::server {
 
 struct Route {
   std::string method;  // GET routes answer HEAD too
+  // The exact path; with `prefix`, the start of the path, which must go on (a resource under it,
+  // as "/v1/models/" + a model id; the handler reads the rest from the request's path).
   std::string path;
   Handler handler;
   size_t max_body_bytes = 0;  // a larger declared or received body gets 413, unread
   // Cheap and non-blocking (health, metrics): runs on the event-loop thread, so it is answered
   // even while every worker is busy.
   bool on_loop = false;
+  bool prefix = false;
 };
 
 class Router {

@@ -4,6 +4,7 @@ not, usage numbers, stop strings, seeds, logprobs, /v1/models, /health and /metr
 import json
 import math
 
+import openai
 import pytest
 
 PROMPT = "The three primary colors are"
@@ -22,6 +23,30 @@ def test_the_name_the_server_was_started_with_is_accepted(client):
     out = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2, temperature=0)
     assert out.choices[0].text
     assert [m.id for m in client.models.list().data] == ["SmolLM2-135M-Instruct.Q4_1"]
+
+
+def test_retrieve_the_served_model(client, model_name):
+    from conftest import MODEL
+
+    listed = client.models.list().data[0]
+    m = client.models.retrieve(model_name)
+    assert (m.id, m.object, m.owned_by) == (model_name, "model", "lserve")
+    assert m.model_extra["max_model_len"] == listed.model_extra["max_model_len"]
+    # Every name a request may use, the one the server was started with (a path) included.
+    assert client.models.retrieve(MODEL).id == MODEL
+
+
+def test_retrieve_another_model_is_404(server, client):
+    with pytest.raises(openai.NotFoundError) as info:
+        client.models.retrieve("gpt-17")
+    assert info.value.code == "model_not_found" and info.value.param == "model"
+    status, text, _ = server.get("/v1/models/gpt-17")
+    err = json.loads(text)["error"]
+    assert status == 404 and err["type"] == "invalid_request_error" and "gpt-17" in err["message"]
+    status, text, _ = server.get("/v1/models/")
+    assert status == 404 and json.loads(text)["error"]["code"] == "not_found"
+    status, _, headers = server.post("/v1/models/gpt-17", {})
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
 
 
 def test_health_and_metrics_are_plain_endpoints(server):
