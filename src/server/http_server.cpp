@@ -101,6 +101,10 @@ class HttpServer::Impl {
            ex->respond(HttpResponse::text(200, ctx_.metrics.render(), "text/plain; version=0.0.4"));
          }),
          0, true});
+    router.add({"GET", "/version", guarded([](HttpRequest&, const std::shared_ptr<Exchange>& ex) {
+                  ex->respond(json_response({{"version", LSERVE_VERSION}}));
+                }),
+                0, true});
     router.add({"GET", "/v1/models",
                 guarded([this](HttpRequest&, const std::shared_ptr<Exchange>& ex) {
                   nlohmann::json data = nlohmann::json::array();
@@ -128,10 +132,22 @@ class HttpServer::Impl {
                   const bool chat = body.is_object() && body.contains("messages");
                   const GenerationRequest g =
                       chat ? parse_chat_request(body) : parse_completion_request(body);
+                  check_model(ctx_.config, g.model);
                   const std::vector<int32_t> ids = tokenize_prompt(ctx_, g);
                   ex->respond(json_response({{"count", ids.size()},
                                              {"max_model_len", ctx_.engine.max_model_len()},
                                              {"tokens", ids}}));
+                }),
+                body_limit, false});
+    router.add({"POST", "/detokenize",
+                guarded([this](HttpRequest& req, const std::shared_ptr<Exchange>& ex) {
+                  const Tokenizer& tok = ctx_.engine.tokenizer();
+                  const DetokenizeRequest d =
+                      parse_detokenize_request(parse_body(req.body), tok.vocab_size());
+                  check_model(ctx_.config, d.model);
+                  // Raw bytes, as generation streams them; dump_json replaces what is not UTF-8
+                  // (ids that split a character).
+                  ex->respond(json_response({{"prompt", tok.decode(d.tokens)}}));
                 }),
                 body_limit, false});
     router.add({"POST", "/v1/completions",

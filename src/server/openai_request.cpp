@@ -259,4 +259,14 @@ GenerationRequest parse_chat_request(const json& b) {
   return client_errors_are_400([&] { return parse_chat(b); });
 }
 
+DetokenizeRequest parse_detokenize_request(const json& b, int32_t vocab_size) {
+  require_object(b);
+  DetokenizeRequest r;
+  if (auto m = get_string(b, "model")) r.model = *m;
+  const auto tokens = get_ints(b, "tokens", 0, int64_t{vocab_size} - 1);
+  if (!tokens) throw bad_request("'tokens' (an array of token ids) is required", "tokens");
+  r.tokens = to_ids(*tokens);
+  return r;
+}
+
 }  // namespace lserve::server

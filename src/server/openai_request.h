@@ -37,6 +37,14 @@ struct GenerationRequest {
 GenerationRequest parse_completion_request(const nlohmann::json& body);
 GenerationRequest parse_chat_request(const nlohmann::json& body);
 
+// vLLM's /detokenize: {"model"?, "tokens": [ids]}.
+struct DetokenizeRequest {
+  std::string model;  // empty: the served model
+  std::vector<int32_t> tokens;
+};
+// 400 naming "tokens" unless it is an array of ids in [0, vocab_size).
+DetokenizeRequest parse_detokenize_request(const nlohmann::json& body, int32_t vocab_size);
+
 // Parses request text as JSON; ApiError 400 saying where it is malformed.
 // Request bodies nest at most this deep and hold at most this many JSON values (a prompt of 4M
 // token ids fits); beyond either the body is refused with 400 while it is being parsed.

@@ -173,6 +173,37 @@ def test_bad_token_ids_and_sparse_overrides_are_400(server):
     assert_error(server, {**GOOD, "lserve": {"token_budget": 10**6}}, 400, "lserve.token_budget")
 
 
+@pytest.mark.parametrize("body,param", [
+    ({}, "tokens"),
+    ({"tokens": None}, "tokens"),
+    ({"tokens": "1 2 3"}, "tokens"),
+    ({"tokens": [1, "2"]}, "tokens"),
+    ({"tokens": [1, 2.5]}, "tokens"),
+    ({"tokens": [[1, 2]]}, "tokens"),
+    ({"tokens": [-1]}, "tokens"),
+    ({"tokens": [1, 10**7]}, "tokens"),
+    ({"tokens": [2**63]}, "tokens"),
+    ({"tokens": [1], "model": 5}, "model"),
+])
+def test_bad_detokenize_bodies_are_400(server, body, param):
+    assert_error(server, body, 400, param, path="/detokenize")
+
+
+def test_detokenize_ids_beyond_the_vocabulary_are_400(server):
+    vocab = 49152  # SmolLM2's tokenizer
+    assert post_json(server, "/detokenize", {"tokens": [vocab - 1]})[0] == 200
+    err = assert_error(server, {"tokens": [5, vocab]}, 400, "tokens", path="/detokenize")
+    assert str(vocab) in err["message"]
+
+
+def test_tokenize_and_detokenize_check_the_model(server):
+    for path, body in [("/detokenize", {"tokens": [1]}), ("/tokenize", {"prompt": "hi"})]:
+        err = assert_error(server, {**body, "model": "gpt-17"}, 404, "model", path=path)
+        assert err["code"] == "model_not_found"
+    assert_error(server, [1, 2], 400, path="/detokenize")
+    assert_error(server, "{", 400, path="/detokenize")
+
+
 def test_openai_client_raises_the_right_exceptions(client, model_name):
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=model_name, prompt="x", max_tokens=4, temperature=-2)
@@ -270,9 +301,10 @@ def test_queue_full_is_429_with_retry_after():
 
 def test_api_key_is_required_on_every_endpoint_but_health():
     with LserveServer("--api-key", "sekrit") as server:
-        for path in ("/tokenize", "/metrics"):
-            method = server.post if path == "/tokenize" else server.get
-            args = (path, GOOD) if path == "/tokenize" else (path,)
+        for path, body in [("/tokenize", GOOD), ("/detokenize", {"tokens": [1]}),
+                           ("/metrics", None), ("/version", None)]:
+            method = server.get if body is None else server.post
+            args = (path,) if body is None else (path, body)
             assert method(*args)[0] == 401, path
             assert method(*args, headers={"Authorization": "Bearer sekrit"})[0] == 200, path
         status, payload, headers = post_json(server, "/v1/completions", GOOD)

@@ -1,5 +1,6 @@
 """The OpenAI API as the official `openai` client sees it: completions and chat, streamed and
-not, usage numbers, stop strings, seeds, logprobs, /v1/models, /health and /metrics."""
+not, usage numbers, stop strings, seeds, logprobs, /v1/models, /health and /metrics; vLLM's
+/tokenize, /detokenize and /version."""
 
 import json
 import math
@@ -47,6 +48,28 @@ def test_retrieve_another_model_is_404(server, client):
     assert status == 404 and json.loads(text)["error"]["code"] == "not_found"
     status, _, headers = server.post("/v1/models/gpt-17", {})
     assert status == 405 and headers["Allow"] == "GET, HEAD"
+
+
+def test_detokenize_inverts_tokenize(server, model_name):
+    text = "Hello, world! Ünïcode and <|im_start|> too."
+    status, body, _ = server.post("/tokenize", {"prompt": text})
+    ids = json.loads(body)["tokens"]
+    status, body, _ = server.post("/detokenize", {"model": model_name, "tokens": ids})
+    assert status == 200 and json.loads(body) == {"prompt": text}
+    status, body, _ = server.post("/detokenize", {"tokens": []})
+    assert status == 200 and json.loads(body) == {"prompt": ""}
+
+
+def test_version_is_the_binarys(server):
+    import subprocess
+
+    from conftest import LSERVE_BIN
+
+    version = subprocess.run([LSERVE_BIN, "--version"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    status, body, headers = server.get("/version")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"version": version}
 
 
 def test_health_and_metrics_are_plain_endpoints(server):
