@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "model/model_loader.h"
 #include "options.h"
+#include "server/cors.h"
 #include "server/engine_loop.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
@@ -159,6 +160,20 @@ Command add_serve_command(CLI::App& app) {
       ->group(g);
   cmd->add_option("--served-model-name", opts->served_names,
                   "Model name(s) clients use (default: the model file's name)")
+      ->group(g);
+  cmd->add_option_function<std::string>(
+         "--allowed-origins",
+         [opts](const std::string& v) { opts->server.cors = server::parse_allowed_origins(v); },
+         "Web origins whose pages may call the API from a browser (CORS): * or a comma-separated "
+         "list such as http://localhost:3000 (default: none, no CORS headers)")
+      ->check([](const std::string& v) {
+        try {
+          server::parse_allowed_origins(v);
+          return std::string();
+        } catch (const Error& e) {
+          return std::string(e.what());
+        }
+      })
       ->group(g);
   cmd->add_option("--chat-template", opts->chat_template,
                   "Override the model's chat template: chatml or llama3")

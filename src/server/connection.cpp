@@ -26,14 +26,16 @@ constexpr size_t kCompactAfterBytes = 64u << 10;
 constexpr const char* kTooManyBodies =
     "the server is receiving too many request bodies at once; retry shortly";
 
-std::string response_head(const HttpResponse& r, int minor_version, bool keep_alive,
-                          const std::string& framing) {
+std::string response_head(const HttpResponse& r, const HttpHeaders& extra, int minor_version,
+                          bool keep_alive, const std::string& framing) {
   std::string out =
       fmt::format("HTTP/1.{} {} {}\r\n", minor_version, r.status, reason_phrase(r.status));
   if (!r.content_type.empty()) out += fmt::format("Content-Type: {}\r\n", r.content_type);
   out += framing;
-  for (const auto& [name, value] : r.headers.fields()) {
-    out += fmt::format("{}: {}\r\n", name, value);
+  for (const HttpHeaders* headers : {&r.headers, &extra}) {
+    for (const auto& [name, value] : headers->fields()) {
+      out += fmt::format("{}: {}\r\n", name, value);
+    }
   }
   if (!keep_alive) {
     out += "Connection: close\r\n";
@@ -174,11 +176,21 @@ void Connection::on_head() {
   HttpRequest& req = head_.request;
   head_only_ = req.method == "HEAD";
   minor_version_ = req.minor_version;
+  const CorsPolicy& cors = host_.cors();
+  add_cors_headers(cors, req, extra_headers_);
+  Router::Match m = host_.router().match(req.method, req.path);
+  if (cors.enabled() && m.route == nullptr && m.status == 405) {
+    // Every path takes OPTIONS, unauthenticated: browsers send preflights without credentials.
+    if (req.method == "OPTIONS") {
+      answer_early(options_response(cors, req, m.allow));
+      return;
+    }
+    m.allow += ", OPTIONS";
+  }
   if (std::optional<HttpResponse> refused = host_.admit(req)) {
     answer_early(std::move(*refused));
     return;
   }
-  const Router::Match m = host_.router().match(req.method, req.path);
   if (m.route == nullptr) {
     HttpResponse r = host_.error_response(
         m.status, m.status == 404 ? "no such endpoint"
@@ -293,8 +305,10 @@ void Connection::write_response(const HttpResponse& r, bool close) {
   const int minor = minor_version_;
   keep_alive_ =
       keep_alive_ && !close && !r.close && !server_stopping_ && host_.keep_alive_allowed();
-  append(
-      response_head(r, minor, keep_alive_, fmt::format("Content-Length: {}\r\n", r.body.size())));
+  // A 204 has no body and, by RFC 9110, no Content-Length either.
+  const std::string framing =
+      r.status == 204 ? "" : fmt::format("Content-Length: {}\r\n", r.body.size());
+  append(response_head(r, extra_headers_, minor, keep_alive_, framing));
   if (!head_only_) append(r.body);
   state_ = keep_alive_ ? State::kResponding : State::kClosing;
   if (state_ == State::kClosing) begin_close();
@@ -323,7 +337,7 @@ void Connection::on_stream(HttpResponse head, std::shared_ptr<BodySource> body) 
   chunked_out_ = minor == 1;
   keep_alive_ =
       keep_alive_ && chunked_out_ && !head.close && !server_stopping_ && host_.keep_alive_allowed();
-  append(response_head(head, minor, keep_alive_,
+  append(response_head(head, extra_headers_, minor, keep_alive_,
                        chunked_out_ ? "Transfer-Encoding: chunked\r\n" : ""));
   if (head_only_) {
     body->abort();
@@ -441,6 +455,7 @@ void Connection::next_request() {
   deadline_ = now_ + limits_.keep_alive_timeout;
   parser_.reset();
   head_ = RequestHead();
+  extra_headers_ = HttpHeaders();
   route_ = nullptr;
   minor_version_ = 1;
   head_only_ = false;

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "server/cors.h"
 #include "server/exchange.h"
 #include "server/http_limits.h"
 #include "server/http_parser.h"
@@ -27,6 +28,7 @@ class ConnectionHost {
   virtual ~ConnectionHost() = default;
   virtual const HttpLimits& limits() const = 0;
   virtual const Router& router() const = 0;
+  virtual const CorsPolicy& cors() const = 0;
   // An error answer in the API's format (the OpenAI error object).
   virtual HttpResponse error_response(int status, const std::string& message) = 0;
   // Checked on the head, before any body is read (authentication): a response refuses it.
@@ -135,6 +137,8 @@ class Connection {
   const Route* route_ = nullptr;
   std::optional<ChunkedDecoder> chunked_;
   size_t body_reserved_ = 0;
+  // What every answer to the request being answered carries (CORS), decided from its head.
+  HttpHeaders extra_headers_;
   int minor_version_ = 1;     // of the request being answered
   bool head_only_ = false;    // a HEAD request: the answer has no body
   bool keep_alive_ = true;    // of the exchange in progress

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "server/connection.h"
+#include "server/cors.h"
 #include "server/event_loop.h"
 #include "server/http_limits.h"
 #include "server/router.h"
@@ -26,6 +27,7 @@ struct EventServerOptions {
   int port = 0;  // 0: any free port
   HttpLimits limits;
   int worker_threads = 4;
+  CorsPolicy cors;  // off by default
   // Every error the HTTP layer answers by itself (400, 404, 405, 408, 413, 414, 431, 503, ...).
   std::function<HttpResponse(int status, const std::string& message)> error_response;
   // Optional: a check of each request head before its body is read; a response refuses it.
@@ -63,6 +65,7 @@ class EventServer : private ConnectionHost {
   // ConnectionHost
   const HttpLimits& limits() const override { return options_.limits; }
   const Router& router() const override { return router_; }
+  const CorsPolicy& cors() const override { return options_.cors; }
   HttpResponse error_response(int status, const std::string& message) override;
   std::optional<HttpResponse> admit(const HttpRequest& head) override;
   bool keep_alive_allowed() override;

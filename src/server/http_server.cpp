@@ -59,6 +59,7 @@ class HttpServer::Impl {
     o.port = ctx_.config.port;
     o.limits = ctx_.config.http;
     o.worker_threads = std::max(1, ctx_.config.http_threads);
+    o.cors = ctx_.config.cors;
     // Errors the HTTP layer answers itself get the OpenAI error object too.
     o.error_response = [](int status, const std::string& message) {
       return error_response(ApiError(status, message, "", status == 404 ? "not_found" : ""));

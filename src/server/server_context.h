@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "server/cors.h"
 #include "server/engine_loop.h"
 #include "server/http_limits.h"
 #include "server/metrics.h"
@@ -28,6 +29,7 @@ struct ServerConfig {
   int http_threads = 4;               // workers that parse, tokenize and build responses
   int stream_heartbeat_ms = 1000;     // SSE comment sent after this much silence
   HttpLimits http;                    // connections, deadlines, header sizes
+  CorsPolicy cors;                    // --allowed-origins; off by default
 };
 
 struct ServerContext {
