@@ -11,6 +11,7 @@
 #include "server/error_response.h"
 #include "server/openai_response.h"
 #include "server/prompt_builder.h"
+#include "server/request_log.h"
 #include "server/served_model.h"
 #include "server/sse_stream.h"
 
@@ -39,12 +40,14 @@ ApiError queue_full(ServerContext& ctx) {
 // all or none: if one is refused, the ones already accepted are cancelled.
 std::vector<std::shared_ptr<RequestChannel>> submit(ServerContext& ctx, const Request& request,
                                                     int n, const std::shared_ptr<Doorbell>& bell,
-                                                    RequestChannel::Clock::time_point arrival) {
+                                                    RequestChannel::Clock::time_point arrival,
+                                                    const std::shared_ptr<RequestLog>& log) {
   std::vector<std::shared_ptr<RequestChannel>> channels;
   for (int i = 0; i < n; ++i) {
     Request choice = request;
     if (choice.params.seed) *choice.params.seed += static_cast<uint64_t>(i);
-    auto channel = std::make_shared<RequestChannel>(arrival, bell, /*counted=*/i == 0);
+    auto channel = std::make_shared<RequestChannel>(
+        arrival, bell, /*counted=*/i == 0, [log](const RequestUpdate& u) { log->finished(u); });
     const Admission a = ctx.loop.submit(std::move(choice), channel);
     if (a == Admission::kAccepted) {
       channels.push_back(std::move(channel));
@@ -141,11 +144,13 @@ void respond_whole(ServerContext& ctx, const ResponseHeader& h, bool want_logpro
 
 }  // namespace
 
-void handle_generation(ServerContext& ctx, const HttpRequest& req,
-                       const std::shared_ptr<Exchange>& ex, bool chat) {
-  const auto arrival = RequestChannel::Clock::now();
+namespace {
+
+void run_generation(ServerContext& ctx, const HttpRequest& req, const std::shared_ptr<Exchange>& ex,
+                    const ResponseHeader& h, RequestChannel::Clock::time_point arrival,
+                    const std::string& endpoint) {
   const nlohmann::json body = parse_body(req.body);
-  GenerationRequest g = chat ? parse_chat_request(body) : parse_completion_request(body);
+  GenerationRequest g = h.chat ? parse_chat_request(body) : parse_completion_request(body);
   check_model(ctx.config, g.model);
   // A full server answers before spending a tokenization on the prompt.
   if (ctx.loop.full_for(g.n)) throw queue_full(ctx);
@@ -153,9 +158,10 @@ void handle_generation(ServerContext& ctx, const HttpRequest& req,
   const bool include_usage = g.include_usage;
   Request request = build_engine_request(ctx, g);
   const bool want_logprobs = request.params.logprobs >= 0;
-  const ResponseHeader h = make_header(ctx, chat);
   auto bell = std::make_shared<Doorbell>();
-  std::vector<std::shared_ptr<RequestChannel>> channels = submit(ctx, request, g.n, bell, arrival);
+  auto log = std::make_shared<RequestLog>(h.id, endpoint, arrival, g.n);
+  std::vector<std::shared_ptr<RequestChannel>> channels =
+      submit(ctx, request, g.n, bell, arrival, log);
   if (!stream) {
     respond_whole(ctx, h, want_logprobs, std::move(channels), bell, ex);
     return;
@@ -165,6 +171,25 @@ void handle_generation(ServerContext& ctx, const HttpRequest& req,
   o.logprobs = want_logprobs;
   o.heartbeat = std::chrono::milliseconds(ctx.config.stream_heartbeat_ms);
   ex->stream(sse_head(), make_sse_stream(ctx, h, o, std::move(channels), std::move(bell)));
+}
+
+}  // namespace
+
+void handle_generation(ServerContext& ctx, const HttpRequest& req,
+                       const std::shared_ptr<Exchange>& ex, bool chat) {
+  const auto arrival = RequestChannel::Clock::now();
+  // First, so that the log names a refused request too.
+  const ResponseHeader h = make_header(ctx, chat);
+  const std::string endpoint = req.method + " " + req.path;
+  try {
+    run_generation(ctx, req, ex, h, arrival, endpoint);
+  } catch (const ApiError& e) {
+    log_refused(h.id, endpoint, arrival, e.status(), e.what());
+    throw;
+  } catch (const std::exception& e) {
+    log_refused(h.id, endpoint, arrival, 500, e.what());
+    throw;
+  }
 }
 
 }  // namespace lserve::server

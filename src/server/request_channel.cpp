@@ -28,6 +28,7 @@ std::optional<RequestUpdate> RequestChannel::wait(std::chrono::milliseconds time
 
 void RequestChannel::push(RequestUpdate update) {
   const bool last = update.finished;
+  if (last && on_finished_) on_finished_(update);
   {
     std::lock_guard lock(mu_);
     if (pending_) {

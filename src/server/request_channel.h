@@ -66,11 +66,19 @@ class RequestChannel {
  public:
   using Clock = std::chrono::steady_clock;
 
+  using FinishedFn = std::function<void(const RequestUpdate& final_update)>;
+
   // `counted`: this channel's finish is the request's in the metrics (the first of a request's
-  // n choices; the others finish too but are not requests of their own).
+  // n choices; the others finish too but are not requests of their own). `on_finished` runs once,
+  // on the producer's thread, with the final update as pushed (not merged with output not yet
+  // read): it sees how the request ended even when nobody reads the channel any more (a client
+  // that left). It must be quick.
   explicit RequestChannel(Clock::time_point arrival, std::shared_ptr<Doorbell> bell = nullptr,
-                          bool counted = true)
-      : arrival_(arrival), bell_(std::move(bell)), counted_(counted) {}
+                          bool counted = true, FinishedFn on_finished = nullptr)
+      : arrival_(arrival),
+        bell_(std::move(bell)),
+        counted_(counted),
+        on_finished_(std::move(on_finished)) {}
 
   // Consumer: waits up to `timeout` for output; nullopt if none came.
   std::optional<RequestUpdate> wait(std::chrono::milliseconds timeout);
@@ -86,6 +94,7 @@ class RequestChannel {
   const Clock::time_point arrival_;
   const std::shared_ptr<Doorbell> bell_;
   const bool counted_;
+  const FinishedFn on_finished_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::optional<RequestUpdate> pending_;
