@@ -24,6 +24,9 @@ struct RopeParams {
   float theta = 10000.0f;
   bool half_split = true;  // NEOX pairing (i, i+d/2); false = adjacent pairs (2i, 2i+1)
   const float* freq_factors = nullptr;  // host, head_dim/2 divisors, or null
+  // cos and sin are multiplied by it (YaRN's attention factor: every q.k score grows by its
+  // square); 1 for every other scaling.
+  float attention_factor = 1.0f;
 };
 
 // theta^(-2i/d) / freq_factors[i] for i < d/2: the rotation speed of each channel pair.

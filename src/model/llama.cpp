@@ -15,6 +15,7 @@ class LlamaModel final : public Model {
     rope_.half_split = config_.rope_style == RopeStyle::kHalfSplit;
     rope_.freq_factors =
         config_.rope_freq_factors.empty() ? nullptr : config_.rope_freq_factors.data();
+    rope_.attention_factor = config_.rope_attention_factor;
   }
 
   const ModelConfig& config() const override { return config_; }

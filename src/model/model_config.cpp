@@ -42,6 +42,10 @@ void ModelConfig::validate(const std::string& source) const {
                rms_eps);
   LSERVE_CHECK(std::isfinite(rope_theta) && rope_theta > 1 && rope_theta < 1e12,
                "{}: rope theta {} is out of range (1, 1e12)", source, rope_theta);
+  LSERVE_CHECK(std::isfinite(rope_attention_factor) && rope_attention_factor > 0 &&
+                   rope_attention_factor < 10,
+               "{}: rope attention factor {} is out of range (0, 10)", source,
+               rope_attention_factor);
   for (float f : rope_freq_factors) {
     LSERVE_CHECK(std::isfinite(f) && f > 0, "{}: rope frequency factor {} must be positive", source,
                  f);
@@ -57,7 +61,13 @@ std::string ModelConfig::summary() const {
       "{} ({}): {} layers, d_model {}, {} heads / {} KV heads of dim {}, d_ff {}, vocab {}, "
       "context {}, rope theta {}{}",
       name.empty() ? arch : name, arch, n_layers, d_model, n_heads, n_kv_heads, head_dim, d_ff,
-      vocab_size, max_context, rope_theta, rope_freq_factors.empty() ? "" : " (scaled)");
+      vocab_size, max_context, rope_theta,
+      rope_scaling == "none"
+          ? std::string()
+          : fmt::format(" ({} scaling{})", rope_scaling,
+                        rope_attention_factor != 1.0f
+                            ? fmt::format(", attention factor {:.4f}", rope_attention_factor)
+                            : std::string()));
 }
 
 std::vector<float> llama3_rope_factors(int head_dim, float theta, float factor,
@@ -83,6 +93,56 @@ std::vector<float> llama3_rope_factors(int head_dim, float theta, float factor,
       scaled = (1 - smooth) * freq / factor + smooth * freq;
     }
     out[i] = static_cast<float>(freq / scaled);
+  }
+  return out;
+}
+
+std::vector<float> yarn_rope_factors(int head_dim, float theta, float factor,
+                                     int original_max_positions, float beta_fast, float beta_slow,
+                                     bool truncate) {
+  LSERVE_CHECK(factor >= 1 && original_max_positions > 0 && beta_fast > beta_slow && beta_slow > 0,
+               "yarn rope scaling needs factor >= 1, a positive original_max_position_embeddings "
+               "and beta_fast > beta_slow > 0 (got {}, {}, {}, {})",
+               factor, original_max_positions, beta_fast, beta_slow);
+  const int half = head_dim / 2;
+  // The dimension at which a frequency turns `rotations` times over the original context.
+  const auto correction_dim = [&](double rotations) {
+    return head_dim * std::log(original_max_positions / (rotations * 2 * M_PI)) /
+           (2 * std::log(static_cast<double>(theta)));
+  };
+  double low = correction_dim(beta_fast), high = correction_dim(beta_slow);
+  if (truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, static_cast<double>(head_dim - 1));
+  if (low == high) high += 0.001;
+  std::vector<float> out(half);
+  for (int i = 0; i < half; ++i) {
+    // 1 keeps the frequency (extrapolation), 0 divides it by the factor (interpolation).
+    const double keep = 1 - std::clamp((i - low) / (high - low), 0.0, 1.0);
+    out[i] = static_cast<float>(1 / ((1 - keep) / factor + keep));
+  }
+  return out;
+}
+
+float yarn_attention_factor(float factor, float mscale, float mscale_all_dim) {
+  const auto term = [&](double m) { return factor <= 1 ? 1.0 : 0.1 * m * std::log(factor) + 1; };
+  if (mscale != 0 && mscale_all_dim != 0) {
+    return static_cast<float>(term(mscale) / term(mscale_all_dim));
+  }
+  return static_cast<float>(term(1));
+}
+
+std::vector<float> dynamic_ntk_rope_factors(int head_dim, float theta, float factor) {
+  LSERVE_CHECK(factor >= 1 && head_dim > 2, "dynamic rope scaling needs factor >= 1");
+  const double base = theta * std::pow(static_cast<double>(factor) * factor - factor + 1,
+                                       static_cast<double>(head_dim) / (head_dim - 2));
+  std::vector<float> out(head_dim / 2);
+  // (base / theta)^(2i / d): the new frequency theta'^(-2i/d) as a divisor of the old one.
+  for (int i = 0; i < head_dim / 2; ++i) {
+    out[i] = static_cast<float>(std::pow(base / theta, 2.0 * i / head_dim));
   }
   return out;
 }
@@ -138,6 +198,34 @@ ModelConfig config_from_gguf(const GgufFile& g) {
     LSERVE_CHECK(f->n_elements < (1u << 20), "{}: rope_freqs.weight is too large", g.path());
     c.rope_freq_factors.resize(f->n_elements);
     dequantize(f->type, f->data, c.rope_freq_factors.data(), static_cast<int64_t>(f->n_elements));
+    c.rope_scaling = "llama3";
+  }
+  // Rope scaling in the metadata (llama.cpp's keys); the sizes are validated first, since the
+  // factors below take head_dim / 2 entries.
+  c.validate(g.path());
+  const std::string scaling = g.opt_string(a + "rope.scaling.type").value_or("none");
+  const auto opt_float = [&](const std::string& key, double fallback) {
+    return static_cast<float>(g.opt_float(a + key).value_or(fallback));
+  };
+  const float factor = opt_float("rope.scaling.factor", 1.0);
+  if (scaling == "linear") {
+    LSERVE_CHECK(factor > 0, "{}: rope.scaling.factor {} must be positive", g.path(), factor);
+    c.rope_freq_factors.assign(c.head_dim / 2, factor);
+    c.rope_scaling = "linear";
+  } else if (scaling == "yarn") {
+    const int orig =
+        to_int("rope.scaling.original_context_length",
+               g.opt_int(a + "rope.scaling.original_context_length")
+                   .value_or(static_cast<int64_t>(c.max_context / std::max(1.0f, factor))));
+    c.rope_freq_factors = yarn_rope_factors(
+        c.head_dim, c.rope_theta, factor, orig, opt_float("rope.scaling.yarn_beta_fast", 32.0),
+        opt_float("rope.scaling.yarn_beta_slow", 1.0), /*truncate=*/true);
+    c.rope_attention_factor =
+        yarn_attention_factor(factor, 0, 0) * opt_float("rope.scaling.attn_factor", 1.0);
+    c.rope_scaling = "yarn";
+  } else if (scaling != "none") {
+    fail("{}: rope scaling type '{}' is not supported (linear, yarn; llama3 as rope_freqs)",
+         g.path(), scaling);
   }
   c.validate(g.path());
   return c;
@@ -235,9 +323,26 @@ ModelConfig config_from_hf_json(const std::string& text, const std::string& sour
     } else if (type == "linear") {
       LSERVE_CHECK(factor > 0, "{}: rope_scaling factor {} must be positive", source, factor);
       c.rope_freq_factors.assign(c.head_dim / 2, factor);
+    } else if (type == "yarn") {
+      const int orig =
+          json_opt<int>(rs, "original_max_position_embeddings",
+                        static_cast<int>(c.max_context / std::max(1.0f, factor)), source);
+      c.rope_freq_factors = yarn_rope_factors(c.head_dim, c.rope_theta, factor, orig,
+                                              json_opt<float>(rs, "beta_fast", 32.0f, source),
+                                              json_opt<float>(rs, "beta_slow", 1.0f, source),
+                                              json_opt<bool>(rs, "truncate", true, source));
+      const float given = json_opt<float>(rs, "attention_factor", 0.0f, source);
+      c.rope_attention_factor =
+          given > 0 ? given
+                    : yarn_attention_factor(factor, json_opt<float>(rs, "mscale", 0.0f, source),
+                                            json_opt<float>(rs, "mscale_all_dim", 0.0f, source));
+    } else if (type == "dynamic") {
+      c.rope_freq_factors = dynamic_ntk_rope_factors(c.head_dim, c.rope_theta, factor);
     } else if (type != "default" && !type.empty()) {
-      fail("{}: rope_scaling type '{}' is not supported (llama3, linear)", source, type);
+      fail("{}: rope_scaling type '{}' is not supported (llama3, linear, yarn, dynamic)", source,
+           type);
     }
+    if (type != "default" && !type.empty()) c.rope_scaling = type;
   }
   c.validate(source);
   return c;

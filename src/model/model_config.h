@@ -31,6 +31,9 @@ struct ModelConfig {
   RopeStyle rope_style = RopeStyle::kHalfSplit;
   // Per-frequency divisors (head_dim/2 entries) from rope scaling; empty = no scaling.
   std::vector<float> rope_freq_factors;
+  // YaRN: cos and sin (so every attention score) scaled by it; 1 otherwise.
+  float rope_attention_factor = 1.0f;
+  std::string rope_scaling = "none";  // for the summary: none, linear, llama3, yarn, dynamic
   bool qkv_bias = false;
   bool tied_embeddings = false;
 
@@ -54,5 +57,19 @@ ModelConfig config_from_hf_json(const std::string& json_text, const std::string&
 std::vector<float> llama3_rope_factors(int head_dim, float theta, float factor,
                                        float low_freq_factor, float high_freq_factor,
                                        int original_max_positions);
+
+// YaRN (Peng et al. 2023, as Hugging Face transformers computes it): frequencies whose wavelength
+// fits `original_max_positions` well (above beta_fast rotations) keep theirs, those below
+// beta_slow rotations are divided by `factor`, with a linear ramp between; as per-frequency
+// divisors.
+std::vector<float> yarn_rope_factors(int head_dim, float theta, float factor,
+                                     int original_max_positions, float beta_fast, float beta_slow,
+                                     bool truncate);
+// YaRN's attention factor: 0.1 ln(factor) + 1 (1 for factor <= 1), or, with DeepSeek's mscale and
+// mscale_all_dim, the ratio of the two such terms.
+float yarn_attention_factor(float factor, float mscale, float mscale_all_dim);
+// Dynamic NTK scaling with the base fixed for the longest context (factor x the original), as
+// vLLM does: theta' = theta (factor^2 - factor + 1)^(d / (d - 2)); as divisors.
+std::vector<float> dynamic_ntk_rope_factors(int head_dim, float theta, float factor);
 
 }  // namespace lserve

@@ -811,6 +811,50 @@ TEST(GgufConfig, RefusesOutOfRangeCountsAndTensorsBeyondBlockCount) {
   EXPECT_TRUE(contains(error_of(vocab), "vocab_size = 4294967396 is out of range"));
 }
 
+TEST(GgufConfig, ReadsRopeScalingMetadata) {
+  std::mt19937_64 rng(test::test_seed());
+  auto spec_with = [&](std::vector<std::pair<std::string, GgufVal>> extra) {
+    test::GgufSpec spec;
+    spec.kvs = {{"general.architecture", test::gguf_str("llama")},
+                {"llama.block_count", test::gguf_u32(1)},
+                {"llama.embedding_length", test::gguf_u32(64)},
+                {"llama.attention.head_count", test::gguf_u32(4)},
+                {"llama.feed_forward_length", test::gguf_u32(128)},
+                {"llama.context_length", test::gguf_u32(4096)},
+                {"llama.rope.freq_base", test::gguf_f32(10000.0f)},
+                {"llama.attention.layer_norm_rms_epsilon", test::gguf_f32(1e-5f)}};
+    for (auto& kv : extra) spec.kvs.push_back(std::move(kv));
+    spec.tensors = {random_tensor(rng, "token_embd.weight", 0, {64, 100})};
+    return spec;
+  };
+  auto config_of = [&](const test::GgufSpec& spec) {
+    TempFile f("rope.gguf", test::build_gguf(spec).bytes);
+    GgufFile g(f.path());
+    return config_from_gguf(g);
+  };
+  const ModelConfig yarn =
+      config_of(spec_with({{"llama.rope.scaling.type", test::gguf_str("yarn")},
+                           {"llama.rope.scaling.factor", test::gguf_f32(4.0f)},
+                           {"llama.rope.scaling.original_context_length", test::gguf_u32(1024)}}));
+  EXPECT_EQ(yarn.rope_scaling, "yarn");
+  EXPECT_EQ(yarn.rope_freq_factors, yarn_rope_factors(16, 10000.0f, 4.0f, 1024, 32, 1, true));
+  EXPECT_NEAR(yarn.rope_attention_factor, 1.138629f, 1e-6);
+
+  const ModelConfig linear =
+      config_of(spec_with({{"llama.rope.scaling.type", test::gguf_str("linear")},
+                           {"llama.rope.scaling.factor", test::gguf_f32(2.0f)}}));
+  EXPECT_EQ(linear.rope_freq_factors, std::vector<float>(8, 2.0f));
+  EXPECT_EQ(linear.rope_attention_factor, 1.0f);
+
+  // Unknown scalings were ignored, which gave a model with the wrong positions without a word.
+  try {
+    config_of(spec_with({{"llama.rope.scaling.type", test::gguf_str("longrope")}}));
+    ADD_FAILURE() << "accepted an unknown rope scaling";
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "rope scaling type 'longrope' is not supported")) << e.what();
+  }
+}
+
 TEST(GgufTokenizer, RefusesIdsAndTypesThatDoNotFitAnInt) {
   // Token ids and types were narrowed to int32 without a check: a bos_token_id of 2^32 + 1
   // became token 1 and a token type of 2^32 + 1 became 1 (normal), silently.

@@ -2,6 +2,7 @@
 // fuzz_hf_config found, kept as regression tests of the unit tier.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -65,6 +66,60 @@ TEST(HfConfig, RopeScalingIsComputedOnlyForAValidHeadDimension) {
   good["rope_scaling"] = linear;
   EXPECT_EQ(config_from_hf_json(good.dump(), "config.json").rope_freq_factors,
             std::vector<float>(8, 2.0f));
+}
+
+// YaRN as Hugging Face transformers computes it (_compute_yarn_parameters), the expected values
+// from an independent Python transcription of its formula: Qwen2.5-7B's scaling (head_dim 128,
+// theta 1e6, factor 4 over 32,768 positions; ramp over dimensions 23..40 after truncation).
+TEST(HfConfig, YarnScalingMatchesTheReferenceFormula) {
+  nlohmann::json j = {
+      {"model_type", "qwen2"},
+      {"num_hidden_layers", 2},
+      {"hidden_size", 1024},
+      {"num_attention_heads", 8},
+      {"num_key_value_heads", 2},
+      {"intermediate_size", 128},
+      {"vocab_size", 300},
+      {"rope_theta", 1000000.0},
+      {"max_position_embeddings", 131072},
+      {"rope_scaling",
+       {{"type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32768}}}};
+  const ModelConfig c = config_from_hf_json(j.dump(), "config.json");
+  ASSERT_EQ(c.head_dim, 128);
+  ASSERT_EQ(c.rope_freq_factors.size(), 64u);
+  const std::pair<int, float> want[] = {{0, 1.0f},       {10, 1.0f}, {20, 1.0f}, {25, 1.096774f},
+                                        {30, 1.446809f}, {40, 4.0f}, {63, 4.0f}};
+  for (auto [i, f] : want) EXPECT_NEAR(c.rope_freq_factors[i], f, 1e-5) << "frequency " << i;
+  EXPECT_NEAR(c.rope_attention_factor, 1.138629f, 1e-6);  // 0.1 ln 4 + 1
+  EXPECT_EQ(c.rope_scaling, "yarn");
+
+  // Without truncation the ramp runs over 10.47..22.51 (head_dim 64, theta 1e4, factor 2 / 4096).
+  const std::vector<float> f = yarn_rope_factors(64, 10000.0f, 2.0f, 4096, 32, 1, false);
+  const std::pair<int, float> untruncated[] = {
+      {0, 1.0f}, {10, 1.0f}, {15, 1.231544f}, {20, 1.65462f}, {31, 2.0f}};
+  for (auto [i, v] : untruncated) EXPECT_NEAR(f[i], v, 1e-5) << "frequency " << i;
+
+  // An explicit attention_factor wins; a bad one, or betas in the wrong order, are refused.
+  j["rope_scaling"]["attention_factor"] = 1.5;
+  EXPECT_FLOAT_EQ(config_from_hf_json(j.dump(), "config.json").rope_attention_factor, 1.5f);
+  j["rope_scaling"]["attention_factor"] = 1e6;
+  EXPECT_NE(refusal(j).find("attention factor"), std::string::npos);
+  j["rope_scaling"].erase("attention_factor");
+  j["rope_scaling"]["beta_fast"] = 0.5;
+  EXPECT_NE(refusal(j).find("beta_fast > beta_slow"), std::string::npos);
+}
+
+TEST(HfConfig, DynamicScalingFixesTheBaseForTheLongestContext) {
+  nlohmann::json j = llama_config();
+  j["rope_scaling"] = {{"type", "dynamic"}, {"factor", 2.0}};
+  const ModelConfig c = config_from_hf_json(j.dump(), "config.json");
+  ASSERT_EQ(c.rope_freq_factors.size(), 8u);  // head_dim 16
+  // theta' = theta * 3^(16/14): frequency i is divided by (theta'/theta)^(2i/16).
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_NEAR(c.rope_freq_factors[i], std::pow(3.0, 16.0 / 14 * 2 * i / 16), 1e-4);
+  }
+  j["rope_scaling"] = {{"type", "longrope"}, {"factor", 2.0}};
+  EXPECT_NE(refusal(j).find("not supported (llama3, linear, yarn, dynamic)"), std::string::npos);
 }
 
 }  // namespace

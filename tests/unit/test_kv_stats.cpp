@@ -32,7 +32,8 @@ struct StatsCache {
   }
   // Appends keys (no RoPE effect: theta so large every angle is ~0 is not exact, so keys are
   // read back from the cache instead of assumed).
-  void append(const std::vector<std::vector<float>>& keys, int start_pos, std::vector<int32_t> pages) {
+  void append(const std::vector<std::vector<float>>& keys, int start_pos,
+              std::vector<int32_t> pages) {
     StepPlan plan;
     SeqStep s;
     s.q_len = static_cast<int32_t>(keys.size());
@@ -54,10 +55,12 @@ struct StatsCache {
     backend.rope_append_kv(0, q, k, v, rope, plan, *cache);
   }
   const float* kmin(int page, int lp) {
-    return cache->kmin(0).as<float>() + (static_cast<int64_t>(page) * cache->logical_pages_per_page() + lp) * kD;
+    return cache->kmin(0).as<float>() +
+           (static_cast<int64_t>(page) * cache->logical_pages_per_page() + lp) * kD;
   }
   const float* kmax(int page, int lp) {
-    return cache->kmax(0).as<float>() + (static_cast<int64_t>(page) * cache->logical_pages_per_page() + lp) * kD;
+    return cache->kmax(0).as<float>() +
+           (static_cast<int64_t>(page) * cache->logical_pages_per_page() + lp) * kD;
   }
 };
 
@@ -182,6 +185,43 @@ TEST(PageSelection, QuestBoundIsAnUpperBound) {
       EXPECT_LE(dot, bound + 1e-4f);
     }
   }
+}
+
+// YaRN's attention factor multiplies cos and sin: rotated q and k are the unscaled rotation
+// times the factor, at every position (so every q.k score grows by its square).
+TEST(Rope, AttentionFactorScalesTheRotation) {
+  std::mt19937_64 rng(test::test_seed());
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  auto rotated = [&](float factor, std::vector<float> q0, std::vector<float> k0) {
+    StatsCache s(4, 16, 16);
+    StepPlan plan;
+    SeqStep st;
+    st.q_len = 3;
+    st.start_pos = 5;
+    plan.seqs.push_back(st);
+    for (int i = 0; i < 3; ++i) {
+      plan.token_ids.push_back(0);
+      plan.positions.push_back(5 + i);
+    }
+    plan.page_indptr = {0, 1};
+    plan.page_indices = {0};
+    plan.stream_indptr = {0, 0};
+    Tensor q = s.backend.upload(q0.data(), 3, 2 * kD), k = s.backend.upload(k0.data(), 3, kD);
+    Tensor v = s.backend.upload(k0.data(), 3, kD);
+    RopeParams rope;
+    rope.theta = 500.0f;
+    rope.attention_factor = factor;
+    s.backend.rope_append_kv(0, q, k, v, rope, plan, *s.cache);
+    std::vector<float> out(q.as<float>(), q.as<float>() + 3 * 2 * kD);
+    out.insert(out.end(), k.as<float>(), k.as<float>() + 3 * kD);
+    return out;
+  };
+  std::vector<float> q0(3 * 2 * kD), k0(3 * kD);
+  for (auto& x : q0) x = dist(rng);
+  for (auto& x : k0) x = dist(rng);
+  const auto plain = rotated(1.0f, q0, k0), scaled = rotated(1.25f, q0, k0);
+  ASSERT_EQ(plain.size(), scaled.size());
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_NEAR(scaled[i], 1.25f * plain[i], 1e-5f) << i;
 }
 
 }  // namespace

@@ -11,11 +11,12 @@
 namespace lserve {
 namespace {
 
-void rotate(float* x, int head_dim, int32_t pos, const std::vector<float>& inv, bool half_split) {
+void rotate(float* x, int head_dim, int32_t pos, const std::vector<float>& inv, bool half_split,
+            float factor) {
   const int half = head_dim / 2;
   for (int i = 0; i < half; ++i) {
     const float angle = static_cast<float>(pos) * inv[i];
-    const float c = std::cos(angle), s = std::sin(angle);
+    const float c = std::cos(angle) * factor, s = std::sin(angle) * factor;
     float* a = half_split ? &x[i] : &x[2 * i];
     float* b = half_split ? &x[i + half] : &x[2 * i + 1];
     const float x0 = *a, x1 = *b;
@@ -35,9 +36,11 @@ void CpuBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v
   pool_.parallel_for(q.rows, [&](int64_t t) {
     const int32_t pos = plan.positions[t];
     for (int h = 0; h < hq; ++h)
-      rotate(q.as<float>() + t * q.cols + h * d, d, pos, inv, rope.half_split);
+      rotate(q.as<float>() + t * q.cols + h * d, d, pos, inv, rope.half_split,
+             rope.attention_factor);
     for (int h = 0; h < hkv; ++h)
-      rotate(k.as<float>() + t * k.cols + h * d, d, pos, inv, rope.half_split);
+      rotate(k.as<float>() + t * k.cols + h * d, d, pos, inv, rope.half_split,
+             rope.attention_factor);
   });
 
   const HeadMap& heads = cache.heads();

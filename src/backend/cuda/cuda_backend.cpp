@@ -267,6 +267,7 @@ void CudaBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& 
   p.n_kv_heads = cache.config().n_kv_heads;
   p.inv_freq = impl_->inv_freq(rope, cache.config().head_dim);
   p.half_split = rope.half_split ? 1 : 0;
+  p.attention_factor = rope.attention_factor;
   p.kv = impl_->layer_kv(cache, layer);
   LSERVE_CUDA_CHECK(cuda::launch_rope_append(p, n_groups, impl_->launch_stream()));
 }

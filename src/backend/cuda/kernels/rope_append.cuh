@@ -45,7 +45,7 @@ __global__ void rope_append_kernel(RopeAppendParams p) {
       const int32_t tok = idx / half, i = idx % half;
       float sn, cs;
       sincosf(static_cast<float>(g.pos_begin + t0 + tok) * p.inv_freq[i], &sn, &cs);
-      rot[tok][i] = make_float2(cs, sn);
+      rot[tok][i] = make_float2(cs * p.attention_factor, sn * p.attention_factor);
     }
     __syncthreads();
     for (int32_t idx = threadIdx.x; idx < nt * per_token; idx += blockDim.x) {
