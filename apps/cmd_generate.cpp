@@ -66,6 +66,7 @@ int run_generate(GenerateOptions& o) {
 
   auto engine = build_engine(o.model);
   const Tokenizer& tok = engine->tokenizer();
+  Request req;
   if (o.chat) {
     const ChatTemplate tmpl = o.chat_template.empty()
                                   ? ChatTemplate::from_model(tok.chat_template_source())
@@ -73,10 +74,11 @@ int run_generate(GenerateOptions& o) {
     std::vector<ChatMessage> msgs;
     if (!o.system.empty()) msgs.push_back({"system", o.system});
     msgs.push_back({"user", text});
-    text = tmpl.apply(msgs, /*add_generation_prompt=*/true);
+    req.prompt = encode_chat(tok, tmpl, msgs, /*add_generation_prompt=*/true);
+    text = tmpl.apply(msgs, /*add_generation_prompt=*/true);  // for --show-prompt
+  } else {
+    req.prompt = tok.encode(text, /*parse_special=*/false, /*add_bos=*/tok.add_bos());
   }
-  Request req;
-  req.prompt = tok.encode(text, /*parse_special=*/o.chat, /*add_bos=*/tok.add_bos());
   req.params = o.sampling;
   if (o.show_prompt) std::cerr << text << "\n";
   log::info("prompt: {} tokens", req.prompt.size());

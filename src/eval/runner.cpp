@@ -16,9 +16,7 @@ std::vector<int32_t> encode_case(const Tokenizer& tok, const std::string& user,
   }
   const ChatTemplate tmpl = ChatTemplate::from_model(tok.chat_template_source());
   const ChatMessage msg{"user", user};
-  // The template writes any begin-of-text token itself.
-  return tok.encode(tmpl.apply({&msg, 1}, /*add_generation_prompt=*/true) + answer_prefix,
-                    /*parse_special=*/true, /*add_bos=*/false);
+  return encode_chat(tok, tmpl, {&msg, 1}, /*add_generation_prompt=*/true, answer_prefix);
 }
 
 std::vector<EvalResult> run_cases(Engine& engine, const std::vector<EvalCase>& cases,

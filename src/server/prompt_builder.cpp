@@ -20,10 +20,7 @@ std::vector<int32_t> tokenize_unchecked(const ServerContext& ctx, const Generati
           "this model has no chat template lserve knows; use /v1/completions or start the server "
           "with --chat-template");
     }
-    const std::string text = ctx.chat_template->apply(g.messages, g.add_generation_prompt);
-    // The Llama-3 template writes <|begin_of_text|> itself.
-    const bool bos = tok.add_bos() && ctx.chat_template->kind() != ChatTemplateKind::Llama3;
-    return tok.encode(text, /*parse_special=*/true, bos);
+    return encode_chat(tok, *ctx.chat_template, g.messages, g.add_generation_prompt);
   }
   if (g.prompt_text) return tok.encode(*g.prompt_text, /*parse_special=*/true, tok.add_bos());
   return g.prompt_ids;

@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "tokenizer/tokenizer.h"
 
 namespace lserve {
 namespace {
@@ -140,6 +141,19 @@ std::string ChatTemplate::apply(std::span<const ChatMessage> messages,
     if (add_generation_prompt) out.append(kStartHeader).append("assistant<|end_header_id|>\n\n");
   }
   return out;
+}
+
+std::vector<int32_t> encode_chat(const Tokenizer& tok, const ChatTemplate& tmpl,
+                                 std::span<const ChatMessage> messages, bool add_generation_prompt,
+                                 std::string_view continuation) {
+  std::string text = tmpl.apply(messages, add_generation_prompt);
+  text += continuation;
+  bool bos = tok.add_bos() && tok.bos_id() >= 0;
+  if (bos) {
+    const std::string& bos_text = tok.token_text(tok.bos_id());
+    bos = bos_text.empty() || !text.starts_with(bos_text);
+  }
+  return tok.encode(text, /*parse_special=*/true, bos);
 }
 
 }  // namespace lserve

@@ -1,10 +1,12 @@
 // Reading HF tokenizer.json / tokenizer_config.json into a TokenizerSpec.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "tokenizer/byte_level.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lserve {
@@ -82,6 +84,22 @@ TEST(TokenizerHfJson, ReadsLlama3StyleFile) {
   EXPECT_EQ(tok.encode(" hell<|eot_id|><tool> hello", true, tok.add_bos()),
             (std::vector<int32_t>{260, 259, 261, 262, 259, 'o'}));
   EXPECT_EQ(tok.stop_token_ids(), (std::vector<int32_t>{261}));
+}
+
+// `generate --chat` put BOS twice on Llama-3 tokenizers (add_bos, and the template writes
+// <|begin_of_text|>): every entry point now encodes chats with encode_chat, which adds BOS only
+// where the rendered text lacks it.
+TEST(TokenizerHfJson, ChatPromptsCarryExactlyOneBos) {
+  const Tokenizer tok(Tokenizer::spec_from_hf_json(llama3_like().dump(), ""));
+  ASSERT_TRUE(tok.add_bos());
+  const ChatMessage msg{"user", "hello"};
+  for (const char* name : {"llama3", "chatml"}) {
+    const std::vector<int32_t> ids =
+        encode_chat(tok, ChatTemplate::by_name(name), {&msg, 1}, true, " hell");
+    ASSERT_FALSE(ids.empty());
+    EXPECT_EQ(ids.front(), tok.bos_id()) << name;
+    EXPECT_EQ(std::count(ids.begin(), ids.end(), tok.bos_id()), 1) << name;
+  }
 }
 
 TEST(TokenizerHfJson, ReadsTokenizerConfig) {
@@ -178,7 +196,8 @@ TEST(TokenizerHfJson, RefusesDeepNestingAndSparseIds) {
   tok["pre_tokenizer"] = nested;
   EXPECT_NE(error_of(tok).find("nested deeper than 64 levels"), std::string::npos);
   // The same as text, without building it: 200,000 levels of arrays.
-  const std::string deep = "{\"model\": " + std::string(200000, '[') + std::string(200000, ']') + "}";
+  const std::string deep =
+      "{\"model\": " + std::string(200000, '[') + std::string(200000, ']') + "}";
   try {
     Tokenizer::spec_from_hf_json(deep, "");
     ADD_FAILURE() << "no error";
@@ -187,8 +206,7 @@ TEST(TokenizerHfJson, RefusesDeepNestingAndSparseIds) {
   }
   tok = llama3_like();
   tok["added_tokens"].push_back({{"id", 2147483646}, {"content", "<|far|>"}, {"special", true}});
-  EXPECT_NE(error_of(tok).find("the largest token id 2147483646 is far beyond"),
-            std::string::npos);
+  EXPECT_NE(error_of(tok).find("the largest token id 2147483646 is far beyond"), std::string::npos);
 }
 
 }  // namespace
