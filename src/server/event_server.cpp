@@ -310,6 +310,13 @@ void EventServer::on_tick() {
       c.on_tick(now);
     });
   }
+  if (options_.on_tick) {
+    try {
+      options_.on_tick();
+    } catch (const std::exception& e) {
+      log::error("periodic task: {}", e.what());
+    }
+  }
   if (stopping_ && conns_.empty()) loop_.stop();
 }
 

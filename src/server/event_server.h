@@ -34,6 +34,9 @@ struct EventServerOptions {
   std::function<std::optional<HttpResponse>(const HttpRequest& head)> admit;
   // Optional: false makes every response close its connection (the server is draining).
   std::function<bool()> keep_alive;
+  // Optional: runs on the loop thread at every tick (20 times a second) for periodic work that
+  // needs no thread of its own; it must be quick.
+  std::function<void()> on_tick;
 };
 
 class EventServer : private ConnectionHost {

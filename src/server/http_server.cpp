@@ -12,6 +12,7 @@
 #include "server/openai_request.h"
 #include "server/prompt_builder.h"
 #include "server/served_model.h"
+#include "server/stats_log.h"
 
 namespace lserve::server {
 namespace {
@@ -47,9 +48,11 @@ bool same_secret(const std::string& a, const std::string& b) {
 
 class HttpServer::Impl {
  public:
-  explicit Impl(ServerContext& ctx) : ctx_(ctx), server_(options(), routes()) {}
+  explicit Impl(ServerContext& ctx)
+      : ctx_(ctx), stats_(ctx.metrics), server_(options(), routes()) {}
 
   ServerContext& ctx_;
+  StatsLog stats_;  // before server_, whose loop uses it
   EventServer server_;
 
  private:
@@ -67,6 +70,7 @@ class HttpServer::Impl {
     o.admit = [this](const HttpRequest& head) { return authorize(head); };
     // While draining, answers close their connections, so clients reconnect elsewhere.
     o.keep_alive = [this] { return !ctx_.loop.draining(); };
+    o.on_tick = [this] { stats_.tick(StatsLog::Clock::now()); };
     return o;
   }
 

@@ -1,5 +1,6 @@
 // The OpenAI-compatible HTTP front end: routes, authentication, limits and error bodies, served by
-// the event-driven HTTP/1.1 server of event_server.h, which stays behind this interface.
+// the event-driven HTTP/1.1 server of event_server.h, which stays behind this interface; its loop
+// also writes the periodic throughput line (stats_log.h).
 #pragma once
 
 #include <chrono>

@@ -46,6 +46,18 @@ void sample(std::string& out, const std::string& name, const std::string& labels
 
 }  // namespace
 
+double kv_cache_usage(const EngineSnapshot& s) {
+  const int used = s.pages_used + s.stream_pages_used;
+  const int total = s.pages_total + s.stream_pages_total;
+  return total > 0 ? static_cast<double>(used) / total : 0.0;
+}
+
+double prefix_cache_hit_rate(const EngineSnapshot& s) {
+  return s.prefix_cache_queries > 0
+             ? static_cast<double>(s.prefix_cache_hits) / s.prefix_cache_queries
+             : 0.0;
+}
+
 Histogram::Histogram(std::vector<double> upper_bounds)
     : bounds_(std::move(upper_bounds)), counts_(bounds_.size() + 1, 0) {}
 
@@ -109,6 +121,10 @@ EngineSnapshot Metrics::engine() const {
   std::lock_guard lock(mu_);
   return engine_;
 }
+int64_t Metrics::generation_tokens() const {
+  std::lock_guard lock(mu_);
+  return generation_tokens_;
+}
 
 std::string Metrics::render() const {
   std::lock_guard lock(mu_);
@@ -125,10 +141,8 @@ std::string Metrics::render() const {
   };
   gauge("lserve:num_requests_running", "Requests in the running batch.", e.running);
   gauge("lserve:num_requests_waiting", "Requests waiting to be scheduled.", e.waiting);
-  const int used = e.pages_used + e.stream_pages_used;
-  const int total = e.pages_total + e.stream_pages_total;
   gauge("lserve:kv_cache_usage_perc", "KV cache usage: share of all KV pages in use (1 = full).",
-        total > 0 ? static_cast<double>(used) / total : 0.0);
+        kv_cache_usage(e));
   header(out, "lserve:kv_cache_pages_used", "gauge", "KV pages in use, per pool.");
   sample(out, "lserve:kv_cache_pages_used", l + ",pool=\"retrieval\"", e.pages_used);
   sample(out, "lserve:kv_cache_pages_used", l + ",pool=\"streaming\"", e.stream_pages_used);
@@ -145,9 +159,7 @@ std::string Metrics::render() const {
           "Prompt tokens whose KV was found in the prefix cache (not computed).",
           e.prefix_cache_hits);
   gauge("lserve:prefix_cache_hit_rate", "prefix_cache_hits_total / prefix_cache_queries_total.",
-        e.prefix_cache_queries > 0
-            ? static_cast<double>(e.prefix_cache_hits) / e.prefix_cache_queries
-            : 0.0);
+        prefix_cache_hit_rate(e));
   counter("lserve:prompt_tokens_total", "Prompt tokens of accepted requests.", prompt_tokens_);
   counter("lserve:generation_tokens_total", "Generated tokens.", generation_tokens_);
   counter("lserve:prefill_tokens_computed_total",

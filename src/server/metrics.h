@@ -43,6 +43,11 @@ struct EngineSnapshot {
   int64_t prefix_cache_hits = 0;                  // of those, found (their KV reused, not computed)
 };
 
+// Share of all KV pages (both pools) in use, 0..1.
+double kv_cache_usage(const EngineSnapshot& s);
+// Prompt tokens found in the prefix cache / looked up, since start; 0 before any lookup.
+double prefix_cache_hit_rate(const EngineSnapshot& s);
+
 class Metrics {
  public:
   explicit Metrics(std::string model_name);
@@ -58,6 +63,7 @@ class Metrics {
   void set_engine(const EngineSnapshot& snapshot);
 
   EngineSnapshot engine() const;
+  int64_t generation_tokens() const;
   std::string render() const;
 
  private:

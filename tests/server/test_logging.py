@@ -1,5 +1,6 @@
 """The server's log: one info line per generation request once it is over (id, endpoint, token
-counts, TTFT, total time, finish reasons or the HTTP status it was refused with)."""
+counts, TTFT, total time, finish reasons or the HTTP status it was refused with), and the periodic
+throughput line while requests run, none while idle."""
 
 import re
 import time
@@ -11,6 +12,10 @@ from conftest import LserveServer, openai_client
 
 PROMPT = "The three primary colors are"
 CHAT = [{"role": "user", "content": "Name a fruit that is yellow."}]
+STATS = re.compile(
+    r"info Avg prompt throughput: (\d+\.\d) tokens/s, Avg generation throughput: (\d+\.\d) "
+    r"tokens/s, Running: (\d+) reqs, Waiting: (\d+) reqs, KV cache usage: (\d+\.\d)%, "
+    r"Prefix cache hit rate: (\d+\.\d)%$")
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +86,31 @@ def test_a_client_that_leaves_has_a_cancelled_line(logged):
     stream.close()
     line = wait_for_line(logged, re.escape(rid))
     assert re.search(r": finished \(cancelled\), prompt 5 tokens, output \d+ tokens, TTFT", line)
+
+
+def stats_lines(server):
+    return [line for line in list(server.log_lines) if STATS.search(line)]
+
+
+def test_throughput_line_every_10_s_while_requests_run_and_none_when_idle():
+    with LserveServer() as server:
+        client = openai_client(server)
+        stream = client.completions.create(model=client.models.list().data[0].id, prompt=PROMPT,
+                                           max_tokens=4000, stream=True,
+                                           extra_body={"ignore_eos": True})
+        started = time.time()
+        for _ in stream:
+            if stats_lines(server) or time.time() - started > 30:
+                break
+        stream.close()
+        stopped = time.time()
+        lines = stats_lines(server)
+        assert len(lines) == 1, server.log()
+        prompt_tps, gen_tps, running, waiting, kv, hit = STATS.search(lines[0]).groups()
+        # Within the first 10 s: the 5-token prompt, then decoding.
+        assert 0 < float(prompt_tps) <= 0.5 and float(gen_tps) > 0, lines[0]
+        assert (running, waiting) == ("1", "0") and 0 < float(kv) <= 100, lines[0]
+        assert float(hit) == 0.0, lines[0]
+        # The interval the stream ended in may have its line; the one after, idle, has none.
+        time.sleep(max(0.0, stopped + 21 - time.time()))
+        assert len(stats_lines(server)) <= 2, server.log()
