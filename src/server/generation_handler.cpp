@@ -142,10 +142,6 @@ void respond_whole(ServerContext& ctx, const ResponseHeader& h, bool want_logpro
   answer_when_finished(w);  // it may have finished before the listener was set
 }
 
-}  // namespace
-
-namespace {
-
 void run_generation(ServerContext& ctx, const HttpRequest& req, const std::shared_ptr<Exchange>& ex,
                     const ResponseHeader& h, RequestChannel::Clock::time_point arrival,
                     const std::string& endpoint) {
