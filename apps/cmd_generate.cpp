@@ -51,7 +51,8 @@ void print_sparse_stats(const Engine& e) {
                "selector share %.1f%%\n"
                "KV pool in use (peak): retrieval %d pages = %.2f MiB, streaming %d pages = %.2f "
                "MiB\n",
-               e.sparse().summary().c_str(), mib(t.sparse_bytes / steps), mib(t.dense_bytes / steps),
+               e.sparse().summary().c_str(), mib(t.sparse_bytes / steps),
+               mib(t.dense_bytes / steps),
                t.dense_bytes > 0 ? 100.0 * t.sparse_bytes / t.dense_bytes : 0.0,
                t.sparse_bytes > 0 ? t.dense_bytes / t.sparse_bytes : 0.0,
                t.sparse_bytes > 0 ? 100.0 * t.selector_bytes / t.sparse_bytes : 0.0, s.peak_pages,
@@ -140,7 +141,8 @@ Command add_generate_command(CLI::App& app) {
       "generate", "Generate text for one prompt (streamed to stdout; timing and memory to stderr)");
   add_model_options(*cmd, opts->model);
   add_sampling_options(*cmd, opts->sampling, opts->seed_text);
-  cmd->add_option("-p,--prompt", opts->prompt, "Prompt text (default: read --prompt-file or stdin)");
+  cmd->add_option("-p,--prompt", opts->prompt,
+                  "Prompt text (default: read --prompt-file or stdin)");
   cmd->add_option("-f,--prompt-file", opts->prompt_file, "Read the prompt from this file")
       ->check(CLI::ExistingFile);
   cmd->add_flag("--chat", opts->chat,

@@ -81,15 +81,16 @@ KvCacheConfig kv_config(const ModelConfig& m, const EngineConfig& c, const HeadM
     // pool's floor (sink, prefill window and one step's tokens) comes first.
     const int64_t stream_bytes = static_cast<int64_t>(k.num_stream_pages) * pb.streaming;
     const int64_t need_mib = (stream_bytes + 2 * pb.retrieval + (1 << 20) - 1) >> 20;
-    fail("--kv-cache-mib {} is too small: the cache needs at least {} MiB here ({}2 retrieval "
-         "pages of {} KiB); raise --kv-cache-mib{}",
-         c.kv_cache_bytes >> 20, need_mib,
-         pb.streaming > 0 ? fmt::format("the streaming heads' pool: {} pages, {} MiB, for the "
-                                        "sink, the prefill window and one step of tokens; then ",
-                                        k.num_stream_pages, stream_bytes >> 20)
-                          : "",
-         pb.retrieval >> 10,
-         pb.streaming > 0 ? ", or lower --prefill-local-tokens or --max-num-batched-tokens" : "");
+    fail(
+        "--kv-cache-mib {} is too small: the cache needs at least {} MiB here ({}2 retrieval "
+        "pages of {} KiB); raise --kv-cache-mib{}",
+        c.kv_cache_bytes >> 20, need_mib,
+        pb.streaming > 0 ? fmt::format("the streaming heads' pool: {} pages, {} MiB, for the "
+                                       "sink, the prefill window and one step of tokens; then ",
+                                       k.num_stream_pages, stream_bytes >> 20)
+                         : "",
+        pb.retrieval >> 10,
+        pb.streaming > 0 ? ", or lower --prefill-local-tokens or --max-num-batched-tokens" : "");
   }
   return k;
 }

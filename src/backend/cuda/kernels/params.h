@@ -43,8 +43,8 @@ struct RopeAppendParams {
   const bf16* v;  // [n_tokens, n_kv_heads * d]
   int32_t n_heads;
   int32_t n_kv_heads;
-  const float* inv_freq;  // [d / 2]
-  int32_t half_split;     // 1: pairs (i, i + d/2); 0: pairs (2i, 2i + 1)
+  const float* inv_freq;   // [d / 2]
+  int32_t half_split;      // 1: pairs (i, i + d/2); 0: pairs (2i, 2i + 1)
   float attention_factor;  // multiplies cos and sin (YaRN); 1 otherwise
   LayerKv<bf16> kv;
 };
