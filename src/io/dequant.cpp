@@ -86,21 +86,74 @@ void q4k_scale_min(int j, const uint8_t* s, int* scale, int* min) {
 
 // Q4_K: half d | half dmin | 12 scale bytes | 128 bytes of nibbles. Each 64 elements use 32 bytes:
 // low nibbles are the first 32 elements (sub-block 2i), high nibbles the next 32 (2i+1).
-void dequant_q4_k(const uint8_t* b, float* y) {
+// Q5_K is the same with a 32-byte plane of fifth bits (`qh`, null for Q4_K) before the nibbles:
+// chunk c takes bit 2c of qh[l] for its low-nibble element l and bit 2c+1 for the high one.
+void dequant_q45_k(const uint8_t* b, const uint8_t* qh, const uint8_t* q, float* y) {
   const float d = load_half(b);
   const float dmin = load_half(b + 2);
   const uint8_t* scales = b + 4;
-  const uint8_t* q = b + 16;
   for (int chunk = 0; chunk < 4; ++chunk) {
     int sc0, m0, sc1, m1;
     q4k_scale_min(2 * chunk, scales, &sc0, &m0);
     q4k_scale_min(2 * chunk + 1, scales, &sc1, &m1);
     const float d0 = d * static_cast<float>(sc0), off0 = dmin * static_cast<float>(m0);
     const float d1 = d * static_cast<float>(sc1), off1 = dmin * static_cast<float>(m1);
-    for (int l = 0; l < 32; ++l) y[l] = d0 * static_cast<float>(q[l] & 0x0f) - off0;
-    for (int l = 0; l < 32; ++l) y[32 + l] = d1 * static_cast<float>(q[l] >> 4) - off1;
+    for (int l = 0; l < 32; ++l) {
+      const int hi0 = qh ? ((qh[l] >> (2 * chunk)) & 1) << 4 : 0;
+      const int hi1 = qh ? ((qh[l] >> (2 * chunk + 1)) & 1) << 4 : 0;
+      y[l] = d0 * static_cast<float>((q[l] & 0x0f) | hi0) - off0;
+      y[32 + l] = d1 * static_cast<float>((q[l] >> 4) | hi1) - off1;
+    }
     y += 64;
     q += 32;
+  }
+}
+
+void dequant_q4_k(const uint8_t* b, float* y) { dequant_q45_k(b, nullptr, b + 16, y); }
+
+// Q5_K: half d | half dmin | 12 scale bytes | 32 bytes of fifth bits | 128 bytes of nibbles.
+void dequant_q5_k(const uint8_t* b, float* y) { dequant_q45_k(b, b + 16, b + 48, y); }
+
+// Q2_K: 16 bytes of 4-bit (scale, min) pairs (scale low) | 64 bytes of 2-bit quants | half d |
+// half dmin. Element i uses pair i/16; each 128-element half reads 32 bytes, the four 32-element
+// quarters taking bit pairs 0-1, 2-3, 4-5, 6-7 of the same bytes. x = d*scale*q - dmin*min.
+void dequant_q2_k(const uint8_t* b, float* y) {
+  const uint8_t* scales = b;
+  const uint8_t* qs = b + 16;
+  const float d = load_half(b + 80);
+  const float dmin = load_half(b + 82);
+  for (int i = 0; i < kQKK; ++i) {
+    const int half = i / 128, quarter = (i % 128) / 32, l = i % 32;
+    const int q = (qs[32 * half + l] >> (2 * quarter)) & 3;
+    const float dl = d * static_cast<float>(scales[i / 16] & 0x0f);
+    const float ml = dmin * static_cast<float>(scales[i / 16] >> 4);
+    y[i] = dl * static_cast<float>(q) - ml;
+  }
+}
+
+// Q3_K's 12 scale bytes hold sixteen 6-bit scales, stored plus 32: the low 4 bits of scale j are
+// a nibble of byte j%8 (low for j<8), the high 2 bits are bits 2*(j/4).. of byte 8 + j%4.
+int q3k_scale(int j, const uint8_t* s) {
+  const int low = j < 8 ? (s[j] & 0x0f) : (s[j - 8] >> 4);
+  const int high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+// Q3_K: 32 bytes of high bits | 64 bytes of 2-bit quants | 12 scale bytes | half d. The 2-bit
+// quants are laid out as Q2_K's; element i = 128h + 32k + l takes its third bit from bit 4h+k of
+// hmask[l], and a clear bit means q - 4 (the quant is signed, -4..3). x = d*scale*q.
+void dequant_q3_k(const uint8_t* b, float* y) {
+  const uint8_t* hmask = b;
+  const uint8_t* qs = b + 32;
+  const uint8_t* scales = b + 96;
+  const float d = load_half(b + 108);
+  for (int i = 0; i < kQKK; ++i) {
+    const int half = i / 128, quarter = (i % 128) / 32, l = i % 32;
+    const int low = (qs[32 * half + l] >> (2 * quarter)) & 3;
+    const bool high = (hmask[l] >> (4 * half + quarter)) & 1;
+    const int q = low - (high ? 0 : 4);
+    const float dl = d * static_cast<float>(q3k_scale(i / 16, scales));
+    y[i] = dl * static_cast<float>(q);
   }
 }
 
@@ -147,21 +200,47 @@ void dequantize(GgmlType type, const void* src, float* dst, int64_t n) {
                tr->block_size);
   const auto* p = static_cast<const uint8_t*>(src);
   switch (type) {
-    case GgmlType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
+    case GgmlType::F32:
+      std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+      return;
     case GgmlType::F16:
       for (int64_t i = 0; i < n; ++i) dst[i] = load_half(p + 2 * i);
       return;
     case GgmlType::BF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(p + 2 * i));
       return;
-    case GgmlType::Q4_0: for_blocks(src, dst, n, kQK, 18, dequant_q4_0); return;
-    case GgmlType::Q4_1: for_blocks(src, dst, n, kQK, 20, dequant_q4_1); return;
-    case GgmlType::Q5_0: for_blocks(src, dst, n, kQK, 22, dequant_q5<false>); return;
-    case GgmlType::Q5_1: for_blocks(src, dst, n, kQK, 24, dequant_q5<true>); return;
-    case GgmlType::Q8_0: for_blocks(src, dst, n, kQK, 34, dequant_q8_0); return;
-    case GgmlType::Q4_K: for_blocks(src, dst, n, kQKK, 144, dequant_q4_k); return;
-    case GgmlType::Q6_K: for_blocks(src, dst, n, kQKK, 210, dequant_q6_k); return;
-    default: break;
+    case GgmlType::Q4_0:
+      for_blocks(src, dst, n, kQK, 18, dequant_q4_0);
+      return;
+    case GgmlType::Q4_1:
+      for_blocks(src, dst, n, kQK, 20, dequant_q4_1);
+      return;
+    case GgmlType::Q5_0:
+      for_blocks(src, dst, n, kQK, 22, dequant_q5<false>);
+      return;
+    case GgmlType::Q5_1:
+      for_blocks(src, dst, n, kQK, 24, dequant_q5<true>);
+      return;
+    case GgmlType::Q8_0:
+      for_blocks(src, dst, n, kQK, 34, dequant_q8_0);
+      return;
+    case GgmlType::Q2_K:
+      for_blocks(src, dst, n, kQKK, 84, dequant_q2_k);
+      return;
+    case GgmlType::Q3_K:
+      for_blocks(src, dst, n, kQKK, 110, dequant_q3_k);
+      return;
+    case GgmlType::Q4_K:
+      for_blocks(src, dst, n, kQKK, 144, dequant_q4_k);
+      return;
+    case GgmlType::Q5_K:
+      for_blocks(src, dst, n, kQKK, 176, dequant_q5_k);
+      return;
+    case GgmlType::Q6_K:
+      for_blocks(src, dst, n, kQKK, 210, dequant_q6_k);
+      return;
+    default:
+      break;
   }
   fail("no dequantizer for ggml type {}", tr->name);
 }

@@ -9,16 +9,23 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "gguf_writer.h"
 #include "io/dequant.h"
 #include "io/ggml_type.h"
+#include "model/model.h"
+#include "model/model_loader.h"
 #include "test_util.h"
 
 namespace lserve {
@@ -138,12 +145,10 @@ void encode_q8_0(std::mt19937_64& rng, Encoded& e) {
 // Q4_K: half d | half dmin | 12 bytes of eight 6-bit (scale, min) pairs | 128 bytes of nibbles.
 // Element i is in sub-block i/32; 64-element chunk c uses bytes 32c..32c+31, low nibbles for its
 // first 32 elements and high nibbles for the next 32. x = d*scale*q - dmin*min.
-void encode_q4_k(std::mt19937_64& rng, Encoded& e) {
-  const uint16_t d = random_half(rng), dmin = random_half(rng);
-  const auto scale = random_q(rng, 8, 6), min = random_q(rng, 8, 6);
-  const auto q = random_q(rng, 256, 4);
-  put_u16(e.bytes, d);
-  put_u16(e.bytes, dmin);
+// Packs the 12 scale bytes of Q4_K / Q5_K: pairs 0..3 in the low 6 bits of bytes 0..3 (scale)
+// and 4..7 (min); pairs 4..7 as nibbles of bytes 8..11 (scale low, min high) with their top two
+// bits in bits 6..7 of bytes 0..3 (scale) and 4..7 (min).
+void put_k_scales(Encoded& e, const std::vector<int>& scale, const std::vector<int>& min) {
   uint8_t s[12] = {};
   for (int j = 0; j < 4; ++j) {
     s[j] = static_cast<uint8_t>(scale[j]);
@@ -155,16 +160,106 @@ void encode_q4_k(std::mt19937_64& rng, Encoded& e) {
     s[j] |= static_cast<uint8_t>((min[j] >> 4) << 6);
   }
   e.bytes.insert(e.bytes.end(), s, s + 12);
+}
+
+// Q4_K / Q5_K values: x = d*scale*q - dmin*min, pair i/32.
+void put_k_values(Encoded& e, uint16_t d, uint16_t dmin, const std::vector<int>& scale,
+                  const std::vector<int>& min, const std::vector<int>& q) {
+  for (int i = 0; i < 256; ++i) {
+    const int sb = i / 32;
+    e.values.push_back(exact_f32(half_ref(d) * scale[sb] * q[i]) -
+                       exact_f32(half_ref(dmin) * min[sb]));
+  }
+}
+
+void encode_q4_k(std::mt19937_64& rng, Encoded& e) {
+  const uint16_t d = random_half(rng), dmin = random_half(rng);
+  const auto scale = random_q(rng, 8, 6), min = random_q(rng, 8, 6);
+  const auto q = random_q(rng, 256, 4);
+  put_u16(e.bytes, d);
+  put_u16(e.bytes, dmin);
+  put_k_scales(e, scale, min);
   uint8_t qs[128] = {};
   for (int i = 0; i < 256; ++i) {
     const int chunk = i / 64, r = i % 64;
     qs[chunk * 32 + r % 32] |= static_cast<uint8_t>(q[i] << (r < 32 ? 0 : 4));
   }
   e.bytes.insert(e.bytes.end(), qs, qs + 128);
+  put_k_values(e, d, dmin, scale, min, q);
+}
+
+// Q5_K: half d | half dmin | 12 scale bytes as Q4_K | 32 bytes qh | 128 bytes of nibbles as
+// Q4_K. Element i = 64c + r keeps its fifth bit in bit 2c (r < 32) or 2c+1 (r >= 32) of
+// qh[r % 32].
+void encode_q5_k(std::mt19937_64& rng, Encoded& e) {
+  const uint16_t d = random_half(rng), dmin = random_half(rng);
+  const auto scale = random_q(rng, 8, 6), min = random_q(rng, 8, 6);
+  const auto q = random_q(rng, 256, 5);
+  put_u16(e.bytes, d);
+  put_u16(e.bytes, dmin);
+  put_k_scales(e, scale, min);
+  uint8_t qh[32] = {}, qs[128] = {};
   for (int i = 0; i < 256; ++i) {
-    const int sb = i / 32;
-    e.values.push_back(exact_f32(half_ref(d) * scale[sb] * q[i]) -
-                       exact_f32(half_ref(dmin) * min[sb]));
+    const int chunk = i / 64, r = i % 64;
+    qs[chunk * 32 + r % 32] |= static_cast<uint8_t>((q[i] & 15) << (r < 32 ? 0 : 4));
+    qh[r % 32] |= static_cast<uint8_t>((q[i] >> 4) << (2 * chunk + (r < 32 ? 0 : 1)));
+  }
+  e.bytes.insert(e.bytes.end(), qh, qh + 32);
+  e.bytes.insert(e.bytes.end(), qs, qs + 128);
+  put_k_values(e, d, dmin, scale, min, q);
+}
+
+// The 2-bit planes of Q2_K and Q3_K: element i = 128h + 32k + l is bits 2k..2k+1 of byte
+// 32h + l.
+void put_2bit_plane(Encoded& e, const std::vector<int>& q) {
+  uint8_t qs[64] = {};
+  for (int i = 0; i < 256; ++i) {
+    const int h = i / 128, k = (i % 128) / 32, l = i % 32;
+    qs[32 * h + l] |= static_cast<uint8_t>((q[i] & 3) << (2 * k));
+  }
+  e.bytes.insert(e.bytes.end(), qs, qs + 64);
+}
+
+// Q2_K: 16 bytes (scale | min << 4), one per 16 elements | 64 bytes of 2-bit q | half d |
+// half dmin. x = d*scale*q - dmin*min.
+void encode_q2_k(std::mt19937_64& rng, Encoded& e) {
+  const uint16_t d = random_half(rng), dmin = random_half(rng);
+  const auto scale = random_q(rng, 16, 4), min = random_q(rng, 16, 4);
+  const auto q = random_q(rng, 256, 2);
+  for (int j = 0; j < 16; ++j) e.bytes.push_back(static_cast<uint8_t>(scale[j] | (min[j] << 4)));
+  put_2bit_plane(e, q);
+  put_u16(e.bytes, d);
+  put_u16(e.bytes, dmin);
+  for (int i = 0; i < 256; ++i) {
+    e.values.push_back(exact_f32(half_ref(d) * scale[i / 16] * q[i]) -
+                       exact_f32(half_ref(dmin) * min[i / 16]));
+  }
+}
+
+// Q3_K: 32 bytes hmask | 64 bytes of 2-bit q | 12 bytes of sixteen 6-bit scales | half d. Each
+// element is a 3-bit u; its low 2 bits go to the 2-bit plane, bit 2 to bit 4h+k of hmask[l]
+// (element 128h + 32k + l). Scale j (stored plus 32) has its low nibble in byte j%8 (low nibble
+// for j < 8) and its top two bits at bit 2(j/4) of byte 8 + j%4. x = d*(scale-32)*(u-4).
+void encode_q3_k(std::mt19937_64& rng, Encoded& e) {
+  const uint16_t d = random_half(rng);
+  const auto u = random_q(rng, 256, 3);
+  const auto sc = random_q(rng, 16, 6);
+  uint8_t hmask[32] = {};
+  for (int i = 0; i < 256; ++i) {
+    const int h = i / 128, k = (i % 128) / 32, l = i % 32;
+    hmask[l] |= static_cast<uint8_t>((u[i] >> 2) << (4 * h + k));
+  }
+  e.bytes.insert(e.bytes.end(), hmask, hmask + 32);
+  put_2bit_plane(e, u);
+  uint8_t s[12] = {};
+  for (int j = 0; j < 16; ++j) {
+    s[j % 8] |= static_cast<uint8_t>((sc[j] & 15) << (j < 8 ? 0 : 4));
+    s[8 + j % 4] |= static_cast<uint8_t>((sc[j] >> 4) << (2 * (j / 4)));
+  }
+  e.bytes.insert(e.bytes.end(), s, s + 12);
+  put_u16(e.bytes, d);
+  for (int i = 0; i < 256; ++i) {
+    e.values.push_back(exact_f32(half_ref(d) * (sc[i / 16] - 32) * (u[i] - 4)));
   }
 }
 
@@ -256,6 +351,53 @@ TEST(Dequant, Q4_KBlocksMatchTheReferenceLayout) {
 TEST(Dequant, Q6_KBlocksMatchTheReferenceLayout) {
   check_blocks(GgmlType::Q6_K, 256, 210, encode_q6_k);
 }
+TEST(Dequant, Q2_KBlocksMatchTheReferenceLayout) {
+  check_blocks(GgmlType::Q2_K, 256, 84, encode_q2_k);
+}
+TEST(Dequant, Q3_KBlocksMatchTheReferenceLayout) {
+  check_blocks(GgmlType::Q3_K, 256, 110, encode_q3_k);
+}
+TEST(Dequant, Q5_KBlocksMatchTheReferenceLayout) {
+  check_blocks(GgmlType::Q5_K, 256, 176, encode_q5_k);
+}
+
+// Random blocks (random bytes, finite random fp16 scales) dequantized by the gguf Python
+// package's NumPy code (scripts/make-dequant-fixtures.py): a second, independent reading of
+// ggml's layouts, compared bit for bit.
+TEST(Dequant, MatchesTheGgufPythonPackage) {
+  std::ifstream in(test::fixture_path("dequant_gguf.json"));
+  ASSERT_TRUE(in.good()) << "missing fixture dequant_gguf.json";
+  const auto fixture = nlohmann::json::parse(in);
+  std::set<std::string> seen;
+  for (const auto& t : fixture.at("types")) {
+    const std::string name = t.at("type");
+    SCOPED_TRACE(name);
+    const auto type = static_cast<GgmlType>(t.at("id").get<uint32_t>());
+    ASSERT_EQ(ggml_type_name(type), name);
+    const std::string hex = t.at("bytes");
+    std::vector<uint8_t> bytes(hex.size() / 2);
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      bytes[i] = static_cast<uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+    }
+    const auto want = t.at("f32_bits").get<std::vector<uint32_t>>();
+    const GgmlTypeTraits* tr = ggml_type_traits(static_cast<uint32_t>(type));
+    ASSERT_EQ(bytes.size() / tr->block_bytes * tr->block_size, want.size());
+    std::vector<float> got(want.size());
+    dequantize(type, bytes.data(), got.data(), static_cast<int64_t>(got.size()));
+    int mismatches = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      if (std::bit_cast<uint32_t>(got[i]) != want[i] && ++mismatches <= 5) {
+        ADD_FAILURE() << "element " << i << ": got " << got[i] << ", gguf-py "
+                      << std::bit_cast<float>(want[i]);
+      }
+    }
+    EXPECT_EQ(mismatches, 0);
+    seen.insert(name);
+  }
+  for (const char* name : {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q8_0"}) {
+    EXPECT_TRUE(seen.count(name)) << "fixture lacks " << name;
+  }
+}
 
 TEST(Dequant, PlainFloatTypesConvertEveryElement) {
   std::mt19937_64 rng(test::test_seed());
@@ -292,8 +434,9 @@ TEST(Dequant, RejectsCountsThatAreNotWholeBlocks) {
   std::vector<uint8_t> src(4096, 0x11);
   std::vector<float> dst(2048);
   const std::pair<GgmlType, int> quants[] = {
-      {GgmlType::Q4_0, 32}, {GgmlType::Q4_1, 32},  {GgmlType::Q5_0, 32}, {GgmlType::Q5_1, 32},
-      {GgmlType::Q8_0, 32}, {GgmlType::Q4_K, 256}, {GgmlType::Q6_K, 256}};
+      {GgmlType::Q4_0, 32},  {GgmlType::Q4_1, 32},  {GgmlType::Q5_0, 32},  {GgmlType::Q5_1, 32},
+      {GgmlType::Q8_0, 32},  {GgmlType::Q2_K, 256}, {GgmlType::Q3_K, 256}, {GgmlType::Q4_K, 256},
+      {GgmlType::Q5_K, 256}, {GgmlType::Q6_K, 256}};
   for (const auto& [type, block] : quants) {
     for (int64_t n :
          {int64_t{1}, int64_t{block - 1}, int64_t{block + 1}, int64_t{block + block / 2}}) {
@@ -312,8 +455,8 @@ TEST(Dequant, RejectsCountsThatAreNotWholeBlocks) {
 TEST(Dequant, TypesWithoutADequantizerThrow) {
   std::vector<uint8_t> src(4096, 0x22);
   std::vector<float> dst(1024, 0.0f);
-  for (GgmlType type :
-       {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q5_K, GgmlType::Q8_K, GgmlType::Q8_1}) {
+  // Q8_K and Q8_1 are ggml's intermediate formats for dot products; models do not store them.
+  for (GgmlType type : {GgmlType::Q8_K, GgmlType::Q8_1}) {
     try {
       dequantize(type, src.data(), dst.data(), 256);
       ADD_FAILURE() << ggml_type_name(type) << " dequantized";
@@ -366,6 +509,102 @@ TEST(Dequant, BlockGeometryMatchesTheGgufSpecification) {
     EXPECT_EQ(t->block_bytes, r.bytes) << r.name;
   }
   for (uint32_t id : {4u, 5u, 16u, 29u, 31u, 0xffffffffu}) EXPECT_EQ(ggml_type_traits(id), nullptr);
+}
+
+// ---- a model stored in K-quants ----------------------------------------------------------
+
+// Random blocks of `type` whose fp16 scales are small finite values (2^-12 .. 2^-8), so a layer
+// built from them stays in a sane numeric range.
+std::vector<uint8_t> random_k_blocks(std::mt19937_64& rng, GgmlType type, uint64_t n) {
+  struct HalfFields {
+    GgmlType type;
+    std::vector<size_t> offsets;
+  };
+  const HalfFields fields[] = {{GgmlType::Q2_K, {80, 82}},
+                               {GgmlType::Q3_K, {108}},
+                               {GgmlType::Q4_K, {0, 2}},
+                               {GgmlType::Q5_K, {0, 2}},
+                               {GgmlType::Q6_K, {208}}};
+  const GgmlTypeTraits* tr = ggml_type_traits(static_cast<uint32_t>(type));
+  std::vector<uint8_t> b(n / tr->block_size * tr->block_bytes);
+  for (auto& x : b) x = static_cast<uint8_t>(rng());
+  for (const auto& f : fields) {
+    if (f.type != type) continue;
+    for (size_t blk = 0; blk < b.size(); blk += tr->block_bytes) {
+      for (size_t off : f.offsets) {
+        const auto h = static_cast<uint16_t>(((3 + rng() % 4) << 10) | (rng() & 1023));
+        b[blk + off] = static_cast<uint8_t>(h);
+        b[blk + off + 1] = static_cast<uint8_t>(h >> 8);
+      }
+    }
+  }
+  return b;
+}
+
+// A GGUF whose projections and embedding are Q2_K/Q3_K/Q4_K/Q5_K/Q6_K loads and computes the same
+// logits as the same model written with the dequantized values as F32 tensors: the loader takes
+// every K-quant, with the right row geometry.
+TEST(DequantModel, KQuantGgufRunsLikeItsF32Copy) {
+  std::mt19937_64 rng(test::test_seed());
+  constexpr int kVocab = 64;
+  std::vector<test::GgufVal> tokens;
+  for (int i = 0; i < kVocab; ++i) tokens.push_back(test::gguf_str("t" + std::to_string(i)));
+  test::GgufSpec quant;
+  quant.kvs = {{"general.architecture", test::gguf_str("llama")},
+               {"llama.block_count", test::gguf_u32(1)},
+               {"llama.embedding_length", test::gguf_u32(256)},
+               {"llama.attention.head_count", test::gguf_u32(4)},
+               {"llama.attention.head_count_kv", test::gguf_u32(2)},
+               {"llama.feed_forward_length", test::gguf_u32(512)},
+               {"llama.context_length", test::gguf_u32(256)},
+               {"llama.attention.layer_norm_rms_epsilon", test::gguf_f32(1e-5f)},
+               {"tokenizer.ggml.model", test::gguf_str("gpt2")},
+               {"tokenizer.ggml.tokens", test::gguf_array(test::kGgufString, tokens)},
+               {"tokenizer.ggml.merges", test::gguf_array(test::kGgufString, {})}};
+  const std::vector<float> ones(256, 1.0f);
+  auto f32_tensor = [](std::string name, std::vector<uint64_t> dims, const std::vector<float>& v) {
+    test::GgufTensorSpec t{std::move(name), std::move(dims), 0, {}, {}};
+    const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+    t.data.assign(p, p + v.size() * 4);
+    return t;
+  };
+  const std::tuple<const char*, uint64_t, uint64_t, GgmlType> quantized[] = {
+      {"token_embd.weight", 256, kVocab, GgmlType::Q5_K},
+      {"blk.0.attn_q.weight", 256, 256, GgmlType::Q2_K},
+      {"blk.0.attn_k.weight", 256, 128, GgmlType::Q3_K},
+      {"blk.0.attn_v.weight", 256, 128, GgmlType::Q5_K},
+      {"blk.0.attn_output.weight", 256, 256, GgmlType::Q4_K},
+      {"blk.0.ffn_gate.weight", 256, 512, GgmlType::Q2_K},
+      {"blk.0.ffn_up.weight", 256, 512, GgmlType::Q3_K},
+      {"blk.0.ffn_down.weight", 512, 256, GgmlType::Q6_K}};
+  test::GgufSpec plain = quant;
+  for (const char* norm :
+       {"output_norm.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight"}) {
+    quant.tensors.push_back(f32_tensor(norm, {256}, ones));
+    plain.tensors.push_back(f32_tensor(norm, {256}, ones));
+  }
+  for (const auto& [name, cols, rows, type] : quantized) {
+    test::GgufTensorSpec t{name, {cols, rows}, static_cast<uint32_t>(type), {}, {}};
+    t.data = random_k_blocks(rng, type, cols * rows);
+    std::vector<float> values(cols * rows);
+    dequantize(type, t.data.data(), values.data(), static_cast<int64_t>(values.size()));
+    quant.tensors.push_back(std::move(t));
+    plain.tensors.push_back(f32_tensor(name, {cols, rows}, values));
+  }
+  test::TempFile quant_file("kquant.gguf", test::build_gguf(quant).bytes);
+  test::TempFile plain_file("kquant_f32.gguf", test::build_gguf(plain).bytes);
+
+  CpuBackend backend(2);
+  auto logits_of = [&](const std::string& path) {
+    LoadedModel m = load_model(path, backend, {});
+    auto model = make_model(m.config, std::move(m.weights));
+    return test::sequence_logits(*model, backend, {1, 5, 9, 33, 2, 63, 7}, 3);
+  };
+  const auto a = logits_of(quant_file.path());
+  const auto b = logits_of(plain_file.path());
+  ASSERT_EQ(a.size(), 7u * kVocab);
+  for (float x : a) ASSERT_TRUE(std::isfinite(x));
+  EXPECT_EQ(a, b);
 }
 
 // ---- f16 / bf16 conversions (core/dtype.h) ------------------------------------------------
