@@ -177,10 +177,13 @@ std::optional<TokenizerSpec> hf_tokenizer(const fs::path& folder) {
 
 TokenizerSpec tokenizer_spec_from_gguf(const GgufFile& g) {
   const std::string model = g.get_string("tokenizer.ggml.model");
-  LSERVE_CHECK(model == "gpt2", "{}: tokenizer model '{}' is not supported (byte-level BPE 'gpt2')",
+  LSERVE_CHECK(model == "gpt2" || model == "llama",
+               "{}: tokenizer model '{}' is not supported (byte-level BPE 'gpt2', SentencePiece "
+               "BPE 'llama')",
                g.path(), model);
   TokenizerSpec t;
   t.tokens = g.get_string_array("tokenizer.ggml.tokens");
+  const bool spm = model == "llama";
   if (g.has("tokenizer.ggml.token_type")) {
     // Checked before narrowing: a type of 4294967297 must be an error, not type 1 (normal).
     for (auto v : g.get_int_array("tokenizer.ggml.token_type")) {
@@ -190,8 +193,23 @@ TokenizerSpec tokenizer_spec_from_gguf(const GgufFile& g) {
       t.token_types.push_back(static_cast<int32_t>(v));
     }
   }
-  t.merges = g.get_string_array("tokenizer.ggml.merges");
-  t.pre = g.opt_string("tokenizer.ggml.pre").value_or("default");
+  if (spm) {
+    // SentencePiece merges by token score; the merge list, if a converter wrote one, is unused.
+    t.kind = TokenizerKind::kSentencePiece;
+    if (g.has("tokenizer.ggml.scores")) {
+      for (double v : g.get_float_array("tokenizer.ggml.scores")) {
+        t.scores.push_back(static_cast<float>(v));
+      }
+    }
+    const bool prefix = g.opt_bool("tokenizer.ggml.add_space_prefix").value_or(true);
+    t.space_prefix = prefix ? SpacePrefix::kEverySegment : SpacePrefix::kNone;
+    t.decode_strips_space = prefix;
+    LSERVE_CHECK(!g.opt_bool("tokenizer.ggml.remove_extra_whitespaces").value_or(false),
+                 "{}: tokenizer.ggml.remove_extra_whitespaces is not supported", g.path());
+  } else {
+    t.merges = g.get_string_array("tokenizer.ggml.merges");
+    t.pre = g.opt_string("tokenizer.ggml.pre").value_or("default");
+  }
   auto id = [&](const char* key) {
     const int64_t v = g.opt_int(key).value_or(-1);
     LSERVE_CHECK(v >= -1 && v <= std::numeric_limits<int32_t>::max(),
@@ -203,7 +221,8 @@ TokenizerSpec tokenizer_spec_from_gguf(const GgufFile& g) {
   t.eot_id = id("tokenizer.ggml.eot_token_id");
   t.unk_id = id("tokenizer.ggml.unknown_token_id");
   t.pad_id = id("tokenizer.ggml.padding_token_id");
-  t.add_bos = g.opt_bool("tokenizer.ggml.add_bos_token").value_or(false);
+  // llama.cpp adds BOS by default for SentencePiece vocabularies (Llama 2 needs it).
+  t.add_bos = g.opt_bool("tokenizer.ggml.add_bos_token").value_or(spm);
   t.chat_template = g.opt_string("tokenizer.chat_template").value_or("");
   return t;
 }

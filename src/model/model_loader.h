@@ -38,7 +38,8 @@ LoadedModel load_model(const std::string& path, Backend& backend, const LoadOpti
 // $LSERVE_MODEL_DIR) and checks that other paths exist; the error says how to fetch the default.
 std::string resolve_model_path(const std::string& name);
 
-// Reads the byte-level BPE tokenizer stored in GGUF metadata (tokenizer.ggml.*).
+// Reads the tokenizer stored in GGUF metadata (tokenizer.ggml.*): byte-level BPE (model "gpt2")
+// or SentencePiece BPE (model "llama": tokens, scores, token types, add_space_prefix).
 TokenizerSpec tokenizer_spec_from_gguf(const GgufFile& gguf);
 
 }  // namespace lserve

@@ -1,5 +1,9 @@
-// Tokenizer::spec_from_hf_json: reads the byte-level BPE subset of HF tokenizer.json.
+// Tokenizer::spec_from_hf_json: reads the BPE subset of HF tokenizer.json: byte-level BPE, and
+// SentencePiece-style BPE with byte fallback (Llama 2, Mistral, Gemma).
+#include <cctype>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string_view>
 
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
@@ -107,6 +111,172 @@ void scan_pre_tokenizer(const json& pt, PreTokenizerScan& scan) {
   }
 }
 
+// ---- SentencePiece-style tokenizer.json ---------------------------------------------------
+
+constexpr std::string_view kMeta = "\xE2\x96\x81";  // U+2581
+
+// What the normaliser, pre-tokenizer and decoder of a SentencePiece-style tokenizer.json do.
+struct SpmScan {
+  bool replaces_spaces = false;          // " " -> "▁", by Replace or Metaspace
+  bool prepend = false;                  // normaliser Prepend("▁"): before every segment
+  std::optional<SpacePrefix> metaspace;  // pre-tokenizer Metaspace's prepend_scheme
+  std::vector<std::string> regexes;      // Metaspace split=true: a piece per "▁"-started word
+  bool strip = false;                    // decoder drops one leading space
+};
+
+// True if `j` is, or a Sequence holding, a step of `type`.
+bool has_step(const json* j, std::string_view type) {
+  if (j == nullptr || !j->is_object()) return false;
+  if (const json* t = optional_member(*j, "type"); t && t->is_string() && *t == type) return true;
+  for (const char* list : {"normalizers", "pretokenizers", "decoders"}) {
+    if (const json* l = optional_member(*j, list); l && l->is_array()) {
+      for (const json& item : *l) {
+        if (has_step(&item, type)) return true;
+      }
+    }
+  }
+  return false;
+}
+
+// A Replace step's literal pattern, or "" if it is a regex.
+std::string replace_pattern(const json& step, const std::string& where) {
+  const json& pattern = member(step, "pattern", where.c_str());
+  const json* literal = optional_member(pattern, "String");
+  LSERVE_CHECK(literal != nullptr && literal->is_string(),
+               "{}: only Replace with a String pattern is supported", where);
+  return literal->get<std::string>();
+}
+
+void scan_spm_normalizer(const json& n, SpmScan& scan) {
+  const std::string where = fmt::format("{}: normalizer", kTok);
+  const std::string type = string_member(n, "type", where.c_str());
+  if (type == "Sequence") {
+    const json& list = member(n, "normalizers", where.c_str());
+    LSERVE_CHECK(list.is_array(), "{}: 'normalizers' must be an array", where);
+    for (const json& item : list) scan_spm_normalizer(item, scan);
+  } else if (type == "Prepend") {
+    LSERVE_CHECK(string_member(n, "prepend", where.c_str()) == kMeta,
+                 "{}: Prepend of anything but \"\u2581\" is not supported", where);
+    scan.prepend = true;
+  } else if (type == "Replace") {
+    LSERVE_CHECK(
+        replace_pattern(n, where) == " " && string_member(n, "content", where.c_str()) == kMeta,
+        "{}: only Replace \" \" -> \"\u2581\" is supported", where);
+    scan.replaces_spaces = true;
+  } else {
+    fail(
+        "{}: type '{}' is not supported with SentencePiece-style BPE (supported: Prepend, Replace, "
+        "Sequence)",
+        where, type);
+  }
+}
+
+// prepend_scheme of a Metaspace step (older files say add_prefix_space instead).
+SpacePrefix metaspace_scheme(const json& step, const std::string& where) {
+  if (const json* scheme = optional_member(step, "prepend_scheme")) {
+    LSERVE_CHECK(scheme->is_string(), "{}: Metaspace prepend_scheme must be a string", where);
+    const auto s = scheme->get<std::string>();
+    if (s == "always") return SpacePrefix::kEverySegment;
+    if (s == "first") return SpacePrefix::kFirstSegment;
+    if (s == "never") return SpacePrefix::kNone;
+    fail("{}: Metaspace prepend_scheme '{}' is not supported", where, s);
+  }
+  return bool_member(step, "add_prefix_space", true) ? SpacePrefix::kEverySegment
+                                                     : SpacePrefix::kNone;
+}
+
+void scan_spm_pre_tokenizer(const json& pt, SpmScan& scan) {
+  const std::string where = fmt::format("{}: pre_tokenizer", kTok);
+  const std::string type = string_member(pt, "type", where.c_str());
+  if (type == "Sequence") {
+    const json& list = member(pt, "pretokenizers", where.c_str());
+    LSERVE_CHECK(list.is_array(), "{}: 'pretokenizers' must be an array", where);
+    for (const json& item : list) scan_spm_pre_tokenizer(item, scan);
+  } else if (type == "Metaspace") {
+    LSERVE_CHECK(string_member(pt, "replacement", where.c_str()) == kMeta,
+                 "{}: Metaspace replacement must be \"\u2581\"", where);
+    scan.metaspace = metaspace_scheme(pt, where);
+    scan.replaces_spaces = true;
+    // split=true cuts before every "▁" (the delimiter starts the next piece).
+    if (bool_member(pt, "split", true)) scan.regexes.emplace_back("\u2581[^\u2581]*|[^\u2581]+");
+  } else if (type == "Split" && scan.replaces_spaces) {
+    // Gemma splits on " " after its normaliser has replaced every space: nothing is left to split.
+    const json* s = optional_member(member(pt, "pattern", where.c_str()), "String");
+    LSERVE_CHECK(s != nullptr && s->is_string() && *s == " ",
+                 "{}: Split is supported with SentencePiece-style BPE only on the string \" \"",
+                 where);
+  } else {
+    fail(
+        "{}: type '{}' is not supported with SentencePiece-style BPE (supported: Metaspace, "
+        "Sequence, Split on \" \" after a Replace normalizer)",
+        where, type);
+  }
+}
+
+void scan_spm_decoder(const json& d, SpmScan& scan) {
+  const std::string where = fmt::format("{}: decoder", kTok);
+  const std::string type = string_member(d, "type", where.c_str());
+  if (type == "Sequence") {
+    const json& list = member(d, "decoders", where.c_str());
+    LSERVE_CHECK(list.is_array(), "{}: 'decoders' must be an array", where);
+    for (const json& item : list) scan_spm_decoder(item, scan);
+  } else if (type == "Replace") {
+    LSERVE_CHECK(
+        replace_pattern(d, where) == kMeta && string_member(d, "content", where.c_str()) == " ",
+        "{}: only Replace \"\u2581\" -> \" \" is supported", where);
+  } else if (type == "Strip") {
+    const json* start = optional_member(d, "start");
+    const json* stop = optional_member(d, "stop");
+    LSERVE_CHECK(string_member(d, "content", where.c_str()) == " " && start &&
+                     start->is_number_integer() && start->get<int64_t>() >= 0 &&
+                     start->get<int64_t>() <= 1 && (!stop || *stop == 0),
+                 "{}: only Strip of at most one leading space is supported", where);
+    scan.strip = start->get<int64_t>() == 1;
+  } else if (type == "Metaspace") {
+    scan.strip = metaspace_scheme(d, where) != SpacePrefix::kNone;
+  } else if (type != "ByteFallback" && type != "Fuse") {
+    fail(
+        "{}: type '{}' is not supported with SentencePiece-style BPE (supported: Replace, "
+        "ByteFallback, Fuse, Strip, Metaspace, Sequence)",
+        where, type);
+  }
+}
+
+void read_spm_parts(const json& tok, const json& model, TokenizerSpec& spec) {
+  SpmScan scan;
+  if (const json* n = optional_member(tok, "normalizer")) scan_spm_normalizer(*n, scan);
+  if (const json* pt = optional_member(tok, "pre_tokenizer")) scan_spm_pre_tokenizer(*pt, scan);
+  if (const json* d = optional_member(tok, "decoder")) scan_spm_decoder(*d, scan);
+  LSERVE_CHECK(scan.replaces_spaces,
+               "{}: SentencePiece-style BPE needs spaces replaced by \"\u2581\" (normalizer "
+               "Replace or pre_tokenizer Metaspace)",
+               kTok);
+  LSERVE_CHECK(!(scan.prepend && scan.metaspace),
+               "{}: both a Prepend normalizer and a Metaspace "
+               "pre_tokenizer are not supported",
+               kTok);
+  spec.kind = TokenizerKind::kSentencePiece;
+  if (scan.prepend) {
+    spec.space_prefix = SpacePrefix::kEverySegment;
+  } else {
+    spec.space_prefix = scan.metaspace.value_or(SpacePrefix::kNone);
+    spec.prefix_skips_leading_space = scan.metaspace.has_value();
+  }
+  spec.pre_regexes = scan.regexes;
+  spec.decode_strips_space = scan.strip;
+  spec.fuse_unk = bool_member(model, "fuse_unk", false);
+  // Byte-fallback tokens are ordinary vocab entries in tokenizer.json; give them their GGUF type
+  // so that they decode to their byte and are never spelled by text.
+  for (size_t i = 0; i < spec.tokens.size(); ++i) {
+    const std::string& t = spec.tokens[i];
+    if (spec.token_types[i] == kTokenNormal && t.size() == 6 && t.starts_with("<0x") &&
+        t.back() == '>' && std::isxdigit(static_cast<unsigned char>(t[3])) &&
+        std::isxdigit(static_cast<unsigned char>(t[4]))) {
+      spec.token_types[i] = kTokenByte;
+    }
+  }
+}
+
 // Content of a token field in tokenizer_config.json: "text", {"content": "text"} or null.
 std::optional<std::string> config_token(const json& config, const char* key) {
   const json* m = optional_member(config, key);
@@ -208,7 +378,7 @@ void read_merges(const json& model, TokenizerSpec& spec) {
     const auto left = m[0].get<std::string>();
     const auto right = m[1].get<std::string>();
     LSERVE_CHECK(left.find(' ') == std::string::npos && right.find(' ') == std::string::npos,
-                 "{}: entry #{} has a token containing a space, which byte-level BPE never has",
+                 "{}: entry #{} has a token containing a space, which BPE vocabularies never have",
                  where, spec.merges.size());
     spec.merges.push_back(left + " " + right);
   }
@@ -284,9 +454,14 @@ TokenizerSpec Tokenizer::spec_from_hf_json(const std::string& tokenizer_json_tex
     LSERVE_CHECK(!m || (m->is_string() && m->get<std::string>().empty()),
                  "{}: model.{} is not supported (byte-level BPE only)", kTok, key);
   }
-  LSERVE_CHECK(!bool_member(model, "byte_fallback", false),
-               "{}: model.byte_fallback is not supported (byte-level BPE only)", kTok);
-  if (const json* norm = optional_member(tok, "normalizer")) {
+  // byte_fallback, or spaces written as "▁", mark the SentencePiece style (Llama 2, Mistral,
+  // Gemma); everything else must be byte-level.
+  const json* normalizer = optional_member(tok, "normalizer");
+  const json* pre_tokenizer = optional_member(tok, "pre_tokenizer");
+  const bool spm = bool_member(model, "byte_fallback", false) ||
+                   has_step(pre_tokenizer, "Metaspace") || has_step(normalizer, "Prepend") ||
+                   has_step(normalizer, "Replace");
+  if (const json* norm = spm ? nullptr : normalizer) {
     // NFC is what Qwen2 declares; like llama.cpp we do not normalise (inputs are usually NFC).
     const std::string ntype = string_member(*norm, "type", "tokenizer.json: normalizer");
     LSERVE_CHECK(ntype == "NFC", "{}: normalizer '{}' is not supported", kTok, ntype);
@@ -302,7 +477,12 @@ TokenizerSpec Tokenizer::spec_from_hf_json(const std::string& tokenizer_json_tex
     spec.unk_id = token_id(spec, unk->get<std::string>(), kTok, "model.unk_token");
   }
 
-  const json* pt = optional_member(tok, "pre_tokenizer");
+  if (spm) {
+    read_spm_parts(tok, model, spec);
+    read_config(tokenizer_config_json_text, tok, spec);
+    return spec;
+  }
+  const json* pt = pre_tokenizer;
   LSERVE_CHECK(pt != nullptr, "{}: pre_tokenizer is null; only byte-level BPE is supported", kTok);
   PreTokenizerScan scan;
   scan_pre_tokenizer(*pt, scan);

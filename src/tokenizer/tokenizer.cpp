@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 
 #include "core/error.h"
 #include "tokenizer/byte_level.h"
@@ -9,8 +10,29 @@
 namespace lserve {
 namespace {
 
+// The whole text as one piece: what a SentencePiece tokenizer without a pre-tokenizer sees.
+constexpr std::string_view kWholeText = R"([\s\S]+)";
+
 std::vector<std::string> pre_regexes_of(const TokenizerSpec& spec) {
-  return spec.pre_regexes.empty() ? PreTokenizer::regexes_for(spec.pre) : spec.pre_regexes;
+  if (!spec.pre_regexes.empty()) return spec.pre_regexes;
+  if (spec.kind == TokenizerKind::kSentencePiece) return {std::string(kWholeText)};
+  return PreTokenizer::regexes_for(spec.pre);
+}
+
+// A SentencePiece piece as text: "▁" (U+2581) stands for a space.
+std::string spm_piece_text(std::string_view piece) {
+  constexpr std::string_view kSpace = "\xE2\x96\x81";
+  std::string out;
+  out.reserve(piece.size());
+  for (size_t i = 0; i < piece.size();) {
+    if (piece.substr(i).starts_with(kSpace)) {
+      out += ' ';
+      i += kSpace.size();
+    } else {
+      out += piece[i++];
+    }
+  }
+  return out;
 }
 
 // Printable form of a token for error messages (tokens may hold control characters).
@@ -61,6 +83,15 @@ void Tokenizer::validate_and_index() {
   }
   LSERVE_CHECK(!spec_.add_bos || spec_.bos_id >= 0,
                "tokenizer: add_bos is set but there is no bos token");
+  const bool spm = spec_.kind == TokenizerKind::kSentencePiece;
+  LSERVE_CHECK(spec_.scores.empty() || static_cast<int64_t>(spec_.scores.size()) == n,
+               "tokenizer: {} scores for {} tokens", spec_.scores.size(), n);
+  LSERVE_CHECK(spec_.scores.empty() || spm, "tokenizer: scores are for SentencePiece vocabularies");
+  for (size_t i = 0; i < spec_.scores.size(); ++i) {
+    // A NaN would break the ordering of the merge queue.
+    LSERVE_CHECK(std::isfinite(spec_.scores[i]), "tokenizer: score of token {} is {}", i,
+                 spec_.scores[i]);
+  }
 
   token_ids_.reserve(n);
   token_bytes_.resize(n);
@@ -70,7 +101,9 @@ void Tokenizer::validate_and_index() {
     LSERVE_CHECK(type >= kTokenUndefined && type <= kTokenByte,
                  "tokenizer: token {} {} has unknown type {}", id, quoted(text), type);
     token_ids_.try_emplace(text, id);  // duplicates (padding entries) resolve to the first id
-    if (type == kTokenNormal || type == kTokenUndefined) {
+    if (spm && (type == kTokenNormal || type == kTokenUndefined || type == kTokenUnused)) {
+      token_bytes_[id] = spm_piece_text(text);
+    } else if (type == kTokenNormal || type == kTokenUndefined) {
       token_bytes_[id] = byte_level::decode(text);
     } else if (int byte = byte_token_value(text); type == kTokenByte && byte >= 0) {
       token_bytes_[id] = static_cast<char>(byte);
@@ -85,7 +118,12 @@ void Tokenizer::validate_and_index() {
 
   byte_tokens_.fill(-1);
   for (int b = 0; b < 256; ++b) {
-    if (auto id = find_token(byte_level::encode_byte(static_cast<unsigned char>(b)))) {
+    if (!spm) {
+      if (auto id = find_token(byte_level::encode_byte(static_cast<unsigned char>(b)))) {
+        byte_tokens_[b] = *id;
+      }
+    } else if (auto id = find_token(fmt::format("<0x{:02X}>", b));
+               id && spec_.token_types[*id] == kTokenByte) {
       byte_tokens_[b] = *id;
     }
   }
@@ -117,8 +155,9 @@ void Tokenizer::validate_and_index() {
     specials_by_first_byte_[static_cast<unsigned char>(specials_[i].text[0])].push_back(
         static_cast<int32_t>(i));
   }
-  ignore_merges_ = spec_.ignore_merges || (spec_.pre_regexes.empty() &&
+  ignore_merges_ = spec_.ignore_merges || (!spm && spec_.pre_regexes.empty() &&
                                            (spec_.pre == "llama-bpe" || spec_.pre == "llama3"));
+  spm_pre_split_ = spm && !spec_.pre_regexes.empty();
 }
 
 void Tokenizer::check_id(int32_t id) const {
@@ -149,17 +188,22 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special
       ++i;
       continue;
     }
-    encode_plain(text.substr(plain_start, i - plain_start), out);
+    encode_plain(text.substr(plain_start, i - plain_start), plain_start == 0, out);
     out.push_back(found->id);
     i += found->text.size();
     plain_start = i;
   }
-  encode_plain(text.substr(plain_start), out);
+  encode_plain(text.substr(plain_start), plain_start == 0, out);
   return out;
 }
 
-void Tokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out) const {
+void Tokenizer::encode_plain(std::string_view text, bool at_start,
+                             std::vector<int32_t>& out) const {
   if (text.empty()) return;
+  if (spec_.kind == TokenizerKind::kSentencePiece) {
+    encode_spm(text, at_start, out);
+    return;
+  }
   BpeMerges::Scratch scratch;
   std::vector<int32_t> symbols;
   std::string mapped;
@@ -194,6 +238,7 @@ void Tokenizer::encode_plain(std::string_view text, std::vector<int32_t>& out) c
 std::string Tokenizer::decode(std::span<const int32_t> ids) const {
   std::string out;
   for (int32_t id : ids) out += token_bytes(id);
+  if (spec_.decode_strips_space && out.starts_with(' ')) out.erase(0, 1);
   return out;
 }
 

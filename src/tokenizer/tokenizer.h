@@ -1,5 +1,6 @@
-// Byte-level BPE tokenizer (GPT-2 family: SmolLM, Llama-3, Qwen2, ...), built from a
-// format-independent TokenizerSpec that GGUF metadata or HF tokenizer.json fill in.
+// BPE tokenizers built from a format-independent TokenizerSpec that GGUF metadata or HF
+// tokenizer.json fill in: byte-level BPE (GPT-2 family: SmolLM, Llama-3, Qwen2, ...) and
+// SentencePiece-style BPE (Llama 2, Mistral, Gemma: spaces as U+2581, byte fallback).
 #pragma once
 
 #include <array>
@@ -28,12 +29,43 @@ enum TokenType : int32_t {
   kTokenByte = 6,
 };
 
+// How text becomes the symbols that BPE merges.
+enum class TokenizerKind : uint8_t {
+  // Bytes in GPT-2's byte-to-unicode alphabet, split by pre-tokenizer regexes first.
+  kByteLevel,
+  // UTF-8 characters with spaces written as U+2581 ("▁"); a character without a token becomes
+  // its <0xNN> byte tokens (byte fallback), or the unknown token.
+  kSentencePiece,
+};
+
+// Where a SentencePiece-style tokenizer puts a "▁" in front of the text it encodes.
+enum class SpacePrefix : uint8_t {
+  kNone,
+  // Each run of text between special tokens (SentencePiece's dummy prefix as llama.cpp applies
+  // it, HF's Prepend normaliser and Metaspace prepend_scheme "always").
+  kEverySegment,
+  // Only text that starts the input (HF Metaspace prepend_scheme "first").
+  kFirstSegment,
+};
+
 struct TokenizerSpec {
+  TokenizerKind kind = TokenizerKind::kByteLevel;
   // Token strings as stored in GGUF / tokenizer.json: normal tokens in GPT-2's byte-to-unicode
-  // alphabet, control and user-defined tokens as plain text.
+  // alphabet (byte-level) or as UTF-8 with "▁" for spaces (SentencePiece); control and
+  // user-defined tokens as plain text; byte tokens as "<0xNN>".
   std::vector<std::string> tokens;
   std::vector<int32_t> token_types;  // TokenType per token; empty means all normal
   std::vector<std::string> merges;   // "left right"; rank = index
+  // SentencePiece without merges (GGUF "llama"): any two adjacent symbols whose concatenation is
+  // a token merge, highest score first. One score per token; empty means all equal.
+  std::vector<float> scores;
+  SpacePrefix space_prefix = SpacePrefix::kEverySegment;  // SentencePiece only
+  // HF Metaspace adds no prefix to text that already starts with "▁" (or a space); SentencePiece
+  // and HF's Prepend normaliser always do.
+  bool prefix_skips_leading_space = false;
+  // SentencePiece: decode() drops one leading space, the inverse of the prefix (HF decoder Strip).
+  bool decode_strips_space = false;
+  bool fuse_unk = false;  // consecutive unknown characters give one unknown token (HF fuse_unk)
   // Pre-tokenizer name as in GGUF tokenizer.ggml.pre: gpt2, default, llama-bpe, qwen2, smollm...
   std::string pre = "gpt2";
   // If non-empty, overrides `pre`: applied in sequence, each splitting the previous one's pieces.
@@ -59,9 +91,11 @@ class Tokenizer {
   // user-defined tokens always do (as in llama.cpp and HF). add_bos prepends bos_id().
   std::vector<int32_t> encode(std::string_view text, bool parse_special = true,
                               bool add_bos = false) const;
-  // Raw bytes; may be invalid UTF-8 where a character is split across the given ids.
+  // Raw bytes; may be invalid UTF-8 where a character is split across the given ids. A
+  // SentencePiece tokenizer with decode_strips_space drops the leading space of the result.
   std::string decode(std::span<const int32_t> ids) const;
-  // Raw bytes of one token; control and user-defined tokens give their text.
+  // Raw bytes of one token as it reads inside a text ("▁the" gives " the"); control and
+  // user-defined tokens give their text.
   const std::string& token_bytes(int32_t id) const;
   // The token's string as stored in the vocabulary (byte-level alphabet for normal tokens).
   const std::string& token_text(int32_t id) const;
@@ -97,8 +131,18 @@ class Tokenizer {
 
   void validate_and_index();
   void check_id(int32_t id) const;
-  // Pre-tokenizes and BPE-encodes text that contains no special tokens.
-  void encode_plain(std::string_view text, std::vector<int32_t>& out) const;
+  // Pre-tokenizes and BPE-encodes text that contains no special tokens; `at_start`: the text
+  // begins the input (for SpacePrefix::kFirstSegment).
+  void encode_plain(std::string_view text, bool at_start, std::vector<int32_t>& out) const;
+  // SentencePiece-style encoding of one segment (spm.cpp).
+  void encode_spm(std::string_view text, bool at_start, std::vector<int32_t>& out) const;
+  // Merges the UTF-8 characters of `piece` by token score and appends the result (spm.cpp).
+  void merge_by_score(std::string_view piece, std::vector<int32_t>& out) const;
+  // Appends `text`, which has no token, as byte tokens, or as the unknown token (returns true).
+  bool append_unknown(std::string_view text, std::vector<int32_t>& out) const;
+  // The token spelled `text` that SentencePiece merges may produce (normal, user-defined or
+  // unused), or -1.
+  int32_t mergeable_token(std::string_view text) const;
 
   TokenizerSpec spec_;
   std::vector<std::string> token_bytes_;
@@ -109,6 +153,7 @@ class Tokenizer {
   std::array<std::vector<int32_t>, 256> specials_by_first_byte_;  // indices into specials_
   PreTokenizer pre_tokenizer_;
   bool ignore_merges_ = false;
+  bool spm_pre_split_ = false;  // SentencePiece: pre_regexes split the normalised text
 };
 
 }  // namespace lserve
