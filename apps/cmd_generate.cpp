@@ -69,9 +69,7 @@ int run_generate(GenerateOptions& o) {
   const Tokenizer& tok = engine->tokenizer();
   Request req;
   if (o.chat) {
-    const ChatTemplate tmpl = o.chat_template.empty()
-                                  ? ChatTemplate::from_model(tok.chat_template_source())
-                                  : ChatTemplate::by_name(o.chat_template);
+    const ChatTemplate tmpl = ChatTemplate::resolve(o.chat_template, tok);
     std::vector<ChatMessage> msgs;
     if (!o.system.empty()) msgs.push_back({"system", o.system});
     msgs.push_back({"user", text});
@@ -148,8 +146,10 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_flag("--chat", opts->chat,
                 "Wrap the prompt as a user message in the model's chat template");
   cmd->add_option("--system", opts->system, "System message for --chat");
-  cmd->add_option("--chat-template", opts->chat_template,
-                  "Override the model's chat template: chatml or llama3");
+  cmd->add_option(
+      "--chat-template,--chat-template-file", opts->chat_template,
+      "The chat template instead of the model's: a Jinja file, Jinja text itself (when it "
+      "contains {{ or {%), or a builtin: chatml, llama3");
   cmd->add_flag("--show-prompt", opts->show_prompt, "Print the final prompt text to stderr");
   cmd->add_flag("--stats", opts->stats,
                 "Also report what sparse attention saves: KV bytes read per decode step vs dense, "

@@ -48,9 +48,11 @@ std::string default_model_name(const ModelOptions& o) {
 }
 
 std::optional<ChatTemplate> pick_chat_template(const ServeOptions& o, const Tokenizer& tok) {
-  if (!o.chat_template.empty()) return ChatTemplate::by_name(o.chat_template);
+  // A template asked for by flag must work; the model's may be missing or beyond lserve's Jinja,
+  // which only costs the chat endpoint.
+  if (!o.chat_template.empty()) return ChatTemplate::resolve(o.chat_template, tok);
   try {
-    return ChatTemplate::from_model(tok.chat_template_source());
+    return ChatTemplate::resolve("", tok);
   } catch (const Error& e) {
     log::warn("no chat template: {}; /v1/chat/completions will answer 400 (use --chat-template)",
               e.what());
@@ -175,8 +177,10 @@ Command add_serve_command(CLI::App& app) {
         }
       })
       ->group(g);
-  cmd->add_option("--chat-template", opts->chat_template,
-                  "Override the model's chat template: chatml or llama3")
+  cmd->add_option(
+         "--chat-template,--chat-template-file", opts->chat_template,
+         "The chat template instead of the model's: a Jinja file, Jinja text itself (when it "
+         "contains {{ or {%), or a builtin: chatml, llama3")
       ->group(g);
   cmd->add_option("--max-waiting-requests", opts->max_waiting,
                   "Requests that may wait beyond --max-num-seqs; more get 429")

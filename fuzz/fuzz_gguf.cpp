@@ -42,7 +42,7 @@ void use_tokenizer(const GgufFile& g) {
   tok.decode(ids);
   tok.encode(fuzz::kSampleText, false, false);
   tok.stop_token_ids();
-  const ChatTemplate tmpl = ChatTemplate::from_model(tok.chat_template_source());
+  const ChatTemplate tmpl = ChatTemplate::resolve("", tok);
   const ChatMessage messages[] = {{"user", "Hi there"}, {"assistant", "Hello!"}};
   tok.encode(tmpl.apply(messages, true), true, false);
 }

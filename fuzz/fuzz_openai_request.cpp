@@ -44,8 +44,13 @@ void after_parsing(const GenerationRequest& g) {
   // The engine's checks throw Error, which the server turns into a 400 naming the field.
   fuzz::refusals_are_errors([&] { g.params.validate(); });
   if (g.chat) {
-    ChatTemplate::by_name("chatml").apply(g.messages, g.add_generation_prompt);
-    ChatTemplate::by_name("llama3").apply(g.messages, g.add_generation_prompt);
+    // What the request passes to a template: the builtins render any message shape, and a
+    // template's refusal is an Error (a 400), never anything else.
+    for (const char* name : {"chatml", "llama3"}) {
+      fuzz::refusals_are_errors([&] {
+        ChatTemplate::by_name(name).apply(g.messages, g.add_generation_prompt, {g.tools, nullptr});
+      });
+    }
   }
 }
 

@@ -45,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     tok.stop_token_ids();
     use(tok, fuzz::kSampleText);
     use(tok, text);
-    const ChatTemplate tmpl = ChatTemplate::from_model(tok.chat_template_source());
+    const ChatTemplate tmpl = ChatTemplate::resolve("", tok);
     const ChatMessage messages[] = {{"user", std::string(text)}, {"assistant", "Hello!"}};
     use(tok, tmpl.apply(messages, true));
   });

@@ -14,7 +14,7 @@ std::vector<int32_t> encode_case(const Tokenizer& tok, const std::string& user,
   if (tok.chat_template_source().empty()) {
     return tok.encode(user + "\n\n" + answer_prefix, /*parse_special=*/false, tok.add_bos());
   }
-  const ChatTemplate tmpl = ChatTemplate::from_model(tok.chat_template_source());
+  const ChatTemplate tmpl = ChatTemplate::resolve("", tok);
   const ChatMessage msg{"user", user};
   return encode_chat(tok, tmpl, {&msg, 1}, /*add_generation_prompt=*/true, answer_prefix);
 }

@@ -169,8 +169,14 @@ std::optional<TokenizerSpec> hf_tokenizer(const fs::path& folder) {
   const fs::path tj = folder / "tokenizer.json";
   if (!fs::exists(tj)) return std::nullopt;
   const fs::path tc = folder / "tokenizer_config.json";
-  return Tokenizer::spec_from_hf_json(read_text_file(tj.string()),
-                                      fs::exists(tc) ? read_text_file(tc.string()) : "");
+  TokenizerSpec spec = Tokenizer::spec_from_hf_json(
+      read_text_file(tj.string()), fs::exists(tc) ? read_text_file(tc.string()) : "");
+  // Newer transformers save the template beside the tokenizer instead of inside its config;
+  // where both exist the file is what transformers loads.
+  if (const fs::path jinja = folder / "chat_template.jinja"; fs::exists(jinja)) {
+    spec.chat_template = read_text_file(jinja.string());
+  }
+  return spec;
 }
 
 }  // namespace

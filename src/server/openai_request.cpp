@@ -128,6 +128,26 @@ std::string message_content(const json& m, size_t index) {
   return text;
 }
 
+// The keys a chat template may use beyond role and content, passed to it as given. A null
+// content stays null: templates tell an assistant turn that only calls tools by it.
+json message_extra(const json& m, const std::string& param) {
+  json extra = json::object();
+  if (const auto c = m.find("content"); c != m.end() && c->is_null()) extra["content"] = nullptr;
+  if (const auto tc = m.find("tool_calls"); tc != m.end() && !tc->is_null()) {
+    if (!tc->is_array()) throw bad_request("'tool_calls' must be an array", param + ".tool_calls");
+    extra["tool_calls"] = *tc;
+  }
+  for (const char* key : {"name", "tool_call_id"}) {
+    const auto it = m.find(key);
+    if (it == m.end() || it->is_null()) continue;
+    if (!it->is_string()) {
+      throw bad_request(fmt::format("'{}' must be a string", key), param + "." + key);
+    }
+    extra[key] = *it;
+  }
+  return extra.empty() ? json() : extra;
+}
+
 void parse_messages(const json& b, GenerationRequest& r) {
   const auto it = b.find("messages");
   if (it == b.end() || !it->is_array() || it->empty()) {
@@ -143,17 +163,18 @@ void parse_messages(const json& b, GenerationRequest& r) {
     }
     std::string name = role->get<std::string>();
     if (name == "developer") name = "system";  // OpenAI's newer name for the system role
-    if (name != "system" && name != "user" && name != "assistant") {
+    if (name != "system" && name != "user" && name != "assistant" && name != "tool") {
       throw bad_request(
-          fmt::format("unsupported role '{}' (system, developer, user, assistant)", name),
+          fmt::format("unsupported role '{}' (system, developer, user, assistant, tool)", name),
           param + ".role");
     }
-    r.messages.push_back({name, message_content(m, i)});
+    r.messages.push_back({name, message_content(m, i), message_extra(m, param)});
   }
 }
 
-void reject_unsupported(const json& b) {
+void reject_unsupported(const json& b, bool chat) {
   for (const char* key : {"tools", "functions", "suffix"}) {
+    if (chat && std::string_view(key) == "tools") continue;  // the chat template renders them
     const auto it = b.find(key);
     if (it != b.end() && !it->is_null() && !(it->is_array() && it->empty()) &&
         !(it->is_string() && it->get<std::string>().empty())) {
@@ -215,7 +236,7 @@ GenerationRequest client_errors_are_400(Fn&& parse) {
 
 GenerationRequest parse_completion(const json& b) {
   require_object(b);
-  reject_unsupported(b);
+  reject_unsupported(b, false);
   GenerationRequest r;
   parse_prompt(b, r);
   parse_common(b, r);
@@ -228,7 +249,7 @@ GenerationRequest parse_completion(const json& b) {
 
 GenerationRequest parse_chat(const json& b) {
   require_object(b);
-  reject_unsupported(b);
+  reject_unsupported(b, true);
   if (const auto tc = b.find("tool_choice");
       tc != b.end() && !tc->is_null() && *tc != json("none") && *tc != json("auto")) {
     throw bad_request("'tool_choice' is not supported", "tool_choice");
@@ -236,6 +257,13 @@ GenerationRequest parse_chat(const json& b) {
   GenerationRequest r;
   r.chat = true;
   parse_messages(b, r);
+  if (const auto tools = b.find("tools"); tools != b.end() && !tools->is_null()) {
+    if (!tools->is_array()) throw bad_request("'tools' must be an array", "tools");
+    for (const json& t : *tools) {
+      if (!t.is_object()) throw bad_request("each tool must be an object", "tools");
+    }
+    if (!tools->empty()) r.tools = *tools;
+  }
   parse_common(b, r);
   if (auto v = get_bool(b, "add_generation_prompt")) r.add_generation_prompt = *v;
   if (auto v = get_int(b, "max_completion_tokens", 1, kIntMax)) r.max_tokens = static_cast<int>(*v);

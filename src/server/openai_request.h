@@ -24,6 +24,9 @@ struct GenerationRequest {
   // Chat: the conversation.
   std::vector<ChatMessage> messages;
   bool add_generation_prompt = true;
+  // Chat: the request's tool definitions, for the template to render (null: none). Tool calls
+  // the model writes come back as text; lserve parses none.
+  nlohmann::json tools;
 
   SamplingParams params;
   std::optional<int> max_tokens;  // unset: the endpoint's default

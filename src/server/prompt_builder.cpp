@@ -20,7 +20,8 @@ std::vector<int32_t> tokenize_unchecked(const ServerContext& ctx, const Generati
           "this model has no chat template lserve knows; use /v1/completions or start the server "
           "with --chat-template");
     }
-    return encode_chat(tok, *ctx.chat_template, g.messages, g.add_generation_prompt);
+    return encode_chat(tok, *ctx.chat_template, g.messages, g.add_generation_prompt, {},
+                       ChatOptions{g.tools, nullptr});
   }
   if (g.prompt_text) return tok.encode(*g.prompt_text, /*parse_special=*/true, tok.add_bos());
   return g.prompt_ids;

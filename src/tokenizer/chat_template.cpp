@@ -1,152 +1,184 @@
 #include "tokenizer/chat_template.h"
 
-#include <optional>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "core/error.h"
+#include "tokenizer/jinja/json_value.h"
+#include "tokenizer/jinja/template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lserve {
 namespace {
 
-constexpr std::string_view kImStart = "<|im_start|>";
-constexpr std::string_view kImEnd = "<|im_end|>";
-constexpr std::string_view kStartHeader = "<|start_header_id|>";
+// lserve's own templates, for models that carry none. Content may be a string, a list of text
+// parts as OpenAI's API allows, or none (an assistant turn that only calls tools).
+constexpr std::string_view kChatML =
+    "{%- macro text(content) -%}"
+    "{%- if content is string -%}{{ content }}"
+    "{%- elif content is iterable -%}"
+    "{%- for part in content if part.type == 'text' -%}{{ part.text }}{%- endfor -%}"
+    "{%- endif -%}"
+    "{%- endmacro -%}"
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message.role + '\\n' + text(message.content) + '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}";
 
-// Reads the Jinja string literal whose opening quote is at `open`; returns its value with escapes
-// resolved, or nullopt if it is not terminated.
-std::optional<std::string> read_string_literal(std::string_view src, size_t open) {
-  const char quote = src[open];
-  std::string value;
-  for (size_t i = open + 1; i < src.size(); ++i) {
-    const char c = src[i];
-    if (c == quote) return value;
-    if (c != '\\' || i + 1 == src.size()) {
-      value += c;
-      continue;
+// Meta's Llama 3 layout: every message trimmed, <|begin_of_text|> first.
+constexpr std::string_view kLlama3 =
+    "{%- macro text(content) -%}"
+    "{%- if content is string -%}{{ content }}"
+    "{%- elif content is iterable -%}"
+    "{%- for part in content if part.type == 'text' -%}{{ part.text }}{%- endfor -%}"
+    "{%- endif -%}"
+    "{%- endmacro -%}"
+    "{{- '<|begin_of_text|>' -}}"
+    "{%- for message in messages -%}"
+    "{{ '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n' + "
+    "text(message.content) | trim + '<|eot_id|>' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{%- endif -%}";
+
+// Templates longer than this are refused (the longest published ones are ~20 KB).
+constexpr uintmax_t kMaxTemplateBytes = 1 << 20;
+
+std::string read_template_file(const std::string& path) {
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  LSERVE_CHECK(!ec, "chat template file {}: {}", path, ec.message());
+  LSERVE_CHECK(size <= kMaxTemplateBytes, "chat template file {} is larger than {} bytes", path,
+               kMaxTemplateBytes);
+  std::ifstream in(path, std::ios::binary);
+  LSERVE_CHECK(in, "cannot read chat template file {}", path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+jinja::Value strftime_now(jinja::CallArgs& a) {
+  LSERVE_CHECK(a.positional.size() == 1 && a.positional[0].is_string(),
+               "strftime_now() takes one format string");
+  const std::string& format = a.positional[0].str();
+  LSERVE_CHECK(format.size() <= 256, "strftime_now(): the format is longer than 256 bytes");
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  std::string out(format.size() * 8 + 64, '\0');
+  out.resize(std::strftime(out.data(), out.size(), format.c_str(), &local));
+  return jinja::Value::string(std::move(out));
+}
+
+jinja::Value raise_exception(jinja::CallArgs& a) {
+  const std::string message =
+      a.positional.empty() ? "(no message)" : jinja::to_str(a.positional[0]);
+  throw jinja::RaisedError(message);
+}
+
+jinja::Value message_value(const ChatMessage& m) {
+  auto d = jinja::make_dict();
+  d->set("role", jinja::Value::string(m.role));
+  d->set("content", jinja::Value::string(m.content));
+  if (m.extra.is_object()) {
+    for (const auto& [k, v] : m.extra.items()) d->set(k, jinja::from_json(v));
+  }
+  return jinja::Value::dict(d);
+}
+
+std::string render(const jinja::Template& tmpl, const std::string& origin,
+                   std::span<const ChatMessage> messages, bool add_generation_prompt,
+                   const ChatOptions& options, const std::string& bos, const std::string& eos) {
+  jinja::Dict vars;
+  try {
+    // Hugging Face's apply_chat_template: extra kwargs first, its own names win over them.
+    if (options.kwargs.is_object()) {
+      for (const auto& [k, v] : options.kwargs.items()) vars.set(k, jinja::from_json(v));
     }
-    const char e = src[++i];
-    switch (e) {
-      case 'n':
-        value += '\n';
-        break;
-      case 't':
-        value += '\t';
-        break;
-      case 'r':
-        value += '\r';
-        break;
-      case '\\':
-      case '\'':
-      case '"':
-        value += e;
-        break;
-      default:
-        value += '\\';
-        value += e;
-    }
-  }
-  return std::nullopt;
-}
-
-// Finds a literal '<|im_start|>system\n...<|im_end|>' (SmolLM2, Qwen2.5 write their default system
-// prompt this way, guarded by "first message is not system") and returns the prompt text.
-std::string find_default_system_prompt(std::string_view src) {
-  const std::string header = std::string(kImStart) + "system\n";
-  for (size_t at = src.find(kImStart); at != std::string_view::npos;
-       at = src.find(kImStart, at + 1)) {
-    if (at == 0 || (src[at - 1] != '\'' && src[at - 1] != '"')) continue;
-    const auto literal = read_string_literal(src, at - 1);
-    if (!literal || !literal->starts_with(header)) continue;
-    const size_t end = literal->find(kImEnd, header.size());
-    if (end == std::string::npos) continue;  // e.g. '<|im_start|>system\n' + message['content']
-    return literal->substr(header.size(), end - header.size());
-  }
-  return {};
-}
-
-std::string_view trim(std::string_view s) {
-  constexpr std::string_view kSpace = " \t\n\r\v\f";
-  const size_t begin = s.find_first_not_of(kSpace);
-  if (begin == std::string_view::npos) return {};
-  return s.substr(begin, s.find_last_not_of(kSpace) - begin + 1);
-}
-
-std::string printable_start(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, 40)) {
-    if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-void apply_chatml(std::span<const ChatMessage> messages, const std::string& default_system,
-                  std::string& out) {
-  auto add = [&](std::string_view role, std::string_view content) {
-    out.append(kImStart).append(role).append("\n").append(content).append(kImEnd).append("\n");
-  };
-  // Like the templates themselves: the default is added in front of a first non-system message.
-  if (!default_system.empty() && !messages.empty() && messages[0].role != "system") {
-    add("system", default_system);
-  }
-  for (const ChatMessage& m : messages) add(m.role, m.content);
-}
-
-// Meta's template trims each message's content; so do we, to produce the same prompt.
-void apply_llama3(std::span<const ChatMessage> messages, std::string& out) {
-  out += "<|begin_of_text|>";
-  for (const ChatMessage& m : messages) {
-    out.append(kStartHeader).append(m.role).append("<|end_header_id|>\n\n");
-    out.append(trim(m.content)).append("<|eot_id|>");
+    jinja::List list;
+    list.reserve(messages.size());
+    for (const ChatMessage& m : messages) list.push_back(message_value(m));
+    vars.set("messages", jinja::Value::list(std::move(list)));
+    vars.set("tools", jinja::from_json(options.tools));
+    vars.set("add_generation_prompt", jinja::Value::boolean(add_generation_prompt));
+    vars.set("bos_token", jinja::Value::string(bos));
+    vars.set("eos_token", jinja::Value::string(eos));
+    vars.set("raise_exception", jinja::Value::function(std::make_shared<const jinja::Function>(
+                                    jinja::Function{"raise_exception", raise_exception})));
+    vars.set("strftime_now", jinja::Value::function(std::make_shared<const jinja::Function>(
+                                 jinja::Function{"strftime_now", strftime_now})));
+    return tmpl.render(vars);
+  } catch (const jinja::RaisedError& e) {
+    fail("the chat template refused the conversation: {}", e.what());
+  } catch (const Error& e) {
+    fail("chat template ({}): {}", origin, e.what());
   }
 }
 
 }  // namespace
 
+ChatTemplate ChatTemplate::from_source(const std::string& jinja_source, std::string origin) {
+  std::shared_ptr<const jinja::Template> tmpl;
+  try {
+    tmpl = std::make_shared<const jinja::Template>(jinja_source);
+  } catch (const Error& e) {
+    fail("chat template ({}) does not parse: {}", origin, e.what());
+  }
+  return ChatTemplate(std::move(tmpl), std::move(origin));
+}
+
 ChatTemplate ChatTemplate::from_model(const std::string& jinja_source) {
-  if (jinja_source.find(kImStart) != std::string::npos) {
-    return ChatTemplate(ChatTemplateKind::ChatML, find_default_system_prompt(jinja_source));
-  }
-  if (jinja_source.find(kStartHeader) != std::string::npos) {
-    return ChatTemplate(ChatTemplateKind::Llama3, "");
-  }
-  if (jinja_source.empty()) {
-    fail("the model has no chat template; pass --chat-template chatml|llama3");
-  }
-  fail("unknown chat template (starts with '{}'); pass --chat-template chatml|llama3",
-       printable_start(jinja_source));
+  LSERVE_CHECK(!jinja_source.empty(),
+               "the model has no chat template; pass --chat-template chatml|llama3|FILE");
+  return from_source(jinja_source, "the model's");
 }
 
 ChatTemplate ChatTemplate::by_name(std::string_view name) {
-  if (name == "chatml") return ChatTemplate(ChatTemplateKind::ChatML, "");
-  if (name == "llama3") return ChatTemplate(ChatTemplateKind::Llama3, "");
+  if (name == "chatml") return from_source(std::string(kChatML), "chatml");
+  if (name == "llama3") return from_source(std::string(kLlama3), "llama3");
   fail("unknown chat template name '{}' (known: chatml, llama3)", name);
 }
 
-std::string_view ChatTemplate::name() const {
-  return kind_ == ChatTemplateKind::ChatML ? "chatml" : "llama3";
+ChatTemplate ChatTemplate::resolve(std::string_view choice, const Tokenizer& tok) {
+  ChatTemplate t = [&] {
+    if (choice.empty()) return from_model(tok.chat_template_source());
+    if (choice == "chatml" || choice == "llama3") return by_name(choice);
+    const std::string value(choice);
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(value, ec)) {
+      return from_source(read_template_file(value), value);
+    }
+    if (choice.find("{{") != std::string_view::npos ||
+        choice.find("{%") != std::string_view::npos) {
+      return from_source(value, "--chat-template text");
+    }
+    fail(
+        "--chat-template '{}' is not a builtin name (chatml, llama3), nor a file, nor template "
+        "text (which contains '{{{{' or '{{%')",
+        choice);
+  }();
+  const auto text = [&](int32_t id) { return id >= 0 ? tok.token_text(id) : std::string(); };
+  t.set_special_tokens(text(tok.bos_id()), text(tok.eos_id()));
+  return t;
 }
 
-std::string ChatTemplate::apply(std::span<const ChatMessage> messages,
-                                bool add_generation_prompt) const {
-  std::string out;
-  if (kind_ == ChatTemplateKind::ChatML) {
-    apply_chatml(messages, default_system_, out);
-    if (add_generation_prompt) out.append(kImStart).append("assistant\n");
-  } else {
-    apply_llama3(messages, out);
-    if (add_generation_prompt) out.append(kStartHeader).append("assistant<|end_header_id|>\n\n");
-  }
-  return out;
+void ChatTemplate::set_special_tokens(std::string bos, std::string eos) {
+  bos_ = std::move(bos);
+  eos_ = std::move(eos);
+}
+
+std::string ChatTemplate::apply(std::span<const ChatMessage> messages, bool add_generation_prompt,
+                                const ChatOptions& options) const {
+  return render(*tmpl_, origin_, messages, add_generation_prompt, options, bos_, eos_);
 }
 
 std::vector<int32_t> encode_chat(const Tokenizer& tok, const ChatTemplate& tmpl,
                                  std::span<const ChatMessage> messages, bool add_generation_prompt,
-                                 std::string_view continuation) {
-  std::string text = tmpl.apply(messages, add_generation_prompt);
+                                 std::string_view continuation, const ChatOptions& options) {
+  std::string text = tmpl.apply(messages, add_generation_prompt, options);
   text += continuation;
   bool bos = tok.add_bos() && tok.bos_id() >= 0;
   if (bos) {
