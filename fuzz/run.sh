@@ -3,7 +3,7 @@
 # every one on its own working copy of its seed corpus (fuzz/corpus/<target>/ is only read), and
 # fails if any target finds a crash, a sanitizer report, a leak, a timeout or an out-of-memory.
 #
-#   fuzz/run.sh [target...]    all five targets when none is named
+#   fuzz/run.sh [target...]    all six targets when none is named
 #
 # Environment: FUZZ_BUILD_DIR (build-fuzz), FUZZ_SECONDS (60), FUZZ_JOBS (targets run at once, 1),
 # FUZZ_TIMEOUT (seconds one input may take, 10), FUZZ_ARGS (more libFuzzer flags).
@@ -15,7 +15,8 @@ build="${FUZZ_BUILD_DIR:-build-fuzz}"
 seconds="${FUZZ_SECONDS:-60}"
 jobs="${FUZZ_JOBS:-1}"
 timeout="${FUZZ_TIMEOUT:-10}"
-all=(fuzz_gguf fuzz_safetensors fuzz_tokenizer_json fuzz_hf_config fuzz_openai_request)
+all=(fuzz_gguf fuzz_safetensors fuzz_tokenizer_json fuzz_hf_config fuzz_openai_request
+  fuzz_chat_template)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 work="$build/fuzz-work"

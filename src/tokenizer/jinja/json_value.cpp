@@ -1,8 +1,13 @@
 #include "tokenizer/jinja/json_value.h"
 
-namespace lserve::jinja {
+#include "core/error.h"
 
-Value from_json(const nlohmann::json& j) {
+namespace lserve::jinja {
+namespace {
+
+Value convert(const nlohmann::json& j, int depth) {
+  // Checked on the way down: the limit must hold before the recursion could exhaust the stack.
+  LSERVE_CHECK(depth < kMaxNesting, "lists and dicts nest deeper than {} levels", kMaxNesting);
   switch (j.type()) {
     case nlohmann::json::value_t::null:
     case nlohmann::json::value_t::discarded:
@@ -23,12 +28,12 @@ Value from_json(const nlohmann::json& j) {
     case nlohmann::json::value_t::array: {
       List items;
       items.reserve(j.size());
-      for (const auto& item : j) items.push_back(from_json(item));
+      for (const auto& item : j) items.push_back(convert(item, depth + 1));
       return Value::list(std::move(items));
     }
     case nlohmann::json::value_t::object: {
       auto d = make_dict();
-      for (const auto& [k, v] : j.items()) d->set(k, from_json(v));
+      for (const auto& [k, v] : j.items()) d->set(k, convert(v, depth + 1));
       return Value::dict(d);
     }
     case nlohmann::json::value_t::binary:
@@ -36,5 +41,9 @@ Value from_json(const nlohmann::json& j) {
   }
   return Value::none();
 }
+
+}  // namespace
+
+Value from_json(const nlohmann::json& j) { return convert(j, 0); }
 
 }  // namespace lserve::jinja
