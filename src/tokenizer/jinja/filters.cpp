@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <optional>
 
 #include "core/error.h"
 #include "tokenizer/jinja/interp.h"
@@ -150,6 +152,26 @@ std::string escape_html(const std::string& s) {
   return out;
 }
 
+// Python's int() and float() accept '_' between digits; strtod's hexadecimal forms they do not.
+std::optional<std::string> python_number_text(std::string_view raw) {
+  const std::string_view s = text::strip(raw);
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == 'x' || c == 'X' || c == 'p' || c == 'P') return std::nullopt;
+    if (c == '_') {
+      const bool between = i > 0 && i + 1 < s.size() &&
+                           std::isdigit(static_cast<unsigned char>(s[i - 1])) &&
+                           std::isdigit(static_cast<unsigned char>(s[i + 1]));
+      if (!between) return std::nullopt;
+      continue;
+    }
+    out += c;
+  }
+  if (out.empty()) return std::nullopt;
+  return out;
+}
+
 Value int_filter(const Value& v, CallArgs& a) {
   const Value* def = arg(a, 0, "default");
   const Value fallback = def ? *def : Value::integer(0);
@@ -158,16 +180,15 @@ Value int_filter(const Value& v, CallArgs& a) {
     if (!std::isfinite(v.as_float()) || std::fabs(v.as_float()) >= 9.2e18) return fallback;
     return Value::integer(static_cast<int64_t>(v.as_float()));
   }
-  if (v.is_string()) {
-    const std::string s(text::strip(v.str()));
+  const std::optional<std::string> s = v.is_string() ? python_number_text(v.str()) : std::nullopt;
+  if (s) {
     int64_t i = 0;
-    const auto r = std::from_chars(s.data(), s.data() + s.size(), i);
-    if (r.ec == std::errc() && r.ptr == s.data() + s.size() && !s.empty()) {
-      return Value::integer(i);
-    }
+    const char* begin = s->data() + (s->front() == '+' ? 1 : 0);
+    const auto r = std::from_chars(begin, s->data() + s->size(), i);
+    if (r.ec == std::errc() && r.ptr == s->data() + s->size()) return Value::integer(i);
     char* end = nullptr;
-    const double d = std::strtod(s.c_str(), &end);
-    if (!s.empty() && end == s.c_str() + s.size() && std::isfinite(d) && std::fabs(d) < 9.2e18) {
+    const double d = std::strtod(s->c_str(), &end);
+    if (end == s->c_str() + s->size() && std::isfinite(d) && std::fabs(d) < 9.2e18) {
       return Value::integer(static_cast<int64_t>(d));
     }
   }
@@ -178,11 +199,11 @@ Value float_filter(const Value& v, CallArgs& a) {
   const Value* def = arg(a, 0, "default");
   const Value fallback = def ? *def : Value::number(0.0);
   if (v.is_number()) return Value::number(v.as_float());
-  if (v.is_string()) {
-    const std::string s(text::strip(v.str()));
+  const std::optional<std::string> s = v.is_string() ? python_number_text(v.str()) : std::nullopt;
+  if (s) {
     char* end = nullptr;
-    const double d = std::strtod(s.c_str(), &end);
-    if (!s.empty() && end == s.c_str() + s.size()) return Value::number(d);
+    const double d = std::strtod(s->c_str(), &end);
+    if (end == s->c_str() + s->size()) return Value::number(d);
   }
   return fallback;
 }
@@ -275,9 +296,17 @@ Value apply_filter(Interp& in, const std::string& name, const Value& v, CallArgs
     LSERVE_CHECK(v.is_number(), "round: expected a number, not {}", type_name(v));
     const int64_t digits = int_arg(a, 0, "precision", "round", 0);
     const std::string method = str_arg(a, 1, "method", "round", "common");
+    LSERVE_CHECK(digits >= -308 && digits <= 308, "round: precision out of range");
+    if (method == "common" && digits >= 0 && std::isfinite(v.as_float())) {
+      // Python rounds the exact binary value to `digits` decimals, ties to even: what printf's
+      // correctly rounded "%.*f" does.
+      char buf[512];
+      std::snprintf(buf, sizeof buf, "%.*f", static_cast<int>(std::min<int64_t>(digits, 100)),
+                    v.as_float());
+      return Value::number(std::strtod(buf, nullptr));
+    }
     const double scale = std::pow(10.0, static_cast<double>(digits));
     double x = v.as_float() * scale;
-    // Python's round() breaks ties to even, as nearbyint does in the default rounding mode.
     x = method == "floor" ? std::floor(x) : method == "ceil" ? std::ceil(x) : std::nearbyint(x);
     return Value::number(x / scale);
   }
@@ -385,8 +414,13 @@ bool apply_test(Interp& in, const std::string& name, const Value& v, CallArgs& a
   if (name == "ne" || name == "!=") return !equals(v, other());
   if (name == "sameas") {
     const Value& o = other();
-    if (v.is_none() || v.type() == T::kBool) return equals(v, o) && v.type() == o.type();
-    return v.is_dict() && o.is_dict() && &v.dict() == &o.dict();
+    // Python's identity: scalars of one type and value are the same object as far as templates
+    // can tell (small integers and interned strings are); containers must be the same one.
+    if (v.is_dict() || o.is_dict()) return v.is_dict() && o.is_dict() && &v.dict() == &o.dict();
+    if (v.is_list() || o.is_list()) {
+      return v.is_list() && o.is_list() && &v.items() == &o.items();
+    }
+    return v.type() == o.type() && equals(v, o);
   }
   if (name == "lt" || name == "<" || name == "lessthan") return less(v, other());
   if (name == "le" || name == "<=") return !less(other(), v);
@@ -402,8 +436,12 @@ bool apply_test(Interp& in, const std::string& name, const Value& v, CallArgs& a
     }
     return (v.as_int() % 2 != 0) == (name == "odd");
   }
-  if (name == "lower") return v.is_string() && text::lower(v.str()) == v.str();
-  if (name == "upper") return v.is_string() && text::upper(v.str()) == v.str();
+  if (name == "lower" || name == "upper") {
+    // str.islower() / isupper(): at least one cased character, and all of them in that case.
+    const std::string s = to_str(v);
+    const bool cased = text::lower(s) != text::upper(s);
+    return cased && (name == "lower" ? text::lower(s) == s : text::upper(s) == s);
+  }
   (void)in;
   fail("unknown test '{}'", name);
 }

@@ -307,7 +307,7 @@ Value Interp::call_macro(const Stmt& s, CallArgs& a) {
       scope[name] =
           def ? eval(*def) : Value::undefined(fmt::format("parameter '{}' was not provided", name));
     }
-    assign("varargs", Value::list(std::move(varargs)));
+    assign("varargs", Value::tuple(std::move(varargs)));
     assign("kwargs", Value::dict(kwargs));
     exec(s.bodies[0], out);
   } catch (...) {

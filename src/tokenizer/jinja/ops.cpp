@@ -113,6 +113,7 @@ Value binary_op(std::string_view op, const Value& a, const Value& b, const Limit
           "a concatenated list would exceed {} items", limits.max_loop_iterations);
       List out = a.items();
       out.insert(out.end(), b.items().begin(), b.items().end());
+      if (a.is_tuple() && b.is_tuple()) return Value::tuple(std::move(out));
       return Value::list(std::move(out));
     }
   } else if (op == "-") {
