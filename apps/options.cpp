@@ -63,8 +63,10 @@ void add_model_options(CLI::App& cmd, ModelOptions& o) {
       ->capture_default_str();
   cmd.add_option("--kv-cache-dtype", o.kv_cache_dtype,
                  "How K/V are stored: auto (the compute type: f32 on the CPU, bf16 on CUDA), "
-                 "bf16, or fp8 (E4M3 with a scale per token and KV head; the CPU emulates it in "
-                 "f32 pools, so it changes the numbers but not the memory there; not yet on CUDA)")
+                 "bf16, or fp8 (E4M3 with a scale per token and KV head: about half the bytes of "
+                 "bf16 on CUDA, which needs --logical-page-size above 1 with it; the CPU "
+                 "emulates the rounding in f32 pools, so it changes the numbers but not the "
+                 "memory there)")
       ->check(CLI::IsMember({"auto", "bf16", "fp8"}))
       ->capture_default_str();
   cmd.add_option("--max-num-seqs", o.max_num_seqs, "Most sequences in one batch")

@@ -1,14 +1,15 @@
 // Attention kernel benchmark on the GPU (Llama-3-8B attention shape: 32 query heads, 8 KV heads,
 // head_dim 128, bf16): prefill (dense and 50% streaming heads) and decode (dense paged and sparse:
 // 50% streaming + page selection with budget 4096, interval 4, P 64, L 16, selector cost amortised)
-// at the sizes given on the command line. Prints one line per case: time, and TFLOP/s or TB/s of
-// the bytes the mode must read. Peers (PyTorch SDPA) are timed by bench/sdpa_peer.py in the same
-// scripts/gpu-check.sh run.
+// at the sizes given on the command line, with bf16 KV and (--kv-cache-dtype auto fp8) E4M3 KV.
+// Prints one line per case: time, and TFLOP/s or TB/s of the bytes the mode must read. Peers
+// (PyTorch SDPA) are timed by bench/sdpa_peer.py in the same scripts/gpu-check.sh run.
 #include <cuda_runtime.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -79,9 +80,7 @@ HeadMap half_streaming(bool sparse) {
 }
 
 void randomize(CudaBackend& be, Tensor& t, uint64_t seed) {
-  if (t.empty()) return;
-  LSERVE_CUDA_CHECK(cuda::launch_random(t.as<cuda::bf16>(), t.numel(), seed, 1.0f,
-                                        static_cast<cudaStream_t>(be.stream_handle())));
+  if (!t.empty()) be.fill_random(t, seed, 1.0f);
 }
 
 struct Setup {
@@ -92,9 +91,10 @@ struct Setup {
 // One layer; `batch` sequences each with `ctx` tokens cached; q_len new tokens each (the last
 // q_len positions). Pages are contiguous per sequence; streaming heads keep sink + window pages.
 Setup make_setup(CudaBackend& be, int batch, int ctx, int q_len, bool sparse, int budget,
-                 int window) {
+                 int window, KvDtype kv_dtype) {
   Setup s;
   KvCacheConfig kc;
+  kc.dtype = kv_dtype;
   kc.n_layers = 1;
   kc.n_heads = kHq;
   kc.n_kv_heads = kHkv;
@@ -120,6 +120,11 @@ Setup make_setup(CudaBackend& be, int batch, int ctx, int q_len, bool sparse, in
                   &s.cache->kmin(0), &s.cache->kmax(0), &s.cache->k(HeadClass::kStreaming, 0),
                   &s.cache->v(HeadClass::kStreaming, 0)}) {
     randomize(be, *t, reinterpret_cast<uintptr_t>(t));
+  }
+  for (HeadClass c : {HeadClass::kRetrieval, HeadClass::kStreaming}) {
+    for (Tensor* t : {&s.cache->k_scale(c, 0), &s.cache->v_scale(c, 0)}) {
+      if (!t->empty()) be.fill(*t, 1.0f / 448.0f);  // fp8 rows of uniform(-1, 1) values
+    }
   }
   LSERVE_CUDA_CHECK(cudaDeviceSynchronize());
   StepPlan& p = s.plan;
@@ -155,8 +160,14 @@ Setup make_setup(CudaBackend& be, int batch, int ctx, int q_len, bool sparse, in
   return s;
 }
 
-void bench_prefill(CudaBackend& be, int n, bool sparse, const char* label = nullptr) {
-  Setup s = make_setup(be, 1, n, n, sparse, 4096, 8192);
+// "dense" / "sparse", with "-fp8" for fp8 KV.
+std::string mode_name(bool sparse, KvDtype kv_dtype) {
+  return std::string(sparse ? "sparse" : "dense") + (kv_dtype == KvDtype::kFp8 ? "-fp8" : "");
+}
+
+void bench_prefill(CudaBackend& be, int n, bool sparse, KvDtype kv_dtype,
+                   const char* label = nullptr) {
+  Setup s = make_setup(be, 1, n, n, sparse, 4096, 8192, kv_dtype);
   Tensor q = be.random(n, kHq * kD, 7, 1.0f), out = be.alloc(DType::BF16, n, kHq * kD);
   be.begin_step(s.plan, *s.cache);
   const int reps = n >= 65536 ? 3 : 10;
@@ -165,15 +176,12 @@ void bench_prefill(CudaBackend& be, int n, bool sparse, const char* label = null
   // Causal dense FLOPs 2 N^2 d Hq (QK^T and PV over the lower triangle); reported against the
   // dense count so the sparse row shows effective throughput.
   const double flops = 2.0 * n * double(n) * kD * kHq;
-  std::printf("prefill  %-7s N=%-7d  %9.3f ms  %7.1f TFLOP/s (dense-equivalent)\n",
-              label    ? label
-              : sparse ? "sparse"
-                       : "dense",
-              n, ms, flops / ms / 1e9);
+  std::printf("prefill  %-10s N=%-7d  %9.3f ms  %7.1f TFLOP/s (dense-equivalent)\n",
+              label ? label : mode_name(sparse, kv_dtype).c_str(), n, ms, flops / ms / 1e9);
 }
 
-void bench_decode(CudaBackend& be, int batch, int ctx, bool sparse) {
-  Setup s = make_setup(be, batch, ctx, 1, sparse, 4096, 256);
+void bench_decode(CudaBackend& be, int batch, int ctx, bool sparse, KvDtype kv_dtype) {
+  Setup s = make_setup(be, batch, ctx, 1, sparse, 4096, 256, kv_dtype);
   Tensor q = be.random(batch, kHq * kD, 9, 1.0f), out = be.alloc(DType::BF16, batch, kHq * kD);
   be.begin_step(s.plan, *s.cache);
   double select_ms = 0;
@@ -189,20 +197,23 @@ void bench_decode(CudaBackend& be, int batch, int ctx, bool sparse) {
   for (const auto& st : s.plan.seqs) {
     SeqStep no_refresh = st;
     no_refresh.refresh_selection = false;
-    t += decode_kv_traffic(no_refresh, s.cache->heads(), kHq, kD, s.cache->sparse(), 2);
+    t += decode_kv_traffic(no_refresh, s.cache->heads(), kHq, s.cache->sparse(),
+                           s.cache->row_bytes());
   }
-  const double bytes =
-      sparse ? t.sparse_bytes + 0.25 *
-                                    [&] {
-                                      KvTraffic r;
-                                      for (const auto& st : s.plan.seqs)
-                                        r += decode_kv_traffic(st, s.cache->heads(), kHq, kD,
-                                                               s.cache->sparse(), 2);
-                                      return r.selector_bytes;
-                                    }()
-             : t.dense_bytes;
-  std::printf("decode   %-7s B=%-3d ctx=%-7d  %9.4f ms (attn %.4f + select %.4f/4)  %6.2f TB/s\n",
-              sparse ? "sparse" : "dense", batch, ctx, ms, attn_ms, select_ms, bytes / ms / 1e9);
+  const double bytes = sparse
+                           ? t.sparse_bytes + 0.25 *
+                                                  [&] {
+                                                    KvTraffic r;
+                                                    for (const auto& st : s.plan.seqs)
+                                                      r += decode_kv_traffic(st, s.cache->heads(),
+                                                                             kHq, s.cache->sparse(),
+                                                                             s.cache->row_bytes());
+                                                    return r.selector_bytes;
+                                                  }()
+                           : t.dense_bytes;
+  std::printf("decode   %-10s B=%-3d ctx=%-7d  %9.4f ms (attn %.4f + select %.4f/4)  %6.2f TB/s\n",
+              mode_name(sparse, kv_dtype).c_str(), batch, ctx, ms, attn_ms, select_ms,
+              bytes / ms / 1e9);
 }
 
 }  // namespace
@@ -217,6 +228,10 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batches, "Decode batch sizes")->capture_default_str();
   app.add_option("--context", contexts, "Decode context lengths")->capture_default_str();
   bool portable = false, sparse_only = false;
+  std::vector<std::string> kv_dtypes = {"auto"};
+  app.add_option("--kv-cache-dtype", kv_dtypes,
+                 "KV element types to time, each case once per type (auto = bf16; fp8)")
+      ->capture_default_str();
   int split_keys = 0;
   app.add_option("--min-split-keys", split_keys,
                  "Shortest key range of a split decode item (0: the backend's default)");
@@ -228,20 +243,26 @@ int main(int argc, char** argv) {
   try {
     lserve::CudaBackend be(0);
     if (split_keys > 0) be.set_min_split_keys(split_keys);
+    std::vector<lserve::KvDtype> types;
+    for (const auto& t : kv_dtypes) types.push_back(lserve::parse_kv_dtype(t));
     for (int n : prefill) {
       if (n <= 0) continue;  // --prefill 0: decode only
-      if (!sparse_only) lserve::bench_prefill(be, n, false);
-      lserve::bench_prefill(be, n, true);
+      for (lserve::KvDtype t : types) {
+        if (!sparse_only) lserve::bench_prefill(be, n, false, t);
+        lserve::bench_prefill(be, n, true, t);
+      }
       if (portable) {
         be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kPortable);
-        lserve::bench_prefill(be, n, false, "dense-mma");
+        lserve::bench_prefill(be, n, false, lserve::KvDtype::kAuto, "dense-mma");
       }
       be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kAuto);
     }
     for (int b : batches) {
       for (int c : contexts) {
-        if (!sparse_only) lserve::bench_decode(be, b, c, false);
-        lserve::bench_decode(be, b, c, true);
+        for (lserve::KvDtype t : types) {
+          if (!sparse_only) lserve::bench_decode(be, b, c, false, t);
+          lserve::bench_decode(be, b, c, true, t);
+        }
       }
     }
   } catch (const std::exception& e) {

@@ -57,6 +57,7 @@ class Backend {
   virtual Tensor random(int64_t rows, int64_t cols, uint64_t seed, float scale) = 0;
   virtual void fill(Tensor& t, float value) = 0;
   // t = uniform(-scale, scale) noise from `seed` (any dtype the backend stores; synthetic KV).
+  // F8E4M3 elements span E4M3's whole range instead (their row scales say what they mean).
   virtual void fill_random(Tensor& t, uint64_t seed, float scale) = 0;
   virtual void to_host(const Tensor& t, float* host) = 0;  // converts to f32
   // Copies t.nbytes() raw bytes from the host into t (tables of integers).
@@ -76,6 +77,9 @@ class Backend {
   virtual DeviceTime device_time() const { return {}; }
   // Whether rope_append_kv stores K/V rounded as `t` says (kv/kv_dtype.h).
   virtual bool supports_kv_dtype(KvDtype t) const { return t == KvDtype::kAuto; }
+  // The element type of the K/V pools for `t`: the compute dtype where the rounding is emulated,
+  // F8E4M3 where the backend stores fp8 itself (with a scale per row, KvCache::k_scale).
+  virtual DType kv_storage_dtype(KvDtype) const { return compute_dtype(); }
   // Called once per step before its ops: a device backend uploads the plan's tables here (plan
   // on the host once per step, run on the device). Never waits for the device.
   virtual void begin_step(const StepPlan& plan, KvCache& cache) {}

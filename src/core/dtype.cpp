@@ -4,10 +4,16 @@ namespace lserve {
 
 std::string_view dtype_name(DType t) {
   switch (t) {
-    case DType::F32: return "f32";
-    case DType::F16: return "f16";
-    case DType::BF16: return "bf16";
-    case DType::I32: return "i32";
+    case DType::F32:
+      return "f32";
+    case DType::F16:
+      return "f16";
+    case DType::BF16:
+      return "bf16";
+    case DType::I32:
+      return "i32";
+    case DType::F8E4M3:
+      return "f8e4m3";
   }
   return "?";
 }
@@ -30,7 +36,7 @@ uint16_t f32_to_f16(float f) {
   const uint32_t bits = f32_to_bits(f);
   const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
   const uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;  // NaN
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
   if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: Inf
   if (abs < 0x38800000u) {
     // Result is subnormal (or zero): scale so the half's unit is 1 and round to nearest even.

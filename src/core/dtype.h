@@ -7,14 +7,21 @@
 
 namespace lserve {
 
-enum class DType : uint8_t { F32, F16, BF16, I32 };
+// F8E4M3: FP8 E4M3 ("e4m3fn") bytes, the native KV cache element of devices that store fp8.
+enum class DType : uint8_t { F32, F16, BF16, I32, F8E4M3 };
 
 constexpr size_t dtype_size(DType t) {
   switch (t) {
-    case DType::F32: return 4;
-    case DType::F16: return 2;
-    case DType::BF16: return 2;
-    case DType::I32: return 4;
+    case DType::F32:
+      return 4;
+    case DType::F16:
+      return 2;
+    case DType::BF16:
+      return 2;
+    case DType::I32:
+      return 4;
+    case DType::F8E4M3:
+      return 1;
   }
   return 0;
 }

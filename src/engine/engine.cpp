@@ -39,7 +39,7 @@ HeadMap choose_heads(const LoadedModel& m, const SparseAttentionConfig& sp) {
 // Splits the KV memory between the pools in proportion to what one sequence of the maximum
 // length needs from each, so neither runs out first in the common case.
 KvCacheConfig kv_config(const ModelConfig& m, const EngineConfig& c, const HeadMap& heads,
-                        DType dtype) {
+                        const KvRowBytes& row) {
   const SparseAttentionConfig& sp = c.sparse;
   sp.validate();
   KvCacheConfig k;
@@ -50,7 +50,7 @@ KvCacheConfig kv_config(const ModelConfig& m, const EngineConfig& c, const HeadM
   k.sparse = sp;
   k.dtype = c.kv_dtype;
   k.num_sel_slots = sp.dense ? 0 : c.scheduler.max_num_seqs;
-  const KvPageBytes pb = kv_page_bytes(heads, m.head_dim, sp, dtype_size(dtype));
+  const KvPageBytes pb = kv_page_bytes(heads, sp, row);
   const int P = sp.page_size;
   const int64_t max_len = c.max_model_len > 0 ? c.max_model_len : m.max_context;
   const int64_t stream_bound = (sp.sink_tokens + P - 1) / P +
@@ -100,7 +100,9 @@ std::unique_ptr<KvCache> make_cache(Backend& backend, const LoadedModel& m, cons
                "--kv-cache-dtype {} is not implemented on the {} backend yet",
                kv_dtype_name(c.kv_dtype), backend.name());
   HeadMap heads = choose_heads(m, c.sparse);
-  const KvCacheConfig kc = kv_config(m.config, c, heads, backend.compute_dtype());
+  const KvCacheConfig kc = kv_config(m.config, c, heads,
+                                     kv_row_bytes(backend.kv_storage_dtype(c.kv_dtype),
+                                                  backend.compute_dtype(), m.config.head_dim));
   return std::make_unique<KvCache>(backend, kc, std::move(heads));
 }
 
@@ -237,6 +239,10 @@ void Engine::fill_kv_random(uint64_t seed) {
       for (Tensor* t : {&c.k(cls, l), &c.v(cls, l)}) {
         if (!t->empty()) backend_->fill_random(*t, seed++, 1.0f);
       }
+      // FP8 pools: rows of uniform(-1, 1) values, as the bf16 pools hold.
+      for (Tensor* t : {&c.k_scale(cls, l), &c.v_scale(cls, l)}) {
+        if (!t->empty()) backend_->fill(*t, 1.0f / 448.0f);
+      }
     }
     if (c.logical_page_size() == 1) continue;  // the bounds are the keys themselves
     for (Tensor* t : {&c.kmin(l), &c.kmax(l)}) {
@@ -338,8 +344,7 @@ std::vector<SeqOutput> Engine::step() {
     if (!s.decode) stats_.prompt_tokens += s.q_len;
     if (s.decode) {
       stats_.decode_kv +=
-          decode_kv_traffic(s, cache_->heads(), mc.n_heads, mc.head_dim, cache_->sparse(),
-                            static_cast<int>(dtype_size(backend_->compute_dtype())));
+          decode_kv_traffic(s, cache_->heads(), mc.n_heads, cache_->sparse(), cache_->row_bytes());
     }
   }
   stats_.peak_pages = std::max(stats_.peak_pages, blocks_.pool().num_used());

@@ -5,8 +5,8 @@
 
 namespace lserve {
 
-KvPageBytes kv_page_bytes(const HeadMap& heads, int head_dim, const SparseAttentionConfig& sparse,
-                          size_t elem_bytes) {
+KvPageBytes kv_page_bytes(const HeadMap& heads, const SparseAttentionConfig& sparse,
+                          const KvRowBytes& row) {
   KvPageBytes b;
   const int64_t P = sparse.page_size, lpp = sparse.page_size / sparse.logical_page_size;
   for (size_t l = 0; l < heads.cls.size(); ++l) {
@@ -14,8 +14,8 @@ KvPageBytes kv_page_bytes(const HeadMap& heads, int head_dim, const SparseAttent
     const int64_t ns = heads.count(static_cast<int>(l), HeadClass::kStreaming);
     // Logical pages of one token keep no bounds: the selector reads the keys themselves.
     const int64_t stats = lpp == P ? 0 : 2 * lpp;
-    b.retrieval += nr * head_dim * (2 * P + stats) * static_cast<int64_t>(elem_bytes);
-    b.streaming += ns * head_dim * 2 * P * static_cast<int64_t>(elem_bytes);
+    b.retrieval += nr * (2 * P * row.kv + stats * row.stats);
+    b.streaming += ns * 2 * P * row.kv;
   }
   return b;
 }
@@ -39,9 +39,32 @@ KvCache::KvCache(Backend& backend, const KvCacheConfig& config, HeadMap heads)
   streaming_.num_pages = config.num_stream_pages;
   const int lpp = logical_pages_per_page();
   const DType dt = backend.compute_dtype();
-  auto add = [&](std::vector<Tensor>& dst, int64_t rows, int64_t& counter) {
-    dst.push_back(rows > 0 ? backend.alloc(dt, rows, d) : Tensor{});
+  storage_ = backend.kv_storage_dtype(config.dtype);
+  row_bytes_ = kv_row_bytes(storage_, dt, d);
+  const bool scaled = storage_ == DType::F8E4M3;
+  // One-token logical pages use the key pool as their bounds, which the selector reads in the
+  // compute dtype.
+  LSERVE_CHECK(!scaled || lpp != P,
+               "--kv-cache-dtype {} with --logical-page-size 1 is not supported on the {} "
+               "backend (the selector reads one-token pages' keys in {}); use a logical page "
+               "size above 1",
+               kv_dtype_name(config.dtype), backend.name(), dtype_name(dt));
+  auto add = [&](std::vector<Tensor>& dst, int64_t rows, int64_t& counter, DType type,
+                 int64_t cols) {
+    dst.push_back(rows > 0 ? backend.alloc(type, rows, cols) : Tensor{});
     counter += static_cast<int64_t>(dst.back().nbytes());
+  };
+  // K and V of one pool, with their per-row scales when they hold fp8.
+  auto add_kv = [&](Store& st, int64_t rows, int64_t& counter) {
+    add(st.k, rows, counter, storage_, d);
+    add(st.v, rows, counter, storage_, d);
+    if (scaled) {
+      add(st.k_scale, rows, counter, DType::F32, 1);
+      add(st.v_scale, rows, counter, DType::F32, 1);
+    } else {
+      st.k_scale.emplace_back();
+      st.v_scale.emplace_back();
+    }
   };
   for (int l = 0; l < config.n_layers; ++l) {
     const int nr = heads_.count(l, HeadClass::kRetrieval);
@@ -50,8 +73,7 @@ KvCache::KvCache(Backend& backend, const KvCacheConfig& config, HeadMap heads)
     streaming_.heads_per_layer.push_back(ns);
     const int64_t rrows = static_cast<int64_t>(config.num_pages) * nr * P;
     const int64_t srows = static_cast<int64_t>(config.num_stream_pages) * ns * P;
-    add(retrieval_store_.k, rrows, retrieval_bytes_);
-    add(retrieval_store_.v, rrows, retrieval_bytes_);
+    add_kv(retrieval_store_, rrows, retrieval_bytes_);
     if (lpp == P) {
       // A one-token logical page's bounds are its key: kmin and kmax are the key pool itself, so
       // the selector scores each key exactly and no bounds are stored or written.
@@ -59,12 +81,11 @@ KvCache::KvCache(Backend& backend, const KvCacheConfig& config, HeadMap heads)
       retrieval_store_.kmax.push_back(retrieval_store_.k.back());
     } else {
       add(retrieval_store_.kmin, static_cast<int64_t>(config.num_pages) * nr * lpp,
-          retrieval_bytes_);
+          retrieval_bytes_, dt, d);
       add(retrieval_store_.kmax, static_cast<int64_t>(config.num_pages) * nr * lpp,
-          retrieval_bytes_);
+          retrieval_bytes_, dt, d);
     }
-    add(streaming_store_.k, srows, streaming_bytes_);
-    add(streaming_store_.v, srows, streaming_bytes_);
+    add_kv(streaming_store_, srows, streaming_bytes_);
   }
   bytes_ = retrieval_bytes_ + streaming_bytes_;
   std::vector<int32_t> cls, slot;

@@ -44,9 +44,18 @@ class KvCache {
   int sel_heads() const;
   int max_sel_pages() const { return config_.sparse.max_selected_pages(); }
 
-  // [num_pages * heads * P, head_dim] storage of `layer` in the pool of class `c`.
+  // [num_pages * heads * P, head_dim] storage of `layer` in the pool of class `c`, elements of
+  // storage_dtype().
   Tensor& k(HeadClass c, int layer) { return pool(c).k[layer]; }
   Tensor& v(HeadClass c, int layer) { return pool(c).v[layer]; }
+  // F32 [num_pages * heads * P, 1]: each stored row's scale where the pool holds fp8 (the value
+  // is element * scale); empty tensors otherwise.
+  Tensor& k_scale(HeadClass c, int layer) { return pool(c).k_scale[layer]; }
+  Tensor& v_scale(HeadClass c, int layer) { return pool(c).v_scale[layer]; }
+  // What the K/V pools hold: the backend's compute dtype, or F8E4M3 where the backend stores
+  // `--kv-cache-dtype fp8` natively (Backend::kv_storage_dtype).
+  DType storage_dtype() const { return storage_; }
+  const KvRowBytes& row_bytes() const { return row_bytes_; }
   // Retrieval pool key bounds, [num_pages * heads * (P/L), head_dim] each.
   Tensor& kmin(int layer) { return retrieval_store_.kmin[layer]; }
   Tensor& kmax(int layer) { return retrieval_store_.kmax[layer]; }
@@ -81,7 +90,7 @@ class KvCache {
 
  private:
   struct Store {
-    std::vector<Tensor> k, v, kmin, kmax;
+    std::vector<Tensor> k, v, k_scale, v_scale, kmin, kmax;
   };
   Store& pool(HeadClass c) {
     return c == HeadClass::kRetrieval ? retrieval_store_ : streaming_store_;
@@ -89,6 +98,8 @@ class KvCache {
 
   KvCacheConfig config_;
   HeadMap heads_;
+  DType storage_ = DType::F32;
+  KvRowBytes row_bytes_;
   KvPoolLayout retrieval_, streaming_;
   Store retrieval_store_, streaming_store_;
   Tensor sel_blocks_, sel_count_, sel_query_;
@@ -101,7 +112,7 @@ struct KvPageBytes {
   int64_t retrieval = 0;
   int64_t streaming = 0;
 };
-KvPageBytes kv_page_bytes(const HeadMap& heads, int head_dim, const SparseAttentionConfig& sparse,
-                          size_t elem_bytes);
+KvPageBytes kv_page_bytes(const HeadMap& heads, const SparseAttentionConfig& sparse,
+                          const KvRowBytes& row);
 
 }  // namespace lserve

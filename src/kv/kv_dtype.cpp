@@ -44,6 +44,14 @@ float round_to_e4m3(float x) {
   return std::copysign(std::min(r, kMax), x);
 }
 
+KvRowBytes kv_row_bytes(DType storage, DType stats, int head_dim) {
+  KvRowBytes b;
+  b.kv = static_cast<int64_t>(head_dim) * static_cast<int64_t>(dtype_size(storage)) +
+         (storage == DType::F8E4M3 ? 4 : 0);
+  b.stats = static_cast<int64_t>(head_dim) * static_cast<int64_t>(dtype_size(stats));
+  return b;
+}
+
 void round_kv_row(KvDtype t, const float* in, float* out, int d) {
   switch (t) {
     case KvDtype::kAuto:

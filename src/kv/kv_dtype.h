@@ -3,8 +3,11 @@
 // reference for devices that store the rounded type natively.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
+
+#include "core/dtype.h"
 
 namespace lserve {
 
@@ -27,6 +30,14 @@ KvDtype parse_kv_dtype(std::string_view name);
 // The value FP8 E4M3 stores for x: round to nearest even, saturating at +-448 (no infinities);
 // NaN stays NaN.
 float round_to_e4m3(float x);
+
+// Bytes of one stored K or V row (one token of one head) and of one key-bounds row, from what the
+// backend stores: what memory planning and the KV traffic accounting count.
+struct KvRowBytes {
+  int64_t kv = 0;     // head_dim elements, plus the row's f32 scale where the pool holds fp8
+  int64_t stats = 0;  // one kmin or kmax row (the backend's compute dtype)
+};
+KvRowBytes kv_row_bytes(DType storage, DType stats, int head_dim);
 
 // in[0, d) -> out[0, d) as a KV row of one (token, head) is stored under `t` (in == out is fine).
 void round_kv_row(KvDtype t, const float* in, float* out, int d);

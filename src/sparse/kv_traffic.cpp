@@ -4,11 +4,11 @@
 
 namespace lserve {
 
-KvTraffic decode_kv_traffic(const SeqStep& seq, const HeadMap& heads, int n_heads, int head_dim,
-                            const SparseAttentionConfig& sp, int elem_bytes) {
+KvTraffic decode_kv_traffic(const SeqStep& seq, const HeadMap& heads, int n_heads,
+                            const SparseAttentionConfig& sp, const KvRowBytes& row) {
   KvTraffic t;
   const double ctx = seq.end_pos();
-  const double token_bytes = 2.0 * head_dim * elem_bytes;  // K and V of one head
+  const double token_bytes = 2.0 * static_cast<double>(row.kv);  // K and V of one head
   const int P = sp.page_size, L = sp.logical_page_size;
   const auto n_blocks = static_cast<double>((seq.end_pos() + P - 1) / P);
   const int n_layers = static_cast<int>(heads.cls.size());
@@ -33,9 +33,9 @@ KvTraffic decode_kv_traffic(const SeqStep& seq, const HeadMap& heads, int n_head
       t.sparse_bytes += readers * std::min(ctx, pages * P) * token_bytes;
       if (seq.refresh_selection) {
         // kmin and kmax per logical page; with one-token pages the keys alone.
-        const double stats = L == 1
-                                 ? ctx * token_bytes / 2
-                                 : static_cast<double>((seq.end_pos() + L - 1) / L) * token_bytes;
+        const double stats = L == 1 ? ctx * token_bytes / 2
+                                    : static_cast<double>((seq.end_pos() + L - 1) / L) * 2.0 *
+                                          static_cast<double>(row.stats);
         t.selector_bytes += stats;
         t.sparse_bytes += stats;
       }

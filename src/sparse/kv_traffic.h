@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "kv/kv_dtype.h"
 #include "kv/kv_layout.h"
 #include "kv/step_plan.h"
 #include "sparse/sparse_config.h"
@@ -24,7 +25,7 @@ struct KvTraffic {
   }
 };
 
-KvTraffic decode_kv_traffic(const SeqStep& seq, const HeadMap& heads, int n_heads, int head_dim,
-                            const SparseAttentionConfig& sparse, int elem_bytes);
+KvTraffic decode_kv_traffic(const SeqStep& seq, const HeadMap& heads, int n_heads,
+                            const SparseAttentionConfig& sparse, const KvRowBytes& row);
 
 }  // namespace lserve

@@ -150,6 +150,7 @@ struct GpuShape {
   SelectorGranularity granularity;
   CudaBackend::AttnKernels kernels;
   int logical_page_size = 4;  // 1: the selector scores the keys themselves
+  KvDtype kv_dtype = KvDtype::kAuto;
 };
 
 class CudaSparse : public testing::TestWithParam<GpuShape> {};
@@ -171,6 +172,7 @@ TEST_P(CudaSparse, MatchesDenseUnderTheVisibilityMask) {
   c.retrieval = {{true, false}, {true, true}, {false, true}};
   c.num_pages = 64;
   c.num_stream_pages = 64;
+  c.kv_dtype = GetParam().kv_dtype;
   test::SparseHarness h(gpu, c, test::test_seed());
   const double diff = h.run(kAttnTolerance);
   std::printf("max |diff| %.2e\n", diff);
@@ -194,11 +196,18 @@ INSTANTIATE_TEST_SUITE_P(
                     GpuShape{3, 128, SelectorGranularity::kKvHead, K::kReference},
                     GpuShape{4, 64, SelectorGranularity::kQueryHead, K::kReference},
                     GpuShape{3, 64, SelectorGranularity::kKvHead, K::kAuto, 1},
-                    GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto, 1}),
+                    GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto, 1},
+                    // FP8 pools: E4M3 tiles widened in shared memory, scales on the scores and
+                    // probabilities; the reference rounds its keys and values the same way.
+                    GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kFp8},
+                    GpuShape{3, 64, SelectorGranularity::kQueryHead, K::kAuto, 4, KvDtype::kFp8},
+                    GpuShape{3, 128, SelectorGranularity::kKvHead, K::kPortable, 4, KvDtype::kFp8},
+                    GpuShape{4, 64, SelectorGranularity::kKvHead, K::kReference, 4, KvDtype::kFp8}),
     [](const testing::TestParamInfo<GpuShape>& i) {
-      return fmt::format("G{}_d{}_{}_{}_L{}", i.param.group, i.param.head_dim,
+      return fmt::format("G{}_d{}_{}_{}_L{}{}", i.param.group, i.param.head_dim,
                          i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead",
-                         kernels_name(i.param.kernels), i.param.logical_page_size);
+                         kernels_name(i.param.kernels), i.param.logical_page_size,
+                         i.param.kv_dtype == KvDtype::kFp8 ? "_fp8" : "");
     });
 
 // Device-planned decode (what recorded CUDA graph steps run): every decode layer's device work
@@ -239,7 +248,9 @@ TEST(CudaGraph, DevicePlannedDecodeLayersReplayedFromRecordingsMatchTheReference
 // The same device-planned decode launched directly (no recording), with the reference kernel too.
 TEST(CudaGraph, DevicePlannedDecodeLaunchedDirectlyMatchesTheReference) {
   LSERVE_SKIP_WITHOUT_GPU();
-  for (auto kernels : {CudaBackend::AttnKernels::kAuto, CudaBackend::AttnKernels::kReference}) {
+  for (auto [kernels, kv_dtype] : {std::pair{CudaBackend::AttnKernels::kAuto, KvDtype::kAuto},
+                                   std::pair{CudaBackend::AttnKernels::kReference, KvDtype::kAuto},
+                                   std::pair{CudaBackend::AttnKernels::kAuto, KvDtype::kFp8}}) {
     CudaBackend gpu(0);
     gpu.set_attention_kernels(kernels);
     test::SparseCase c;
@@ -251,26 +262,29 @@ TEST(CudaGraph, DevicePlannedDecodeLaunchedDirectlyMatchesTheReference) {
     c.chunk = 64;
     c.n_kv_heads = 2;
     c.pad_decode_to = 2;
+    c.kv_dtype = kv_dtype;
     test::SparseHarness h(gpu, c, test::test_seed());
     std::printf("max |diff| %.2e\n", h.run(kAttnTolerance));
   }
 }
 
 // A small random Llama: same bf16 weights on both backends; logits agree within what bf16
-// activations through two layers allow.
-TEST_F(Cuda, WholeModelLogitsMatchTheCpu) {
+// activations through two layers allow. With fp8 KV the GPU stores E4M3 pools and the CPU
+// emulates the same rounding in f32.
+void expect_whole_model_logits_match(CpuBackend& cpu, CudaBackend& gpu, KvDtype kv_dtype) {
   std::mt19937_64 rng(test::test_seed());
   const ModelConfig c = test::small_llama_config(2, 64);
   const uint64_t wseed = rng();
-  auto mc = test::random_llama(cpu_, c, wseed);
-  auto mg = test::random_llama(*gpu_, c, wseed);
+  auto mc = test::random_llama(cpu, c, wseed);
+  auto mg = test::random_llama(gpu, c, wseed);
   std::vector<int32_t> tokens(333);
   for (auto& t : tokens) t = static_cast<int32_t>(rng() % c.vocab_size);
   OfflineRunOptions o;
   o.chunk = 128;
   o.page_size = 16;
-  const auto lc = sequence_logits(*mc, cpu_, tokens, o);
-  const auto lg = sequence_logits(*mg, *gpu_, tokens, o);
+  o.kv_dtype = kv_dtype;
+  const auto lc = sequence_logits(*mc, cpu, tokens, o);
+  const auto lg = sequence_logits(*mg, gpu, tokens, o);
   const double err = rel_l2(lg, lc);
   int agree = 0;
   for (size_t i = 0; i < tokens.size(); ++i) {
@@ -278,9 +292,20 @@ TEST_F(Cuda, WholeModelLogitsMatchTheCpu) {
     const float* b = lg.data() + i * c.vocab_size;
     agree += std::max_element(a, a + c.vocab_size) - a == std::max_element(b, b + c.vocab_size) - b;
   }
-  std::printf("whole model: rel L2 %.3e, top-1 agreement %d/%zu\n", err, agree, tokens.size());
-  EXPECT_LT(err, 2e-2);
+  std::printf("whole model, %s KV: rel L2 %.3e, top-1 agreement %d/%zu\n",
+              std::string(kv_dtype_name(kv_dtype)).c_str(), err, agree, tokens.size());
+  // FP8: the GPU rounds bf16 keys and the CPU f32 ones, so a few elements near a rounding
+  // boundary land one E4M3 step (1/16) apart; that adds to the bf16 activations' error.
+  EXPECT_LT(err, kv_dtype == KvDtype::kFp8 ? 4e-2 : 2e-2);
   EXPECT_GE(agree, static_cast<int>(tokens.size() * 9 / 10));
+}
+
+TEST_F(Cuda, WholeModelLogitsMatchTheCpu) {
+  expect_whole_model_logits_match(cpu_, *gpu_, KvDtype::kAuto);
+}
+
+TEST_F(Cuda, WholeModelLogitsWithFp8KvMatchTheCpu) {
+  expect_whole_model_logits_match(cpu_, *gpu_, KvDtype::kFp8);
 }
 
 }  // namespace

@@ -39,6 +39,7 @@ SparseHarness::SparseHarness(Backend& backend, const SparseCase& c, uint64_t see
   kc.num_stream_pages = c_.num_stream_pages;
   kc.num_sel_slots = 2;
   kc.sparse = c_.sparse;
+  kc.dtype = c_.kv_dtype;
   cache_ = std::make_unique<KvCache>(backend_, kc, heads);
   BlockManagerConfig bc;
   bc.page_size = c_.sparse.page_size;
@@ -84,6 +85,14 @@ std::vector<int32_t> SparseHarness::reference_selection(int layer, int sel_head,
         const double x = k_hist_[layer][j][kv * d + ch];
         lo[ch] = std::min(lo[ch], x);
         hi[ch] = std::max(hi[ch], x);
+      }
+    }
+    if (backend_.compute_dtype() == DType::BF16 && L > 1) {
+      // Stored bounds are bf16: rounding is monotonic, so they are the bounds of the rounded keys
+      // exactly when the keys are bf16 and the rounded bounds of the fp8 ones.
+      for (int ch = 0; ch < d; ++ch) {
+        lo[ch] = bf16_to_f32(f32_to_bf16(static_cast<float>(lo[ch])));
+        hi[ch] = bf16_to_f32(f32_to_bf16(static_cast<float>(hi[ch])));
       }
     }
     double best = -std::numeric_limits<double>::infinity();
@@ -223,9 +232,15 @@ double SparseHarness::run(double tolerance) {
       } else {
         device_work();
       }
-      // What the backend stored (bf16 on a GPU): the reference uses exactly those values.
-      const auto q_rot = download(backend_, q), k_rot = download(backend_, k);
+      // What the backend stored (bf16 on a GPU, then rounded as kv_dtype says): the reference
+      // uses exactly those values.
+      const auto q_rot = download(backend_, q);
+      auto k_rot = download(backend_, k);
       vv = download(backend_, v);
+      for (size_t row = 0; row < k_rot.size() / d; ++row) {
+        round_kv_row(c_.kv_dtype, k_rot.data() + row * d, k_rot.data() + row * d, d);
+        round_kv_row(c_.kv_dtype, vv.data() + row * d, vv.data() + row * d, d);
+      }
       for (int i = 0; i < n; ++i) {
         k_hist_[layer].emplace_back(k_rot.begin() + static_cast<int64_t>(i) * hkv * d,
                                     k_rot.begin() + static_cast<int64_t>(i + 1) * hkv * d);

@@ -40,6 +40,8 @@ struct SparseCase {
   // Decode queries as a_t = p * a_{t-1} + sqrt(1 - p^2) * fresh noise (per layer), so successive
   // queries resemble each other as real ones do (cosine about p per step); 0: independent.
   double query_persistence = 0;
+  // How the cache stores K/V; the reference rounds its history the same way (round_kv_row).
+  KvDtype kv_dtype = KvDtype::kAuto;
 };
 
 class SparseHarness {

@@ -76,6 +76,15 @@ TEST(KvDtype, ScaledFp8RowErrorIsBoundedByTheRowMaximum) {
   EXPECT_EQ(b[1], bf16_to_f32(f32_to_bf16(-3.14159f)));
 }
 
+TEST(KvDtype, RowBytesCountTheElementsAndTheFp8Scale) {
+  EXPECT_EQ(kv_row_bytes(DType::BF16, DType::BF16, 128).kv, 256);
+  EXPECT_EQ(kv_row_bytes(DType::F32, DType::F32, 64).kv, 256);
+  // E4M3 bytes plus the row's f32 scale; the bounds stay in the compute dtype.
+  const KvRowBytes f8 = kv_row_bytes(DType::F8E4M3, DType::BF16, 128);
+  EXPECT_EQ(f8.kv, 132);
+  EXPECT_EQ(f8.stats, 256);
+}
+
 TEST(KvDtype, ModelWithRoundedKvStaysCloseToTheF32Reference) {
   CpuBackend be(2);
   const ModelConfig c = test::small_llama_config(2, 64);

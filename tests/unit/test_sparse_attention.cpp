@@ -2,8 +2,8 @@
 // of docs/sparse-attention.md, through the real scheduler and page tables (sparse_harness.h).
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <fmt/format.h>
+#include <algorithm>
 
 #include <string>
 
@@ -16,12 +16,12 @@ namespace {
 
 SparseAttentionConfig small_sparse() {
   SparseAttentionConfig s;
-  s.sink_tokens = 5;        // not a multiple of anything
+  s.sink_tokens = 5;  // not a multiple of anything
   s.local_tokens = 23;
   s.prefill_local_tokens = 41;
   s.page_size = 8;
   s.logical_page_size = 4;
-  s.token_budget = 32;      // 4 pages
+  s.token_budget = 32;  // 4 pages
   s.selector_interval = 3;
   s.selector_skip_layers = 1;
   return s;
@@ -61,20 +61,41 @@ TEST_P(SparseAttention, MatchesDenseUnderTheVisibilityMask) {
   EXPECT_GT(std::count(r.begin(), r.end(), false), 3);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, SparseAttention,
-    testing::Values(Shape{1, 64, SelectorGranularity::kKvHead},
-                    Shape{3, 64, SelectorGranularity::kKvHead},
-                    Shape{4, 128, SelectorGranularity::kKvHead},
-                    Shape{3, 128, SelectorGranularity::kQueryHead},
-                    Shape{4, 64, SelectorGranularity::kQueryHead},
-                    Shape{3, 64, SelectorGranularity::kKvHead, 1},
-                    Shape{2, 128, SelectorGranularity::kQueryHead, 1}),
-    [](const testing::TestParamInfo<Shape>& i) {
-      return fmt::format("G{}_d{}_{}_L{}", i.param.group, i.param.head_dim,
-                         i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead",
-                         i.param.logical_page_size);
-    });
+// FP8 KV (emulated on the CPU: rounded rows in f32 pools): attention and page selection see the
+// rounded keys and values, which the reference rounds the same way, so the tolerance stays f32's.
+TEST(SparseAttentionFp8, MatchesTheRoundedReference) {
+  CpuBackend backend(2);
+  test::SparseCase c;
+  c.group = 3;
+  c.head_dim = 64;
+  c.sparse = small_sparse();
+  c.prompt_len = 97;
+  c.decode_steps = 30;
+  c.chunk = 37;
+  c.n_kv_heads = 2;
+  c.retrieval = {{true, false}, {true, true}, {false, true}};
+  c.kv_dtype = KvDtype::kFp8;
+  test::SparseHarness h(backend, c, test::test_seed());
+  std::printf("max |diff| %.2e\n", h.run(kTolerance));
+  const auto& r = h.refresh_flags;
+  EXPECT_GT(std::count(r.begin(), r.end(), true), 3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, SparseAttention,
+                         testing::Values(Shape{1, 64, SelectorGranularity::kKvHead},
+                                         Shape{3, 64, SelectorGranularity::kKvHead},
+                                         Shape{4, 128, SelectorGranularity::kKvHead},
+                                         Shape{3, 128, SelectorGranularity::kQueryHead},
+                                         Shape{4, 64, SelectorGranularity::kQueryHead},
+                                         Shape{3, 64, SelectorGranularity::kKvHead, 1},
+                                         Shape{2, 128, SelectorGranularity::kQueryHead, 1}),
+                         [](const testing::TestParamInfo<Shape>& i) {
+                           return fmt::format("G{}_d{}_{}_L{}", i.param.group, i.param.head_dim,
+                                              i.param.granularity == SelectorGranularity::kKvHead
+                                                  ? "kvhead"
+                                                  : "qhead",
+                                              i.param.logical_page_size);
+                         });
 
 // Drift-triggered refreshes (selector_drift): queries that change slowly keep their selection
 // between interval refreshes until one of a selection head's queries drifts below the cosine
@@ -139,8 +160,8 @@ TEST(SparseAttentionMemory, StreamingPagesStayBoundedAsTheSequenceGrows) {
   h.run(kTolerance);
   const int P = c.sparse.page_size;
   const int bound = (c.sparse.sink_tokens + c.sparse.local_tokens + 2 * P + P - 1) / P;
-  const int peak_decode = *std::max_element(h.stream_pages_per_step.begin() + 5,
-                                            h.stream_pages_per_step.end());
+  const int peak_decode =
+      *std::max_element(h.stream_pages_per_step.begin() + 5, h.stream_pages_per_step.end());
   EXPECT_LE(peak_decode, bound);
   EXPECT_GE(h.pages_per_step.back(), (c.prompt_len + c.decode_steps) / P);  // retrieval grows
 }

@@ -90,6 +90,12 @@ void CudaBackend::fill(Tensor& t, float value) {
 }
 
 void CudaBackend::fill_random(Tensor& t, uint64_t seed, float scale) {
+  if (t.dtype == DType::F8E4M3) {
+    // Elements over E4M3's whole range: what they mean is set by the row scales beside them.
+    LSERVE_CUDA_CHECK(
+        cuda::launch_random_e4m3(static_cast<uint8_t*>(t.data), t.numel(), seed, impl_->stream()));
+    return;
+  }
   LSERVE_CHECK(t.dtype == DType::BF16, "fill_random: unsupported dtype {}", dtype_name(t.dtype));
   LSERVE_CUDA_CHECK(cuda::launch_random(t.as<bf16>(), t.numel(), seed, scale, impl_->stream()));
 }

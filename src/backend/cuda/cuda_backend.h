@@ -33,7 +33,10 @@ class CudaBackend final : public Backend {
   int64_t total_memory_bytes() const override;
   DeviceTime device_time() const override;
   // bf16 is the pools' native type; FP8 pools are not implemented on CUDA yet.
-  bool supports_kv_dtype(KvDtype t) const override { return t != KvDtype::kFp8; }
+  bool supports_kv_dtype(KvDtype) const override { return true; }
+  DType kv_storage_dtype(KvDtype t) const override {
+    return t == KvDtype::kFp8 ? DType::F8E4M3 : DType::BF16;
+  }
   void begin_step(const StepPlan& plan, KvCache& cache) override;
   bool can_record() const override;
   std::unique_ptr<StepRecording> record(const std::function<void()>& work) override;

@@ -238,16 +238,24 @@ struct CudaBackend::Impl {
   }
 
   // Device view of one layer of `cache`.
-  cuda::LayerKv<cuda::bf16> layer_kv(KvCache& cache, int layer) {
+  cuda::LayerKv layer_kv(KvCache& cache, int layer) {
     const int hkv = cache.config().n_kv_heads;
-    cuda::LayerKv<cuda::bf16> kv{};
-    auto ptr = [&](Tensor& t) { return t.empty() ? nullptr : t.as<cuda::bf16>(); };
-    kv.k_ret = ptr(cache.k(HeadClass::kRetrieval, layer));
-    kv.v_ret = ptr(cache.v(HeadClass::kRetrieval, layer));
-    kv.kmin = ptr(cache.kmin(layer));
-    kv.kmax = ptr(cache.kmax(layer));
-    kv.k_str = ptr(cache.k(HeadClass::kStreaming, layer));
-    kv.v_str = ptr(cache.v(HeadClass::kStreaming, layer));
+    cuda::LayerKv kv{};
+    auto ptr = [&](Tensor& t) { return t.empty() ? nullptr : t.data; };
+    auto scale = [&](Tensor& t) { return t.empty() ? nullptr : t.as<float>(); };
+    using HC = HeadClass;
+    kv.fp8 = cache.storage_dtype() == DType::F8E4M3;
+    LSERVE_ASSERT(kv.fp8 || cache.storage_dtype() == DType::BF16);
+    kv.k_ret = ptr(cache.k(HC::kRetrieval, layer));
+    kv.v_ret = ptr(cache.v(HC::kRetrieval, layer));
+    kv.k_scale_ret = scale(cache.k_scale(HC::kRetrieval, layer));
+    kv.v_scale_ret = scale(cache.v_scale(HC::kRetrieval, layer));
+    kv.kmin = static_cast<cuda::bf16*>(ptr(cache.kmin(layer)));
+    kv.kmax = static_cast<cuda::bf16*>(ptr(cache.kmax(layer)));
+    kv.k_str = ptr(cache.k(HC::kStreaming, layer));
+    kv.v_str = ptr(cache.v(HC::kStreaming, layer));
+    kv.k_scale_str = scale(cache.k_scale(HC::kStreaming, layer));
+    kv.v_scale_str = scale(cache.v_scale(HC::kStreaming, layer));
     kv.n_ret = cache.layout(HeadClass::kRetrieval).heads_per_layer[layer];
     kv.n_str = cache.layout(HeadClass::kStreaming).heads_per_layer[layer];
     kv.head_class = cache.head_class_table().as<int32_t>() + layer * hkv;

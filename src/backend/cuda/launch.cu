@@ -24,35 +24,42 @@ dim3 attention_grid(const AttnParams& p, int n_items) {
                 : dim3(static_cast<unsigned>(n_items), static_cast<unsigned>(p.grid.splits));
 }
 
-template <int D, int WARPS_M, int WARPS_N, int MT, bool WGMMA, int MIN_CTAS>
-cudaError_t attention_fast(const AttnParams& p, int n_items, Stream st) {
-  const int smem = attn_smem_bytes(D, WARPS_M * MT, p.max_sel);
-  return launch_kernel(attention_kernel<D, WARPS_M, WARPS_N, MT, WGMMA, MIN_CTAS>,
-                       attention_grid(p, n_items), 32 * WARPS_M * WARPS_N, smem, st, p);
-}
+// The tile configurations (attention.cuh): decode, prefill on mma.sync, prefill on wgmma. Two
+// CTAs per multiprocessor for wgmma prefill (128 registers) measured 225 TFLOP/s against 160.
+template <int D, bool FP8>
+struct AttnKernels {
+  static constexpr auto decode = attention_kernel<D, 1, 4, 1, false, 3, FP8>;
+  static constexpr auto prefill =
+      attention_kernel<D, kPrefillWarps, 1, kPrefillMTiles, false, 1, FP8>;
+  static constexpr auto prefill_wgmma =
+      attention_kernel<D, kPrefillWarps, 1, kPrefillMTiles, true, 2, FP8>;
+};
 
-template <int D>
+template <int D, bool FP8>
 cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Stream st) {
+  using K = AttnKernels<D, FP8>;
+  const dim3 grid = attention_grid(p, n_items);
   switch (v) {
     case AttnVariant::kDecode:
-      return attention_fast<D, 1, 4, 1, false, 3>(p, n_items, st);
+      return launch_kernel(K::decode, grid, 128, attn_smem_bytes(D, 1, p.max_sel, FP8), st, p);
     case AttnVariant::kPrefill:
-      return attention_fast<D, kPrefillWarps, 1, kPrefillMTiles, false, 1>(p, n_items, st);
+      return launch_kernel(K::prefill, grid, 32 * kPrefillWarps,
+                           attn_smem_bytes(D, kPrefillWarps * kPrefillMTiles, p.max_sel, FP8), st,
+                           p);
     case AttnVariant::kPrefillWgmma:
-      // Two CTAs per multiprocessor (128 registers) measured 225 TFLOP/s against 160 for one.
-      return attention_fast<D, kPrefillWarps, 1, kPrefillMTiles, true, 2>(p, n_items, st);
+      return launch_kernel(K::prefill_wgmma, grid, 32 * kPrefillWarps,
+                           attn_smem_bytes(D, kPrefillWarps * kPrefillMTiles, p.max_sel, FP8), st,
+                           p);
     case AttnVariant::kReference:
-      return launch_kernel(attention_reference_kernel<D>, attention_grid(p, n_items),
-                           kReferenceThreads, 0, st, p);
+      return launch_kernel(attention_reference_kernel<D>, grid, kReferenceThreads, 0, st, p);
   }
   return cudaErrorInvalidValue;
 }
 
-template <int D>
+template <int D, bool FP8>
 cudaError_t allow_smem_dim(int bytes) {
-  for (auto kernel : {attention_kernel<D, 1, 4, 1, false, 3>,
-                      attention_kernel<D, kPrefillWarps, 1, kPrefillMTiles, false, 1>,
-                      attention_kernel<D, kPrefillWarps, 1, kPrefillMTiles, true, 2>}) {
+  using K = AttnKernels<D, FP8>;
+  for (auto kernel : {K::decode, K::prefill, K::prefill_wgmma}) {
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (err != cudaSuccess) return err;
@@ -85,8 +92,12 @@ cudaError_t probe_wgmma(bool* yes, cudaStream_t st) {
 }
 
 cudaError_t allow_attention_smem(int bytes) {
-  const cudaError_t err = allow_smem_dim<64>(bytes);
-  return err != cudaSuccess ? err : allow_smem_dim<128>(bytes);
+  for (auto allow : {allow_smem_dim<64, false>, allow_smem_dim<128, false>,
+                     allow_smem_dim<64, true>, allow_smem_dim<128, true>}) {
+    const cudaError_t err = allow(bytes);
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
 }
 
 cudaError_t launch_gather_rows(const bf16* x, const int32_t* rows, int64_t n, int64_t cols,
@@ -143,6 +154,11 @@ cudaError_t launch_random(bf16* x, int64_t n, uint64_t seed, float scale, cudaSt
   return cudaGetLastError();
 }
 
+cudaError_t launch_random_e4m3(uint8_t* x, int64_t n, uint64_t seed, cudaStream_t st) {
+  random_e4m3_kernel<<<grid_for(n), kThreads, 0, st>>>(x, n, seed);
+  return cudaGetLastError();
+}
+
 cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, Stream st) {
   if (p.kv.head_dim / 2 > kRopeMaxHalf) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(n_groups), static_cast<unsigned>(p.n_kv_heads));
@@ -168,8 +184,14 @@ cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_hea
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
                              Stream st) {
   if (n_items == 0) return cudaSuccess;
-  if (head_dim == 64) return attention_dim<64>(p, n_items, variant, st);
-  if (head_dim == 128) return attention_dim<128>(p, n_items, variant, st);
+  if (head_dim == 64) {
+    return p.kv.fp8 ? attention_dim<64, true>(p, n_items, variant, st)
+                    : attention_dim<64, false>(p, n_items, variant, st);
+  }
+  if (head_dim == 128) {
+    return p.kv.fp8 ? attention_dim<128, true>(p, n_items, variant, st)
+                    : attention_dim<128, false>(p, n_items, variant, st);
+  }
   return cudaErrorInvalidValue;
 }
 

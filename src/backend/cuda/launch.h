@@ -23,6 +23,7 @@ cudaError_t launch_silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t
 cudaError_t launch_fill(bf16* x, float value, int64_t n, cudaStream_t st);
 cudaError_t launch_fill(float* x, float value, int64_t n, cudaStream_t st);
 cudaError_t launch_random(bf16* x, int64_t n, uint64_t seed, float scale, cudaStream_t st);
+cudaError_t launch_random_e4m3(uint8_t* x, int64_t n, uint64_t seed, cudaStream_t st);
 
 cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, Stream st);
 // Scoring grid: n_seqs x sel_heads x chunks CTAs. Supported head dims: 64, 128.

@@ -11,6 +11,11 @@
 // softmax are shared. Prefill uses 8x1 (128 rows; wgmma on sm_90); decode uses 1x4 (16 rows: the
 // group's heads) and merges the four warps' partial softmax states at the end.
 // Split-KV items write normalised partial outputs plus log2-sum-exp; merge_kernel combines them.
+// FP8: the pools hold E4M3 bytes with a scale per key row (kv/kv_dtype.h). Tiles of bytes are
+// copied in (half the bytes of bf16), widened to bf16 in shared memory (exact: every E4M3 value is
+// a bf16), and the scales are applied where they cost least: a key's scale multiplies its score
+// column, a value's scale its probability column (after the row sum, which needs the
+// probabilities themselves).
 #pragma once
 
 #include "backend/cuda/kernels/common.cuh"
@@ -90,7 +95,7 @@ __device__ __forceinline__ bool cta_work(const AttnParams& p, AttnWork* w) {
 
 // MIN_CTAS: CTAs per multiprocessor the registers must allow (decode tiles: three, as the
 // planner assumes).
-template <int D, int WARPS_M, int WARPS_N, int MT, bool WGMMA, int MIN_CTAS>
+template <int D, int WARPS_M, int WARPS_N, int MT, bool WGMMA, int MIN_CTAS, bool FP8>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_kernel(AttnParams p) {
   griddep_wait();
   griddep_launch_dependents();
@@ -105,15 +110,22 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   constexpr int CHUNKS = D / 8;           // 16-byte chunks per row
 
   // Tiles start on a 1024-byte boundary (the 128-byte swizzle pattern repeats every 8 rows).
+  // FP8 (attn_smem_bytes): one bf16 K and V tile (the widened current tile), and two stages of
+  // E4M3 K and V tiles and of their scales in flight, instead of two bf16 stages.
+  constexpr int kBf16Stages = FP8 ? 1 : 2;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* qs = reinterpret_cast<bf16*>(smem_raw + (1024 - smem_addr(smem_raw) % 1024) % 1024);
-  bf16* ks = qs + BM * D;            // [2][64][D]
-  bf16* vs = ks + 2 * kKeyTile * D;  // [2][64][D]
+  bf16* ks = qs + BM * D;                                                       // [stages][64][D]
+  bf16* vs = ks + kBf16Stages * kKeyTile * D;                                   // [stages][64][D]
+  uint8_t* k8 = reinterpret_cast<uint8_t*>(vs + kBf16Stages * kKeyTile * D);    // FP8: [2][64][D]
+  uint8_t* v8 = k8 + (FP8 ? 2 * kKeyTile * D : 0);                              // FP8: [2][64][D]
+  float* kscale = reinterpret_cast<float*>(v8 + (FP8 ? 2 * kKeyTile * D : 0));  // FP8: [2][64]
+  float* vscale = kscale + (FP8 ? 2 * kKeyTile : 0);                            // FP8: [2][64]
   // Key positions (-1: none) and pool rows of four tiles: the one being computed, the one being
   // loaded, the one being located and the one whose page-table reads are in flight.
-  int32_t* kpos = reinterpret_cast<int32_t*>(vs + 2 * kKeyTile * D);  // [4][64]
-  int32_t* krow = kpos + 4 * kKeyTile;                                // [4][64]
-  int32_t* list = krow + 4 * kKeyTile;                                // [max_sel + 2]
+  int32_t* kpos = reinterpret_cast<int32_t*>(vscale + (FP8 ? 2 * kKeyTile : 0));  // [4][64]
+  int32_t* krow = kpos + 4 * kKeyTile;                                            // [4][64]
+  int32_t* list = krow + 4 * kKeyTile;                                            // [max_sel + 2]
 
   AttnWork w;
   if (!cta_work(p, &w)) return;
@@ -124,9 +136,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   const int32_t seq_end = s.start_pos + s.q_len;
   const bool streaming = w.kind == kStreamPages;
   const int32_t hs = p.kv.head_slot[w.kv_head];
-  const bf16* kpool = streaming ? p.kv.k_str : p.kv.k_ret;
-  const bf16* vpool = streaming ? p.kv.v_str : p.kv.v_ret;
-  const int32_t n_pool = streaming ? p.kv.n_str : p.kv.n_ret;
+  const KvPoolView pool = p.kv.pool(streaming);
+  const int32_t n_pool = pool.n;
   const int32_t P = p.kv.page_size;
 
   const int32_t n_list = w.kind == kSelectedPages ? load_selected_list(p, w, s, list) : 0;
@@ -168,17 +179,83 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     pend_page = pend_pos >= 0 ? *entry : 0;
   };
   auto finish_locate = [&](int slot, int j) {
+    const int64_t row = pend_pos >= 0 ? (pend_page * n_pool + hs) * P + pend_pos % P : 0;
     kpos[slot * kKeyTile + j] = pend_pos;
-    krow[slot * kKeyTile + j] = pend_pos >= 0 ? (pend_page * n_pool + hs) * P + pend_pos % P : 0;
+    krow[slot * kKeyTile + j] = static_cast<int32_t>(row);
+    if constexpr (FP8) {
+      // An FP8 tile is half a bf16 one, so the same stages keep half the bytes in flight: the
+      // rows of the tile after next (one 128-byte line each at head_dim 128) are fetched into L2
+      // now, ahead of their copy into shared memory.
+      if (pend_pos >= 0) {
+        prefetch_l2(static_cast<const uint8_t*>(pool.k) + row * D);
+        prefetch_l2(static_cast<const uint8_t*>(pool.v) + row * D);
+      }
+    }
   };
   auto issue_tile = [&](int stage, int slot) {
-    for (int idx = tid; idx < kKeyTile * CHUNKS; idx += kThreads) {
-      const int j = idx / CHUNKS, c = idx % CHUNKS;
-      const bool valid = kpos[slot * kKeyTile + j] >= 0;
-      const int64_t row = krow[slot * kKeyTile + j];
-      const int off = stage * kKeyTile * D + tile_offset<kKeyTile>(j, c * 8);
-      cp_async_16(ks + off, kpool + row * D + c * 8, valid);
-      cp_async_16(vs + off, vpool + row * D + c * 8, valid);
+    if constexpr (FP8) {
+      constexpr int kChunks8 = D / 16;  // 16-byte chunks of an E4M3 row
+      const auto* kpool = static_cast<const uint8_t*>(pool.k);
+      const auto* vpool = static_cast<const uint8_t*>(pool.v);
+      for (int idx = tid; idx < kKeyTile * kChunks8; idx += kThreads) {
+        const int j = idx / kChunks8, c = idx % kChunks8;
+        const bool valid = kpos[slot * kKeyTile + j] >= 0;
+        const int64_t row = krow[slot * kKeyTile + j];
+        const int off = (stage * kKeyTile + j) * D + c * 16;
+        cp_async_16(k8 + off, kpool + row * D + c * 16, valid);
+        cp_async_16(v8 + off, vpool + row * D + c * 16, valid);
+      }
+      if (tid < kKeyTile) {
+        const bool valid = kpos[slot * kKeyTile + tid] >= 0;
+        const int64_t row = krow[slot * kKeyTile + tid];
+        cp_async_4(kscale + stage * kKeyTile + tid, pool.k_scale + row, valid);
+        cp_async_4(vscale + stage * kKeyTile + tid, pool.v_scale + row, valid);
+      }
+    } else {
+      const auto* kpool = static_cast<const bf16*>(pool.k);
+      const auto* vpool = static_cast<const bf16*>(pool.v);
+      for (int idx = tid; idx < kKeyTile * CHUNKS; idx += kThreads) {
+        const int j = idx / CHUNKS, c = idx % CHUNKS;
+        const bool valid = kpos[slot * kKeyTile + j] >= 0;
+        const int64_t row = krow[slot * kKeyTile + j];
+        const int off = stage * kKeyTile * D + tile_offset<kKeyTile>(j, c * 8);
+        cp_async_16(ks + off, kpool + row * D + c * 8, valid);
+        cp_async_16(vs + off, vpool + row * D + c * 8, valid);
+      }
+    }
+  };
+  // FP8: stage `stage`'s E4M3 tiles, widened into the bf16 tiles in the layout the products read.
+  auto widen_tile = [&](int stage) {
+    constexpr int kChunks8 = D / 16;
+    for (int idx = tid; idx < 2 * kKeyTile * kChunks8; idx += kThreads) {
+      const bool value = idx >= kKeyTile * kChunks8;
+      const int i = value ? idx - kKeyTile * kChunks8 : idx;
+      const int j = i / kChunks8, c = i % kChunks8;
+      const uint4 in =
+          *reinterpret_cast<const uint4*>((value ? v8 : k8) + (stage * kKeyTile + j) * D + c * 16);
+      bf16* dst = value ? vs : ks;
+      const uint4 lo = make_uint4(e4m3x2_to_bf16x2(in.x), e4m3x2_to_bf16x2(in.x >> 16),
+                                  e4m3x2_to_bf16x2(in.y), e4m3x2_to_bf16x2(in.y >> 16));
+      const uint4 hi = make_uint4(e4m3x2_to_bf16x2(in.z), e4m3x2_to_bf16x2(in.z >> 16),
+                                  e4m3x2_to_bf16x2(in.w), e4m3x2_to_bf16x2(in.w >> 16));
+      *reinterpret_cast<uint4*>(dst + tile_offset<kKeyTile>(j, c * 16)) = lo;
+      *reinterpret_cast<uint4*>(dst + tile_offset<kKeyTile>(j, c * 16 + 8)) = hi;
+    }
+  };
+
+  // FP8: multiplies this warp's score or probability columns by one scale per key of the tile.
+  auto scale_columns = [&](float(&x)[MT][NT][4], const float* tile_scales) {
+    const float* sc_warp = tile_scales + wn * KW;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const float s0 = sc_warp[nt * 8 + 2 * (lane % 4)], s1 = sc_warp[nt * 8 + 2 * (lane % 4) + 1];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        x[mt][nt][0] *= s0;
+        x[mt][nt][1] *= s1;
+        x[mt][nt][2] *= s0;
+        x[mt][nt][3] *= s1;
+      }
     }
   };
 
@@ -241,10 +318,14 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     } else {
       cp_async_wait<0>();
     }
+    if constexpr (FP8) {
+      __syncthreads();
+      widen_tile(stage);
+    }
     if constexpr (WGMMA) fence_proxy_async();
     __syncthreads();
-    const bf16* kt = ks + stage * kKeyTile * D;
-    const bf16* vt = vs + stage * kKeyTile * D;
+    const bf16* kt = ks + (FP8 ? 0 : stage * kKeyTile * D);
+    const bf16* vt = vs + (FP8 ? 0 : stage * kKeyTile * D);
 
     // S = Q K^T for this warp's rows x KW keys.
     float sc[MT][NT][4];
@@ -281,6 +362,9 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
         }
       }
     }
+
+    // FP8: each score column times its key's scale (a masked key's 0 gives a finite 0, then -inf).
+    if constexpr (FP8) scale_columns(sc, kscale + stage * kKeyTile);
 
     // Mask by position, then the online softmax update. Row maxima m are kept in raw score
     // units and the scale (log2(e) / sqrt(d)) is folded into the exponent's FMA. Tiles that every
@@ -354,6 +438,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
         }
       }
     }
+    // FP8: each probability column times its value's scale: P diag(s) V = P (diag(s) V).
+    if constexpr (FP8) scale_columns(sc, vscale + stage * kKeyTile);
 
     // O += P V: the score accumulators become the A fragments (16 keys per MMA step).
     if constexpr (WGMMA) {

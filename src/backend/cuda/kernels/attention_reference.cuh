@@ -24,9 +24,9 @@ __global__ void __launch_bounds__(kReferenceThreads) attention_reference_kernel(
                   s.n_stream, s.stream_sink_blocks, s.stream_window_first, n_list,
                   seq_end,    p.step.page_indices,  p.step.stream_indices, list};
   const bool streaming = w.kind == kStreamPages;
-  const bf16* kpool = streaming ? p.kv.k_str : p.kv.k_ret;
-  const bf16* vpool = streaming ? p.kv.v_str : p.kv.v_ret;
-  const int32_t n_pool = streaming ? p.kv.n_str : p.kv.n_ret;
+  const KvPoolView pool = p.kv.pool(streaming);
+  const bool fp8 = p.kv.fp8;
+  const int32_t n_pool = pool.n;
   const int32_t hs = p.kv.head_slot[w.kv_head];
   const int32_t P = p.kv.page_size;
   constexpr int CPL = D / 32;
@@ -56,13 +56,15 @@ __global__ void __launch_bounds__(kReferenceThreads) attention_reference_kernel(
         if (!vis) continue;
         const int64_t row = (static_cast<int64_t>(page) * n_pool + hs) * P + kp % P;
         float dot = 0.0f;
-        for (int c = 0; c < CPL; ++c) dot += q[c] * to_f32(kpool[row * D + lane * CPL + c]);
-        const float sc = warp_sum(dot) * p.scale_log2;
+        for (int c = 0; c < CPL; ++c)
+          dot += q[c] * kv_element(pool.k, row * D + lane * CPL + c, fp8);
+        const float ks = fp8 ? pool.k_scale[row] : 1.0f, vsc = fp8 ? pool.v_scale[row] : 1.0f;
+        const float sc = warp_sum(dot) * ks * p.scale_log2;
         const float mn = fmaxf(m, sc);
         const float alpha = exp2f(m - mn), pw = exp2f(sc - mn);
         l = l * alpha + pw;
         for (int c = 0; c < CPL; ++c) {
-          acc[c] = acc[c] * alpha + pw * to_f32(vpool[row * D + lane * CPL + c]);
+          acc[c] = acc[c] * alpha + pw * vsc * kv_element(pool.v, row * D + lane * CPL + c, fp8);
         }
         m = mn;
       }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -21,6 +22,27 @@ __device__ __forceinline__ float fast_exp2(float x) {
 __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ bf16 to_bf16(float x) { return __float2bfloat16_rn(x); }
+
+// FP8 E4M3 KV elements (kv/kv_dtype.h): round to nearest even, saturating at +-448 as the CPU's
+// round_to_e4m3 does. Every E4M3 value is exact in f16, f32 and bf16.
+__device__ __forceinline__ uint8_t f32_to_e4m3(float x) {
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3));
+}
+__device__ __forceinline__ float e4m3_to_f32(uint8_t b) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3)));
+}
+// Two E4M3 elements (the first in the low byte) as a bf16 pair (the first in the low half).
+__device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t two) {
+  const float2 f = __half22float2(
+      __half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two), __NV_E4M3)));
+  const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
+  return *reinterpret_cast<const uint32_t*>(&b);
+}
+// The element `i` of a KV row base, as f32 before the row's scale (bf16 or E4M3 storage).
+__device__ __forceinline__ float kv_element(const void* base, int64_t i, bool fp8) {
+  return fp8 ? e4m3_to_f32(static_cast<const uint8_t*>(base)[i])
+             : __bfloat162float(static_cast<const bf16*>(base)[i]);
+}
 
 template <typename T>
 __device__ __forceinline__ T from_f32(float x);

@@ -144,4 +144,14 @@ __global__ void random_bf16_kernel(bf16* x, int64_t n, uint64_t seed, float scal
   }
 }
 
+// E4M3 elements of uniform(-448, 448) noise (synthetic fp8 KV: the row scales set the magnitude).
+__global__ void random_e4m3_kernel(uint8_t* x, int64_t n, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float u = (hash_u32(seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i)) >> 8) *
+                    (1.0f / 16777216.0f);
+    x[i] = f32_to_e4m3((2.0f * u - 1.0f) * 448.0f);
+  }
+}
+
 }  // namespace lserve::cuda

@@ -11,8 +11,6 @@
 
 namespace lserve::cuda {
 
-using bf16 = __nv_bfloat16;
-
 constexpr int kSelectorThreads = 256;
 constexpr int kScoreMaxPagesPerWarp = 64;  // SelectorParams::pages_per_warp at most
 constexpr int kSelectorMaxGroup = 16;
@@ -27,10 +25,11 @@ constexpr int kDecodeRows = 16;  // decode tiles: 16 rows, keys split over 4 war
 
 // Dynamic shared memory of attention_kernel<D, WARPS_M, *>: Q tile, two K and two V tiles, key
 // positions and rows of four tiles, and the selected-page list; plus up to 1 KB to align the
-// tiles to the 1024-byte swizzle period.
-constexpr int attn_smem_bytes(int head_dim, int warps_m, int max_sel) {
+// tiles to the 1024-byte swizzle period. FP8 pools: one bf16 K and V tile and two stages of E4M3
+// ones (the same bytes), plus two stages of key and value scales.
+constexpr int attn_smem_bytes(int head_dim, int warps_m, int max_sel, bool fp8) {
   return 1024 + (16 * warps_m * head_dim + 4 * kKeyTile * head_dim) * 2 + 8 * kKeyTile * 4 +
-         (max_sel + 2) * 4;
+         (max_sel + 2) * 4 + (fp8 ? 4 * kKeyTile * 4 : 0);
 }
 
 constexpr int kRopeMaxHalf = 128;  // the RoPE kernel's frequency table: head_dim <= 256
@@ -46,7 +45,7 @@ struct RopeAppendParams {
   const float* inv_freq;   // [d / 2]
   int32_t half_split;      // 1: pairs (i, i + d/2); 0: pairs (2i, 2i + 1)
   float attention_factor;  // multiplies cos and sin (YaRN); 1 otherwise
-  LayerKv<bf16> kv;
+  LayerKv kv;
 };
 
 struct SelectorParams {
@@ -62,7 +61,7 @@ struct SelectorParams {
   int32_t layer;
   int32_t n_layers;
   int32_t skip_layers;  // selector_skip_layers
-  LayerKv<bf16> kv;
+  LayerKv kv;
   uint32_t* scratch;  // [gridDim.x * gridDim.y * max_blocks] page score keys
   int32_t max_blocks;
   // Pages each scoring warp takes (sized so the grid is about a wave); 0: each CTA sizes it
@@ -84,7 +83,7 @@ struct AttnParams {
   int32_t n_heads;
   float scale_log2;  // log2(e) / sqrt(d)
   int32_t sink;
-  LayerKv<bf16> kv;
+  LayerKv kv;
   const int32_t* sel_blocks;  // selections of this layer: row (slot, layer, head), max_sel wide
   const int32_t* sel_count;
   int32_t sel_heads;

@@ -17,6 +17,38 @@ __device__ __forceinline__ int32_t stream_page(const DeviceStep& st, const SeqIn
   return st.stream_indices[s.stream_base + li];
 }
 
+// FP8 rows (kv/kv_dtype.h): per (token, K or V) row, scale = max|x| / 448 (1 for an all-zero or
+// non-finite row), element = e4m3(x / scale), as the CPU's round_kv_row computes them. One warp
+// per row: each lane holds up to 8 of its values (head_dim <= 256).
+template <typename RowFn, typename SrcFn>
+__device__ __forceinline__ void append_fp8_rows(const KvPoolView& pool, int32_t n_tok, int32_t d,
+                                                RowFn pool_row, SrcFn src_row, int32_t pos0) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+  for (int32_t r = warp; r < 2 * n_tok; r += n_warps) {
+    const int32_t tok = r / 2;
+    const bool value = r % 2 == 1;
+    const bf16* src = src_row(tok, value);
+    float x[8];
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int32_t c = lane + 32 * i;
+      x[i] = c < d ? to_f32(src[c]) : 0.0f;
+      amax = fmaxf(amax, fabsf(x[i]));
+    }
+    amax = warp_reduce(amax, MaxOp{});
+    const float scale = amax > 0.0f && isfinite(amax) ? amax / 448.0f : 1.0f;
+    const int64_t row = pool_row(pos0 + tok);
+    uint8_t* dst = static_cast<uint8_t*>(value ? pool.v : pool.k) + row * d;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int32_t c = lane + 32 * i;
+      if (c < d) dst[c] = f32_to_e4m3(x[i] / scale);
+    }
+    if (lane == 0) (value ? pool.v_scale : pool.k_scale)[row] = scale;
+  }
+}
+
 // groups == null (a device-planned decode step): CTA x takes sequence slot x's one new token.
 __global__ void rope_append_kernel(RopeAppendParams p) {
   griddep_wait();
@@ -67,25 +99,34 @@ __global__ void rope_append_kernel(RopeAppendParams p) {
   const bool retrieval = p.kv.head_class[h] == 0;
   const int32_t hs = p.kv.head_slot[h];
   const int32_t P = p.kv.page_size;
-  const int32_t n_pool = retrieval ? p.kv.n_ret : p.kv.n_str;
-  bf16* kdst = retrieval ? p.kv.k_ret : p.kv.k_str;
-  bf16* vdst = retrieval ? p.kv.v_ret : p.kv.v_str;
-  for (int32_t idx = threadIdx.x; idx < n_tok * d; idx += blockDim.x) {
-    const int32_t tok = idx / d, c = idx % d;
-    const int32_t pos = g.pos_begin + tok;
-    const int64_t t = s.q_offset + (pos - s.start_pos);
+  const KvPoolView pool = p.kv.pool(!retrieval);
+  auto pool_row = [&](int32_t pos) {
     const int32_t block = pos / P;
     const int32_t page =
         retrieval ? p.step.page_indices[s.page_base + block] : stream_page(p.step, s, block);
-    const int64_t row = (static_cast<int64_t>(page) * n_pool + hs) * P + pos % P;
-    kdst[row * d + c] = p.k[t * k_stride + static_cast<int64_t>(h) * d + c];
-    vdst[row * d + c] = p.v[t * k_stride + static_cast<int64_t>(h) * d + c];
+    return (static_cast<int64_t>(page) * pool.n + hs) * P + pos % P;
+  };
+  auto src_row = [&](int32_t tok, bool value) {
+    const int64_t t = s.q_offset + (g.pos_begin + tok - s.start_pos);
+    return (value ? p.v : p.k) + t * k_stride + static_cast<int64_t>(h) * d;
+  };
+  if (p.kv.fp8) {
+    append_fp8_rows(pool, n_tok, d, pool_row, src_row, g.pos_begin);
+  } else {
+    for (int32_t idx = threadIdx.x; idx < n_tok * d; idx += blockDim.x) {
+      const int32_t tok = idx / d, c = idx % d;
+      const int64_t row = pool_row(g.pos_begin + tok);
+      static_cast<bf16*>(pool.k)[row * d + c] = src_row(tok, false)[c];
+      static_cast<bf16*>(pool.v)[row * d + c] = src_row(tok, true)[c];
+    }
   }
   // One-token logical pages keep no bounds: kmin and kmax are the key pool itself (KvCache).
   if (!retrieval || p.kv.logical_page_size == 1) return;
 
   // 3. This logical page's key bounds: from its first token, or widened when the page already
-  // held tokens before this step.
+  // held tokens before this step. They bound the stored keys, so with fp8 the rounded values are
+  // read back (this CTA wrote them; the barrier makes them visible).
+  if (p.kv.fp8) __syncthreads();
   const int32_t L = p.kv.logical_page_size, lpp = P / L;
   const int32_t page = p.step.page_indices[s.page_base + g.pos_begin / P];
   const int64_t srow =
@@ -95,8 +136,13 @@ __global__ void rope_append_kernel(RopeAppendParams p) {
     float lo = fresh ? INFINITY : to_f32(p.kv.kmin[srow + c]);
     float hi = fresh ? -INFINITY : to_f32(p.kv.kmax[srow + c]);
     for (int32_t tok = 0; tok < n_tok; ++tok) {
-      const int64_t t = s.q_offset + (g.pos_begin + tok - s.start_pos);
-      const float x = to_f32(p.k[t * k_stride + static_cast<int64_t>(h) * d + c]);
+      float x;
+      if (p.kv.fp8) {
+        const int64_t row = pool_row(g.pos_begin + tok);
+        x = e4m3_to_f32(static_cast<const uint8_t*>(pool.k)[row * d + c]) * pool.k_scale[row];
+      } else {
+        x = to_f32(src_row(tok, false)[c]);
+      }
       lo = fminf(lo, x);
       hi = fmaxf(hi, x);
     }
