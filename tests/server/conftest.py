@@ -30,6 +30,10 @@ class LserveServer:
         self.args = [LSERVE_BIN, "serve", MODEL, "--port", "0", "--threads", str(threads),
                      "--device", DEVICE]
         self.args += [str(a) for a in extra_args]
+        if DEVICE == "cuda" and "--kv-cache-mib" not in self.args:
+            # Several servers share one GPU in these tests (a test's own beside the module's):
+            # each takes a small fixed KV pool instead of --gpu-memory-utilization's share.
+            self.args += ["--kv-cache-mib", "1024"]
         self.proc = None
         self.port = None
         self.log_lines = []
