@@ -18,8 +18,8 @@ import asyncio
 import json
 import math
 import random
-import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -178,24 +178,41 @@ def print_report(s, args):
         print("error:", e, file=sys.stderr)
 
 
-def launch(binary, extra):
-    proc = subprocess.Popen([binary, "serve", "--port", "0", *extra], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    port = []
-    ready = threading.Event()
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    def read():
+
+def launch(binary, extra, timeout=600):
+    """Starts `lserve serve` on a free port and waits until /health answers 200. The port is
+    chosen here rather than read from the server's log, so any --log-level works."""
+    port = free_port()
+    proc = subprocess.Popen([binary, "serve", "--port", str(port), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace")
+    tail = []
+
+    def read():  # keeps the pipe drained; the last lines explain a failed start
         for line in proc.stderr:
-            m = re.search(r"on http://[^:]+:(\d+)", line)
-            if m and not port:
-                port.append(int(m.group(1)))
-                ready.set()
+            tail.append(line)
+            del tail[:-20]
 
     threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(120):
-        proc.kill()
-        sys.exit("the server did not start")
-    return proc, f"http://127.0.0.1:{port[0]}"
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit("the server exited:\n" + "".join(tail))
+        try:
+            with urllib.request.urlopen(base_url + "/health", timeout=5) as r:
+                if r.status == 200:
+                    return proc, base_url
+        except OSError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    sys.exit("the server did not become healthy:\n" + "".join(tail))
 
 
 def strict_json(value):
