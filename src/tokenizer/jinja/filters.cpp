@@ -354,18 +354,7 @@ Value apply_filter(Interp& in, const std::string& name, const Value& v, CallArgs
   if (name == "upper") return Value::string(text::upper(s));
   if (name == "lower") return Value::string(text::lower(s));
   if (name == "capitalize") return Value::string(text::capitalize(s));
-  if (name == "title") {
-    // jinja2 capitalises after spaces, '-', and opening brackets, unlike str.title().
-    std::string out;
-    bool start = true;
-    for (char c : s) {
-      const bool sep = c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' ||
-                       c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
-      out += start ? text::upper(std::string(1, c)) : text::lower(std::string(1, c));
-      start = sep;
-    }
-    return Value::string(std::move(out));
-  }
+  if (name == "title") return Value::string(text::title_words(s));
   if (name == "replace") {
     LSERVE_CHECK(arg(a, 0, "old") && arg(a, 1, "new"), "replace: takes two strings");
     return Value::string(text::replace(s, to_str(*arg(a, 0, "old")), to_str(*arg(a, 1, "new")),

@@ -52,9 +52,97 @@ bool is_space_cp(uint32_t c) {
          c == 0x205f || c == 0x3000;
 }
 
-bool is_ascii_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-char to_upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 32) : c; }
-char to_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; }
+// Simple (one to one) case mappings of the scripts chat text mostly uses: ASCII, Latin-1,
+// Latin Extended-A, Greek, Cyrillic, Armenian and fullwidth Latin. Other code points keep
+// their case.
+uint32_t upper_cp(uint32_t c) {
+  if (c >= 'a' && c <= 'z') return c - 32;
+  if (c < 0x80) return c;
+  if ((c >= 0xe0 && c <= 0xfe && c != 0xf7)) return c - 0x20;
+  if (c == 0xff) return 0x178;
+  if (c == 0xb5) return 0x39c;
+  if ((c >= 0x100 && c <= 0x12f) || (c >= 0x132 && c <= 0x137) || (c >= 0x14a && c <= 0x177)) {
+    return c & ~1u;
+  }
+  if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e)) return (c & 1) ? c : c - 1;
+  if (c == 0x131) return 'I';
+  if (c == 0x3c2) return 0x3a3;
+  if (c >= 0x3b1 && c <= 0x3c9) return c - 0x20;
+  if (c == 0x3ac) return 0x386;
+  if (c >= 0x3ad && c <= 0x3af) return c - 0x25;
+  if (c == 0x3cc) return 0x38c;
+  if (c == 0x3cd || c == 0x3ce) return c - 0x3f;
+  if (c >= 0x430 && c <= 0x44f) return c - 0x20;
+  if (c >= 0x450 && c <= 0x45f) return c - 0x50;
+  if ((c >= 0x460 && c <= 0x481) || (c >= 0x48a && c <= 0x4bf)) return c & ~1u;
+  if (c >= 0x561 && c <= 0x586) return c - 0x30;
+  if (c >= 0xff41 && c <= 0xff5a) return c - 0x20;
+  return c;
+}
+
+uint32_t lower_cp(uint32_t c) {
+  if (c >= 'A' && c <= 'Z') return c + 32;
+  if (c < 0x80) return c;
+  if (c >= 0xc0 && c <= 0xde && c != 0xd7) return c + 0x20;
+  if (c == 0x178) return 0xff;
+  if ((c >= 0x100 && c <= 0x12f) || (c >= 0x132 && c <= 0x137) || (c >= 0x14a && c <= 0x177)) {
+    return c | 1u;
+  }
+  if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17e)) return (c & 1) ? c + 1 : c;
+  if (c >= 0x391 && c <= 0x3a9 && c != 0x3a2) return c + 0x20;
+  if (c == 0x386) return 0x3ac;
+  if (c >= 0x388 && c <= 0x38a) return c + 0x25;
+  if (c == 0x38c) return 0x3cc;
+  if (c == 0x38e || c == 0x38f) return c + 0x3f;
+  if (c >= 0x410 && c <= 0x42f) return c + 0x20;
+  if (c >= 0x400 && c <= 0x40f) return c + 0x50;
+  if ((c >= 0x460 && c <= 0x481) || (c >= 0x48a && c <= 0x4bf)) return c | 1u;
+  if (c >= 0x531 && c <= 0x556) return c + 0x30;
+  if (c >= 0xff21 && c <= 0xff3a) return c + 0x20;
+  return c;
+}
+
+bool is_cased(uint32_t c) { return upper_cp(c) != c || lower_cp(c) != c || c == 0xdf; }
+
+void append_utf8(uint32_t cp, std::string& out) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xc0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xe0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  } else {
+    out += static_cast<char>(0xf0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (cp & 0x3f));
+  }
+}
+
+// `raw` is the encoding of `cp`; invalid bytes and unmapped code points are copied as they are.
+void append_mapped(std::string_view raw, uint32_t cp, uint32_t (*map)(uint32_t), std::string& out) {
+  const uint32_t m = (cp & 0x80000000u) ? cp : map(cp);
+  if (m == cp) {
+    out.append(raw);
+  } else {
+    append_utf8(m, out);
+  }
+}
+
+std::string map_code_points(std::string_view s, uint32_t (*map)(uint32_t)) {
+  std::string out;
+  out.reserve(s.size());
+  uint32_t cp = 0;
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = decode(s, i, &cp);
+    append_mapped(s.substr(i, n), cp, map, out);
+    i += n;
+  }
+  return out;
+}
 
 // Python's isprintable() for the code points chat text meets: controls, format characters and
 // separators other than ' ' are escaped by repr().
@@ -114,36 +202,43 @@ std::string_view strip(std::string_view s, std::string_view chars, bool left, bo
   return s.substr(at[b], at[e] - at[b]);
 }
 
-std::string upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = to_upper(c);
-  return out;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = to_lower(c);
-  return out;
-}
+std::string upper(std::string_view s) { return map_code_points(s, upper_cp); }
+std::string lower(std::string_view s) { return map_code_points(s, lower_cp); }
 
 std::string capitalize(std::string_view s) {
-  std::string out = lower(s);
-  if (!out.empty()) out[0] = to_upper(out[0]);
+  std::string out;
+  uint32_t cp = 0;
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = decode(s, i, &cp);
+    append_mapped(s.substr(i, n), cp, i == 0 ? upper_cp : lower_cp, out);
+    i += n;
+  }
   return out;
 }
 
 std::string title(std::string_view s) {
-  // Non-ASCII bytes count as letters (most are, in text), left as they are.
-  std::string out(s);
+  std::string out;
   bool prev_cased = false;
-  for (char& c : out) {
-    const bool non_ascii = (static_cast<unsigned char>(c) & 0x80) != 0;
-    if (is_ascii_alpha(c)) {
-      c = prev_cased ? to_lower(c) : to_upper(c);
-      prev_cased = true;
-    } else {
-      prev_cased = non_ascii;
-    }
+  uint32_t cp = 0;
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = decode(s, i, &cp);
+    const bool cased = is_cased(cp);
+    append_mapped(s.substr(i, n), cp, cased && !prev_cased ? upper_cp : lower_cp, out);
+    prev_cased = cased;
+    i += n;
+  }
+  return out;
+}
+
+std::string title_words(std::string_view s) {
+  std::string out;
+  bool start = true;
+  uint32_t cp = 0;
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = decode(s, i, &cp);
+    append_mapped(s.substr(i, n), cp, start ? upper_cp : lower_cp, out);
+    start = is_space_cp(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
+    i += n;
   }
   return out;
 }

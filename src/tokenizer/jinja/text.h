@@ -19,10 +19,13 @@ std::string_view strip(std::string_view s, std::string_view chars = {}, bool lef
                        bool right = true);
 bool is_space_at(std::string_view s, size_t at, size_t* len);
 
+// Case mappings cover ASCII, Latin-1, Latin Extended-A, Greek, Cyrillic, Armenian and fullwidth
+// Latin, one code point to one (no 'ß' -> "SS", no final sigma).
 std::string upper(std::string_view s);
 std::string lower(std::string_view s);
-std::string capitalize(std::string_view s);  // str.capitalize()
-std::string title(std::string_view s);       // str.title()
+std::string capitalize(std::string_view s);   // str.capitalize()
+std::string title(std::string_view s);        // str.title()
+std::string title_words(std::string_view s);  // jinja2's title filter
 
 // str.split(sep, maxsplit): sep empty splits on whitespace runs.
 std::vector<std::string> split(std::string_view s, std::string_view sep, int64_t maxsplit);
