@@ -301,17 +301,24 @@ void Connection::answer_error(int status, const std::string& message) {
   write_response(r, /*close=*/true);
 }
 
+bool Connection::keep_alive_after(bool response_allows) const {
+  return keep_alive_ && response_allows && !server_stopping_ && host_.keep_alive_allowed();
+}
+
+void Connection::answered() {
+  state_ = keep_alive_ ? State::kResponding : State::kClosing;
+  if (state_ == State::kClosing) begin_close();
+}
+
 void Connection::write_response(const HttpResponse& r, bool close) {
   const int minor = minor_version_;
-  keep_alive_ =
-      keep_alive_ && !close && !r.close && !server_stopping_ && host_.keep_alive_allowed();
+  keep_alive_ = keep_alive_after(!close && !r.close);
   // A 204 has no body and, by RFC 9110, no Content-Length either.
   const std::string framing =
       r.status == 204 ? "" : fmt::format("Content-Length: {}\r\n", r.body.size());
   append(response_head(r, extra_headers_, minor, keep_alive_, framing));
   if (!head_only_) append(r.body);
-  state_ = keep_alive_ ? State::kResponding : State::kClosing;
-  if (state_ == State::kClosing) begin_close();
+  answered();
   if (body_reserved_ > 0) {
     host_.release_body(body_reserved_);
     body_reserved_ = 0;
@@ -335,14 +342,12 @@ void Connection::on_stream(HttpResponse head, std::shared_ptr<BodySource> body) 
   const int minor = minor_version_;
   // HTTP/1.0 has no chunked encoding: the body ends where the connection does.
   chunked_out_ = minor == 1;
-  keep_alive_ =
-      keep_alive_ && chunked_out_ && !head.close && !server_stopping_ && host_.keep_alive_allowed();
+  keep_alive_ = keep_alive_after(chunked_out_ && !head.close);
   append(response_head(head, extra_headers_, minor, keep_alive_,
                        chunked_out_ ? "Transfer-Encoding: chunked\r\n" : ""));
   if (head_only_) {
     body->abort();
-    state_ = keep_alive_ ? State::kResponding : State::kClosing;
-    if (state_ == State::kClosing) begin_close();
+    answered();
     exchange_.reset();
     flush();
     return;
@@ -385,9 +390,8 @@ void Connection::pull(bool idle) {
   if (done) {
     stream_.reset();
     if (chunked_out_) append("0\r\n\r\n");
-    keep_alive_ = keep_alive_ && !server_stopping_ && host_.keep_alive_allowed();
-    state_ = keep_alive_ ? State::kResponding : State::kClosing;
-    if (state_ == State::kClosing) begin_close();
+    keep_alive_ = keep_alive_after(true);
+    answered();
   }
   flush();
 }

@@ -116,6 +116,11 @@ class Connection {
   void on_flushed();
   void next_request();
   void begin_close();
+  // Whether the connection stays open after the exchange being answered: the client asked for it
+  // (keep_alive_), the response allows it, and the server is neither stopping nor draining.
+  bool keep_alive_after(bool response_allows) const;
+  // The whole answer is queued: wait for the next request, or close (keep_alive_ decides).
+  void answered();
   void close_now();
   void abort_exchange();
 

@@ -66,7 +66,7 @@ class LoopExchange final : public ConnectionExchange,
         r = build();
       } catch (const std::exception& e) {
         log::error("building a response failed: {}", e.what());
-        r = self->server_->error_response(500, fmt::format("internal error: {}", e.what()));
+        r = self->server_->internal_error(e);
       }
       self->post(std::move(r));
     });
@@ -376,6 +376,10 @@ HttpResponse EventServer::error_response(int status, const std::string& message)
   return HttpResponse::text(status, message + "\n", "text/plain");
 }
 
+HttpResponse EventServer::internal_error(const std::exception& e) {
+  return error_response(500, fmt::format("internal error: {}", e.what()));
+}
+
 std::optional<HttpResponse> EventServer::admit(const HttpRequest& head) {
   return options_.admit ? options_.admit(head) : std::nullopt;
 }
@@ -409,7 +413,7 @@ void EventServer::handle(const Route& route, HttpRequest request,
       route.handler(request, exchange);
     } catch (const std::exception& e) {
       log::error("{} {}: {}", request.method, request.path, e.what());
-      exchange->respond(error_response(500, fmt::format("internal error: {}", e.what())));
+      exchange->respond(internal_error(e));
     }
     const size_t body_bytes = request.body.capacity();
     std::string().swap(request.body);  // freed before its budget is given back

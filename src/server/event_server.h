@@ -70,6 +70,8 @@ class EventServer : private ConnectionHost {
   const Router& router() const override { return router_; }
   const CorsPolicy& cors() const override { return options_.cors; }
   HttpResponse error_response(int status, const std::string& message) override;
+  // The 500 answer for a handler or response builder that threw.
+  HttpResponse internal_error(const std::exception& e);
   std::optional<HttpResponse> admit(const HttpRequest& head) override;
   bool keep_alive_allowed() override;
   bool reserve_body(size_t bytes) override;
