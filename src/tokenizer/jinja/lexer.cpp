@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "tokenizer/jinja/text.h"
+#include "tokenizer/utf8.h"
 
 namespace lserve::jinja {
 namespace {
@@ -11,24 +12,6 @@ namespace {
 bool is_name_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
 bool is_name_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-void append_utf8(uint32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
-}
 
 class Lexer {
  public:
@@ -266,7 +249,7 @@ class Lexer {
         }
         LSERVE_CHECK(cp <= 0x10ffff, "line {}: escape beyond U+10FFFF in a string literal", line);
         i += count;
-        append_utf8(cp, value);
+        utf8::append(value, static_cast<char32_t>(cp));
       };
       switch (e) {
         case '\n':
@@ -314,7 +297,7 @@ class Lexer {
               cp = cp * 8 + static_cast<uint32_t>(rest[i + k] - '0');
             }
             i += k - 1;
-            append_utf8(cp, value);
+            utf8::append(value, static_cast<char32_t>(cp));
           } else {
             value += '\\';
             value += e;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "tokenizer/utf8.h"
 
 namespace lserve::jinja::text {
 namespace {
@@ -104,31 +105,13 @@ uint32_t lower_cp(uint32_t c) {
 
 bool is_cased(uint32_t c) { return upper_cp(c) != c || lower_cp(c) != c || c == 0xdf; }
 
-void append_utf8(uint32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
-}
-
 // `raw` is the encoding of `cp`; invalid bytes and unmapped code points are copied as they are.
 void append_mapped(std::string_view raw, uint32_t cp, uint32_t (*map)(uint32_t), std::string& out) {
   const uint32_t m = (cp & 0x80000000u) ? cp : map(cp);
   if (m == cp) {
     out.append(raw);
   } else {
-    append_utf8(m, out);
+    utf8::append(out, static_cast<char32_t>(m));
   }
 }
 
