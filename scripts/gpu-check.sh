@@ -15,7 +15,10 @@
 #   PEER=1       bench/hf_peer.py: Hugging Face transformers decode (PEER_HF_ARGS)
 #   SERVE=1      the server tests (needs models/ and the openai client on PYTHONPATH) and
 #                bench/serve_bench.py against `lserve serve --device cuda` (SERVE_RUNS)
-#   EVAL=1       scripts/eval-sweep.sh on the GPU (EVAL_CONFIGS; LENGTHS, TASKS, NUM_CASES)
+#   PREFIX=1     bench/prefix_cache_bench.py: questions about one document of PREFIX_DOC_LEN
+#                tokens (default 127000) on the Llama-3.1-8B-shaped dummy model
+#   EVAL=1       scripts/eval-sweep.sh on the GPU (EVAL_CONFIGS; LENGTHS, TASKS, NUM_CASES); needs
+#                models/ and data/PaulGrahamEssays (the GPU machine cannot fetch them: carry them)
 # The default model is larger than one call may carry: a first call carrying .gpu-model-a/part
 # keeps it under models/ (ignored, so it stays on a warm machine), and a second carrying
 # .gpu-model-b/part joins the two into models/SmolLM2-135M-Instruct.Q4_1.gguf.
@@ -119,6 +122,8 @@ if [ "${SERVE:-0}" = 1 ]; then
   LSERVE_TEST_DEVICE=cuda LSERVE_BIN="$PWD/build-gpu/lserve" LSERVE_SOURCE_DIR="$PWD" timeout 400 python3 -m pytest -q \
     -p no:cacheprovider tests/server >"$OUT/server-tests.log" 2>&1 || status=1
   note "server tests: $(tail -1 "$OUT/server-tests.log")"
+  # A test run cut short by its time limit leaves its servers running, each holding GPU memory.
+  pkill -f "lserve serve" || true
   python3 bench/e2e_gpu.py --write-model /tmp/lserve-8b >/dev/null
   while read -r name args; do
     [ -z "$name" ] && continue
@@ -126,6 +131,15 @@ if [ "${SERVE:-0}" = 1 ]; then
       $args >"$OUT/serve-$name.log" 2>&1 || status=1
     note "serve $name: $(grep -E 'Successful|Output token|Median TTFT|Median TPOT|P99 ITL' "$OUT/serve-$name.log" | tr -s ' ' | tr '\n' ';')"
   done <<<"${SERVE_RUNS:-}"
+fi
+if [ "${PREFIX:-0}" = 1 ]; then
+  python3 bench/e2e_gpu.py --write-model /tmp/lserve-8b >/dev/null
+  doc=${PREFIX_DOC_LEN:-127000}
+  timeout 400 python3 -u bench/prefix_cache_bench.py --launch build-gpu/lserve --doc-len "$doc" \
+    --questions 3 --server-args "--model /tmp/lserve-8b --load-format dummy --device cuda \
+    --max-model-len $((doc + 4096)) --max-num-seqs 4 --head-pattern /tmp/lserve-8b/heads.tsv" \
+    >"$OUT/prefix.log" 2>&1 || status=1
+  grep -E "^\||document|second" "$OUT/prefix.log" | tee -a "$summary"
 fi
 if [ "${EVAL:-0}" = 1 ]; then
   EXTRA="--device cuda --kv-cache-mib 8192 ${EVAL_EXTRA:-}" LSERVE=build-gpu/lserve \
