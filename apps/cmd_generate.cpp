@@ -20,6 +20,8 @@ namespace {
 struct GenerateOptions {
   ModelOptions model;
   SamplingParams sampling;
+  std::string generation_config = "auto";
+  ExplicitSamplingFields explicit_fields;  // flags given: the model's defaults keep off them
   std::string seed_text;
   std::string prompt;
   std::string prompt_file;
@@ -60,6 +62,9 @@ void print_sparse_stats(const Engine& e) {
 }
 
 int run_generate(GenerateOptions& o) {
+  if (auto g = model_generation_config(o.generation_config, o.model)) {
+    g->apply(o.sampling, o.explicit_fields);
+  }
   apply_seed(o.seed_text, o.sampling);
   o.sampling.validate();
   std::string text = read_prompt(o);
@@ -139,6 +144,7 @@ Command add_generate_command(CLI::App& app) {
       "generate", "Generate text for one prompt (streamed to stdout; timing and memory to stderr)");
   add_model_options(*cmd, opts->model);
   add_sampling_options(*cmd, opts->sampling, opts->seed_text);
+  add_generation_config_option(*cmd, opts->generation_config);
   cmd->add_option("-p,--prompt", opts->prompt,
                   "Prompt text (default: read --prompt-file or stdin)");
   cmd->add_option("-f,--prompt-file", opts->prompt_file, "Read the prompt from this file")
@@ -154,7 +160,10 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_flag("--stats", opts->stats,
                 "Also report what sparse attention saves: KV bytes read per decode step vs dense, "
                 "the selector's share, and KV pool memory in use");
-  return [opts] { return run_generate(*opts); };
+  return [opts, cmd] {
+    opts->explicit_fields = explicit_sampling_fields(*cmd);
+    return run_generate(*opts);
+  };
 }
 
 }  // namespace lserve::app

@@ -29,6 +29,7 @@ struct ServeOptions {
   server::ServerConfig server;
   std::vector<std::string> served_names;
   std::string chat_template;
+  std::string generation_config = "auto";
   int max_waiting = 64;
   int max_request_kib = 16 * 1024;
   double header_timeout_s = 10;
@@ -105,6 +106,7 @@ int run_serve(ServeOptions& o) {
   config.http.keep_alive_timeout = millis(o.keep_alive_timeout_s);
   const int max_pending = o.model.max_num_seqs + o.max_waiting;
 
+  config.generation_config = model_generation_config(o.generation_config, o.model);
   auto engine = build_engine(o.model);
   std::optional<ChatTemplate> tmpl = pick_chat_template(o, engine->tokenizer());
   server::Metrics metrics(config.served_model_names.front());
@@ -182,6 +184,7 @@ Command add_serve_command(CLI::App& app) {
          "The chat template instead of the model's: a Jinja file, Jinja text itself (when it "
          "contains {{ or {%), or a builtin: chatml, llama3")
       ->group(g);
+  add_generation_config_option(*cmd, opts->generation_config);
   cmd->add_option("--max-waiting-requests", opts->max_waiting,
                   "Requests that may wait beyond --max-num-seqs; more get 429")
       ->check(CLI::Range(0, 100000))

@@ -176,6 +176,46 @@ void add_sampling_options(CLI::App& cmd, SamplingParams& p, std::string& seed_te
   cmd.add_flag("--ignore-eos", p.ignore_eos, "Keep generating after end-of-text tokens");
 }
 
+void add_generation_config_option(CLI::App& cmd, std::string& mode) {
+  cmd.add_option("--generation-config", mode,
+                 "Default sampling parameters: auto takes temperature, top_p, top_k, min_p, "
+                 "repetition_penalty and max_new_tokens from the model folder's "
+                 "generation_config.json where it has one (GGUF files have none), below the "
+                 "values a request or flag sets; vllm uses lserve's built-in defaults (as vLLM's "
+                 "flag)")
+      ->check(CLI::IsMember({"auto", "vllm"}))
+      ->capture_default_str();
+}
+
+ExplicitSamplingFields explicit_sampling_fields(const CLI::App& cmd) {
+  auto given = [&](const char* name) {
+    const CLI::Option* opt = cmd.get_option_no_throw(name);
+    return opt != nullptr && opt->count() > 0;
+  };
+  ExplicitSamplingFields f;
+  f.temperature = given("--temperature");
+  f.top_p = given("--top-p");
+  f.top_k = given("--top-k");
+  f.min_p = given("--min-p");
+  f.repetition_penalty = given("--repeat-penalty");
+  f.max_tokens = given("--max-tokens");
+  return f;
+}
+
+std::optional<GenerationConfig> model_generation_config(const std::string& mode,
+                                                        const ModelOptions& o) {
+  if (parse_generation_config_mode(mode) == GenerationConfigMode::kVllm) return std::nullopt;
+  const std::string path = parse_load_format(o.load_format) == LoadFormat::kDummy
+                               ? o.model
+                               : resolve_model_path(o.model);
+  std::optional<GenerationConfig> g = find_generation_config(path);
+  if (g && !g->empty()) {
+    log::info("{}: default sampling parameters {} (--generation-config vllm ignores them)",
+              g->source, g->summary());
+  }
+  return g;
+}
+
 void apply_seed(const std::string& seed_text, SamplingParams& p) {
   if (seed_text.empty()) {
     p.seed = std::random_device{}();

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/engine.h"
+#include "engine/generation_config.h"
 #include "engine/sampling_params.h"
 #include "eval/tasks.h"
 
@@ -35,6 +36,14 @@ struct ModelOptions {
 void add_model_options(CLI::App& cmd, ModelOptions& o);
 void add_sparse_options(CLI::App& cmd, ModelOptions& o);
 void add_sampling_options(CLI::App& cmd, SamplingParams& p, std::string& seed_text);
+// --generation-config auto|vllm, for the commands that sample (generate, serve).
+void add_generation_config_option(CLI::App& cmd, std::string& mode);
+// The sampling flags given on `cmd`'s command line: the model's defaults must not replace them.
+ExplicitSamplingFields explicit_sampling_fields(const CLI::App& cmd);
+// With mode auto, the generation_config.json of the model `o` names (a Hugging Face folder),
+// logged; nothing for vllm, a GGUF file or a folder without one.
+std::optional<GenerationConfig> model_generation_config(const std::string& mode,
+                                                        const ModelOptions& o);
 // Applies the textual --seed (empty = random) to `p`.
 void apply_seed(const std::string& seed_text, SamplingParams& p);
 

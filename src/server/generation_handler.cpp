@@ -146,7 +146,10 @@ void run_generation(ServerContext& ctx, const HttpRequest& req, const std::share
                     const ResponseHeader& h, RequestChannel::Clock::time_point arrival,
                     const std::string& endpoint) {
   const nlohmann::json body = parse_body(req.body);
-  GenerationRequest g = h.chat ? parse_chat_request(body) : parse_completion_request(body);
+  const GenerationConfig* defaults =
+      ctx.config.generation_config ? &*ctx.config.generation_config : nullptr;
+  GenerationRequest g =
+      h.chat ? parse_chat_request(body, defaults) : parse_completion_request(body, defaults);
   check_model(ctx.config, g.model);
   // A full server answers before spending a tokenization on the prompt.
   if (ctx.loop.full_for(g.n)) throw queue_full(ctx);

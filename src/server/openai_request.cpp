@@ -15,7 +15,7 @@ constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxChoices = 16;  // 'n': each choice is a sequence of its own
 
 // Fields both endpoints share: sampling, streaming, vLLM's extensions and lserve's own.
-void parse_common(const json& b, GenerationRequest& r) {
+void parse_common(const json& b, const GenerationConfig* defaults, GenerationRequest& r) {
   if (auto m = get_string(b, "model")) r.model = *m;
   SamplingParams& p = r.params;
   // OpenAI's defaults, not the CLI's: a client that sends nothing gets plain sampling.
@@ -23,6 +23,9 @@ void parse_common(const json& b, GenerationRequest& r) {
   p.top_p = 1.0f;
   p.top_k = 0;
   p.min_p = 0.0f;
+  // The model's generation_config.json sits between those and the request's own values; its
+  // max_new_tokens is applied with the context length (build_engine_request).
+  if (defaults) defaults->apply(p, {.max_tokens = true});
   if (auto v = get_number(b, "temperature")) p.temperature = static_cast<float>(*v);
   if (auto v = get_number(b, "top_p")) p.top_p = static_cast<float>(*v);
   if (auto v = get_int(b, "top_k", -1, kIntMax)) p.top_k = *v < 0 ? 0 : static_cast<int>(*v);
@@ -234,12 +237,12 @@ GenerationRequest client_errors_are_400(Fn&& parse) {
   }
 }
 
-GenerationRequest parse_completion(const json& b) {
+GenerationRequest parse_completion(const json& b, const GenerationConfig* defaults) {
   require_object(b);
   reject_unsupported(b, false);
   GenerationRequest r;
   parse_prompt(b, r);
-  parse_common(b, r);
+  parse_common(b, defaults, r);
   if (auto v = get_int(b, "max_tokens", 1, kIntMax)) r.max_tokens = static_cast<int>(*v);
   if (auto v = get_int(b, "logprobs", 0, SamplingParams::kMaxLogprobs)) {
     r.params.logprobs = static_cast<int>(*v);
@@ -247,7 +250,7 @@ GenerationRequest parse_completion(const json& b) {
   return r;
 }
 
-GenerationRequest parse_chat(const json& b) {
+GenerationRequest parse_chat(const json& b, const GenerationConfig* defaults) {
   require_object(b);
   reject_unsupported(b, true);
   if (const auto tc = b.find("tool_choice");
@@ -264,7 +267,7 @@ GenerationRequest parse_chat(const json& b) {
     }
     if (!tools->empty()) r.tools = *tools;
   }
-  parse_common(b, r);
+  parse_common(b, defaults, r);
   if (auto v = get_bool(b, "add_generation_prompt")) r.add_generation_prompt = *v;
   if (auto v = get_int(b, "max_completion_tokens", 1, kIntMax)) r.max_tokens = static_cast<int>(*v);
   if (auto v = get_int(b, "max_tokens", 1, kIntMax)) r.max_tokens = static_cast<int>(*v);
@@ -279,12 +282,12 @@ GenerationRequest parse_chat(const json& b) {
 
 }  // namespace
 
-GenerationRequest parse_completion_request(const json& b) {
-  return client_errors_are_400([&] { return parse_completion(b); });
+GenerationRequest parse_completion_request(const json& b, const GenerationConfig* defaults) {
+  return client_errors_are_400([&] { return parse_completion(b, defaults); });
 }
 
-GenerationRequest parse_chat_request(const json& b) {
-  return client_errors_are_400([&] { return parse_chat(b); });
+GenerationRequest parse_chat_request(const json& b, const GenerationConfig* defaults) {
+  return client_errors_are_400([&] { return parse_chat(b, defaults); });
 }
 
 DetokenizeRequest parse_detokenize_request(const json& b, int32_t vocab_size) {

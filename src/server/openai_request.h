@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/generation_config.h"
 #include "engine/request.h"
 #include "tokenizer/chat_template.h"
 
@@ -36,9 +37,12 @@ struct GenerationRequest {
   SparseOverride sparse;
 };
 
-// Throw ApiError (400) with the offending field's name.
-GenerationRequest parse_completion_request(const nlohmann::json& body);
-GenerationRequest parse_chat_request(const nlohmann::json& body);
+// Throw ApiError (400) with the offending field's name. Sampling fields the body leaves unset
+// come from `defaults` (the model's generation_config.json) when given, else OpenAI's defaults.
+GenerationRequest parse_completion_request(const nlohmann::json& body,
+                                           const GenerationConfig* defaults = nullptr);
+GenerationRequest parse_chat_request(const nlohmann::json& body,
+                                     const GenerationConfig* defaults = nullptr);
 
 // vLLM's /detokenize: {"model"?, "tokens": [ids]}.
 struct DetokenizeRequest {

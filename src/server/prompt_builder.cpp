@@ -89,8 +89,10 @@ Request build_engine_request(const ServerContext& ctx, GenerationRequest& g) {
     r.params.max_tokens = *g.max_tokens;
   } else {
     const int64_t room = limit - prompt;
-    r.params.max_tokens =
-        static_cast<int>(g.chat ? room : std::min<int64_t>(room, kDefaultCompletionTokens));
+    int64_t cap = g.chat ? room : std::min<int64_t>(room, kDefaultCompletionTokens);
+    const auto& gc = ctx.config.generation_config;
+    if (gc && gc->max_new_tokens) cap = std::min<int64_t>(room, *gc->max_new_tokens);
+    r.params.max_tokens = static_cast<int>(cap);
   }
   try {
     ctx.engine.validate(r);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/generation_config.h"
 #include "server/cors.h"
 #include "server/engine_loop.h"
 #include "server/http_limits.h"
@@ -30,6 +31,9 @@ struct ServerConfig {
   int stream_heartbeat_ms = 1000;     // SSE comment sent after this much silence
   HttpLimits http;                    // connections, deadlines, header sizes
   CorsPolicy cors;                    // --allowed-origins; off by default
+  // The model's generation_config.json (--generation-config auto): defaults for the sampling
+  // fields a request leaves unset, and its max_new_tokens caps the default max_tokens.
+  std::optional<GenerationConfig> generation_config;
 };
 
 struct ServerContext {
