@@ -11,7 +11,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 DEMO_FLAGS ?= --chat --temperature 0 --max-tokens 96
 
-.PHONY: all setup build model demo test sanitize fuzz-build fuzz sanitize-unit clean format
+.PHONY: all setup build model gemma demo test sanitize fuzz-build fuzz sanitize-unit clean format
 
 all: build
 
@@ -24,6 +24,10 @@ build: setup
 
 model: setup
 	@scripts/fetch-model.sh
+
+# Gemma 3 270M (~250 MB): not part of `make test`; its model-tier tests skip without it.
+gemma: setup
+	@scripts/fetch-gemma3.sh
 
 demo: build model
 	@echo "== lserve generate: a question about a ~1,600-token report (prompts/demo.txt) =="

@@ -81,6 +81,9 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
   const int P = sp.page_size;
   LSERVE_CHECK(group <= cfg.prefill_rows, "group size {} is larger than the attention tile ({})",
                group, cfg.prefill_rows);
+  // The device kernels know one streaming window (the sparse config's), not a model's own.
+  LSERVE_CHECK(heads.window.empty(),
+               "models with sliding-window layers (Gemma 3) run on the CPU backend only so far");
   struct Pending {
     AttnWork w;
     Ranges r;

@@ -2,7 +2,17 @@
 
 #include <cmath>
 
+#include "core/error.h"
+
 namespace lserve {
+
+void Backend::scale(Tensor&, float) {
+  fail("the {} backend cannot scale activations yet (Gemma 3 runs on the CPU backend)", name());
+}
+
+void Backend::gelu_mul(const Tensor&, const Tensor&, Tensor&) {
+  fail("the {} backend has no GeGLU yet (Gemma 3 runs on the CPU backend)", name());
+}
 
 std::vector<float> rope_inverse_frequencies(const RopeParams& rope, int head_dim) {
   std::vector<float> inv(head_dim / 2);

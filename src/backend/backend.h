@@ -112,6 +112,11 @@ class Backend {
   virtual void add(Tensor& x, const Tensor& y) = 0;
   // out[n, j] = silu(gate[n, j]) * up[n, j]
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // x *= s (Gemma's embedding scale). Only the CPU backend implements it and gelu_mul so far;
+  // elsewhere they refuse, naming the backend.
+  virtual void scale(Tensor& x, float s);
+  // out[n, j] = gelu(gate[n, j]) * up[n, j], with gelu's tanh approximation (Gemma's GeGLU)
+  virtual void gelu_mul(const Tensor& gate, const Tensor& up, Tensor& out);
   // out[r] = x[rows[r]]
   virtual void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) = 0;
 

@@ -15,7 +15,25 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+HeadMap choose_sparse_heads(const LoadedModel& m, const SparseAttentionConfig& sp);
+
+// The sparse config's classes, then the model's own sliding-window layers: those are streaming
+// heads of exactly the model's window in every mode, dense included.
 HeadMap choose_heads(const LoadedModel& m, const SparseAttentionConfig& sp) {
+  HeadMap heads = choose_sparse_heads(m, sp);
+  heads.set_model_windows(m.config.layer_windows);
+  if (heads.max_model_window() > 0) {
+    int windowed = 0;
+    for (int32_t w : heads.window) windowed += w > 0;
+    log::info(
+        "{} of {} layers attend within the model's sliding window: their heads are "
+        "streaming heads of that window, exact in every mode",
+        windowed, m.config.n_layers);
+  }
+  return heads;
+}
+
+HeadMap choose_sparse_heads(const LoadedModel& m, const SparseAttentionConfig& sp) {
   const ModelConfig& c = m.config;
   if (sp.dense) return HeadMap::all_retrieval(c.n_layers, c.n_kv_heads);
   const std::optional<std::string> path =
@@ -53,11 +71,14 @@ KvCacheConfig kv_config(const ModelConfig& m, const EngineConfig& c, const HeadM
   const KvPageBytes pb = kv_page_bytes(heads, sp, row);
   const int P = sp.page_size;
   const int64_t max_len = c.max_model_len > 0 ? c.max_model_len : m.max_context;
-  const int64_t stream_bound = (sp.sink_tokens + P - 1) / P +
-                               (std::min<int64_t>(sp.prefill_local_tokens, max_len) +
-                                c.scheduler.max_num_batched_tokens + P - 1) /
-                                   P +
-                               2;
+  // Sink and window pages of one sequence: the sparse streaming heads' (if any) and the model's
+  // sliding windows share the pool's pages.
+  const bool sparse_streaming = heads.has_sparse_streaming();
+  const int64_t window =
+      std::max<int64_t>(sparse_streaming ? std::min<int64_t>(sp.prefill_local_tokens, max_len) : 0,
+                        std::min<int64_t>(heads.max_model_window(), max_len));
+  const int64_t stream_bound = (sparse_streaming ? (sp.sink_tokens + P - 1) / P : 0) +
+                               (window + c.scheduler.max_num_batched_tokens + P - 1) / P + 2;
   if (pb.streaming > 0) {
     if (c.num_stream_pages > 0) {
       k.num_stream_pages = c.num_stream_pages;
@@ -111,9 +132,16 @@ BlockManagerConfig block_config(const KvCache& cache) {
   b.page_size = cache.page_size();
   b.num_pages = cache.config().num_pages;
   b.num_stream_pages = cache.config().num_stream_pages;
-  b.sink_tokens = cache.sparse().sink_tokens;
+  // Only the sparse streaming heads have a sink; the model's windowed layers have none.
+  b.sink_tokens = cache.heads().has_sparse_streaming() ? cache.sparse().sink_tokens : 0;
   b.num_sel_slots = cache.config().num_sel_slots;
   return b;
+}
+
+SchedulerConfig scheduler_config(SchedulerConfig c, const HeadMap& heads) {
+  c.model_window = heads.max_model_window();
+  c.sparse_streaming = heads.has_sparse_streaming();
+  return c;
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer(LoadedModel& m) {
@@ -148,7 +176,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, LoadedModel loaded, const Engin
       model_(make_model(loaded.config, std::move(loaded.weights))),
       cache_(make_cache(*backend_, loaded, config)),
       blocks_(block_config(*cache_)),
-      scheduler_(config.scheduler, config.sparse, blocks_) {
+      scheduler_(scheduler_config(config.scheduler, cache_->heads()), config.sparse, blocks_) {
   RunnerConfig rc;
   rc.max_step_tokens = config.scheduler.max_num_batched_tokens;
   rc.max_seqs = config.scheduler.max_num_seqs;

@@ -23,6 +23,9 @@ class Probe {
 
   void observe(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
                const Tensor& out) {
+    // A layer with the model's own sliding window is a streaming head whatever its score, and
+    // its KV is not in the retrieval pool read below.
+    if (cache.heads().model_window(layer) > 0) return;
     const SeqStep& s = plan.seqs[0];
     const int first_probe = std::max(0, s.end_pos() - o_.probe_queries);
     if (s.end_pos() <= first_probe || s.start_pos > first_probe) return;  // not the final chunk

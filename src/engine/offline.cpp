@@ -25,7 +25,13 @@ std::vector<float> sequence_logits(Model& model, Backend& backend,
   kc.sparse.token_budget = 2 * o.page_size;
   kc.num_pages = (n + o.page_size - 1) / o.page_size;
   kc.dtype = o.kv_dtype;
-  KvCache cache(backend, kc, HeadMap::all_retrieval(c.n_layers, c.n_kv_heads));
+  // Dense, but a model's sliding-window layers stay windowed (streaming heads of their window):
+  // their pool gets a page for every block too, so only the window's mask decides what they see.
+  HeadMap heads = HeadMap::all_retrieval(c.n_layers, c.n_kv_heads);
+  heads.set_model_windows(c.layer_windows);
+  const bool windowed = heads.max_model_window() > 0;
+  if (windowed) kc.num_stream_pages = kc.num_pages;
+  KvCache cache(backend, kc, std::move(heads));
   std::vector<int32_t> pages(kc.num_pages);
   std::iota(pages.begin(), pages.end(), 0);
   if (o.scramble_pages) {
@@ -34,7 +40,8 @@ std::vector<float> sequence_logits(Model& model, Backend& backend,
     for (size_t i = 0; i + 1 < pages.size(); i += 2) std::swap(pages[i], pages[i + 1]);
   }
   std::vector<float> out;
-  out.reserve(static_cast<size_t>(o.all_logits ? n : 1) * c.vocab_size);
+  out.reserve(static_cast<size_t>(o.all_logits ? n - std::min(o.logits_from, n - 1) : 1) *
+              c.vocab_size);
   const int64_t chunk_rows = std::min(o.chunk, n);
   Workspace ws(backend, model.workspace_bytes(chunk_rows, chunk_rows, backend.compute_dtype()));
   for (int start = 0; start < n; start += o.chunk) {
@@ -43,17 +50,25 @@ std::vector<float> sequence_logits(Model& model, Backend& backend,
     SeqStep s;
     s.q_len = len;
     s.start_pos = start;
-    s.want_logits = o.all_logits || start + len == n;
+    const auto wants = [&](int pos) {
+      return (o.all_logits && pos >= o.logits_from) || pos == n - 1;
+    };
+    s.want_logits = wants(start + len - 1);
     p.seqs.push_back(s);
     for (int i = 0; i < len; ++i) {
       p.token_ids.push_back(tokens[start + i]);
       p.positions.push_back(start + i);
-      if (o.all_logits || start + i == n - 1) p.logits_rows.push_back(i);
+      if (wants(start + i)) p.logits_rows.push_back(i);
     }
     const int np = (start + len + o.page_size - 1) / o.page_size;
     p.page_indptr = {0, np};
     p.page_indices.assign(pages.begin(), pages.begin() + np);
-    p.stream_indptr = {0, 0};
+    if (windowed) {
+      p.stream_indptr = {0, np};
+      p.stream_indices = p.page_indices;
+    } else {
+      p.stream_indptr = {0, 0};
+    }
     backend.begin_step(p, cache);
     Tensor logits = model.forward(p, backend, cache, ws);
     const size_t before = out.size();

@@ -43,8 +43,13 @@ int32_t Scheduler::stream_window(const Sequence& seq) const {
   return decoding ? sparse_.local_tokens : sparse_.prefill_local_tokens;
 }
 
+int32_t Scheduler::keep_window(const Sequence& seq) const {
+  const int32_t sparse = config_.sparse_streaming ? stream_window(seq) : 0;
+  return std::max(sparse, config_.model_window);
+}
+
 bool Scheduler::make_room(Sequence* seq, int32_t n) {
-  blocks_.trim_window(seq->kv, seq->kv.num_tokens, stream_window(*seq));
+  blocks_.trim_window(seq->kv, seq->kv.num_tokens, keep_window(*seq));
   return blocks_.can_grow(seq->kv, seq->kv.num_tokens + n);
 }
 
@@ -153,7 +158,7 @@ ScheduledStep Scheduler::schedule() {
     // A synthetic prefill takes the cache's contents as the KV of all prompt tokens but the last.
     const int32_t skip = seq->synthetic_prefill ? seq->prompt_len - 1 - seq->kv.num_tokens : 0;
     if (skip > 0) {
-      blocks_.trim_window(seq->kv, seq->prompt_len - 1, stream_window(*seq));
+      blocks_.trim_window(seq->kv, seq->prompt_len - 1, keep_window(*seq));
       if (!blocks_.can_grow(seq->kv, seq->prompt_len)) break;
       blocks_.grow(seq->kv, seq->prompt_len - 1);
       seq->kv.num_tokens = seq->prompt_len - 1;
@@ -163,7 +168,7 @@ ScheduledStep Scheduler::schedule() {
     // cached at all.
     int32_t reused = 0;
     if (config_.enable_prefix_caching && !seq->synthetic_prefill && seq->kv.num_tokens == 0) {
-      reused = blocks_.reuse_prefix(seq->kv, seq->tokens, seq->prompt_len - 1, stream_window(*seq),
+      reused = blocks_.reuse_prefix(seq->kv, seq->tokens, seq->prompt_len - 1, keep_window(*seq),
                                     seq->kv_salt());
     }
     const int32_t n = std::min(seq->num_uncached(), budget);

@@ -25,6 +25,11 @@ struct SchedulerConfig {
   int long_prefill_token_threshold = 0;
   // Reuse the cached KV pages of a prompt's longest known prefix (BlockManager: prefix caching).
   bool enable_prefix_caching = false;
+  // From the head map (kv/kv_layout.h): the longest of the model's own sliding windows (0: none)
+  // and whether some streaming head follows the sparse config's windows. The streaming pool keeps
+  // the pages both need.
+  int32_t model_window = 0;
+  bool sparse_streaming = true;
 };
 
 // Prompt tokens looked up in the prefix cache at admission, and those found (vLLM's counters).
@@ -63,6 +68,9 @@ class Scheduler {
   int32_t prefill_chunk(const Sequence& seq, int budget) const;
   // Window of the streaming heads for the sequence's next tokens.
   int32_t stream_window(const Sequence& seq) const;
+  // The trailing positions whose streaming pages must stay: the sparse streaming heads' window
+  // and the model's sliding windows, whichever is longer.
+  int32_t keep_window(const Sequence& seq) const;
   // Frees window pages the sequence's next step cannot see, then checks it can grow by n.
   bool make_room(Sequence* seq, int32_t n);
   void add_to_plan(ScheduledStep& step, Sequence* seq, int32_t n);

@@ -24,11 +24,26 @@ struct KvPoolLayout {
 struct HeadMap {
   std::vector<std::vector<HeadClass>> cls;  // [layer][kv_head]
   std::vector<std::vector<int>> slot;       // [layer][kv_head] index within the pool's heads
+  // The model's own sliding window per layer, 0 where the layer attends globally; empty when the
+  // model has none. Every KV head of a windowed layer is a streaming head that sees exactly its
+  // last `window` positions and no sink, in dense and sparse mode alike: the model was trained
+  // that way, so this is exact attention, not an approximation.
+  std::vector<int32_t> window;
 
   static HeadMap all_retrieval(int n_layers, int n_kv_heads);
   // From per-layer flags (true = retrieval).
   static HeadMap from_flags(const std::vector<std::vector<bool>>& retrieval);
+  // Makes every head of each layer with windows[layer] > 0 a streaming head of that window (the
+  // classes the sparse config chose for those layers are overridden); empty: no change.
+  void set_model_windows(const std::vector<int32_t>& windows);
+
   int count(int layer, HeadClass c) const;
+  // The model's window of `layer` (0: none).
+  int32_t model_window(int layer) const { return window.empty() ? 0 : window[layer]; }
+  int32_t max_model_window() const;
+  // Whether some streaming head follows the sparse config (sink + local window) rather than a
+  // model window: only then do the pools keep sink pages and the sparse windows.
+  bool has_sparse_streaming() const;
 };
 
 }  // namespace lserve

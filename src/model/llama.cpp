@@ -59,39 +59,17 @@ class LlamaModel final : public Model {
       be.silu_mul(gate, up, gate);
       be.matmul(gate, L.w_down, x, /*accumulate=*/true);
     }
-    // A device-planned step samples every row (padding too); otherwise only the requested rows.
-    const auto rows = plan.device_planned ? n : static_cast<int64_t>(plan.logits_rows.size());
-    if (rows == 0) return Tensor{};
-    Tensor last = x;
-    if (!plan.device_planned && !all_rows(plan)) {
-      last = ws.alloc(dt, rows, c.d_model);
-      be.gather_rows(x, plan.logits_rows, last);
-    }
-    be.rms_norm(last, w_.output_norm, c.rms_eps, last);
-    // Logits stay f32 on every backend: bf16 would round them by ~0.1 at typical magnitudes.
-    Tensor logits = ws.alloc(DType::F32, rows, c.vocab_size);
-    be.matmul(last, w_.output, logits);
-    return logits;
+    return output_logits(plan, be, ws, x, w_.output_norm, w_.output, c.rms_eps, c.vocab_size);
   }
 
   int64_t workspace_bytes(int64_t rows, int64_t logit_rows, DType dt) const override {
     const ModelConfig& c = config_;
     auto f = [&](DType t, int64_t r, int64_t cols) { return Workspace::footprint(t, r, cols); };
     return 2 * f(dt, rows, c.d_model) + 2 * f(dt, rows, c.q_dim()) + 2 * f(dt, rows, c.kv_dim()) +
-           2 * f(dt, rows, c.d_ff) + f(dt, logit_rows, c.d_model) +
-           f(DType::F32, logit_rows, c.vocab_size);
+           2 * f(dt, rows, c.d_ff) + output_logits_bytes(logit_rows, c.d_model, c.vocab_size, dt);
   }
 
  private:
-  // Every row of the step wants logits, in order: the final norm can run on x itself.
-  static bool all_rows(const StepPlan& plan) {
-    if (plan.logits_rows.size() != static_cast<size_t>(plan.n_tokens())) return false;
-    for (size_t i = 0; i < plan.logits_rows.size(); ++i) {
-      if (plan.logits_rows[i] != static_cast<int32_t>(i)) return false;
-    }
-    return true;
-  }
-
   ModelConfig config_;
   ModelWeights w_;
   RopeParams rope_;
@@ -99,11 +77,8 @@ class LlamaModel final : public Model {
 
 }  // namespace
 
-std::unique_ptr<Model> make_model(ModelConfig config, ModelWeights weights) {
-  if (config.arch == "llama" || config.arch == "mistral" || config.arch == "qwen2") {
-    return std::make_unique<LlamaModel>(std::move(config), std::move(weights));
-  }
-  fail("architecture '{}' is not supported (llama, mistral, qwen2)", config.arch);
+std::unique_ptr<Model> make_llama_model(ModelConfig config, ModelWeights weights) {
+  return std::make_unique<LlamaModel>(std::move(config), std::move(weights));
 }
 
 }  // namespace lserve

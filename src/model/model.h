@@ -25,7 +25,19 @@ class Model {
   virtual int64_t workspace_bytes(int64_t rows, int64_t logit_rows, DType dtype) const = 0;
 };
 
-// Picks the implementation for config.arch (llama, mistral and qwen2 share the Llama graph).
+// Picks the implementation for config.arch (llama, mistral and qwen2 share the Llama graph;
+// gemma3 has its own).
 std::unique_ptr<Model> make_model(ModelConfig config, ModelWeights weights);
+
+// One per architecture file (llama.cpp, gemma3.cpp).
+std::unique_ptr<Model> make_llama_model(ModelConfig config, ModelWeights weights);
+std::unique_ptr<Model> make_gemma3_model(ModelConfig config, ModelWeights weights);
+
+// What every decoder does last: the rows of `x` that want logits (every row in a device-planned
+// step), the final norm, and the LM head into f32 logits [rows, vocab] (empty: no row wants any).
+Tensor output_logits(const StepPlan& plan, Backend& be, Workspace& ws, Tensor& x,
+                     const Tensor& norm, const Tensor& head, float eps, int vocab);
+// Workspace bytes output_logits takes.
+int64_t output_logits_bytes(int64_t logit_rows, int64_t d_model, int vocab, DType dt);
 
 }  // namespace lserve

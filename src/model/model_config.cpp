@@ -2,12 +2,15 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <type_traits>
+#include <variant>
 
 #include "core/error.h"
 #include "io/dequant.h"
@@ -15,13 +18,52 @@
 namespace lserve {
 namespace {
 
-bool known_arch(const std::string& a) { return a == "llama" || a == "mistral" || a == "qwen2"; }
+bool known_arch(const std::string& a) {
+  return a == "llama" || a == "mistral" || a == "qwen2" || a == "gemma3";
+}
+
+// Gemma 3's layers: sliding-window layers with every `period`-th one global (6 in every published
+// Gemma 3), unless the file lists which layers slide (`{arch}.attention.sliding_window_pattern`:
+// one bool per layer, true = sliding, or the period as an integer).
+std::vector<int32_t> gemma3_layer_windows(const GgufFile& g, int n_layers, int window) {
+  std::vector<int32_t> windows(n_layers, 0);
+  if (window <= 0) return windows;
+  const std::string key = "gemma3.attention.sliding_window_pattern";
+  const GgufValue* v = g.find(key);
+  int64_t period = 6;
+  if (v != nullptr && v->type == GgufValueType::ARRAY) {
+    const auto& items = std::get<std::shared_ptr<GgufArray>>(v->value)->items;
+    LSERVE_CHECK(items.size() == static_cast<size_t>(n_layers),
+                 "{}: {} has {} entries for {} layers", g.path(), key, items.size(), n_layers);
+    for (int l = 0; l < n_layers; ++l) {
+      const GgufValue& item = items[l];
+      bool sliding = false;
+      if (const bool* b = std::get_if<bool>(&item.value)) {
+        sliding = *b;
+      } else if (const int64_t* i = std::get_if<int64_t>(&item.value)) {
+        sliding = *i != 0;
+      } else if (const uint64_t* u = std::get_if<uint64_t>(&item.value)) {
+        sliding = *u != 0;
+      } else {
+        fail("{}: {} must hold booleans", g.path(), key);
+      }
+      windows[l] = sliding ? window : 0;
+    }
+    return windows;
+  }
+  if (v != nullptr) period = g.get_int(key);
+  LSERVE_CHECK(period >= 1 && period <= n_layers + 1, "{}: {} = {} is out of range", g.path(), key,
+               period);
+  for (int l = 0; l < n_layers; ++l) windows[l] = l % period == period - 1 ? 0 : window;
+  return windows;
+}
 
 }  // namespace
 
 void ModelConfig::validate(const std::string& source) const {
-  LSERVE_CHECK(known_arch(arch), "{}: architecture '{}' is not supported (llama, mistral, qwen2)",
-               source, arch);
+  LSERVE_CHECK(known_arch(arch),
+               "{}: architecture '{}' is not supported (llama, mistral, qwen2, gemma3)", source,
+               arch);
   auto in_range = [&](int v, int lo, int hi, const char* what) {
     LSERVE_CHECK(v >= lo && v <= hi, "{}: {} = {} is out of range [{}, {}]", source, what, v, lo,
                  hi);
@@ -46,6 +88,16 @@ void ModelConfig::validate(const std::string& source) const {
                    rope_attention_factor < 10,
                "{}: rope attention factor {} is out of range (0, 10)", source,
                rope_attention_factor);
+  LSERVE_CHECK(layer_windows.empty() || layer_windows.size() == static_cast<size_t>(n_layers),
+               "{}: {} sliding windows for {} layers", source, layer_windows.size(), n_layers);
+  for (int32_t w : layer_windows) {
+    LSERVE_CHECK(w >= 0 && w <= (1 << 24), "{}: sliding window {} is out of range", source, w);
+  }
+  LSERVE_CHECK(std::isfinite(rope_theta_local) && rope_theta_local > 1 && rope_theta_local < 1e12,
+               "{}: local rope theta {} is out of range (1, 1e12)", source, rope_theta_local);
+  LSERVE_CHECK(std::isfinite(query_pre_attn_scalar) && query_pre_attn_scalar >= 0 &&
+                   query_pre_attn_scalar < 1e6,
+               "{}: query_pre_attn_scalar {} is out of range", source, query_pre_attn_scalar);
   for (float f : rope_freq_factors) {
     LSERVE_CHECK(std::isfinite(f) && f > 0, "{}: rope frequency factor {} must be positive", source,
                  f);
@@ -57,11 +109,19 @@ void ModelConfig::validate(const std::string& source) const {
 }
 
 std::string ModelConfig::summary() const {
+  int windowed = 0, window = 0;
+  for (int32_t w : layer_windows) {
+    windowed += w > 0;
+    window = std::max(window, w);
+  }
   return fmt::format(
-      "{} ({}): {} layers, d_model {}, {} heads / {} KV heads of dim {}, d_ff {}, vocab {}, "
+      "{} ({}): {} layers{}, d_model {}, {} heads / {} KV heads of dim {}, d_ff {}, vocab {}, "
       "context {}, rope theta {}{}",
-      name.empty() ? arch : name, arch, n_layers, d_model, n_heads, n_kv_heads, head_dim, d_ff,
-      vocab_size, max_context, rope_theta,
+      name.empty() ? arch : name, arch, n_layers,
+      windowed > 0 ? fmt::format(" ({} with a {}-token sliding window, rope theta {})", windowed,
+                                 window, rope_theta_local)
+                   : std::string(),
+      d_model, n_heads, n_kv_heads, head_dim, d_ff, vocab_size, max_context, rope_theta,
       rope_scaling == "none"
           ? std::string()
           : fmt::format(" ({} scaling{})", rope_scaling,
@@ -150,8 +210,9 @@ std::vector<float> dynamic_ntk_rope_factors(int head_dim, float theta, float fac
 ModelConfig config_from_gguf(const GgufFile& g) {
   ModelConfig c;
   c.arch = g.get_string("general.architecture");
-  LSERVE_CHECK(known_arch(c.arch), "{}: architecture '{}' is not supported (llama, mistral, qwen2)",
-               g.path(), c.arch);
+  LSERVE_CHECK(known_arch(c.arch),
+               "{}: architecture '{}' is not supported (llama, mistral, qwen2, gemma3)", g.path(),
+               c.arch);
   const std::string a = c.arch + ".";
   c.name = g.opt_string("general.name").value_or(c.arch);
   // Integer metadata must fit an int: 4294967298 is an error, not 2.
@@ -187,7 +248,18 @@ ModelConfig config_from_gguf(const GgufFile& g) {
                g.path(), rope_dims.value_or(0), c.head_dim);
   // llama.cpp's converter permutes Q/K of llama and mistral for adjacent-pair RoPE; qwen2 keeps
   // the Hugging Face layout.
-  c.rope_style = c.arch == "qwen2" ? RopeStyle::kHalfSplit : RopeStyle::kAdjacentPairs;
+  c.rope_style =
+      c.arch == "qwen2" || c.arch == "gemma3" ? RopeStyle::kHalfSplit : RopeStyle::kAdjacentPairs;
+  if (c.arch == "gemma3") {
+    c.layer_windows = gemma3_layer_windows(g, c.n_layers, opt("attention.sliding_window", 0));
+    c.rope_theta_local =
+        static_cast<float>(g.opt_float(a + "rope.freq_base_swa").value_or(10000.0));
+    // Gemma 3 27B scales queries by (d_model / n_heads)^-1/2, the other sizes by head_dim^-1/2
+    // (query_pre_attn_scalar in their configs); GGUF has no key for it.
+    c.query_pre_attn_scalar = c.n_layers == 62 && c.d_model == 5376
+                                  ? static_cast<float>(c.d_model / c.n_heads)
+                                  : static_cast<float>(c.head_dim);
+  }
   c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
   c.tied_embeddings = g.find_tensor("output.weight") == nullptr;
   const auto& embd = g.tensor("token_embd.weight");
@@ -293,6 +365,11 @@ ModelConfig config_from_hf_json(const std::string& text, const std::string& sour
   LSERVE_CHECK(j.is_object(), "{}: not a JSON object", source);
   ModelConfig c;
   c.arch = json_get<std::string>(j, "model_type", source);
+  // Gemma's norms (x * (1 + w)) and windows are read from GGUF only so far.
+  LSERVE_CHECK(c.arch != "gemma3" && c.arch != "gemma3_text",
+               "{}: Gemma 3 loads from GGUF files only (a Hugging Face folder is not supported "
+               "yet)",
+               source);
   c.name = c.arch;
   c.n_layers = json_get<int>(j, "num_hidden_layers", source);
   c.d_model = json_get<int>(j, "hidden_size", source);

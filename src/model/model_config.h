@@ -16,7 +16,7 @@ namespace lserve {
 enum class RopeStyle { kAdjacentPairs, kHalfSplit };
 
 struct ModelConfig {
-  std::string arch;  // llama, mistral, qwen2
+  std::string arch;  // llama, mistral, qwen2, gemma3
   std::string name;
   int n_layers = 0;
   int d_model = 0;
@@ -36,6 +36,12 @@ struct ModelConfig {
   std::string rope_scaling = "none";  // for the summary: none, linear, llama3, yarn, dynamic
   bool qkv_bias = false;
   bool tied_embeddings = false;
+  // Gemma 3: each layer's sliding window (0: it attends globally), empty for models without
+  // windowed layers; windowed layers rotate with rope_theta_local (and no rope scaling).
+  std::vector<int32_t> layer_windows;
+  float rope_theta_local = 10000.0f;
+  // Attention scores scale by its -1/2 power (Gemma's query_pre_attn_scalar); 0: head_dim.
+  float query_pre_attn_scalar = 0.0f;
 
   int group_size() const { return n_heads / n_kv_heads; }
   int q_dim() const { return n_heads * head_dim; }

@@ -1,5 +1,6 @@
 #include "model/model_loader.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
@@ -33,6 +34,7 @@ struct WeightSpec {
   int64_t rows, cols;
   bool optional = false;
   Tensor* dst;
+  float scale = 1.0f;  // multiplies the values as they are loaded
 };
 
 std::vector<WeightSpec> weight_specs(const ModelConfig& c, ModelWeights& w) {
@@ -58,6 +60,18 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c, ModelWeights& w) {
     specs.push_back({p + "ffn_gate", c.d_ff, c.d_model, false, &L.w_gate});
     specs.push_back({p + "ffn_up", c.d_ff, c.d_model, false, &L.w_up});
     specs.push_back({p + "ffn_down", c.d_model, c.d_ff, false, &L.w_down});
+    if (c.arch == "gemma3") {
+      // Attention scales scores by head_dim^-1/2; the q norm's weights carry the rest of Gemma's
+      // query_pre_attn_scalar^-1/2, exactly, since q is the norm's output.
+      const float q_scale =
+          c.query_pre_attn_scalar > 0
+              ? std::sqrt(static_cast<float>(c.head_dim) / c.query_pre_attn_scalar)
+              : 1.0f;
+      specs.push_back({p + "attn_q_norm", 1, c.head_dim, false, &L.q_norm, q_scale});
+      specs.push_back({p + "attn_k_norm", 1, c.head_dim, false, &L.k_norm});
+      specs.push_back({p + "post_attention_norm", 1, c.d_model, false, &L.post_attn_norm});
+      specs.push_back({p + "post_ffw_norm", 1, c.d_model, false, &L.post_ffn_norm});
+    }
   }
   return specs;
 }
@@ -116,6 +130,9 @@ void load_gguf_weights(const GgufFile& g, const ModelConfig& c, ModelWeights& w,
     check_shape(g.path(), name, rows, cols, s.rows, s.cols);
     buf.resize(t.n_elements);
     dequantize(t.type, t.data, buf.data(), static_cast<int64_t>(t.n_elements));
+    if (s.scale != 1.0f) {
+      for (float& x : buf) x *= s.scale;
+    }
     *s.dst = backend.upload(buf.data(), rows, cols);
     if (opt.progress) opt.progress(++done, static_cast<int>(specs.size()));
   }

@@ -1,4 +1,4 @@
-// The weights of a Llama-family model on a backend, under format-independent names.
+// The weights of a Llama-family or Gemma 3 model on a backend, under format-independent names.
 #pragma once
 
 #include <vector>
@@ -8,12 +8,16 @@
 namespace lserve {
 
 struct LayerWeights {
-  Tensor attn_norm;           // [1, d_model]
-  Tensor wq, wk, wv, wo;      // [q_dim, d_model], [kv_dim, d_model] x2, [d_model, q_dim]
-  Tensor bq, bk, bv;          // [1, q_dim], [1, kv_dim] x2; empty without QKV bias
-  Tensor ffn_norm;            // [1, d_model]
-  Tensor w_gate, w_up;        // [d_ff, d_model]
-  Tensor w_down;              // [d_model, d_ff]
+  Tensor attn_norm;       // [1, d_model]
+  Tensor wq, wk, wv, wo;  // [q_dim, d_model], [kv_dim, d_model] x2, [d_model, q_dim]
+  Tensor bq, bk, bv;      // [1, q_dim], [1, kv_dim] x2; empty without QKV bias
+  Tensor ffn_norm;        // [1, d_model]
+  Tensor w_gate, w_up;    // [d_ff, d_model]
+  Tensor w_down;          // [d_model, d_ff]
+  // Gemma 3 only (empty otherwise): per-head norms of q and k, [1, head_dim], and the norms of
+  // the attention and MLP outputs before they join the residual, [1, d_model].
+  Tensor q_norm, k_norm;
+  Tensor post_attn_norm, post_ffn_norm;
 };
 
 struct ModelWeights {

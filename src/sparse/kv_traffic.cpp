@@ -16,10 +16,13 @@ KvTraffic decode_kv_traffic(const SeqStep& seq, const HeadMap& heads, int n_head
     const int n_kv = static_cast<int>(heads.cls[l].size());
     const int group = n_heads / n_kv;
     for (int h = 0; h < n_kv; ++h) {
-      t.dense_bytes += ctx * token_bytes;
+      // A layer with the model's own window reads only that, even in dense mode.
+      const int32_t model_window = heads.model_window(l);
+      t.dense_bytes += (model_window > 0 ? std::min<double>(model_window, ctx) : ctx) * token_bytes;
       if (heads.cls[l][h] == HeadClass::kStreaming) {
-        const double sink = std::min<double>(sp.sink_tokens, ctx);
-        const double local = std::min<double>(seq.stream_window, ctx - sink);
+        const double sink = model_window > 0 ? 0 : std::min<double>(sp.sink_tokens, ctx);
+        const double local =
+            std::min<double>(model_window > 0 ? model_window : seq.stream_window, ctx - sink);
         t.sparse_bytes += (sink + local) * token_bytes;
         continue;
       }

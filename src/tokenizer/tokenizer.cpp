@@ -265,8 +265,8 @@ std::vector<int32_t> Tokenizer::stop_token_ids() const {
   };
   add(spec_.eos_id);
   add(spec_.eot_id);
-  for (std::string_view name :
-       {"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|endoftext|>"}) {
+  for (std::string_view name : {"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>",
+                                "<|endoftext|>", "<end_of_turn>"}) {
     if (auto id = find_token(name)) add(*id);
   }
   return ids;

@@ -80,7 +80,10 @@ void collect(const StepPlan& plan, size_t s, int layer, const HeadTask& t, KvCac
     for (int32_t i = 0; i < n; ++i) out.pos.push_back(first + i);
   };
   if (cls == HeadClass::kStreaming) {
-    out.vis = Visibility{cache.sparse().sink_tokens, seq.stream_window};
+    // A layer's own sliding window (the model's) or the sparse config's sink + window.
+    const int32_t model_window = cache.heads().model_window(layer);
+    out.vis = model_window > 0 ? Visibility{0, model_window}
+                               : Visibility{cache.sparse().sink_tokens, seq.stream_window};
     const int32_t n_blocks = (seq.end_pos() + P - 1) / P;
     for (int32_t b = 0; b < n_blocks; ++b) {
       const int32_t page = plan.stream_page(s, b);

@@ -153,6 +153,27 @@ void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   });
 }
 
+void CpuBackend::scale(Tensor& x, float s) {
+  float* a = x.as<float>();
+  for (int64_t i = 0; i < x.numel(); ++i) a[i] *= s;
+}
+
+void CpuBackend::gelu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  LSERVE_ASSERT(gate.numel() == up.numel() && out.numel() == gate.numel());
+  const int64_t cols = gate.cols;
+  // gelu(g) ~ g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))), the approximation Gemma was trained
+  // with.
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  pool_.parallel_for((gate.rows + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task) {
+    const int64_t r0 = task * kRowsPerTask, r1 = std::min(gate.rows, r0 + kRowsPerTask);
+    for (int64_t i = r0 * cols; i < r1 * cols; ++i) {
+      const float g = gate.as<float>()[i];
+      const float t = std::tanh(kSqrt2OverPi * (g + 0.044715f * g * g * g));
+      out.as<float>()[i] = 0.5f * g * (1.0f + t) * up.as<float>()[i];
+    }
+  });
+}
+
 void CpuBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) {
   LSERVE_ASSERT(out.rows == static_cast<int64_t>(rows.size()) && out.cols == x.cols);
   for (size_t r = 0; r < rows.size(); ++r) {
