@@ -644,6 +644,11 @@ TEST(Jinja, LimitsStopRunawayTemplates) {
             "line 1: the template output exceeds 4096 bytes");
   EXPECT_EQ(error_of("{{ 'x' * 100000 }}", {}, small),
             "line 1: a repeated string would exceed 4096 bytes");
+  EXPECT_EQ(error_of("{{ [1] * 100000 }}", {}, small),
+            "line 1: a repeated list would exceed 1000 items");
+  // Empty sequences repeated any number of times are empty, without looping n times (found by
+  // fuzz_chat_template: 1e8 empty copies took seconds; these would take hours).
+  EXPECT_EQ(render("{{ 4000000000000 * '' }}|{{ ([] * 4000000000000) | length }}"), "|0");
   EXPECT_EQ(error_of("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", {}, small),
             "line 1: macro calls nest deeper than 16");
   EXPECT_EQ(error_of("{{ " + std::string(500, '(') + "1" + std::string(500, ')') + " }}"),

@@ -47,10 +47,13 @@ int64_t floor_div(int64_t a, int64_t b) {
 }
 
 Value repeat(const Value& seq, int64_t n, const Limits& limits) {
-  if (n < 0) n = 0;
+  // An empty sequence repeated is empty however large n is (checked first: looping n times over
+  // nothing took seconds for n ~ 1e8, and the size limits below never trip for it).
+  const bool empty = seq.is_string() ? seq.str().empty() : seq.items().empty();
+  if (n <= 0 || empty) return seq.is_string() ? Value::string("") : Value::list({});
   if (seq.is_string()) {
     const size_t len = seq.str().size();
-    LSERVE_CHECK(len == 0 || static_cast<uint64_t>(n) <= limits.max_output_bytes / len,
+    LSERVE_CHECK(static_cast<uint64_t>(n) <= limits.max_output_bytes / len,
                  "a repeated string would exceed {} bytes", limits.max_output_bytes);
     std::string out;
     out.reserve(len * static_cast<size_t>(n));
@@ -58,7 +61,7 @@ Value repeat(const Value& seq, int64_t n, const Limits& limits) {
     return Value::string(std::move(out));
   }
   const size_t len = seq.items().size();
-  LSERVE_CHECK(len == 0 || n <= limits.max_loop_iterations / static_cast<int64_t>(len),
+  LSERVE_CHECK(n <= limits.max_loop_iterations / static_cast<int64_t>(len),
                "a repeated list would exceed {} items", limits.max_loop_iterations);
   List out;
   for (int64_t i = 0; i < n; ++i) out.insert(out.end(), seq.items().begin(), seq.items().end());
