@@ -26,14 +26,8 @@ class LlamaModel final : public Model {
     LSERVE_ASSERT(n > 0);
     const DType dt = be.compute_dtype();
     ws.reset();
-    Tensor x = ws.alloc(dt, n, c.d_model);
-    Tensor h = ws.alloc(dt, n, c.d_model);
-    Tensor q = ws.alloc(dt, n, c.q_dim());
-    Tensor k = ws.alloc(dt, n, c.kv_dim());
-    Tensor v = ws.alloc(dt, n, c.kv_dim());
-    Tensor attn = ws.alloc(dt, n, c.q_dim());
-    Tensor gate = ws.alloc(dt, n, c.d_ff);
-    Tensor up = ws.alloc(dt, n, c.d_ff);
+    DecoderBuffers b(ws, c, n, dt);
+    auto& [x, h, q, k, v, attn, gate, up] = b;
 
     be.embed(w_.tok_embd, plan.token_ids, x);
     for (int l = 0; l < c.n_layers; ++l) {
@@ -63,10 +57,7 @@ class LlamaModel final : public Model {
   }
 
   int64_t workspace_bytes(int64_t rows, int64_t logit_rows, DType dt) const override {
-    const ModelConfig& c = config_;
-    auto f = [&](DType t, int64_t r, int64_t cols) { return Workspace::footprint(t, r, cols); };
-    return 2 * f(dt, rows, c.d_model) + 2 * f(dt, rows, c.q_dim()) + 2 * f(dt, rows, c.kv_dim()) +
-           2 * f(dt, rows, c.d_ff) + output_logits_bytes(logit_rows, c.d_model, c.vocab_size, dt);
+    return decoder_workspace_bytes(config_, rows, logit_rows, dt);
   }
 
  private:

@@ -46,4 +46,20 @@ int64_t output_logits_bytes(int64_t logit_rows, int64_t d_model, int vocab, DTyp
          Workspace::footprint(DType::F32, logit_rows, vocab);
 }
 
+DecoderBuffers::DecoderBuffers(Workspace& ws, const ModelConfig& c, int64_t rows, DType dt)
+    : x(ws.alloc(dt, rows, c.d_model)),
+      h(ws.alloc(dt, rows, c.d_model)),
+      q(ws.alloc(dt, rows, c.q_dim())),
+      k(ws.alloc(dt, rows, c.kv_dim())),
+      v(ws.alloc(dt, rows, c.kv_dim())),
+      attn(ws.alloc(dt, rows, c.q_dim())),
+      gate(ws.alloc(dt, rows, c.d_ff)),
+      up(ws.alloc(dt, rows, c.d_ff)) {}
+
+int64_t decoder_workspace_bytes(const ModelConfig& c, int64_t rows, int64_t logit_rows, DType dt) {
+  auto f = [&](int64_t cols) { return Workspace::footprint(dt, rows, cols); };
+  return 2 * f(c.d_model) + 2 * f(c.q_dim()) + 2 * f(c.kv_dim()) + 2 * f(c.d_ff) +
+         output_logits_bytes(logit_rows, c.d_model, c.vocab_size, dt);
+}
+
 }  // namespace lserve

@@ -33,6 +33,15 @@ std::unique_ptr<Model> make_model(ModelConfig config, ModelWeights weights);
 std::unique_ptr<Model> make_llama_model(ModelConfig config, ModelWeights weights);
 std::unique_ptr<Model> make_gemma3_model(ModelConfig config, ModelWeights weights);
 
+// The activations of one decoder forward over `rows` token rows, from the step's workspace: the
+// residual stream x, the normed input h, q/k/v, the attention output, and the MLP's gate and up.
+struct DecoderBuffers {
+  Tensor x, h, q, k, v, attn, gate, up;
+  DecoderBuffers(Workspace& ws, const ModelConfig& c, int64_t rows, DType dt);
+};
+// Workspace bytes of DecoderBuffers and output_logits together: a decoder's workspace_bytes.
+int64_t decoder_workspace_bytes(const ModelConfig& c, int64_t rows, int64_t logit_rows, DType dt);
+
 // What every decoder does last: the rows of `x` that want logits (every row in a device-planned
 // step), the final norm, and the LM head into f32 logits [rows, vocab] (empty: no row wants any).
 Tensor output_logits(const StepPlan& plan, Backend& be, Workspace& ws, Tensor& x,
