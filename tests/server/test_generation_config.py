@@ -21,8 +21,8 @@ def _model_folder(tmp_path, generation_config):
     d = tmp_path / "tiny"
     d.mkdir()
     (d / "config.json").write_text(json.dumps({
-        "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+        "model_type": "llama", "hidden_size": 256, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 256,
         "vocab_size": 258, "max_position_embeddings": 512, "rms_norm_eps": 1e-6,
         "rope_theta": 10000.0, "tie_word_embeddings": True}))
     vocab = {_bytes_to_unicode(b): b for b in range(256)}
