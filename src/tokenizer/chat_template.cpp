@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "tokenizer/jinja/json_value.h"
 #include "tokenizer/jinja/template.h"
+#include "tokenizer/jinja/text.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lserve {
@@ -118,6 +119,40 @@ std::string render(const jinja::Template& tmpl, const std::string& origin,
   }
 }
 
+// The final message continue_final_message continues, with its content stripped (Python's
+// str.strip, as the template's `trim` strips).
+std::string_view final_message_text(std::span<const ChatMessage> messages) {
+  LSERVE_CHECK(!messages.empty(), "continue_final_message: there are no messages");
+  const ChatMessage& last = messages.back();
+  LSERVE_CHECK(last.role == "assistant",
+               "continue_final_message: the final message is from '{}', not the assistant",
+               last.role);
+  const std::string_view stripped = jinja::text::strip(last.content);
+  LSERVE_CHECK(!stripped.empty(),
+               "continue_final_message: the final message has no text to continue (use "
+               "add_generation_prompt to start a new reply)");
+  return stripped;
+}
+
+// continue_final_message as transformers' apply_chat_template does it: the rendered text is cut
+// right after the last place the final message's content (stripped) appears, keeping the
+// content's trailing whitespace where the template kept it.
+std::string cut_after_final_message(std::string text, const std::string& origin,
+                                    const ChatMessage& last, std::string_view stripped) {
+  const size_t at = text.rfind(stripped);
+  LSERVE_CHECK(at != std::string::npos,
+               "continue_final_message: the chat template ({}) does not write the final "
+               "message's content as given, so the prompt cannot end inside it",
+               origin);
+  const std::string_view lstripped = jinja::text::strip(last.content, {}, true, false);
+  if (std::string_view(text).substr(at, lstripped.size()) == lstripped) {
+    text.resize(at + lstripped.size());
+  } else {
+    text.resize(at + stripped.size());
+  }
+  return text;
+}
+
 }  // namespace
 
 ChatTemplate ChatTemplate::from_source(const std::string& jinja_source, std::string origin) {
@@ -172,7 +207,14 @@ void ChatTemplate::set_special_tokens(std::string bos, std::string eos) {
 
 std::string ChatTemplate::apply(std::span<const ChatMessage> messages, bool add_generation_prompt,
                                 const ChatOptions& options) const {
-  return render(*tmpl_, origin_, messages, add_generation_prompt, options, bos_, eos_);
+  if (!options.continue_final_message) {
+    return render(*tmpl_, origin_, messages, add_generation_prompt, options, bos_, eos_);
+  }
+  LSERVE_CHECK(!add_generation_prompt,
+               "continue_final_message and add_generation_prompt cannot both be set");
+  const std::string_view stripped = final_message_text(messages);
+  return cut_after_final_message(render(*tmpl_, origin_, messages, false, options, bos_, eos_),
+                                 origin_, messages.back(), stripped);
 }
 
 std::vector<int32_t> encode_chat(const Tokenizer& tok, const ChatTemplate& tmpl,

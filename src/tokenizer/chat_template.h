@@ -35,6 +35,10 @@ struct ChatMessage {
 struct ChatOptions {
   nlohmann::json tools;   // a list of tool definitions; null: `tools` is none
   nlohmann::json kwargs;  // an object of further template variables (e.g. date_string)
+  // The text ends right after the final message's content (no end-of-turn), for the model to
+  // continue it, as transformers' and vLLM's continue_final_message: the final message must be
+  // the assistant's, with text, and add_generation_prompt false.
+  bool continue_final_message = false;
 };
 
 class ChatTemplate {
@@ -57,7 +61,7 @@ class ChatTemplate {
   // The prompt text, with special tokens written out. Message content is inserted verbatim, so
   // callers that take content from untrusted users should be aware that special tokens inside
   // it would be parsed too. Error naming the template for anything the template refuses
-  // (raise_exception) or fails on.
+  // (raise_exception) or fails on, and for a continue_final_message it cannot honour.
   std::string apply(std::span<const ChatMessage> messages, bool add_generation_prompt,
                     const ChatOptions& options = {}) const;
 

@@ -122,6 +122,64 @@ TEST(ChatTemplate, ErrorsNameTheTemplateAndItsMessage) {
             "unknown chat template name 'vicuna' (known: chatml, llama3)");
 }
 
+// continue_final_message (vLLM's, done as transformers does it): the text ends right after the
+// final assistant message's content, with no end of turn, for the model to continue.
+TEST(ChatTemplate, ContinueFinalMessageEndsInsideTheLastMessage) {
+  const ChatOptions cont{nullptr, nullptr, true};
+  const std::vector<ChatMessage> m = {{"user", "Hi"}, {"assistant", "Hello, I am"}};
+  // The model's own Jinja template (SmolLM2's, with its default system prompt).
+  EXPECT_EQ(ChatTemplate::from_model(kSmolLM2).apply(m, false, cont),
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+            "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello, I am");
+  // The builtins.
+  const ChatTemplate chatml = ChatTemplate::by_name("chatml");
+  EXPECT_EQ(chatml.apply(m, false, cont),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello, I am");
+  EXPECT_EQ(ChatTemplate::by_name("llama3").apply(m, false, cont),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\nHello, I am");
+  // Surrounding whitespace: kept where the template keeps it (chatml), dropped where it trims
+  // (llama3), as transformers does.
+  const std::vector<ChatMessage> spaced = {{"user", "Hi"}, {"assistant", " Hello, I am "}};
+  EXPECT_EQ(chatml.apply(spaced, false, cont),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n Hello, I am ");
+  ChatTemplate llama3 = ChatTemplate::from_model(kLlama3);
+  llama3.set_special_tokens("<|begin_of_text|>", "<|eot_id|>");
+  EXPECT_EQ(llama3.apply(spaced, false, cont),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\nHello, I am");
+  // Content that also appears earlier: the cut is after its last appearance.
+  const std::vector<ChatMessage> echo = {{"user", "yes"}, {"assistant", "yes"}};
+  EXPECT_EQ(chatml.apply(echo, false, cont),
+            "<|im_start|>user\nyes<|im_end|>\n<|im_start|>assistant\nyes");
+  // Without the option, the same conversation is closed as usual.
+  EXPECT_EQ(chatml.apply(m, false),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello, I am<|im_end|>\n");
+}
+
+TEST(ChatTemplate, ContinueFinalMessageRefusals) {
+  const ChatOptions cont{nullptr, nullptr, true};
+  const ChatTemplate chatml = ChatTemplate::by_name("chatml");
+  const std::vector<ChatMessage> ends_with_user = {{"assistant", "a"}, {"user", "b"}};
+  EXPECT_EQ(error_of([&] { chatml.apply(ends_with_user, false, cont); }),
+            "continue_final_message: the final message is from 'user', not the assistant");
+  const std::vector<ChatMessage> assistant = {{"user", "Hi"}, {"assistant", "Hello"}};
+  EXPECT_EQ(error_of([&] { chatml.apply(assistant, true, cont); }),
+            "continue_final_message and add_generation_prompt cannot both be set");
+  const std::vector<ChatMessage> blank = {{"user", "Hi"}, {"assistant", " \n"}};
+  EXPECT_EQ(error_of([&] { chatml.apply(blank, false, cont); }),
+            "continue_final_message: the final message has no text to continue (use "
+            "add_generation_prompt to start a new reply)");
+  EXPECT_EQ(error_of([&] { chatml.apply({}, false, cont); }),
+            "continue_final_message: there are no messages");
+  // A template that does not write the content as given cannot be cut inside it.
+  const ChatTemplate upper = ChatTemplate::from_source(
+      "{% for m in messages %}{{ m.role }}: {{ m.content | upper }}\n{% endfor %}", "upper.jinja");
+  EXPECT_EQ(error_of([&] { upper.apply(assistant, false, cont); }),
+            "continue_final_message: the chat template (upper.jinja) does not write the final "
+            "message's content as given, so the prompt cannot end inside it");
+}
+
 TEST(ChatTemplate, ResolveTakesNamesFilesAndText) {
   TokenizerSpec spec;
   spec.tokens = {"a", "<s>", "</s>"};
