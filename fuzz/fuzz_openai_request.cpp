@@ -48,7 +48,8 @@ void after_parsing(const GenerationRequest& g) {
     // template's refusal is an Error (a 400), never anything else.
     for (const char* name : {"chatml", "llama3"}) {
       fuzz::refusals_are_errors([&] {
-        ChatTemplate::by_name(name).apply(g.messages, g.add_generation_prompt, {g.tools, nullptr});
+        ChatTemplate::by_name(name).apply(g.messages, g.add_generation_prompt,
+                                          {g.tools, nullptr, g.continue_final_message});
       });
     }
   }

@@ -36,27 +36,34 @@ ApiError queue_full(ServerContext& ctx) {
                   "queue_full");
 }
 
-// Submits the n choices of one request (choice i samples with seed + i when a seed is given);
-// all or none: if one is refused, the ones already accepted are cancelled.
-std::vector<std::shared_ptr<RequestChannel>> submit(ServerContext& ctx, const Request& request,
-                                                    int n, const std::shared_ptr<Doorbell>& bell,
+// Submits the n choices of each prompt, prompt by prompt, so that choice index = prompt index * n
+// + choice (choice i samples with seed + i when a seed is given, whatever its prompt); all or
+// none: if one is refused, the ones already accepted are cancelled.
+std::vector<std::shared_ptr<RequestChannel>> submit(ServerContext& ctx,
+                                                    const std::vector<Request>& requests, int n,
+                                                    const std::shared_ptr<Doorbell>& bell,
                                                     RequestChannel::Clock::time_point arrival,
                                                     const std::shared_ptr<RequestLog>& log) {
   std::vector<std::shared_ptr<RequestChannel>> channels;
-  for (int i = 0; i < n; ++i) {
-    Request choice = request;
-    if (choice.params.seed) *choice.params.seed += static_cast<uint64_t>(i);
-    auto channel = std::make_shared<RequestChannel>(
-        arrival, bell, /*counted=*/i == 0, [log](const RequestUpdate& u) { log->finished(u); });
-    const Admission a = ctx.loop.submit(std::move(choice), channel);
-    if (a == Admission::kAccepted) {
-      channels.push_back(std::move(channel));
-      continue;
+  for (const Request& request : requests) {
+    for (int i = 0; i < n; ++i) {
+      Request choice = request;
+      if (choice.params.seed) *choice.params.seed += static_cast<uint64_t>(i);
+      // Each prompt is a request in the metrics, as vLLM counts them; its other choices are not.
+      const bool first = i == 0;
+      auto channel = std::make_shared<RequestChannel>(
+          arrival, bell, /*counted=*/first,
+          [log, first](const RequestUpdate& u) { log->finished(u, first); });
+      const Admission a = ctx.loop.submit(std::move(choice), channel);
+      if (a == Admission::kAccepted) {
+        channels.push_back(std::move(channel));
+        continue;
+      }
+      for (const auto& accepted : channels) ctx.loop.cancel(accepted);
+      if (a == Admission::kQueueFull) throw queue_full(ctx);
+      ctx.metrics.count_rejected("shutting_down");
+      throw ApiError(503, "the server is shutting down", "", "shutting_down");
     }
-    for (const auto& accepted : channels) ctx.loop.cancel(accepted);
-    if (a == Admission::kQueueFull) throw queue_full(ctx);
-    ctx.metrics.count_rejected("shutting_down");
-    throw ApiError(503, "the server is shutting down", "", "shutting_down");
   }
   return channels;
 }
@@ -68,6 +75,8 @@ struct WholeResponse {
   ServerContext* ctx = nullptr;
   ResponseHeader header;
   bool want_logprobs = false;
+  int n = 1;                      // choices per prompt
+  std::vector<std::string> echo;  // per prompt: the text its choices start with (echo)
   std::vector<std::shared_ptr<RequestChannel>> channels;
   std::shared_ptr<Exchange> ex;
   std::atomic<bool> answered{false};
@@ -87,15 +96,19 @@ HttpResponse build_whole(const WholeResponse& w) {
   }
   const ResponseHeader& h = w.header;
   nlohmann::json body;
+  int prompt_tokens = 0;
   int completion_tokens = 0;
   for (size_t i = 0; i < results.size(); ++i) {
     const RequestUpdate& all = results[i];
+    const size_t prompt = i / static_cast<size_t>(w.n);
     const nlohmann::json lp =
         w.want_logprobs ? logprobs_json(w.ctx->engine.tokenizer(), all.logprobs, h.chat, 0)
                         : nlohmann::json(nullptr);
-    nlohmann::json one =
-        full_response(h, all.text, std::string(finish_reason_name(all.finish_reason)), lp,
-                      all.prompt_tokens, all.completion_tokens, all.timing);
+    const std::string text = w.echo.empty() ? all.text : w.echo[prompt] + all.text;
+    nlohmann::json one = full_response(h, text, std::string(finish_reason_name(all.finish_reason)),
+                                       lp, all.prompt_tokens, all.completion_tokens, all.timing);
+    // Each prompt is counted once, every choice's generated tokens are.
+    if (i % static_cast<size_t>(w.n) == 0) prompt_tokens += all.prompt_tokens;
     completion_tokens += all.completion_tokens;
     if (i == 0) {
       body = std::move(one);
@@ -104,8 +117,7 @@ HttpResponse build_whole(const WholeResponse& w) {
       body["choices"].push_back(std::move(one["choices"][0]));
     }
   }
-  // The prompt is counted once, every choice's generated tokens are.
-  body["usage"] = usage_json(results.front().prompt_tokens, completion_tokens);
+  body["usage"] = usage_json(prompt_tokens, completion_tokens);
   return HttpResponse::text(200, dump_json(body), "application/json");
 }
 
@@ -123,13 +135,16 @@ void answer_when_finished(const std::shared_ptr<WholeResponse>& w) {
   });
 }
 
-void respond_whole(ServerContext& ctx, const ResponseHeader& h, bool want_logprobs,
+void respond_whole(ServerContext& ctx, const ResponseHeader& h, bool want_logprobs, int n,
+                   std::vector<std::string> echo,
                    std::vector<std::shared_ptr<RequestChannel>> channels,
                    const std::shared_ptr<Doorbell>& bell, const std::shared_ptr<Exchange>& ex) {
   auto w = std::make_shared<WholeResponse>();
   w->ctx = &ctx;
   w->header = h;
   w->want_logprobs = want_logprobs;
+  w->n = n;
+  w->echo = std::move(echo);
   w->channels = std::move(channels);
   w->ex = ex;
   // A client that leaves before the answer stops its request: nobody would read it.
@@ -148,27 +163,37 @@ void run_generation(ServerContext& ctx, const HttpRequest& req, const std::share
   const nlohmann::json body = parse_body(req.body);
   const GenerationConfig* defaults =
       ctx.config.generation_config ? &*ctx.config.generation_config : nullptr;
-  GenerationRequest g =
+  const GenerationRequest g =
       h.chat ? parse_chat_request(body, defaults) : parse_completion_request(body, defaults);
   check_model(ctx.config, g.model);
-  // A full server answers before spending a tokenization on the prompt.
-  if (ctx.loop.full_for(g.n)) throw queue_full(ctx);
-  const bool stream = g.stream;
-  const bool include_usage = g.include_usage;
-  Request request = build_engine_request(ctx, g);
-  const bool want_logprobs = request.params.logprobs >= 0;
+  const size_t prompts = g.chat ? 1 : g.prompts.size();
+  const int choices = static_cast<int>(prompts) * g.n;  // within kMaxChoices (the parser's check)
+  // A full server answers before spending a tokenization on the prompts.
+  if (ctx.loop.full_for(choices)) throw queue_full(ctx);
+  const std::vector<Request> requests = build_engine_requests(ctx, g);
+  const bool want_logprobs = requests.front().params.logprobs >= 0;
+  // echo: a text prompt as given, a token-id prompt decoded.
+  std::vector<std::string> echo;
+  if (g.echo) {
+    for (size_t i = 0; i < prompts; ++i) {
+      const CompletionPrompt& p = g.prompts[i];
+      echo.push_back(p.text ? *p.text : ctx.engine.tokenizer().decode(p.ids));
+    }
+  }
   auto bell = std::make_shared<Doorbell>();
-  auto log = std::make_shared<RequestLog>(h.id, endpoint, arrival, g.n);
+  auto log = std::make_shared<RequestLog>(h.id, endpoint, arrival, choices);
   std::vector<std::shared_ptr<RequestChannel>> channels =
-      submit(ctx, request, g.n, bell, arrival, log);
-  if (!stream) {
-    respond_whole(ctx, h, want_logprobs, std::move(channels), bell, ex);
+      submit(ctx, requests, g.n, bell, arrival, log);
+  if (!g.stream) {
+    respond_whole(ctx, h, want_logprobs, g.n, std::move(echo), std::move(channels), bell, ex);
     return;
   }
   SseOptions o;
-  o.include_usage = include_usage;
+  o.include_usage = g.include_usage;
   o.logprobs = want_logprobs;
   o.heartbeat = std::chrono::milliseconds(ctx.config.stream_heartbeat_ms);
+  o.n = g.n;
+  o.echo = std::move(echo);
   ex->stream(sse_head(), make_sse_stream(ctx, h, o, std::move(channels), std::move(bell)));
 }
 

@@ -138,6 +138,9 @@ class HttpServer::Impl {
                   const GenerationRequest g =
                       chat ? parse_chat_request(body) : parse_completion_request(body);
                   check_model(ctx_.config, g.model);
+                  if (g.prompts.size() > 1) {
+                    throw bad_request("/tokenize takes one prompt", "prompt");
+                  }
                   const std::vector<int32_t> ids = tokenize_prompt(ctx_, g);
                   ex->respond(json_response({{"count", ids.size()},
                                              {"max_model_len", ctx_.engine.max_model_len()},

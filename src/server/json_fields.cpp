@@ -84,22 +84,30 @@ std::optional<std::vector<std::string>> get_strings(const json& body, const char
   return out;
 }
 
-std::optional<std::vector<int64_t>> get_ints(const json& body, const char* key, int64_t lo,
-                                             int64_t hi) {
-  const json* v = find(body, key);
-  if (!v) return std::nullopt;
-  if (!v->is_array()) throw bad_request(fmt::format("'{}' must be an array of integers", key), key);
+std::vector<int64_t> ints_of(const json& v, const std::string& name, const std::string& param,
+                             int64_t lo, int64_t hi) {
+  if (!v.is_array()) {
+    throw bad_request(fmt::format("'{}' must be an array of integers", name), param);
+  }
   std::vector<int64_t> out;
-  for (const json& e : *v) {
+  out.reserve(v.size());
+  for (const json& e : v) {
     const std::optional<int64_t> i = as_int(e);
-    if (!i) throw bad_request(fmt::format("'{}' must be an array of integers", key), key);
+    if (!i) throw bad_request(fmt::format("'{}' must be an array of integers", name), param);
     if (*i < lo || *i > hi) {
       throw bad_request(
-          fmt::format("'{}' values must be between {} and {}, got {}", key, lo, hi, *i), key);
+          fmt::format("'{}' values must be between {} and {}, got {}", name, lo, hi, *i), param);
     }
     out.push_back(*i);
   }
   return out;
+}
+
+std::optional<std::vector<int64_t>> get_ints(const json& body, const char* key, int64_t lo,
+                                             int64_t hi) {
+  const json* v = find(body, key);
+  if (!v) return std::nullopt;
+  return ints_of(*v, key, key, lo, hi);
 }
 
 const json* get_object(const json& body, const char* key) {

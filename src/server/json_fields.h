@@ -23,6 +23,10 @@ std::optional<std::vector<std::string>> get_strings(const json& body, const char
 // An array of integers within [lo, hi].
 std::optional<std::vector<int64_t>> get_ints(const json& body, const char* key, int64_t lo,
                                              int64_t hi);
+// `v` as an array of integers within [lo, hi]; errors call it `name` (e.g. "prompt[2]") and
+// name `param` as the field.
+std::vector<int64_t> ints_of(const json& v, const std::string& name, const std::string& param,
+                             int64_t lo, int64_t hi);
 // An object (for nested options such as stream_options).
 const json* get_object(const json& body, const char* key);
 

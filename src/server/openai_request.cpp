@@ -12,7 +12,6 @@ namespace lserve::server {
 namespace {
 
 constexpr int64_t kIntMax = std::numeric_limits<int32_t>::max();
-constexpr int64_t kMaxChoices = 16;  // 'n': each choice is a sequence of its own
 
 // Fields both endpoints share: sampling, streaming, vLLM's extensions and lserve's own.
 void parse_common(const json& b, const GenerationConfig* defaults, GenerationRequest& r) {
@@ -89,26 +88,55 @@ std::vector<int32_t> to_ids(const std::vector<int64_t>& v) {
   return std::vector<int32_t>(v.begin(), v.end());
 }
 
+const char* json_kind(const json& v) {
+  if (v.is_string()) return "a string";
+  if (v.is_array()) return "an array";
+  if (v.is_number()) return "a number";
+  if (v.is_object()) return "an object";
+  if (v.is_boolean()) return "a boolean";
+  return "null";
+}
+
+// As OpenAI and vLLM take it: a string, an array of strings, an array of token ids (one prompt),
+// or an array of arrays of token ids.
 void parse_prompt(const json& b, GenerationRequest& r) {
   const auto it = b.find("prompt");
   if (it == b.end() || it->is_null()) throw bad_request("'prompt' is required", "prompt");
   const json& p = *it;
   const char* shape =
-      "'prompt' must be a string, an array of token ids, or an array holding one of those "
-      "(one prompt per request)";
+      "'prompt' must be a string, an array of strings, an array of token ids, or an array of "
+      "arrays of token ids";
   if (p.is_string()) {
-    r.prompt_text = p.get<std::string>();
+    r.prompts.push_back({p.get<std::string>(), {}});
     return;
   }
-  if (!p.is_array() || p.empty()) throw bad_request(shape, "prompt");
-  if (p.size() == 1 && p[0].is_string()) {
-    r.prompt_text = p[0].get<std::string>();
+  if (!p.is_array()) throw bad_request(shape, "prompt");
+  if (p.empty()) {
+    throw bad_request("'prompt' is an empty array: give at least one prompt", "prompt");
+  }
+  const json& first = p[0];
+  if (first.is_number()) {
+    // One prompt of token ids; any element that is not one is named by ints_of.
+    r.prompts.push_back({std::nullopt, to_ids(ints_of(p, "prompt", "prompt", 0, kIntMax))});
     return;
   }
-  const json& ids = p.size() == 1 && p[0].is_array() ? p[0] : p;
-  if (ids.empty() || !ids[0].is_number()) throw bad_request(shape, "prompt");
-  const json wrapped = {{"prompt", ids}};
-  r.prompt_ids = to_ids(*get_ints(wrapped, "prompt", 0, kIntMax));
+  if (!first.is_string() && !first.is_array()) throw bad_request(shape, "prompt");
+  for (size_t i = 0; i < p.size(); ++i) {
+    const json& e = p[i];
+    if (e.is_string() != first.is_string() || e.is_array() != first.is_array()) {
+      throw bad_request(
+          fmt::format("'prompt' mixes types: prompt[0] is {} but prompt[{}] is {}; an array of "
+                      "prompts must hold only strings or only arrays of token ids",
+                      json_kind(first), i, json_kind(e)),
+          "prompt");
+    }
+    if (e.is_string()) {
+      r.prompts.push_back({e.get<std::string>(), {}});
+    } else {
+      const std::string name = fmt::format("prompt[{}]", i);
+      r.prompts.push_back({std::nullopt, to_ids(ints_of(e, name, "prompt", 0, kIntMax))});
+    }
+  }
 }
 
 std::string message_content(const json& m, size_t index) {
@@ -184,7 +212,9 @@ void reject_unsupported(const json& b, bool chat) {
       throw bad_request(fmt::format("'{}' is not supported", key), key);
     }
   }
-  if (auto v = get_bool(b, "echo"); v && *v) throw bad_request("'echo' is not supported", "echo");
+  if (auto v = get_bool(b, "echo"); v && *v && chat) {
+    throw bad_request("'echo' is only supported on /v1/completions", "echo");
+  }
   if (auto v = get_int(b, "best_of", 1, kIntMax); v && *v != 1) {
     throw bad_request("'best_of' is not supported (it must be 1)", "best_of");
   }
@@ -243,9 +273,25 @@ GenerationRequest parse_completion(const json& b, const GenerationConfig* defaul
   GenerationRequest r;
   parse_prompt(b, r);
   parse_common(b, defaults, r);
+  const auto choices = static_cast<int64_t>(r.prompts.size()) * r.n;
+  if (choices > kMaxChoices) {
+    throw bad_request(fmt::format("{} prompts with n = {} make {} choices; a request may have at "
+                                  "most {} (prompts x n)",
+                                  r.prompts.size(), r.n, choices, kMaxChoices),
+                      "prompt");
+  }
   if (auto v = get_int(b, "max_tokens", 1, kIntMax)) r.max_tokens = static_cast<int>(*v);
   if (auto v = get_int(b, "logprobs", 0, SamplingParams::kMaxLogprobs)) {
     r.params.logprobs = static_cast<int>(*v);
+  }
+  if (auto v = get_bool(b, "echo")) r.echo = *v;
+  if (r.echo && r.params.logprobs >= 0) {
+    // vLLM then returns the prompt tokens' log-probabilities too, which lserve's prefill does
+    // not compute.
+    throw bad_request(
+        "'echo' with 'logprobs' is not supported: lserve does not compute the prompt tokens' "
+        "log-probabilities",
+        "echo");
   }
   return r;
 }
@@ -269,6 +315,22 @@ GenerationRequest parse_chat(const json& b, const GenerationConfig* defaults) {
   }
   parse_common(b, defaults, r);
   if (auto v = get_bool(b, "add_generation_prompt")) r.add_generation_prompt = *v;
+  if (auto v = get_bool(b, "continue_final_message")) r.continue_final_message = *v;
+  if (r.continue_final_message) {
+    if (r.add_generation_prompt) {
+      throw bad_request(
+          "'continue_final_message' and 'add_generation_prompt' cannot both be true (set "
+          "'add_generation_prompt' to false to continue the final message)",
+          "continue_final_message");
+    }
+    if (r.messages.back().role != "assistant") {
+      throw bad_request(
+          fmt::format("'continue_final_message' needs the last message to be from the assistant, "
+                      "not '{}'",
+                      r.messages.back().role),
+          "continue_final_message");
+    }
+  }
   if (auto v = get_int(b, "max_completion_tokens", 1, kIntMax)) r.max_tokens = static_cast<int>(*v);
   if (auto v = get_int(b, "max_tokens", 1, kIntMax)) r.max_tokens = static_cast<int>(*v);
   const bool logprobs = get_bool(b, "logprobs").value_or(false);

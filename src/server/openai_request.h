@@ -16,22 +16,36 @@
 
 namespace lserve::server {
 
+// At most this many choices per request, over all its prompts (prompts x n): each choice is a
+// sequence of its own.
+constexpr int64_t kMaxChoices = 16;
+
+// One prompt of a completions request: text, or token ids.
+struct CompletionPrompt {
+  std::optional<std::string> text;
+  std::vector<int32_t> ids;  // when `text` is unset
+};
+
 struct GenerationRequest {
   bool chat = false;
   std::string model;  // empty: the served model
-  // Completions: the prompt as text, or as token ids.
-  std::optional<std::string> prompt_text;
-  std::vector<int32_t> prompt_ids;
+  // Completions: one or more prompts ('prompt' as a string, strings, token ids or arrays of
+  // them), each sampled n times; choice index = prompt index * n + choice.
+  std::vector<CompletionPrompt> prompts;
+  bool echo = false;  // completions: each choice's text starts with its prompt
   // Chat: the conversation.
   std::vector<ChatMessage> messages;
   bool add_generation_prompt = true;
+  // Chat (vLLM's extension): the prompt ends inside the final (assistant) message, which the
+  // model continues. Needs add_generation_prompt false.
+  bool continue_final_message = false;
   // Chat: the request's tool definitions, for the template to render (null: none). Tool calls
   // the model writes come back as text; lserve parses none.
   nlohmann::json tools;
 
   SamplingParams params;
   std::optional<int> max_tokens;  // unset: the endpoint's default
-  int n = 1;  // choices: independent samples of the same prompt (seeds seed, seed + 1, ...)
+  int n = 1;  // choices per prompt: independent samples (seeds seed, seed + 1, ...)
   bool stream = false;
   bool include_usage = false;
   SparseOverride sparse;

@@ -12,7 +12,8 @@ namespace {
 constexpr int kDefaultCompletionTokens = 16;
 constexpr const char* kContextLengthExceeded = "context_length_exceeded";
 
-std::vector<int32_t> tokenize_unchecked(const ServerContext& ctx, const GenerationRequest& g) {
+std::vector<int32_t> tokenize_unchecked(const ServerContext& ctx, const GenerationRequest& g,
+                                        size_t index) {
   const Tokenizer& tok = ctx.engine.tokenizer();
   if (g.chat) {
     if (!ctx.chat_template) {
@@ -21,10 +22,20 @@ std::vector<int32_t> tokenize_unchecked(const ServerContext& ctx, const Generati
           "with --chat-template");
     }
     return encode_chat(tok, *ctx.chat_template, g.messages, g.add_generation_prompt, {},
-                       ChatOptions{g.tools, nullptr});
+                       ChatOptions{g.tools, nullptr, g.continue_final_message});
   }
-  if (g.prompt_text) return tok.encode(*g.prompt_text, /*parse_special=*/true, tok.add_bos());
-  return g.prompt_ids;
+  const CompletionPrompt& p = g.prompts.at(index);
+  if (p.text) return tok.encode(*p.text, /*parse_special=*/true, tok.add_bos());
+  return p.ids;
+}
+
+// With several prompts, messages say which one ("prompt[2]").
+std::string prompt_name(const GenerationRequest& g, size_t index) {
+  return !g.chat && g.prompts.size() > 1 ? fmt::format("prompt[{}]", index) : "the prompt";
+}
+
+std::string about_prompt(const GenerationRequest& g, size_t index, const std::string& message) {
+  return !g.chat && g.prompts.size() > 1 ? fmt::format("prompt[{}]: {}", index, message) : message;
 }
 
 // Engine messages start with the field they are about ("top_p must be ..."): name it as param.
@@ -50,30 +61,34 @@ std::string param_of(const std::string& message) {
 
 }  // namespace
 
-std::vector<int32_t> tokenize_prompt(const ServerContext& ctx, const GenerationRequest& g) {
+std::vector<int32_t> tokenize_prompt(const ServerContext& ctx, const GenerationRequest& g,
+                                     size_t index) {
   try {
-    return tokenize_unchecked(ctx, g);
+    return tokenize_unchecked(ctx, g, index);
   } catch (const Error& e) {
-    throw bad_request(e.what(), g.chat ? "messages" : "prompt");
+    throw bad_request(about_prompt(g, index, e.what()), g.chat ? "messages" : "prompt");
   }
 }
 
-Request build_engine_request(const ServerContext& ctx, GenerationRequest& g) {
+namespace {
+
+Request build_engine_request(const ServerContext& ctx, const GenerationRequest& g, size_t index) {
   Request r;
-  r.prompt = tokenize_prompt(ctx, g);
-  r.params = std::move(g.params);
+  r.prompt = tokenize_prompt(ctx, g, index);
+  r.params = g.params;
   r.sparse = g.sparse;
   const int64_t limit = ctx.engine.max_model_len();
   const int64_t prompt = static_cast<int64_t>(r.prompt.size());
   // OpenAI names the input field and says context_length_exceeded, whichever part is too long:
   // clients match on the code to shorten the conversation.
   const std::string input = g.chat ? "messages" : "prompt";
-  if (prompt == 0) throw bad_request("the prompt is empty", input);
+  const std::string name = prompt_name(g, index);
+  if (prompt == 0) throw bad_request(fmt::format("{} is empty", name), input);
   if (prompt >= limit) {
     throw ApiError(400,
-                   fmt::format("This model's maximum context length is {} tokens, but the prompt "
+                   fmt::format("This model's maximum context length is {} tokens, but {} "
                                "has {} tokens, leaving no room for a completion",
-                               limit, prompt),
+                               limit, name, prompt),
                    input, kContextLengthExceeded);
   }
   if (g.max_tokens) {
@@ -81,9 +96,9 @@ Request build_engine_request(const ServerContext& ctx, GenerationRequest& g) {
       throw ApiError(
           400,
           fmt::format("This model's maximum context length is {} tokens. However, you requested "
-                      "{} tokens ({} in the prompt, {} for the completion). Please reduce the "
+                      "{} tokens ({} in {}, {} for the completion). Please reduce the "
                       "prompt or max_tokens.",
-                      limit, prompt + *g.max_tokens, prompt, *g.max_tokens),
+                      limit, prompt + *g.max_tokens, prompt, name, *g.max_tokens),
           input, kContextLengthExceeded);
     }
     r.params.max_tokens = *g.max_tokens;
@@ -97,9 +112,19 @@ Request build_engine_request(const ServerContext& ctx, GenerationRequest& g) {
   try {
     ctx.engine.validate(r);
   } catch (const Error& e) {
-    throw bad_request(e.what(), param_of(e.what()));
+    throw bad_request(about_prompt(g, index, e.what()), param_of(e.what()));
   }
   return r;
+}
+
+}  // namespace
+
+std::vector<Request> build_engine_requests(const ServerContext& ctx, const GenerationRequest& g) {
+  const size_t count = g.chat ? 1 : g.prompts.size();
+  std::vector<Request> requests;
+  requests.reserve(count);
+  for (size_t i = 0; i < count; ++i) requests.push_back(build_engine_request(ctx, g, i));
+  return requests;
 }
 
 }  // namespace lserve::server

@@ -9,10 +9,14 @@
 
 namespace lserve::server {
 
-// Throws ApiError 400 naming the problem (for the context length: both numbers).
-Request build_engine_request(const ServerContext& ctx, GenerationRequest& g);
+// One Request per prompt (chat: one for the conversation), in order. Every prompt is checked
+// before any Request is returned, so a request is refused whole: ApiError 400 naming the problem
+// (for the context length: both numbers) and, when there are several prompts, which one.
+std::vector<Request> build_engine_requests(const ServerContext& ctx, const GenerationRequest& g);
 
-// The prompt's token ids exactly as a generation request would see them (for /tokenize).
-std::vector<int32_t> tokenize_prompt(const ServerContext& ctx, const GenerationRequest& g);
+// Prompt `index`'s token ids (chat: the conversation's) exactly as a generation request would
+// see them (for /tokenize).
+std::vector<int32_t> tokenize_prompt(const ServerContext& ctx, const GenerationRequest& g,
+                                     size_t index = 0);
 
 }  // namespace lserve::server

@@ -32,12 +32,11 @@ std::string printable(const std::string& s) {
 RequestLog::RequestLog(std::string id, std::string endpoint, Clock::time_point arrival, int choices)
     : id_(std::move(id)), endpoint_(std::move(endpoint)), arrival_(arrival), remaining_(choices) {}
 
-void RequestLog::finished(const RequestUpdate& u) {
+void RequestLog::finished(const RequestUpdate& u, bool counts_prompt) {
   std::lock_guard lock(mu_);
   if (!finish_reasons_.empty()) finish_reasons_ += ",";
   finish_reasons_ += finish_reason_name(u.finish_reason);
-  // The prompt is the same for every choice: counted once, as in the response's usage.
-  prompt_tokens_ = u.prompt_tokens;
+  if (counts_prompt) prompt_tokens_ += u.prompt_tokens;
   output_tokens_ += u.completion_tokens;
   const double ttft = u.timing.time_to_first_token_s;
   if (ttft > 0 && (first_token_s_ == 0 || ttft < first_token_s_)) first_token_s_ = ttft;

@@ -15,12 +15,13 @@ class RequestLog {
  public:
   using Clock = std::chrono::steady_clock;
 
-  // `choices`: how many final updates finished() will get (the request's n).
+  // `choices`: how many final updates finished() will get (prompts x n).
   RequestLog(std::string id, std::string endpoint, Clock::time_point arrival, int choices);
 
   // Thread-safe (the engine thread calls it, through the choice's channel): the final update of
-  // one choice. The last choice's writes the line.
-  void finished(const RequestUpdate& final_update);
+  // one choice; `counts_prompt` for one choice of each prompt, whose prompt tokens are counted
+  // (once per prompt, as in the response's usage). The last choice's writes the line.
+  void finished(const RequestUpdate& final_update, bool counts_prompt);
 
  private:
   const std::string id_;

@@ -11,6 +11,8 @@ namespace {
 
 struct Choice {
   std::shared_ptr<RequestChannel> channel;
+  std::string echo;           // sent before the choice's first output (echo), then cleared
+  bool counts_prompt = true;  // the first choice of its prompt: its prompt tokens are counted
   bool first = true;
   bool done = false;
   int64_t text_offset = 0;
@@ -45,6 +47,10 @@ std::string render(StreamState& s, size_t i, RequestUpdate& u) {
   Choice& c = s.choices[i];
   const Tokenizer& tok = s.ctx->engine.tokenizer();
   const auto index = static_cast<int>(i);
+  if (!c.echo.empty()) {
+    u.text.insert(0, c.echo);
+    c.echo.clear();
+  }
   if (!u.text.empty() || !u.logprobs.empty() || (c.first && s.header.chat)) {
     const nlohmann::json lp = s.options.logprobs && !u.logprobs.empty()
                                   ? logprobs_json(tok, u.logprobs, s.header.chat, c.text_offset)
@@ -79,9 +85,12 @@ std::string render(StreamState& s, size_t i, RequestUpdate& u) {
     if (!other.done) return out;
   }
   if (s.options.include_usage) {
-    int completion = 0;
-    for (const Choice& other : s.choices) completion += other.completion_tokens;
-    add_event(out, usage_chunk(s.header, s.choices.front().prompt_tokens, completion));
+    int prompt = 0, completion = 0;
+    for (const Choice& other : s.choices) {
+      if (other.counts_prompt) prompt += other.prompt_tokens;  // each prompt once
+      completion += other.completion_tokens;
+    }
+    add_event(out, usage_chunk(s.header, prompt, completion));
   }
   out += "data: [DONE]\n\n";
   s.ended = true;
@@ -159,7 +168,14 @@ std::shared_ptr<BodySource> make_sse_stream(ServerContext& ctx, const ResponseHe
   state.ctx = &ctx;
   state.header = header;
   state.options = options;
-  for (auto& channel : channels) state.choices.push_back(Choice{std::move(channel)});
+  const auto n = static_cast<size_t>(options.n);
+  for (size_t i = 0; i < channels.size(); ++i) {
+    Choice c;
+    c.channel = std::move(channels[i]);
+    if (!options.echo.empty()) c.echo = options.echo[i / n];
+    c.counts_prompt = i % n == 0;
+    state.choices.push_back(std::move(c));
+  }
   state.bell = std::move(bell);
   return std::make_shared<SseStream>(std::move(state));
 }

@@ -59,13 +59,15 @@ def test_invalid_json_is_400(server):
     ({"prompt": "a", "seed": 1.5}, "seed"),
     ({"prompt": 5}, "prompt"),
     ({"prompt": [["a"], ["b"]]}, "prompt"),
-    ({"prompt": ["one", "two"]}, "prompt"),
+    ({"prompt": []}, "prompt"),
+    ({"prompt": ["one", [1, 2]]}, "prompt"),
     ({"max_tokens": 4}, "prompt"),
     ({"prompt": "a", "lserve": {"dense": 1}}, "dense"),
     ({"prompt": "a", "lserve": {"sparse": True}}, "lserve"),
     ({"prompt": "a", "n": 0}, "n"),
     ({"prompt": "a", "n": 17}, "n"),
-    ({"prompt": "a", "echo": True}, "echo"),
+    ({"prompt": "a", "echo": "yes"}, "echo"),
+    ({"prompt": "a", "echo": True, "logprobs": 0}, "echo"),
     ({"prompt": "a", "stream_options": {"include_usage": True}}, "stream_options"),
 ])
 def test_wrong_types_and_shapes_are_400(server, body, param):
@@ -347,7 +349,8 @@ def random_value(rng, depth=0):
 FIELDS = ["model", "prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "min_p",
           "seed", "stop", "stream", "stream_options", "logprobs", "top_logprobs", "n", "echo",
           "lserve", "repetition_penalty", "stop_token_ids", "ignore_eos", "logit_bias",
-          "max_completion_tokens", "presence_penalty", "tools", "response_format"]
+          "max_completion_tokens", "presence_penalty", "tools", "response_format",
+          "continue_final_message", "add_generation_prompt"]
 
 
 def test_random_json_bodies_get_json_answers_never_500(server, reference):

@@ -62,6 +62,20 @@ def test_streamed_chat_with_choices_counts_them_all(logged):
     assert (int(m.group(3)), int(m.group(4))) == (usage.prompt_tokens, usage.completion_tokens)
 
 
+def test_several_prompts_are_one_line_counting_each_prompt(logged):
+    client = openai_client(logged)
+    r = client.completions.create(model=client.models.list().data[0].id,
+                                  prompt=[PROMPT, "Once upon a time"], n=2, max_tokens=3,
+                                  temperature=0)
+    line = wait_for_line(logged, re.escape(r.id))
+    # Both prompts' tokens (5 + 4), once each; all four choices' output.
+    assert re.search(re.escape(r.id) + r" POST /v1/completions: finished "
+                     r"\(length,length,length,length\), prompt 9 tokens, output 12 tokens, ",
+                     line), line
+    assert r.usage.prompt_tokens == 9 and r.usage.completion_tokens == 12
+    assert sum(r.id in line for line in logged.log_lines) == 1
+
+
 def test_refused_requests_have_their_status(logged):
     client = openai_client(logged)
     limit = client.models.list().data[0].model_extra["max_model_len"]
