@@ -30,6 +30,13 @@ SparseHarness::SparseHarness(Backend& backend, const SparseCase& c, uint64_t see
     }
   }
   HeadMap heads = HeadMap::from_flags(c_.retrieval);
+  heads.set_model_windows(c_.model_windows);
+  // The reference reads the classes from `retrieval`: windowed layers' heads are streaming.
+  for (int l = 0; l < c_.n_layers; ++l) {
+    for (int h = 0; h < c_.n_kv_heads; ++h) {
+      c_.retrieval[l][h] = heads.cls[l][h] == HeadClass::kRetrieval;
+    }
+  }
   KvCacheConfig kc;
   kc.n_layers = c_.n_layers;
   kc.n_heads = c_.n_kv_heads * c_.group;
@@ -51,9 +58,16 @@ SparseHarness::SparseHarness(Backend& backend, const SparseCase& c, uint64_t see
   bc.num_stream_pages = any_streaming ? c_.num_stream_pages : 0;
   bc.sink_tokens = c_.sparse.sink_tokens;
   bc.num_sel_slots = 2;
-  blocks_ = std::make_unique<BlockManager>(bc);
   SchedulerConfig sc;
   sc.max_num_batched_tokens = c_.chunk;
+  if (!c_.model_windows.empty()) {
+    // As the engine does: only sparse streaming heads keep a sink, and the streaming pool keeps
+    // the longer of the sparse and the model windows.
+    bc.sink_tokens = heads.has_sparse_streaming() ? c_.sparse.sink_tokens : 0;
+    sc.model_window = heads.max_model_window();
+    sc.sparse_streaming = heads.has_sparse_streaming();
+  }
+  blocks_ = std::make_unique<BlockManager>(bc);
   scheduler_ = std::make_unique<Scheduler>(sc, c_.sparse, *blocks_);
   seq_.id = 1;
   seq_.tokens.assign(c_.prompt_len, 0);
@@ -131,11 +145,15 @@ void SparseHarness::check_step(const StepPlan& plan, int layer, const std::vecto
     const bool decoding = pos >= c_.prompt_len;
     const bool sparse_decode = decoding && !c_.sparse.dense && pos + 1 > c_.sparse.token_budget &&
                                layer >= c_.sparse.selector_skip_layers;
+    const int32_t model_window = c_.model_windows.empty() ? 0 : c_.model_windows[layer];
     for (int qh = 0; qh < hq; ++qh) {
       const int kv = qh / c_.group;
-      const bool retrieval = c_.retrieval[layer][kv] || c_.sparse.dense;
+      // A model window holds in dense mode too.
+      const bool retrieval = model_window <= 0 && (c_.retrieval[layer][kv] || c_.sparse.dense);
       std::vector<int32_t> keys;
-      if (!retrieval) {
+      if (model_window > 0) {
+        for (int32_t j = std::max(0, pos - model_window + 1); j <= pos; ++j) keys.push_back(j);
+      } else if (!retrieval) {
         const int64_t window = decoding ? c_.sparse.local_tokens : c_.sparse.prefill_local_tokens;
         for (int32_t j = 0; j <= pos; ++j) {
           if (j < c_.sparse.sink_tokens || j > pos - window) keys.push_back(j);

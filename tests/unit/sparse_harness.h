@@ -28,6 +28,10 @@ struct SparseCase {
   int decode_steps = 20;
   int chunk = 37;                            // max_num_batched_tokens
   std::vector<std::vector<bool>> retrieval;  // [layer][kv_head]; empty: random
+  // The model's own sliding window per layer (Gemma 3; 0: the layer is global), or empty. Every
+  // head of a windowed layer is a streaming head of exactly that window with no sink, whatever
+  // `retrieval` says (HeadMap::set_model_windows), set up as the engine does it.
+  std::vector<int32_t> model_windows;
   SparseAttentionConfig sparse;
   int num_pages = 64;
   int num_stream_pages = 64;

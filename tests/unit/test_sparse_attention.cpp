@@ -146,6 +146,33 @@ TEST(SparseAttentionExactness, AllRetrievalWideWindowsAndBudgetEqualDense) {
   h2.run(kTolerance);
 }
 
+// Layers with the model's own sliding window (Gemma 3): their heads see exactly their last W
+// positions and no sink, in dense and sparse mode. Layer 1 is global with a sparse streaming
+// head (so the pool keeps sink pages the windowed layers must not see), or every head outside
+// the windows is a retrieval head (no sink pages at all; what --dense gives, since the engine
+// then makes no sparse streaming heads). W = 29 is not a multiple of the page size; the prompt
+// and the decode steps run past it.
+TEST(SparseAttentionModelWindows, WindowedLayersSeeExactlyTheirWindow) {
+  for (auto [sparse_streaming, dense] :
+       {std::pair{true, false}, std::pair{false, false}, std::pair{false, true}}) {
+    SCOPED_TRACE(fmt::format("sparse streaming head {}, dense {}", sparse_streaming, dense));
+    CpuBackend backend(2);
+    test::SparseCase c;
+    c.group = 3;
+    c.head_dim = 64;
+    c.sparse = small_sparse();
+    c.sparse.dense = dense;
+    c.prompt_len = 97;
+    c.decode_steps = 30;
+    c.chunk = 37;
+    c.n_kv_heads = 2;
+    c.retrieval = {{true, true}, {!sparse_streaming, true}, {true, true}};
+    c.model_windows = {29, 0, 29};
+    test::SparseHarness h(backend, c, test::test_seed());
+    std::printf("max |diff| %.2e\n", h.run(kTolerance));
+  }
+}
+
 TEST(SparseAttentionMemory, StreamingPagesStayBoundedAsTheSequenceGrows) {
   CpuBackend backend(1);
   test::SparseCase c;

@@ -61,8 +61,8 @@ std::vector<float> random_logits(int64_t n, std::mt19937_64& rng, float scale) {
   return v;
 }
 
-SampleRow make_row(int vocab, float temperature, int top_k, float top_p, float min_p,
-                   uint64_t seed, uint32_t counter, int logprobs) {
+SampleRow make_row(int vocab, float temperature, int top_k, float top_p, float min_p, uint64_t seed,
+                   uint32_t counter, int logprobs) {
   SampleRow r{};
   r.temperature = temperature;
   r.top_k = top_k;
@@ -117,6 +117,63 @@ std::unique_ptr<Model> random_llama(Backend& b, const ModelConfig& c, uint64_t s
     L.wk = mat(c.kv_dim(), c.d_model, s);
     L.wv = mat(c.kv_dim(), c.d_model, s);
     L.wo = mat(c.d_model, c.q_dim(), s);
+    L.w_gate = mat(c.d_ff, c.d_model, s);
+    L.w_up = mat(c.d_ff, c.d_model, s);
+    L.w_down = mat(c.d_model, c.d_ff, 1.0f / std::sqrt(static_cast<float>(c.d_ff)));
+    w.layers.push_back(L);
+  }
+  return make_model(c, std::move(w));
+}
+
+ModelConfig small_gemma3_config(int n_layers, int head_dim, int window) {
+  ModelConfig c;
+  c.arch = "gemma3";
+  c.n_layers = n_layers;
+  c.d_model = 256;
+  c.n_heads = 4;
+  c.n_kv_heads = 1;
+  c.head_dim = head_dim;
+  c.d_ff = 512;
+  c.vocab_size = 1000;
+  c.max_context = 4096;
+  c.rms_eps = 1e-6f;
+  c.rope_theta = 1e6f;
+  c.rope_theta_local = 1e4f;
+  c.rope_style = RopeStyle::kHalfSplit;
+  c.tied_embeddings = true;
+  for (int l = 0; l < n_layers; ++l) c.layer_windows.push_back(l % 3 == 2 ? 0 : window);
+  c.validate("test");
+  return c;
+}
+
+std::unique_ptr<Model> random_gemma3(Backend& b, const ModelConfig& c, uint64_t seed) {
+  std::mt19937_64 r(seed);
+  ModelWeights w;
+  auto mat = [&](int64_t rows, int64_t cols, float scale) {
+    const auto v = bf16_random(static_cast<size_t>(rows * cols), r, scale);
+    return b.upload(v.data(), rows, cols);
+  };
+  auto norm = [&](int64_t cols) {
+    auto v = bf16_random(static_cast<size_t>(cols), r, 0.1f);
+    for (auto& x : v) x = bf16_to_f32(f32_to_bf16(1.0f + x));
+    return b.upload(v.data(), 1, cols);
+  };
+  w.tok_embd = mat(c.vocab_size, c.d_model, 1.0f);
+  w.output = w.tok_embd;
+  w.output_norm = norm(c.d_model);
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights L;
+    const float s = 1.0f / std::sqrt(static_cast<float>(c.d_model));
+    L.attn_norm = norm(c.d_model);
+    L.ffn_norm = norm(c.d_model);
+    L.post_attn_norm = norm(c.d_model);
+    L.post_ffn_norm = norm(c.d_model);
+    L.q_norm = norm(c.head_dim);
+    L.k_norm = norm(c.head_dim);
+    L.wq = mat(c.q_dim(), c.d_model, s);
+    L.wk = mat(c.kv_dim(), c.d_model, s);
+    L.wv = mat(c.kv_dim(), c.d_model, s);
+    L.wo = mat(c.d_model, c.q_dim(), 1.0f / std::sqrt(static_cast<float>(c.q_dim())));
     L.w_gate = mat(c.d_ff, c.d_model, s);
     L.w_up = mat(c.d_ff, c.d_model, s);
     L.w_down = mat(c.d_model, c.d_ff, 1.0f / std::sqrt(static_cast<float>(c.d_ff)));

@@ -55,4 +55,13 @@ ModelConfig small_llama_config(int n_layers, int head_dim);
 // backend), unit norms and tied embeddings; `c` must be valid.
 std::unique_ptr<Model> random_llama(Backend& b, const ModelConfig& c, uint64_t seed);
 
+// A valid small Gemma 3 config: d_model 256, 4 query heads and 1 KV head of `head_dim` (the
+// 270M model's grouping), d_ff 512, vocab 1000, tied embeddings, layer l sliding over `window`
+// tokens except every third (global), local RoPE base 1e4 and global 1e6.
+ModelConfig small_gemma3_config(int n_layers, int head_dim, int window);
+
+// A small Gemma 3 with random weights (bf16-representable, the same for the same seed on every
+// backend): norms near 1 (they hold 1 + w, as GGUF stores them), tied embeddings.
+std::unique_ptr<Model> random_gemma3(Backend& b, const ModelConfig& c, uint64_t seed);
+
 }  // namespace lserve::test
