@@ -81,9 +81,10 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
   const int P = sp.page_size;
   LSERVE_CHECK(group <= cfg.prefill_rows, "group size {} is larger than the attention tile ({})",
                group, cfg.prefill_rows);
-  // The device kernels know one streaming window (the sparse config's), not a model's own.
-  LSERVE_CHECK(heads.window.empty(),
-               "models with sliding-window layers (Gemma 3) run on the CPU backend only so far");
+  // A layer with the model's own sliding window (Gemma 3): its streaming heads see that window
+  // and no sink. The backend hands the kernels a sequence table with this window
+  // (CudaBackend::Impl::window_seqs) and sink 0, so the ranges here use it too.
+  const int32_t model_window = heads.model_window(cfg.layer);
   struct Pending {
     AttnWork w;
     Ranges r;
@@ -91,7 +92,8 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
   std::vector<Pending> decode_items;
   for (size_t s = 0; s < plan.seqs.size(); ++s) {
     const SeqStep& seq = plan.seqs[s];
-    const cuda::SeqInfo info = seq_info(plan, s);
+    cuda::SeqInfo info = seq_info(plan, s);
+    if (model_window > 0) info.stream_window = model_window;
     for (int h = 0; h < cfg.n_kv_heads; ++h) {
       const bool streaming = heads.cls[cfg.layer][h] == HeadClass::kStreaming;
       const bool selected = !streaming && seq.uses_selection(cfg.layer, sp.selector_skip_layers);

@@ -32,6 +32,9 @@ struct AttentionPlan {
 // The device copy of sequence s of the plan (page-table bases, streaming window, flags).
 cuda::SeqInfo seq_info(const StepPlan& plan, size_t s);
 
+// Streaming heads of a layer with the model's own sliding window (heads.model_window) are planned
+// with that window, sink 0 (the kernels must get the same: AttnParams::sink 0 and a sequence
+// table whose stream_window is that window).
 AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
                              const SparseAttentionConfig& sparse, const AttentionPlanConfig& cfg);
 

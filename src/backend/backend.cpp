@@ -7,11 +7,12 @@
 namespace lserve {
 
 void Backend::scale(Tensor&, float) {
-  fail("the {} backend cannot scale activations yet (Gemma 3 runs on the CPU backend)", name());
+  fail("the {} backend cannot scale activations yet (Gemma 3 runs on the CPU and CUDA backends)",
+       name());
 }
 
 void Backend::gelu_mul(const Tensor&, const Tensor&, Tensor&) {
-  fail("the {} backend has no GeGLU yet (Gemma 3 runs on the CPU backend)", name());
+  fail("the {} backend has no GeGLU yet (Gemma 3 runs on the CPU and CUDA backends)", name());
 }
 
 std::vector<float> rope_inverse_frequencies(const RopeParams& rope, int head_dim) {

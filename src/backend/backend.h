@@ -112,8 +112,8 @@ class Backend {
   virtual void add(Tensor& x, const Tensor& y) = 0;
   // out[n, j] = silu(gate[n, j]) * up[n, j]
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
-  // x *= s (Gemma's embedding scale). Only the CPU backend implements it and gelu_mul so far;
-  // elsewhere they refuse, naming the backend.
+  // x *= s (Gemma's embedding scale). The CPU and CUDA backends implement it and gelu_mul; the
+  // defaults refuse, naming the backend.
   virtual void scale(Tensor& x, float s);
   // out[n, j] = gelu(gate[n, j]) * up[n, j], with gelu's tanh approximation (Gemma's GeGLU)
   virtual void gelu_mul(const Tensor& gate, const Tensor& up, Tensor& out);

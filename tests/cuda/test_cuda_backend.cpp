@@ -1,6 +1,7 @@
 // The CUDA backend against the CPU reference: every op on random inputs of odd sizes, the sparse
-// attention kernels (prefill, decode, page selection) through the real scheduler, and whole-model
-// logits. Skipped, saying why, where no GPU is present.
+// attention kernels (prefill, decode, page selection) through the real scheduler, layers with a
+// model's own sliding window (Gemma 3), and whole-model logits (random Llama and Gemma 3, and
+// Gemma 3 270M where its file is present). Skipped, saying why, where no GPU is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -8,8 +9,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
+#include <thread>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_backend.h"
@@ -17,6 +23,7 @@
 #include "engine/offline.h"
 #include "gpu_test.h"
 #include "model/model.h"
+#include "model/model_loader.h"
 #include "sparse_harness.h"
 #include "test_util.h"
 
@@ -57,9 +64,10 @@ constexpr double kBf16Op = 5e-3;
 
 TEST_F(Cuda, ElementwiseOpsMatchTheCpu) {
   std::mt19937_64 rng(test::test_seed());
-  // Widths for every RMSNorm path: any width (97, 8200), and 1, 2 or 4 vector pieces per thread.
+  // Widths for every RMSNorm path: any width (97, 8200), and 1, 2 or 4 vector pieces per thread;
+  // 256 is Gemma 3's per-head q/k norm (many rows of one head each).
   for (auto [rows, cols] :
-       {std::pair{1, 97}, {17, 576}, {33, 1000}, {2, 4096}, {3, 8192}, {1, 8200}}) {
+       {std::pair{1, 97}, {17, 576}, {33, 1000}, {2, 4096}, {3, 8192}, {1, 8200}, {41, 256}}) {
     const auto xv = bf16_random(static_cast<size_t>(rows) * cols, rng);
     const auto yv = bf16_random(xv.size(), rng);
     const auto wv = bf16_random(cols, rng);
@@ -86,6 +94,20 @@ TEST_F(Cuda, ElementwiseOpsMatchTheCpu) {
     EXPECT_LT(
         both([](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) { b.silu_mul(x, y, o); }),
         kBf16Op);
+    // Gemma 3: GeGLU (tanh gelu), in place as the model runs it, and the embedding scale.
+    EXPECT_LT(
+        both([](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) { b.gelu_mul(x, y, o); }),
+        kBf16Op);
+    EXPECT_LT(both([&](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) {
+                b.gelu_mul(x, y, x);
+                b.gather_rows(x, iota, o);  // every row
+              }),
+              kBf16Op);
+    EXPECT_LT(both([&](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) {
+                b.scale(x, 25.298221f);  // sqrt(640), Gemma 3 270M's
+                b.gather_rows(x, iota, o);
+              }),
+              kBf16Op);
     EXPECT_LT(both([](Backend& b, Tensor& x, Tensor& y, Tensor& w, Tensor& o) {
                 b.add(x, y);
                 b.add_bias(x, w);
@@ -151,6 +173,8 @@ struct GpuShape {
   CudaBackend::AttnKernels kernels;
   int logical_page_size = 4;  // 1: the selector scores the keys themselves
   KvDtype kv_dtype = KvDtype::kAuto;
+  int min_split_keys =
+      0;  // > 0: split decode items over keys this short (merges at short contexts)
 };
 
 class CudaSparse : public testing::TestWithParam<GpuShape> {};
@@ -159,6 +183,7 @@ TEST_P(CudaSparse, MatchesDenseUnderTheVisibilityMask) {
   LSERVE_SKIP_WITHOUT_GPU();
   CudaBackend gpu(0);
   gpu.set_attention_kernels(GetParam().kernels);
+  if (GetParam().min_split_keys > 0) gpu.set_min_split_keys(GetParam().min_split_keys);
   test::SparseCase c;
   c.group = GetParam().group;
   c.head_dim = GetParam().head_dim;
@@ -202,12 +227,79 @@ INSTANTIATE_TEST_SUITE_P(
                     GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kFp8},
                     GpuShape{3, 64, SelectorGranularity::kQueryHead, K::kAuto, 4, KvDtype::kFp8},
                     GpuShape{3, 128, SelectorGranularity::kKvHead, K::kPortable, 4, KvDtype::kFp8},
-                    GpuShape{4, 64, SelectorGranularity::kKvHead, K::kReference, 4, KvDtype::kFp8}),
+                    GpuShape{4, 64, SelectorGranularity::kKvHead, K::kReference, 4, KvDtype::kFp8},
+                    // Head dim 256 (Gemma 3): the reference kernel whatever is asked for, the
+                    // selector's 256-wide scoring, and the reference merge of split decode items.
+                    GpuShape{4, 256, SelectorGranularity::kKvHead, K::kAuto},
+                    GpuShape{3, 256, SelectorGranularity::kQueryHead, K::kAuto, 1},
+                    GpuShape{4, 256, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kAuto, 64},
+                    GpuShape{2, 256, SelectorGranularity::kQueryHead, K::kPortable, 4,
+                             KvDtype::kFp8, 64}),
     [](const testing::TestParamInfo<GpuShape>& i) {
-      return fmt::format("G{}_d{}_{}_{}_L{}{}", i.param.group, i.param.head_dim,
-                         i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead",
-                         kernels_name(i.param.kernels), i.param.logical_page_size,
-                         i.param.kv_dtype == KvDtype::kFp8 ? "_fp8" : "");
+      return fmt::format(
+          "G{}_d{}_{}_{}_L{}{}{}", i.param.group, i.param.head_dim,
+          i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead",
+          kernels_name(i.param.kernels), i.param.logical_page_size,
+          i.param.kv_dtype == KvDtype::kFp8 ? "_fp8" : "",
+          i.param.min_split_keys > 0 ? fmt::format("_split{}", i.param.min_split_keys) : "");
+    });
+
+// Layers with the model's own sliding window (Gemma 3): streaming heads of exactly that window and
+// no sink, which the kernels read from the step's sequence table for that window
+// (CudaBackend::Impl::window_seqs): the fast kernels at head_dim 64 and 128, the reference kernel
+// at 256. Layer 1 is global with a sparse streaming head, so the pool holds sink pages the
+// windowed layers must not see; W = 100 is a multiple of neither the page (16) nor the key tile
+// (64), and the prompt and the decode steps run well past it.
+struct WindowShape {
+  int head_dim;
+  CudaBackend::AttnKernels kernels;
+  KvDtype kv_dtype = KvDtype::kAuto;
+  bool dense = false;
+};
+
+test::SparseCase windowed_case(int head_dim) {
+  test::SparseCase c;
+  c.group = 4;
+  c.head_dim = head_dim;
+  c.sparse = small_sparse();
+  c.prompt_len = 301;
+  c.decode_steps = 40;
+  c.chunk = 97;
+  c.n_kv_heads = 2;
+  c.retrieval = {{true, true}, {false, true}, {true, true}};
+  c.model_windows = {100, 0, 100};
+  c.num_pages = 64;
+  c.num_stream_pages = 64;
+  return c;
+}
+
+class CudaModelWindows : public testing::TestWithParam<WindowShape> {};
+
+TEST_P(CudaModelWindows, WindowedLayersSeeExactlyTheirWindow) {
+  LSERVE_SKIP_WITHOUT_GPU();
+  CudaBackend gpu(0);
+  gpu.set_attention_kernels(GetParam().kernels);
+  test::SparseCase c = windowed_case(GetParam().head_dim);
+  c.kv_dtype = GetParam().kv_dtype;
+  c.sparse.dense = GetParam().dense;
+  // --dense makes no sparse streaming heads (engine.cpp), only the model's windowed ones.
+  if (c.sparse.dense) c.retrieval = {{true, true}, {true, true}, {true, true}};
+  test::SparseHarness h(gpu, c, test::test_seed());
+  std::printf("max |diff| %.2e\n", h.run(kAttnTolerance));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaModelWindows,
+    testing::Values(WindowShape{64, K::kAuto}, WindowShape{128, K::kAuto},
+                    WindowShape{64, K::kPortable}, WindowShape{128, K::kReference},
+                    WindowShape{256, K::kAuto}, WindowShape{256, K::kAuto, KvDtype::kFp8},
+                    WindowShape{128, K::kAuto, KvDtype::kFp8},
+                    WindowShape{64, K::kAuto, KvDtype::kAuto, true},
+                    WindowShape{256, K::kAuto, KvDtype::kAuto, true}),
+    [](const testing::TestParamInfo<WindowShape>& i) {
+      return fmt::format("d{}_{}{}{}", i.param.head_dim, kernels_name(i.param.kernels),
+                         i.param.kv_dtype == KvDtype::kFp8 ? "_fp8" : "",
+                         i.param.dense ? "_dense" : "");
     });
 
 // Device-planned decode (what recorded CUDA graph steps run): every decode layer's device work
@@ -245,6 +337,33 @@ TEST(CudaGraph, DevicePlannedDecodeLayersReplayedFromRecordingsMatchTheReference
   }
 }
 
+// Device-planned decode with model windows, recorded and replayed: the CTAs derive their items
+// from the window's sequence table. Splits of 64 keys make the windowed and the selected items
+// several pieces each, so the merges run too (head_dim 256: the reference kernel's merge).
+TEST(CudaGraph, DevicePlannedDecodeWithModelWindowsMatchesTheReference) {
+  LSERVE_SKIP_WITHOUT_GPU();
+  for (int head_dim : {64, 256}) {
+    SCOPED_TRACE(fmt::format("head_dim {}", head_dim));
+    CudaBackend gpu(0);
+    gpu.set_min_split_keys(64);
+    int replayed = 0;
+    test::SparseCase c = windowed_case(head_dim);
+    c.decode_steps = 12;
+    c.pad_decode_to = 4;
+    c.run_decode_layer = [&](const std::function<void()>& work) {
+      auto rec = gpu.record(work);
+      ASSERT_TRUE(rec != nullptr);
+      ASSERT_TRUE(rec->replay());
+      gpu.synchronize();
+      ++replayed;
+    };
+    test::SparseHarness h(gpu, c, test::test_seed());
+    const double diff = h.run(kAttnTolerance);
+    std::printf("head_dim %d: recorded replays %d, max |diff| %.2e\n", head_dim, replayed, diff);
+    EXPECT_EQ(replayed, c.decode_steps * c.n_layers);
+  }
+}
+
 // The same device-planned decode launched directly (no recording), with the reference kernel too.
 TEST(CudaGraph, DevicePlannedDecodeLaunchedDirectlyMatchesTheReference) {
   LSERVE_SKIP_WITHOUT_GPU();
@@ -268,6 +387,17 @@ TEST(CudaGraph, DevicePlannedDecodeLaunchedDirectlyMatchesTheReference) {
   }
 }
 
+// Positions where two [positions, vocab] logit arrays pick the same top-1 token.
+int top1_agreement(const std::vector<float>& a, const std::vector<float>& b, int vocab) {
+  int agree = 0;
+  for (size_t i = 0; i < a.size() / vocab; ++i) {
+    const float* x = a.data() + i * vocab;
+    const float* y = b.data() + i * vocab;
+    agree += std::max_element(x, x + vocab) - x == std::max_element(y, y + vocab) - y;
+  }
+  return agree;
+}
+
 // A small random Llama: same bf16 weights on both backends; logits agree within what bf16
 // activations through two layers allow. With fp8 KV the GPU stores E4M3 pools and the CPU
 // emulates the same rounding in f32.
@@ -286,12 +416,7 @@ void expect_whole_model_logits_match(CpuBackend& cpu, CudaBackend& gpu, KvDtype 
   const auto lc = sequence_logits(*mc, cpu, tokens, o);
   const auto lg = sequence_logits(*mg, gpu, tokens, o);
   const double err = rel_l2(lg, lc);
-  int agree = 0;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    const float* a = lc.data() + i * c.vocab_size;
-    const float* b = lg.data() + i * c.vocab_size;
-    agree += std::max_element(a, a + c.vocab_size) - a == std::max_element(b, b + c.vocab_size) - b;
-  }
+  const int agree = top1_agreement(lc, lg, c.vocab_size);
   std::printf("whole model, %s KV: rel L2 %.3e, top-1 agreement %d/%zu\n",
               std::string(kv_dtype_name(kv_dtype)).c_str(), err, agree, tokens.size());
   // FP8: the GPU rounds bf16 keys and the CPU f32 ones, so a few elements near a rounding
@@ -306,6 +431,128 @@ TEST_F(Cuda, WholeModelLogitsMatchTheCpu) {
 
 TEST_F(Cuda, WholeModelLogitsWithFp8KvMatchTheCpu) {
   expect_whole_model_logits_match(cpu_, *gpu_, KvDtype::kFp8);
+}
+
+// A small random Gemma 3 (two windowed layers of W = 48 around a global one, 4 query heads and
+// 1 KV head as in the 270M model): the embedding scale, per-head q/k norms, post norms, GeGLU
+// and the two RoPE bases, with the same bf16 weights on both backends and the Llama test's
+// bounds. Head dim 256 runs the reference attention kernel; 64 the fast ones over windowed
+// layers. The CPU backend with every weight and op output rounded to bf16 (an emulation of this
+// backend's precision, not of its kernels) measured rel L2 4.0e-3 and 333/333 for both head dims
+// and three seeds (2026-12-02); the Llama case measured 5.2e-3 on the H200.
+TEST_F(Cuda, WholeGemma3LogitsMatchTheCpu) {
+  for (int head_dim : {256, 64}) {
+    std::mt19937_64 rng(test::test_seed());
+    const ModelConfig c = test::small_gemma3_config(3, head_dim, 48);
+    const uint64_t wseed = rng();
+    auto mc = test::random_gemma3(cpu_, c, wseed);
+    auto mg = test::random_gemma3(*gpu_, c, wseed);
+    std::vector<int32_t> tokens(333);
+    for (auto& t : tokens) t = static_cast<int32_t>(rng() % c.vocab_size);
+    OfflineRunOptions o;
+    o.chunk = 128;
+    o.page_size = 16;
+    o.scramble_pages = true;
+    const auto lc = sequence_logits(*mc, cpu_, tokens, o);
+    const auto lg = sequence_logits(*mg, *gpu_, tokens, o);
+    const double err = rel_l2(lg, lc);
+    const int agree = top1_agreement(lc, lg, c.vocab_size);
+    std::printf("whole random Gemma 3, head_dim %d: rel L2 %.3e, top-1 agreement %d/%zu\n",
+                head_dim, err, agree, tokens.size());
+    EXPECT_LT(err, 2e-2) << "head_dim " << head_dim;
+    EXPECT_GE(agree, static_cast<int>(tokens.size() * 9 / 10)) << "head_dim " << head_dim;
+  }
+}
+
+std::string gemma_path() { return test::source_dir() + "/models/gemma-3-270m-q4_k_m.gguf"; }
+
+// Gemma 3 270M (its GGUF file; skipped when absent) on the GPU against the CPU backend, over the
+// golden prompts of tests/fixtures/golden_gemma3.json (real text: the top-1 margins mean
+// something), the long one from position 448 on: both sides of the 512-token window's edge.
+// The CPU is the f32 reference (it matches transformers' f32 forward to 1e-4,
+// test_gemma3_model.cpp); the GPU rounds the dequantized weights and every activation to bf16
+// through 18 layers, the same precision class as llama.cpp's 8-bit quantized activations, so the
+// bounds are the ones test_gemma3_model.cpp holds llama.cpp to against f32: top-1 agreement at
+// >= 98% of the positions whose CPU margin exceeds kTieMargin, elsewhere the GPU's token within
+// kTieMargin of the CPU's best, and top-5 logit differences of at most kMeanAbsDiff on average
+// and kMaxAbsDiff at worst (logits of magnitude ~10-30), and whole logit rows within kRelL2.
+// Calibration without a GPU (2026-12-02): the CPU backend with the weights and every op's output
+// rounded to bf16 (the precision of this backend, not its kernels) measured, on these positions:
+// top-1 agreement 377/377 at decisive positions (414/416 overall, the two others 0.08 apart),
+// top-5 |diff| mean 0.10 and max 3.07 (one position whose whole top 5 moved by ~2.5-3.1
+// together: a shift of the row, which softmax ignores), worst rel L2 2.1e-2.
+TEST_F(Cuda, Gemma3_270mLogitsMatchTheCpu) {
+  if (!std::filesystem::exists(gemma_path())) {
+    GTEST_SKIP() << gemma_path()
+                 << " is absent (scripts/fetch-gemma3.sh or `make gemma` fetches it)";
+  }
+  constexpr double kTieMargin = 0.5;
+  constexpr double kTop1Agreement = 0.98;
+  constexpr double kMaxAbsDiff = 5.0;
+  constexpr double kMeanAbsDiff = 0.4;
+  constexpr double kRelL2 = 5e-2;
+  constexpr int kLongFrom = 448;
+  CpuBackend cpu(static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 2u, 16u)));
+  LoadedModel lc = load_model(gemma_path(), cpu, {});
+  LoadedModel lg = load_model(gemma_path(), *gpu_, {});
+  const int vocab = lc.config.vocab_size;
+  ASSERT_EQ(lc.config.head_dim, 256);
+  auto mc = make_model(lc.config, std::move(lc.weights));
+  auto mg = make_model(lg.config, std::move(lg.weights));
+  std::ifstream in(test::fixture_path("golden_gemma3.json"));
+  ASSERT_TRUE(in.good()) << "missing fixture golden_gemma3.json";
+  const auto golden = nlohmann::json::parse(in);
+  int positions = 0, decisive = 0, decisive_same = 0, past_window = 0;
+  double max_diff = 0, sum_diff = 0, worst_rel = 0;
+  int64_t n_diff = 0;
+  for (const auto& p : golden["logit_prompts"]) {
+    const auto tokens = p["tokens"].get<std::vector<int32_t>>();
+    OfflineRunOptions o;
+    o.chunk = 128;
+    o.page_size = 16;
+    o.scramble_pages = true;
+    o.logits_from = tokens.size() > 600 ? kLongFrom : 0;
+    const auto want = sequence_logits(*mc, cpu, tokens, o);
+    const auto got = sequence_logits(*mg, *gpu_, tokens, o);
+    ASSERT_EQ(want.size(), got.size());
+    worst_rel = std::max(worst_rel, rel_l2(got, want));
+    for (size_t i = 0; i < want.size() / vocab; ++i) {
+      const float* w = want.data() + i * vocab;
+      const float* g = got.data() + i * vocab;
+      std::vector<int32_t> top(static_cast<size_t>(vocab));
+      std::iota(top.begin(), top.end(), 0);
+      std::partial_sort(top.begin(), top.begin() + 5, top.end(),
+                        [&](int32_t a, int32_t b) { return w[a] > w[b]; });
+      const auto ours = static_cast<int32_t>(std::max_element(g, g + vocab) - g);
+      ++positions;
+      past_window += o.logits_from + static_cast<int>(i) >= 512;
+      if (w[top[0]] - w[top[1]] > kTieMargin) {
+        ++decisive;
+        decisive_same += ours == top[0];
+      }
+      if (ours != top[0]) {
+        EXPECT_LE(w[top[0]] - w[ours], kTieMargin) << p["name"] << " position " << i;
+      }
+      for (int j = 0; j < 5; ++j) {
+        const double d = std::abs(static_cast<double>(g[top[j]]) - w[top[j]]);
+        max_diff = std::max(max_diff, d);
+        sum_diff += d;
+        ++n_diff;
+      }
+    }
+  }
+  const double mean_diff = sum_diff / static_cast<double>(n_diff);
+  std::printf(
+      "gemma3 270m cuda vs cpu: %d positions (%d past the window), worst rel L2 %.3e, top-1 "
+      "agreement %.4f at %d positions with margin > %.2f, top-5 |diff| mean %.4f max %.4f\n",
+      positions, past_window, worst_rel, static_cast<double>(decisive_same) / decisive, decisive,
+      kTieMargin, mean_diff, max_diff);
+  EXPECT_GT(past_window, 200);
+  EXPECT_GE(decisive, positions * 3 / 4);  // the margin filter must not hide most positions
+  EXPECT_GE(static_cast<double>(decisive_same) / decisive, kTop1Agreement);
+  EXPECT_LE(mean_diff, kMeanAbsDiff);
+  EXPECT_LE(max_diff, kMaxAbsDiff);
+  EXPECT_LE(worst_rel, kRelL2);
 }
 
 }  // namespace

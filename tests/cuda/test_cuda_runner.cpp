@@ -2,7 +2,9 @@
 // plans run through a ModelRunner that records (device-planned work, batches padded to a bucket)
 // and one that never does (host-planned work lists), on one model and one KV cache (re-running a
 // decode step rewrites the same KV), and the sampled tokens and their top log-probabilities are
-// compared. Skipped, saying why, where no GPU is present.
+// compared; for random Llamas and for a random Gemma 3 (sliding-window layers, head_dim 256 on the
+// reference attention kernel). Skipped, saying why, where no GPU is present.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -39,9 +41,12 @@ TEST(CudaRunner, RecordedDecodeStepsMatchDirectlyLaunchedSteps) {
   const uint64_t seed = test::test_seed();
   std::mt19937_64 rng(seed);
   CudaBackend gpu(0);
-  for (int head_dim : {64, 128}) {
-    const ModelConfig c = test::small_llama_config(3, head_dim);
-    auto model = test::random_llama(gpu, c, rng());
+  for (auto [gemma, head_dim] :
+       {std::pair{false, 64}, std::pair{false, 128}, std::pair{true, 256}, std::pair{true, 64}}) {
+    // Gemma 3: layers 0 and 1 slide over 40 tokens, layer 2 is global; one KV head.
+    const ModelConfig c =
+        gemma ? test::small_gemma3_config(3, head_dim, 40) : test::small_llama_config(3, head_dim);
+    auto model = gemma ? test::random_gemma3(gpu, c, rng()) : test::random_llama(gpu, c, rng());
 
     SparseAttentionConfig sp;
     sp.sink_tokens = 5;
@@ -52,7 +57,11 @@ TEST(CudaRunner, RecordedDecodeStepsMatchDirectlyLaunchedSteps) {
     sp.token_budget = 64;
     sp.selector_interval = 3;
     sp.selector_skip_layers = 1;
-    const std::vector<std::vector<bool>> retrieval = {{true, false}, {true, true}, {false, true}};
+    const std::vector<std::vector<bool>> retrieval =
+        gemma ? std::vector<std::vector<bool>>{{true}, {true}, {true}}
+              : std::vector<std::vector<bool>>{{true, false}, {true, true}, {false, true}};
+    HeadMap heads = HeadMap::from_flags(retrieval);
+    heads.set_model_windows(c.layer_windows);
     KvCacheConfig kc;
     kc.n_layers = c.n_layers;
     kc.n_heads = c.n_heads;
@@ -62,17 +71,21 @@ TEST(CudaRunner, RecordedDecodeStepsMatchDirectlyLaunchedSteps) {
     kc.num_stream_pages = 256;
     kc.num_sel_slots = 8;
     kc.sparse = sp;
-    KvCache cache(gpu, kc, HeadMap::from_flags(retrieval));
+    // As the engine sets them up (engine.cpp): a sink only for sparse streaming heads, and the
+    // streaming pool kept for the longer of the sparse and the model windows.
     BlockManagerConfig bc;
     bc.page_size = sp.page_size;
     bc.num_pages = kc.num_pages;
     bc.num_stream_pages = kc.num_stream_pages;
-    bc.sink_tokens = sp.sink_tokens;
+    bc.sink_tokens = heads.has_sparse_streaming() ? sp.sink_tokens : 0;
     bc.num_sel_slots = kc.num_sel_slots;
     BlockManager blocks(bc);
     SchedulerConfig sc;
     sc.max_num_seqs = 8;
     sc.max_num_batched_tokens = 64;
+    sc.model_window = heads.max_model_window();
+    sc.sparse_streaming = heads.has_sparse_streaming();
+    KvCache cache(gpu, kc, std::move(heads));
     Scheduler sched(sc, sp, blocks);
     RunnerConfig rc;
     rc.max_step_tokens = sc.max_num_batched_tokens;
@@ -134,10 +147,11 @@ TEST(CudaRunner, RecordedDecodeStepsMatchDirectlyLaunchedSteps) {
     }
     const RunnerStats& st = recorded.stats();
     std::printf(
-        "head_dim %d: %d tokens compared (%d near ties), max logprob diff %.2e; %lld "
+        "%s head_dim %d: %d tokens compared (%d near ties), max logprob diff %.2e; %lld "
         "replayed, %d recordings\n",
-        head_dim, compared, near_ties, max_lp_diff, static_cast<long long>(st.replayed_steps),
-        st.recordings);
+        gemma ? "gemma3" : "llama", head_dim, compared, near_ties, max_lp_diff,
+        static_cast<long long>(st.replayed_steps), st.recordings);
+    SCOPED_TRACE(fmt::format("{} head_dim {}", gemma ? "gemma3" : "llama", head_dim));
     EXPECT_FALSE(sched.has_work());
     EXPECT_GT(compared, 40);
     EXPECT_GE(st.recordings, 3);  // buckets 4 and 2 at least, with and without page selection

@@ -1,6 +1,8 @@
 // The host planner of GPU attention (backend/attention_plan.h), checked without a GPU: through the
 // real scheduler, every (sequence, query head, query) must be covered by exactly one work item
 // per key it may see — none missing (wrong output) and none twice (double weight after a split).
+// Also for layers with the model's own sliding window (Gemma 3), whose streaming heads see that
+// window and no sink.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -36,8 +38,7 @@ using ItemsFn = std::function<std::vector<cuda::AttnWork>(const StepPlan&, int l
 // Drives three sequences through the real scheduler (chunked prefill, then decoding) and checks,
 // at every step and layer, that the work items `items` returns cover each (sequence, query head,
 // query) exactly once per key it may see. Returns the rows checked.
-int check_coverage(const SparseAttentionConfig& sp, const HeadMap& heads,
-                   const std::vector<std::vector<bool>>& retrieval, int n_heads, int n_kv,
+int check_coverage(const SparseAttentionConfig& sp, const HeadMap& heads, int n_heads, int n_kv,
                    const ItemsFn& items, bool decode_only) {
   std::mt19937_64 rng(test::test_seed());
   const int group = n_heads / n_kv, P = sp.page_size;
@@ -45,11 +46,15 @@ int check_coverage(const SparseAttentionConfig& sp, const HeadMap& heads,
   bc.page_size = P;
   bc.num_pages = 256;
   bc.num_stream_pages = 256;
-  bc.sink_tokens = sp.sink_tokens;
+  // As the engine sets them up: only the sparse streaming heads have a sink, and the pool keeps
+  // the longer of the two windows.
+  bc.sink_tokens = heads.has_sparse_streaming() ? sp.sink_tokens : 0;
   bc.num_sel_slots = 4;
   BlockManager blocks(bc);
   SchedulerConfig sc;
   sc.max_num_batched_tokens = 61;
+  sc.model_window = heads.max_model_window();
+  sc.sparse_streaming = heads.has_sparse_streaming();
   Scheduler sched(sc, sp, blocks);
   std::vector<Sequence> seqs(3);
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -83,14 +88,17 @@ int check_coverage(const SparseAttentionConfig& sp, const HeadMap& heads,
       for (size_t s = 0; s < plan.seqs.size(); ++s) {
         const SeqStep& seq = plan.seqs[s];
         for (int head = 0; head < n_heads; ++head) {
-          const bool is_retrieval = retrieval[layer][head / group];
+          const bool is_retrieval = heads.cls[layer][head / group] == HeadClass::kRetrieval;
+          // The model's window (no sink), or the sparse config's sink + window.
+          const int32_t model_window = heads.model_window(layer);
+          const int32_t sink = model_window > 0 ? 0 : sp.sink_tokens;
+          const int32_t window = model_window > 0 ? model_window : seq.stream_window;
           for (int q = 0; q < seq.q_len; ++q) {
             const int32_t i = seq.start_pos + q;
             const auto& keys = covered[{static_cast<int>(s), head, q}];
             for (int32_t j = 0; j <= i; ++j) {
-              const bool visible =
-                  is_retrieval || j < sp.sink_tokens ||
-                  static_cast<int64_t>(j) > static_cast<int64_t>(i) - seq.stream_window;
+              const bool visible = is_retrieval || j < sink ||
+                                   static_cast<int64_t>(j) > static_cast<int64_t>(i) - window;
               if (!visible) continue;
               EXPECT_EQ(keys.count(j), 1u) << "step " << steps << " layer " << layer << " seq " << s
                                            << " head " << head << " query " << i << " key " << j;
@@ -129,12 +137,9 @@ SparseAttentionConfig coverage_config() {
   return sp;
 }
 
-TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
-  const SparseAttentionConfig sp = coverage_config();
-  const std::vector<std::vector<bool>> retrieval = {{true, false}, {false, true}};
-  const HeadMap heads = HeadMap::from_flags(retrieval);
-  const int rows = check_coverage(
-      sp, heads, retrieval, 8, 2,
+int check_host_plan(const SparseAttentionConfig& sp, const HeadMap& heads) {
+  return check_coverage(
+      sp, heads, 8, 2,
       [&](const StepPlan& plan, int layer) {
         AttentionPlanConfig cfg;
         cfg.layer = layer;
@@ -148,20 +153,41 @@ TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
         return all;
       },
       false);
-  EXPECT_GT(rows, 1000);
+}
+
+TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
+  const HeadMap heads = HeadMap::from_flags({{true, false}, {false, true}});
+  EXPECT_GT(check_host_plan(coverage_config(), heads), 1000);
+}
+
+// Heads of sliding-window layers (HeadMap::window): layer 0 slides over 100 tokens (not a page
+// multiple, and longer than the sparse windows, so ranges planned with those would miss keys),
+// layer 1 is global. With a sparse streaming head beside them (layer 1, head 0) the pool keeps
+// sink pages, which the windowed layer must not see; without one it keeps none.
+HeadMap windowed_heads(bool sparse_streaming) {
+  HeadMap heads = sparse_streaming ? HeadMap::from_flags({{true, true}, {false, true}})
+                                   : HeadMap::all_retrieval(2, 2);
+  heads.set_model_windows({100, 0});
+  return heads;
+}
+
+TEST(AttentionPlan, ModelWindowLayersCoverExactlyTheirWindow) {
+  for (bool sparse_streaming : {true, false}) {
+    EXPECT_GT(check_host_plan(coverage_config(), windowed_heads(sparse_streaming)), 1000)
+        << "sparse streaming heads " << sparse_streaming;
+  }
 }
 
 // The decode items a device-planned step's CTAs derive for themselves (CUDA graph replays): the
 // same coverage, with the unused CTAs of the fixed grid (padding slots, split counts past a
 // sequence's keys) doing nothing, and the partial-result slots of one unit distinct.
-TEST(AttentionPlan, DeviceDerivedDecodeItemsCoverEveryVisibleKeyOnce) {
-  const SparseAttentionConfig sp = coverage_config();
-  const std::vector<std::vector<bool>> retrieval = {{true, false}, {false, true}};
-  const HeadMap heads = HeadMap::from_flags(retrieval);
+// With a model window the CTAs read the sequence table the backend writes for that window
+// (stream_window = the window; CudaBackend::Impl::window_seqs), as here.
+void check_device_derived(const SparseAttentionConfig& sp, const HeadMap& heads) {
   for (int num_sms : {1, 3, 132}) {
     int derived = 0;
     const int rows = check_coverage(
-        sp, heads, retrieval, 8, 2,
+        sp, heads, 8, 2,
         [&](const StepPlan& plan, int layer) {
           const int padded = static_cast<int>(plan.seqs.size()) + 2;  // two padding slots
           AttentionPlanConfig cfg;
@@ -174,8 +200,11 @@ TEST(AttentionPlan, DeviceDerivedDecodeItemsCoverEveryVisibleKeyOnce) {
           std::vector<cuda::SeqInfo> infos;
           for (size_t s = 0; s < plan.seqs.size(); ++s) infos.push_back(seq_info(plan, s));
           infos.resize(static_cast<size_t>(padded), cuda::SeqInfo{});
+          if (heads.model_window(layer) > 0) {
+            for (auto& info : infos) info.stream_window = heads.model_window(layer);
+          }
           std::vector<int32_t> cls;
-          for (bool r : retrieval[layer]) cls.push_back(r ? 0 : 1);
+          for (HeadClass c : heads.cls[layer]) cls.push_back(c == HeadClass::kRetrieval ? 0 : 1);
           std::vector<cuda::AttnWork> out;
           std::set<int32_t> partials;
           const int units = padded * g.n_kv_heads * g.units_per_head;
@@ -198,6 +227,17 @@ TEST(AttentionPlan, DeviceDerivedDecodeItemsCoverEveryVisibleKeyOnce) {
         true);
     EXPECT_GT(rows, 300) << num_sms;
     EXPECT_GT(derived, 0);
+  }
+}
+
+TEST(AttentionPlan, DeviceDerivedDecodeItemsCoverEveryVisibleKeyOnce) {
+  check_device_derived(coverage_config(), HeadMap::from_flags({{true, false}, {false, true}}));
+}
+
+TEST(AttentionPlan, DeviceDerivedDecodeItemsCoverExactlyTheModelWindow) {
+  for (bool sparse_streaming : {true, false}) {
+    SCOPED_TRACE(sparse_streaming ? "with sparse streaming heads" : "model windows only");
+    check_device_derived(coverage_config(), windowed_heads(sparse_streaming));
   }
 }
 

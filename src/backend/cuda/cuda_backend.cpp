@@ -257,6 +257,19 @@ void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
                                           gate.numel(), impl_->launch_stream()));
 }
 
+void CudaBackend::scale(Tensor& x, float s) {
+  check_bf16(x);
+  if (x.numel() == 0) return;
+  LSERVE_CUDA_CHECK(cuda::launch_scale(x.as<bf16>(), s, x.numel(), impl_->launch_stream()));
+}
+
+void CudaBackend::gelu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  LSERVE_ASSERT(gate.numel() == up.numel() && out.numel() == gate.numel());
+  if (gate.numel() == 0) return;
+  LSERVE_CUDA_CHECK(cuda::launch_gelu_mul(gate.as<bf16>(), up.as<bf16>(), out.as<bf16>(),
+                                          gate.numel(), impl_->launch_stream()));
+}
+
 void CudaBackend::rope_append_kv(int layer, Tensor& q, Tensor& k, const Tensor& v,
                                  const RopeParams& rope, const StepPlan& plan, KvCache& cache) {
   // A device-planned step: one CTA row per sequence slot, each appending its one token.
@@ -282,6 +295,8 @@ void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan,
   const SparseAttentionConfig& sp = cache.sparse();
   LSERVE_CHECK(sp.selector_drift == 0,
                "--selector-drift is implemented on the CPU backend only so far (not on CUDA)");
+  // A layer of streaming heads only (a model's sliding-window layer) selects nothing.
+  if (cache.heads().count(layer, HeadClass::kRetrieval) == 0) return;
   const int sel_heads = cache.sel_heads();
   std::vector<int32_t> seqs;
   int32_t max_blocks = 1;
@@ -305,7 +320,8 @@ void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan,
     n_rows = static_cast<int>(seqs.size());
   }
   const int d = cache.config().head_dim;
-  LSERVE_CHECK(d == 64 || d == 128, "the page selector supports head_dim 64 and 128, not {}", d);
+  LSERVE_CHECK(d == 64 || d == 128 || d == 256,
+               "the page selector supports head_dim 64, 128 and 256, not {}", d);
   cuda::SelectorParams p{};
   p.step = impl_->device_step();
   p.seq_list = device_planned_ ? nullptr : impl_->staged_refresh_list(seqs);
@@ -361,15 +377,20 @@ void CudaBackend::select_pages(int layer, const Tensor& q, const StepPlan& plan,
 void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
                             Tensor& out) {
   const int d = cache.config().head_dim;
-  LSERVE_CHECK(d == 64 || d == 128,
-               "the CUDA attention kernels support head_dim 64 and 128, not {}", d);
+  LSERVE_CHECK(d == 64 || d == 128 || d == 256,
+               "the CUDA attention kernels support head_dim 64, 128 and 256, not {}", d);
+  // The fast kernels (attention.cuh: mma.sync and wgmma tiles) cover head_dim 64 and 128. Head
+  // dim 256 (Gemma 3) runs the reference kernel (attention_reference.cuh: a warp per query row,
+  // f32), whatever attn_kernels_ asks for, with smaller prefill tiles (more CTAs) and its own
+  // split-KV merge.
+  const bool reference = attn_kernels_ == AttnKernels::kReference || d == 256;
   AttentionPlanConfig cfg;
   cfg.layer = layer;
   cfg.n_heads = static_cast<int>(q.cols / d);
   cfg.n_kv_heads = cache.config().n_kv_heads;
   cfg.num_sms = impl_->num_sms();
   cfg.min_split_keys = min_split_keys_;
-  cfg.prefill_rows = cuda::kPrefillRows;
+  cfg.prefill_rows = d == 256 ? cuda::kReferencePrefillRows : cuda::kPrefillRows;
   cfg.decode_rows = cuda::kDecodeRows;
 
   cuda::AttnParams p{};
@@ -389,8 +410,18 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
     p.sel_blocks = cache.sel_blocks().as<int32_t>();
     p.sel_count = cache.sel_count().as<int32_t>();
   }
-  const bool reference = attn_kernels_ == AttnKernels::kReference;
-  LSERVE_CHECK(!reference || p.max_sel <= 1024, "reference attention: budget too large");
+  // A layer with the model's own sliding window (Gemma 3): its streaming heads see exactly that
+  // window and no sink. The kernels read the window from the sequence table, so they get the
+  // step's table with this window (written by begin_step) and sink 0.
+  const int32_t model_window = cache.heads().model_window(layer);
+  if (model_window > 0) {
+    p.step.seqs = impl_->window_seqs(model_window);
+    p.sink = 0;
+  }
+  LSERVE_CHECK(!reference || p.max_sel <= cuda::kReferenceMaxSel,
+               "the reference attention kernel (head_dim 256, or forced) holds at most {} "
+               "selected pages, not {}: lower --token-budget or raise --page-size",
+               cuda::kReferenceMaxSel, p.max_sel);
   const cuda::Stream st = impl_->launch_stream();
   const auto decode_variant =
       reference ? cuda::AttnVariant::kReference : cuda::AttnVariant::kDecode;
@@ -412,6 +443,7 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
   std::vector<int8_t> signature;
   for (auto c : cache.heads().cls[layer]) signature.push_back(c == HeadClass::kRetrieval ? 0 : 1);
   signature.push_back(layer >= cache.sparse().selector_skip_layers ? 1 : 0);
+  for (int i = 0; i < 4; ++i) signature.push_back(static_cast<int8_t>(model_window >> (8 * i)));
   const Impl::StagedAttention& sa = impl_->staged_attention(
       signature, d, [&] { return plan_attention(plan, cache.heads(), cache.sparse(), cfg); });
   p.part_o = sa.part_o.empty() ? nullptr : sa.part_o.as<float>();

@@ -175,6 +175,17 @@ struct CudaBackend::Impl {
 
   const StepPlan& plan() const { return *plan_; }
   const cuda::DeviceStep& device_step() const { return step_; }
+  // The step's sequence table as a layer with the model's sliding window `window` (Gemma 3) sees
+  // it: stream_window is that window instead of the sparse config's. Its streaming heads are read
+  // with sink 0 (AttnParams::sink), so the kernels' sink + window mask is exactly the model's.
+  const cuda::SeqInfo* window_seqs(int32_t window) const {
+    const auto it = std::find(windows_.begin(), windows_.end(), window);
+    LSERVE_ASSERT(it != windows_.end());
+    const auto i = static_cast<size_t>(it - windows_.begin());
+    return reinterpret_cast<const cuda::SeqInfo*>(static_cast<const char*>(tables_dev_.data) +
+                                                  off_.wseqs +
+                                                  i * cap_.seqs * sizeof(cuda::SeqInfo));
+  }
   const SampleRow* sample_rows() const { return sample_rows_; }
   const LogitEdit* logit_edits() const { return edits_; }
 
@@ -282,10 +293,17 @@ struct CudaBackend::Impl {
   }
 
  private:
-  // The step tables, laid out as on the device: sequences, token ids, positions, sampling rows,
-  // logit edits, then both page tables (retrieval pages, then streaming pages, in one array).
-  // Two copies: everything before the edits' end, and the used part of the page tables.
+  // The step tables, laid out as on the device: sequences, the sequences once more per distinct
+  // model sliding window (window_seqs), token ids, positions, sampling rows, logit edits, then
+  // both page tables (retrieval pages, then streaming pages, in one array). Two copies:
+  // everything before the edits' end, and the used part of the page tables.
   void upload_tables(const StepPlan& plan, KvCache& cache) {
+    windows_.clear();
+    for (int32_t w : cache.heads().window) {
+      if (w > 0 && std::find(windows_.begin(), windows_.end(), w) == windows_.end()) {
+        windows_.push_back(w);
+      }
+    }
     const size_t n_seqs = std::max<size_t>(plan.seqs.size(), plan.padded_rows);
     const size_t n_rows = static_cast<size_t>(plan.rows());
     const size_t n_sample = std::max(plan.sampling.size(), n_rows);
@@ -293,9 +311,11 @@ struct CudaBackend::Impl {
     const size_t min_idx = static_cast<size_t>(cache.config().num_pages) +
                            static_cast<size_t>(cache.config().num_stream_pages) + 64;
     if (n_seqs > cap_.seqs || n_rows > cap_.tokens || n_sample > cap_.sample ||
-        plan.logit_edits.size() > cap_.edits || n_idx > cap_.indices) {
+        plan.logit_edits.size() > cap_.edits || n_idx > cap_.indices ||
+        windows_.size() > cap_.windows) {
       TableCaps c;
       c.seqs = std::max<size_t>({n_seqs, 2 * cap_.seqs, 64});
+      c.windows = std::max(windows_.size(), cap_.windows);
       c.tokens = std::max<size_t>({n_rows, 2 * cap_.tokens, 2048});
       c.sample = std::max<size_t>({n_sample, 2 * cap_.sample, 64});
       c.edits = std::max<size_t>({plan.logit_edits.size(), 2 * cap_.edits, 4096});
@@ -317,6 +337,13 @@ struct CudaBackend::Impl {
       } else {
         seqs[s] = cuda::SeqInfo{};
         seqs[s].sel_slot = -1;
+      }
+    }
+    for (size_t i = 0; i < windows_.size(); ++i) {
+      auto* ws = reinterpret_cast<cuda::SeqInfo*>(h + off_.wseqs) + i * cap_.seqs;
+      for (size_t s = 0; s < n_seqs; ++s) {
+        ws[s] = seqs[s];
+        ws[s].stream_window = windows_[i];
       }
     }
     // Token ids and positions; padding rows read token 0.
@@ -354,10 +381,11 @@ struct CudaBackend::Impl {
   }
 
   struct TableCaps {
-    size_t seqs = 0, tokens = 0, sample = 0, edits = 0, indices = 0;
+    size_t seqs = 0, tokens = 0, sample = 0, edits = 0, indices = 0, windows = 0;
   };
   struct TableOffsets {
-    size_t seqs = 0, tokens = 0, positions = 0, sample = 0, edits = 0, indices = 0, end = 0;
+    size_t seqs = 0, wseqs = 0, tokens = 0, positions = 0, sample = 0, edits = 0, indices = 0,
+           end = 0;
   };
 
   void grow_tables(const TableCaps& c) {
@@ -366,7 +394,8 @@ struct CudaBackend::Impl {
     auto align = [](size_t x) { return (x + 255) / 256 * 256; };
     TableOffsets o;
     o.seqs = 0;
-    o.tokens = align(o.seqs + c.seqs * sizeof(cuda::SeqInfo));
+    o.wseqs = align(o.seqs + c.seqs * sizeof(cuda::SeqInfo));
+    o.tokens = align(o.wseqs + c.windows * c.seqs * sizeof(cuda::SeqInfo));
     o.positions = align(o.tokens + c.tokens * sizeof(int32_t));
     o.sample = align(o.positions + c.tokens * sizeof(int32_t));
     o.edits = align(o.sample + c.sample * sizeof(SampleRow));
@@ -450,6 +479,7 @@ struct CudaBackend::Impl {
   TableCaps cap_;
   TableOffsets off_;
   const StepPlan* plan_ = nullptr;
+  std::vector<int32_t> windows_;  // the cache's distinct model sliding windows (window_seqs)
   cuda::DeviceStep step_{};
   const SampleRow* sample_rows_ = nullptr;
   const LogitEdit* edits_ = nullptr;

@@ -35,6 +35,12 @@ struct AttnKernels {
       attention_kernel<D, kPrefillWarps, 1, kPrefillMTiles, true, 2, FP8>;
 };
 
+template <int D>
+cudaError_t launch_reference_attention(const AttnParams& p, int n_items, Stream st) {
+  return launch_kernel(attention_reference_kernel<D>, attention_grid(p, n_items), kReferenceThreads,
+                       0, st, p);
+}
+
 template <int D, bool FP8>
 cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Stream st) {
   using K = AttnKernels<D, FP8>;
@@ -51,7 +57,7 @@ cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Strea
                            attn_smem_bytes(D, kPrefillWarps * kPrefillMTiles, p.max_sel, FP8), st,
                            p);
     case AttnVariant::kReference:
-      return launch_kernel(attention_reference_kernel<D>, grid, kReferenceThreads, 0, st, p);
+      return launch_reference_attention<D>(p, n_items, st);
   }
   return cudaErrorInvalidValue;
 }
@@ -139,6 +145,14 @@ cudaError_t launch_silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t
   return launch_kernel(silu_mul_kernel<bf16>, grid_for(n), kThreads, 0, st, gate, up, out, n);
 }
 
+cudaError_t launch_gelu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t n, Stream st) {
+  return launch_kernel(gelu_mul_kernel<bf16>, grid_for(n), kThreads, 0, st, gate, up, out, n);
+}
+
+cudaError_t launch_scale(bf16* x, float s, int64_t n, Stream st) {
+  return launch_kernel(scale_kernel<bf16>, grid_for(n), kThreads, 0, st, x, s, n);
+}
+
 cudaError_t launch_fill(bf16* x, float value, int64_t n, cudaStream_t st) {
   fill_kernel<<<grid_for(n), kThreads, 0, st>>>(x, value, n);
   return cudaGetLastError();
@@ -174,6 +188,8 @@ cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_hea
     err = launch_kernel(score_pages_kernel<64>, score_grid, kSelectorThreads, 0, st, p);
   } else if (head_dim == 128) {
     err = launch_kernel(score_pages_kernel<128>, score_grid, kSelectorThreads, 0, st, p);
+  } else if (head_dim == 256) {
+    err = launch_kernel(score_pages_kernel<256>, score_grid, kSelectorThreads, 0, st, p);
   }
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(n_seqs), static_cast<unsigned>(sel_heads));
@@ -192,6 +208,12 @@ cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, Att
     return p.kv.fp8 ? attention_dim<128, true>(p, n_items, variant, st)
                     : attention_dim<128, false>(p, n_items, variant, st);
   }
+  if (head_dim == 256) {
+    // The fast kernels (attention.cuh) cover head_dim 64 and 128; 256 (Gemma 3) has only the
+    // reference kernel (bf16 and fp8 pools alike).
+    if (variant != AttnVariant::kReference) return cudaErrorInvalidValue;
+    return launch_reference_attention<256>(p, n_items, st);
+  }
   return cudaErrorInvalidValue;
 }
 
@@ -206,6 +228,11 @@ cudaError_t launch_merge(const AttnParams& p, const MergeItem* items, int n_item
   if (head_dim == 128) {
     const dim3 grid(static_cast<unsigned>(n_items), 16 / (kMergeThreads / 32));
     return launch_kernel(merge_kernel<128, kMergeThreads>, grid, kMergeThreads, 0, st, p, items);
+  }
+  if (head_dim == 256) {
+    // merge_kernel holds a row in D / 4 <= 32 threads: the reference kernel's own merge.
+    return launch_kernel(merge_reference_kernel<256>, static_cast<unsigned>(n_items),
+                         kReferenceThreads, 0, st, p, items);
   }
   return cudaErrorInvalidValue;
 }

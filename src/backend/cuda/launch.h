@@ -20,13 +20,15 @@ cudaError_t launch_rms_norm(const bf16* x, const bf16* w, float eps, int64_t row
 cudaError_t launch_add(bf16* x, const bf16* y, int64_t n, Stream st);
 cudaError_t launch_add_bias(bf16* x, const bf16* bias, int64_t n, int64_t cols, Stream st);
 cudaError_t launch_silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t n, Stream st);
+cudaError_t launch_gelu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t n, Stream st);
+cudaError_t launch_scale(bf16* x, float s, int64_t n, Stream st);
 cudaError_t launch_fill(bf16* x, float value, int64_t n, cudaStream_t st);
 cudaError_t launch_fill(float* x, float value, int64_t n, cudaStream_t st);
 cudaError_t launch_random(bf16* x, int64_t n, uint64_t seed, float scale, cudaStream_t st);
 cudaError_t launch_random_e4m3(uint8_t* x, int64_t n, uint64_t seed, cudaStream_t st);
 
 cudaError_t launch_rope_append(const RopeAppendParams& p, int n_groups, Stream st);
-// Scoring grid: n_seqs x sel_heads x chunks CTAs. Supported head dims: 64, 128.
+// Scoring grid: n_seqs x sel_heads x chunks CTAs. Supported head dims: 64, 128, 256.
 cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_heads, int chunks,
                                 int head_dim, Stream st);
 
@@ -41,11 +43,13 @@ cudaError_t probe_wgmma(bool* yes, cudaStream_t st);
 // kPrefillWgmma: the prefill tiles on Hopper tensor cores (only where probe_wgmma says yes).
 enum class AttnVariant { kDecode, kPrefill, kPrefillWgmma, kReference };
 // n_items work items (p.work), or n_items units x p.grid.splits CTAs when p.work is null (a
-// device-planned decode step). Supported head dims: 64, 128 (cudaErrorInvalidValue otherwise).
+// device-planned decode step). Supported head dims: 64 and 128 (every variant), 256 (kReference
+// only: the fast kernels cover 64 and 128); cudaErrorInvalidValue otherwise.
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
                              Stream st);
 // Combines split-KV partial results into p.out (after the decode attention launch): n_items
-// merge items, or, with items null, the n_items units of a device-planned step.
+// merge items, or, with items null, the n_items units of a device-planned step. Head dims 64,
+// 128 and 256 (the last by the reference kernel's merge).
 cudaError_t launch_merge(const AttnParams& p, const MergeItem* items, int n_items, int head_dim,
                          Stream st);
 

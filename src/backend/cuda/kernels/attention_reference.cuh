@@ -1,6 +1,12 @@
 // A deliberately simple attention kernel over the same work items as attention.cuh: one warp per
 // tile row, keys one at a time, f32 throughout. Tests run it beside the tensor-core kernel on the
-// same plan so a mismatch points at the fast kernel, not at planning.
+// same plan so a mismatch points at the fast kernel, not at planning. It is also the kernel of
+// head_dim 256 (Gemma 3), which the fast kernels do not cover (they serve 64 and 128): any D that
+// is a multiple of 32, with merge_reference_kernel combining its split-KV partial results (the
+// fast merge_kernel holds D / 4 <= 32 threads per row).
+// Masking is the fast kernels' rule: causal, and for streaming heads sink (p.sink) + window
+// (the sequence table's stream_window); a model's sliding window is sink 0 and that window
+// (CudaBackend::attention hands the kernel a table holding it).
 #pragma once
 
 #include "backend/cuda/kernels/attention.cuh"
@@ -11,9 +17,10 @@ constexpr int kReferenceThreads = 128;
 
 template <int D>
 __global__ void __launch_bounds__(kReferenceThreads) attention_reference_kernel(AttnParams p) {
+  static_assert(D % 32 == 0, "a lane holds D / 32 channels");
   griddep_wait();
   griddep_launch_dependents();
-  __shared__ int32_t list[1024 + 2];
+  __shared__ int32_t list[kReferenceMaxSel + 2];
   AttnWork w;
   if (!cta_work(p, &w)) return;
   const SeqInfo s = p.step.seqs[w.seq];
@@ -79,6 +86,52 @@ __global__ void __launch_bounds__(kReferenceThreads) attention_reference_kernel(
     }
     if (w.partial >= 0 && lane == 0)
       p.part_lse[w.partial * 16 + r] = l > 0.0f ? m + log2f(l) : -INFINITY;
+  }
+}
+
+// Combines split-KV partial results into p.out like merge_kernel, for any D: one CTA per merge
+// item (or, items null, per unit of a device-planned step, derived as the attention CTAs did),
+// one thread per (row, channel) at a time, the log2-sum-exp weighted mean of the row's pieces.
+template <int D>
+__global__ void __launch_bounds__(kReferenceThreads)
+    merge_reference_kernel(AttnParams p, const MergeItem* items) {
+  griddep_wait();
+  griddep_launch_dependents();
+  MergeItem it;
+  if (items) {
+    it = items[blockIdx.x];
+  } else {
+    AttnWork w;
+    int32_t pieces = 0;
+    if (!decode_work(p.grid, p.step.seqs, p.kv.head_class, blockIdx.x, 0, &w, &pieces) ||
+        pieces <= 1) {
+      return;  // nothing, or one piece that wrote the output itself
+    }
+    it = MergeItem{w.seq,   w.q_first, w.q_count,
+                   w.head0, w.rg,      static_cast<int32_t>(blockIdx.x) * p.grid.splits,
+                   pieces,  0};
+  }
+  const SeqInfo s = p.step.seqs[it.seq];
+  const int32_t rows = it.q_count * it.rg;
+  for (int32_t idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
+    const int32_t r = idx / D, c = idx % D;
+    float mm = -INFINITY;
+    for (int32_t i = 0; i < it.count; ++i) {
+      mm = fmaxf(mm, p.part_lse[static_cast<int64_t>(it.first + i) * 16 + r]);
+    }
+    float acc = 0.0f, wsum = 0.0f;
+    if (mm != -INFINITY) {
+      for (int32_t i = 0; i < it.count; ++i) {
+        const int64_t piece = static_cast<int64_t>(it.first + i) * 16 + r;
+        const float l = p.part_lse[piece];
+        const float f = l == -INFINITY ? 0.0f : exp2f(l - mm);
+        wsum += f;
+        acc += f * p.part_o[piece * D + c];
+      }
+    }
+    const int64_t token = s.q_offset + it.q_first + r / it.rg;
+    p.out[(token * p.n_heads + it.head0 + r % it.rg) * D + c] =
+        to_bf16(wsum > 0.0f ? acc / wsum : 0.0f);
   }
 }
 

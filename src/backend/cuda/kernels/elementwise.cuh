@@ -116,6 +116,33 @@ __global__ void silu_mul_kernel(const T* gate, const T* __restrict__ up, T* out,
   }
 }
 
+// gelu(g) * up with gelu's tanh approximation (Gemma's GeGLU), as the CPU computes it:
+// g/2 (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))). tanhf, not a fast approximation: the CPU
+// reference uses std::tanh.
+template <typename T>
+__global__ void gelu_mul_kernel(const T* gate, const T* __restrict__ up, T* out, int64_t n) {
+  griddep_wait();
+  griddep_launch_dependents();
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float g = to_f32(gate[i]);
+    const float t = tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g));
+    out[i] = from_f32<T>(0.5f * g * (1.0f + t) * to_f32(up[i]));
+  }
+}
+
+// x *= s (Gemma's embedding scale), in f32 and rounded once.
+template <typename T>
+__global__ void scale_kernel(T* x, float s, int64_t n) {
+  griddep_wait();
+  griddep_launch_dependents();
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    x[i] = from_f32<T>(to_f32(x[i]) * s);
+  }
+}
+
 template <typename T>
 __global__ void fill_kernel(T* x, float value, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;

@@ -22,6 +22,11 @@ constexpr int kPrefillWarps = 8;
 constexpr int kPrefillMTiles = 1;
 constexpr int kPrefillRows = 16 * kPrefillWarps * kPrefillMTiles;
 constexpr int kDecodeRows = 16;  // decode tiles: 16 rows, keys split over 4 warps
+// The reference kernel (attention_reference.cuh), which also serves head_dim 256 (Gemma 3): its
+// selected-page list lives in static shared memory, and at head_dim 256 prefill tiles of 32 rows
+// (8 per warp) give 4x the CTAs of 128-row ones.
+constexpr int kReferenceMaxSel = 1024;
+constexpr int kReferencePrefillRows = 32;
 
 // Dynamic shared memory of attention_kernel<D, WARPS_M, *>: Q tile, two K and two V tiles, key
 // positions and rows of four tiles, and the selected-page list; plus up to 1 KB to align the
