@@ -27,7 +27,7 @@ model: setup
 
 # Gemma 3 270M (~250 MB): not part of `make test`; its model-tier tests skip without it.
 gemma: setup
-	@scripts/fetch-gemma3.sh
+	@scripts/fetch-model.sh gemma3
 
 demo: build model
 	@echo "== lserve generate: a question about a ~1,600-token report (prompts/demo.txt) =="
