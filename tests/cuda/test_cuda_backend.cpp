@@ -222,11 +222,13 @@ INSTANTIATE_TEST_SUITE_P(
                     GpuShape{4, 64, SelectorGranularity::kQueryHead, K::kReference},
                     GpuShape{3, 64, SelectorGranularity::kKvHead, K::kAuto, 1},
                     GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto, 1},
-                    // FP8 pools: E4M3 tiles widened in shared memory, scales on the scores and
-                    // probabilities; the reference rounds its keys and values the same way.
+                    // FP8 pools: E4M3 tiles widened in registers (decode, portable prefill) or
+                    // in shared memory (wgmma prefill), scales on the scores and probabilities;
+                    // the reference rounds its keys and values the same way.
                     GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kFp8},
                     GpuShape{3, 64, SelectorGranularity::kQueryHead, K::kAuto, 4, KvDtype::kFp8},
                     GpuShape{3, 128, SelectorGranularity::kKvHead, K::kPortable, 4, KvDtype::kFp8},
+                    GpuShape{1, 64, SelectorGranularity::kKvHead, K::kPortable, 4, KvDtype::kFp8},
                     GpuShape{4, 64, SelectorGranularity::kKvHead, K::kReference, 4, KvDtype::kFp8},
                     // Head dim 256 (Gemma 3): the reference kernel whatever is asked for, the
                     // selector's 256-wide scoring, and the reference merge of split decode items.

@@ -52,7 +52,8 @@ class SparseHarness {
  public:
   SparseHarness(Backend& backend, const SparseCase& c, uint64_t seed);
 
-  // Runs the prompt and the decode steps, checking each step; returns the max |diff| seen.
+  // Runs the prompt and the decode steps, checking each step; returns the largest difference
+  // seen (absolute up to |o| = 1, relative beyond).
   double run(double tolerance);
 
   // What happened, for tests that check the schedule.

@@ -47,15 +47,14 @@ cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Strea
   const dim3 grid = attention_grid(p, n_items);
   switch (v) {
     case AttnVariant::kDecode:
-      return launch_kernel(K::decode, grid, 128, attn_smem_bytes(D, 1, p.max_sel, FP8), st, p);
+      return launch_kernel(K::decode, grid, 128,
+                           attn_smem_bytes(D, kDecodeRows, p.max_sel, FP8, false), st, p);
     case AttnVariant::kPrefill:
       return launch_kernel(K::prefill, grid, 32 * kPrefillWarps,
-                           attn_smem_bytes(D, kPrefillWarps * kPrefillMTiles, p.max_sel, FP8), st,
-                           p);
+                           attn_smem_bytes(D, kPrefillRows, p.max_sel, FP8, false), st, p);
     case AttnVariant::kPrefillWgmma:
       return launch_kernel(K::prefill_wgmma, grid, 32 * kPrefillWarps,
-                           attn_smem_bytes(D, kPrefillWarps * kPrefillMTiles, p.max_sel, FP8), st,
-                           p);
+                           attn_smem_bytes(D, kPrefillRows, p.max_sel, FP8, true), st, p);
     case AttnVariant::kReference:
       return launch_reference_attention<D>(p, n_items, st);
   }

@@ -11,12 +11,22 @@
 // softmax are shared. Prefill uses 8x1 (128 rows; wgmma on sm_90); decode uses 1x4 (16 rows: the
 // group's heads) and merges the four warps' partial softmax states at the end.
 // Split-KV items write normalised partial outputs plus log2-sum-exp; merge_kernel combines them.
-// FP8: the pools hold E4M3 bytes with a scale per key row (kv/kv_dtype.h). Tiles of bytes are
-// copied in (half the bytes of bf16), widened to bf16 in shared memory (exact: every E4M3 value is
-// a bf16), and the scales are applied where they cost least: a key's scale multiplies its score
-// column, a value's scale its probability column (after the row sum, which needs the
-// probabilities themselves).
+// FP8: the pools hold E4M3 bytes with a scale per key row (kv/kv_dtype.h), copied in as tiles of
+// bytes (half the bytes of bf16). The scales are applied where they cost least: a key's scale
+// multiplies its score column, a value's scale its probability column (after the row sum, which
+// needs the probabilities themselves). On wgmma (prefill), which reads its operands from shared
+// memory, a tile is widened there to bf16 (exact: every E4M3 value is a bf16). On mma.sync
+// (decode) the bytes go straight into the MMA fragments (ldmatrix over bytes), widened in
+// registers to f16, in one conversion instruction per pair where bf16 takes four (the conversions
+// bound the kernel otherwise); so the products run on f16: Q is converted once (clamped to the f16
+// range), and probabilities times value scales are divided by the largest value scale seen so
+// far to stay within [0, 1] where f16 is precise, that maximum folded into the accumulator's
+// rescaling (a value row 10^4 times smaller than the largest gets f16's subnormal precision).
+// Three tiles are in flight there instead of two: decode is bound by the bytes it keeps in
+// flight, and a byte tile is half as big.
 #pragma once
+
+#include <cfloat>
 
 #include "backend/cuda/kernels/common.cuh"
 #include "backend/cuda/kernels/mma.cuh"
@@ -93,6 +103,13 @@ __device__ __forceinline__ bool cta_work(const AttnParams& p, AttnWork* w) {
   return decode_work(p.grid, p.step.seqs, p.kv.head_class, blockIdx.x, blockIdx.y, w, &pieces);
 }
 
+// Byte offset of 16-byte chunk c of row j in an E4M3 tile of R rows: the bf16 tiles' swizzle over
+// rows of D bytes read as D / 2 two-byte columns (rows padded to 128 bytes, AttnSmem::f8_tile).
+template <int R>
+__device__ __forceinline__ int e4m3_tile_offset(int row, int chunk) {
+  return 2 * tile_offset<R>(row, chunk * 8);
+}
+
 // MIN_CTAS: CTAs per multiprocessor the registers must allow (decode tiles: three, as the
 // planner assumes).
 template <int D, int WARPS_M, int WARPS_N, int MT, bool WGMMA, int MIN_CTAS, bool FP8>
@@ -109,23 +126,27 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   constexpr int DT = D / 8;               // output n-tiles
   constexpr int CHUNKS = D / 8;           // 16-byte chunks per row
 
+  // FP8 on mma.sync: E4M3 fragments widened in registers, three tiles in flight (AttnSmem).
+  constexpr bool kDirect = FP8 && !WGMMA;
+  constexpr AttnSmem sm = attn_smem(D, BM, FP8, WGMMA);
+  constexpr int kStages = sm.stages, kSlots = sm.slots;
+  static_assert(WARPS_N == 1 || sm.kpos - sm.ks >= (WARPS_N * 16 * D + 2 * WARPS_N * 16) * 4,
+                "the warps' partial states fit where the K/V tiles were");
   // Tiles start on a 1024-byte boundary (the 128-byte swizzle pattern repeats every 8 rows).
-  // FP8 (attn_smem_bytes): one bf16 K and V tile (the widened current tile), and two stages of
-  // E4M3 K and V tiles and of their scales in flight, instead of two bf16 stages.
-  constexpr int kBf16Stages = FP8 ? 1 : 2;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* qs = reinterpret_cast<bf16*>(smem_raw + (1024 - smem_addr(smem_raw) % 1024) % 1024);
-  bf16* ks = qs + BM * D;                                                       // [stages][64][D]
-  bf16* vs = ks + kBf16Stages * kKeyTile * D;                                   // [stages][64][D]
-  uint8_t* k8 = reinterpret_cast<uint8_t*>(vs + kBf16Stages * kKeyTile * D);    // FP8: [2][64][D]
-  uint8_t* v8 = k8 + (FP8 ? 2 * kKeyTile * D : 0);                              // FP8: [2][64][D]
-  float* kscale = reinterpret_cast<float*>(v8 + (FP8 ? 2 * kKeyTile * D : 0));  // FP8: [2][64]
-  float* vscale = kscale + (FP8 ? 2 * kKeyTile : 0);                            // FP8: [2][64]
-  // Key positions (-1: none) and pool rows of four tiles: the one being computed, the one being
-  // loaded, the one being located and the one whose page-table reads are in flight.
-  int32_t* kpos = reinterpret_cast<int32_t*>(vscale + (FP8 ? 2 * kKeyTile : 0));  // [4][64]
-  int32_t* krow = kpos + 4 * kKeyTile;                                            // [4][64]
-  int32_t* list = krow + 4 * kKeyTile;                                            // [max_sel + 2]
+  unsigned char* base = smem_raw + (1024 - smem_addr(smem_raw) % 1024) % 1024;
+  bf16* qs = reinterpret_cast<bf16*>(base);                    // [BM][D]
+  bf16* ks = reinterpret_cast<bf16*>(base + sm.ks);            // bf16: [stages][64][D]
+  bf16* vs = reinterpret_cast<bf16*>(base + sm.vs);            // FP8 on wgmma: [64][D]
+  uint8_t* k8 = base + sm.k8;                                  // FP8: [stages][64][>= 128]
+  uint8_t* v8 = base + sm.v8;                                  // FP8: [stages][64][>= 128]
+  float* kscale = reinterpret_cast<float*>(base + sm.kscale);  // FP8: [stages][64]
+  float* vscale = reinterpret_cast<float*>(base + sm.vscale);  // FP8: [stages][64]
+  // Key positions (-1: none) and pool rows of the located tiles: the one being computed, those
+  // being loaded, the one being located and the one whose page-table reads are in flight.
+  int32_t* kpos = reinterpret_cast<int32_t*>(base + sm.kpos);  // [slots][64]
+  int32_t* krow = reinterpret_cast<int32_t*>(base + sm.krow);  // [slots][64]
+  int32_t* list = reinterpret_cast<int32_t*>(base + sm.list);  // [max_sel + 2]
 
   AttnWork w;
   if (!cta_work(p, &w)) return;
@@ -168,40 +189,36 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   // so the page table is read once per key, not once per 16-byte chunk. The lookup is split so
   // the page-table read stays in flight for a whole tile: start_locate issues it, finish_locate
   // (an iteration later) writes the tile's slot.
-  static_assert(kThreads >= 2 * kKeyTile, "one thread per key of two tiles");
-  int32_t pend_pos = -1, pend_page = 0;
+  static_assert(kThreads >= kKeyTile, "one thread per key of a tile");
+  struct Pending {
+    int32_t pos, page;
+  };
   // Key j of tile t (selects, not an indexed array: that would live in local memory).
   auto start_locate = [&](int32_t t, int j) {
     const bool second = t >= tiles0;
     const int32_t k = (second ? kb[1] : kb[0]) + (t - (second ? tiles0 : 0)) * kKeyTile + j;
     const int32_t* entry = nullptr;
-    pend_pos = k < (second ? ke[1] : ke[0]) ? km.locate(k, &entry) : -1;
-    pend_page = pend_pos >= 0 ? *entry : 0;
+    Pending pd;
+    pd.pos = k < (second ? ke[1] : ke[0]) ? km.locate(k, &entry) : -1;
+    pd.page = pd.pos >= 0 ? *entry : 0;
+    return pd;
   };
-  auto finish_locate = [&](int slot, int j) {
-    const int64_t row = pend_pos >= 0 ? (pend_page * n_pool + hs) * P + pend_pos % P : 0;
-    kpos[slot * kKeyTile + j] = pend_pos;
+  auto finish_locate = [&](int slot, int j, const Pending& pd) {
+    const int64_t row = pd.pos >= 0 ? (pd.page * n_pool + hs) * P + pd.pos % P : 0;
+    kpos[slot * kKeyTile + j] = pd.pos;
     krow[slot * kKeyTile + j] = static_cast<int32_t>(row);
-    if constexpr (FP8) {
-      // An FP8 tile is half a bf16 one, so the same stages keep half the bytes in flight: the
-      // rows of the tile after next (one 128-byte line each at head_dim 128) are fetched into L2
-      // now, ahead of their copy into shared memory.
-      if (pend_pos >= 0) {
-        prefetch_l2(static_cast<const uint8_t*>(pool.k) + row * D);
-        prefetch_l2(static_cast<const uint8_t*>(pool.v) + row * D);
-      }
-    }
   };
   auto issue_tile = [&](int stage, int slot) {
     if constexpr (FP8) {
       constexpr int kChunks8 = D / 16;  // 16-byte chunks of an E4M3 row
       const auto* kpool = static_cast<const uint8_t*>(pool.k);
       const auto* vpool = static_cast<const uint8_t*>(pool.v);
-      for (int idx = tid; idx < kKeyTile * kChunks8; idx += kThreads) {
-        const int j = idx / kChunks8, c = idx % kChunks8;
+      static_assert(kThreads % kChunks8 == 0, "a thread copies one chunk column");
+      const int c = tid % kChunks8;
+      for (int j = tid / kChunks8; j < kKeyTile; j += kThreads / kChunks8) {
         const bool valid = kpos[slot * kKeyTile + j] >= 0;
         const int64_t row = krow[slot * kKeyTile + j];
-        const int off = (stage * kKeyTile + j) * D + c * 16;
+        const int off = stage * sm.f8_tile + e4m3_tile_offset<kKeyTile>(j, c);
         cp_async_16(k8 + off, kpool + row * D + c * 16, valid);
         cp_async_16(v8 + off, vpool + row * D + c * 16, valid);
       }
@@ -214,8 +231,9 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     } else {
       const auto* kpool = static_cast<const bf16*>(pool.k);
       const auto* vpool = static_cast<const bf16*>(pool.v);
-      for (int idx = tid; idx < kKeyTile * CHUNKS; idx += kThreads) {
-        const int j = idx / CHUNKS, c = idx % CHUNKS;
+      static_assert(kThreads % CHUNKS == 0, "a thread copies one chunk column");
+      const int c = tid % CHUNKS;
+      for (int j = tid / CHUNKS; j < kKeyTile; j += kThreads / CHUNKS) {
         const bool valid = kpos[slot * kKeyTile + j] >= 0;
         const int64_t row = krow[slot * kKeyTile + j];
         const int off = stage * kKeyTile * D + tile_offset<kKeyTile>(j, c * 8);
@@ -231,8 +249,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
       const bool value = idx >= kKeyTile * kChunks8;
       const int i = value ? idx - kKeyTile * kChunks8 : idx;
       const int j = i / kChunks8, c = i % kChunks8;
-      const uint4 in =
-          *reinterpret_cast<const uint4*>((value ? v8 : k8) + (stage * kKeyTile + j) * D + c * 16);
+      const uint4 in = *reinterpret_cast<const uint4*>((value ? v8 : k8) + stage * sm.f8_tile +
+                                                       e4m3_tile_offset<kKeyTile>(j, c));
       bf16* dst = value ? vs : ks;
       const uint4 lo = make_uint4(e4m3x2_to_bf16x2(in.x), e4m3x2_to_bf16x2(in.x >> 16),
                                   e4m3x2_to_bf16x2(in.y), e4m3x2_to_bf16x2(in.y >> 16));
@@ -243,12 +261,14 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     }
   };
 
-  // FP8: multiplies this warp's score or probability columns by one scale per key of the tile.
-  auto scale_columns = [&](float(&x)[MT][NT][4], const float* tile_scales) {
+  // FP8: multiplies this warp's score or probability columns by one scale per key of the tile
+  // (times mul).
+  auto scale_columns = [&](float(&x)[MT][NT][4], const float* tile_scales, float mul) {
     const float* sc_warp = tile_scales + wn * KW;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-      const float s0 = sc_warp[nt * 8 + 2 * (lane % 4)], s1 = sc_warp[nt * 8 + 2 * (lane % 4) + 1];
+      const float s0 = sc_warp[nt * 8 + 2 * (lane % 4)] * mul;
+      const float s1 = sc_warp[nt * 8 + 2 * (lane % 4) + 1] * mul;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         x[mt][nt][0] *= s0;
@@ -268,18 +288,31 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     cp_async_16(qs + tile_offset<BM>(r, c * 8), p.q + (token * p.n_heads + head) * D + c * 8,
                 valid);
   }
-  // Tiles 0 and 1 are located at once (threads [0, 64) and [64, 128)), one round trip to the
-  // page table instead of two; from then on threads [0, 64) locate one tile per iteration.
-  if (tid < 2 * kKeyTile && tid / kKeyTile < n_tiles) {
-    start_locate(tid / kKeyTile, tid % kKeyTile);
-    finish_locate(tid / kKeyTile, tid % kKeyTile);
+  // Tiles [0, stages) are located together (one key per thread, all lookups issued before the
+  // first is used: one round trip to the page table), tiles [0, stages - 1) loaded; from then on
+  // threads [0, 64) locate one tile per iteration.
+  {
+    constexpr int kRounds = (kStages * kKeyTile + kThreads - 1) / kThreads;
+    Pending pd[kRounds];
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      const int i = r * kThreads + tid, t = i / kKeyTile;
+      if (t < kStages && t < n_tiles) pd[r] = start_locate(t, i % kKeyTile);
+    }
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      const int i = r * kThreads + tid, t = i / kKeyTile;
+      if (t < kStages && t < n_tiles) finish_locate(t, i % kKeyTile, pd[r]);
+    }
   }
-  if (n_tiles > 0) {
-    __syncthreads();
-    issue_tile(0, 0);
+  if (n_tiles > 0) __syncthreads();
+#pragma unroll
+  for (int t = 0; t + 1 < kStages; ++t) {
+    if (t < n_tiles) issue_tile(t, t);
+    cp_async_commit();
   }
-  cp_async_commit();
-  if (n_tiles > 2 && tid < kKeyTile) start_locate(2, tid);
+  Pending pend{-1, 0};
+  if (n_tiles > kStages && tid < kKeyTile) pend = start_locate(kStages, tid);
 
   // Each thread holds two rows of each of its warp's m-tiles: lane / 4 and lane / 4 + 8. Every
   // K/V fragment loaded from shared memory feeds all MT m-tiles.
@@ -292,6 +325,9 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     }
   }
   const int32_t window = s.stream_window;
+  // FP8 on mma.sync: the accumulators are in units of this value scale (never 0: 1 / vmax must
+  // stay finite while only masked keys, of scale 0, have been seen).
+  float vmax = kDirect ? FLT_MIN : 1.0f;
   float m[MT][2], l[MT][2];
   float o[MT][DT][4];
 #pragma unroll
@@ -303,41 +339,97 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   }
 
   for (int32_t t = 0; t < n_tiles; ++t) {
-    const int stage = t % 2, slot = t % 4;
-    // Loads of tile t+1 go out now; tile t+2's lookup (started an iteration ago) is written and
-    // tile t+3's starts while they and tile t are in flight. Buffers reused here were last read
-    // before the previous iteration's closing barrier.
-    if (t + 1 < n_tiles) {
-      issue_tile((t + 1) % 2, (t + 1) % 4);
-      cp_async_commit();
-    }
-    if (t + 2 < n_tiles && tid < kKeyTile) finish_locate((t + 2) % 4, tid);
-    if (t + 3 < n_tiles && tid < kKeyTile) start_locate(t + 3, tid);
-    if (t + 1 < n_tiles) {
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    if constexpr (FP8) {
+    const int stage = t % kStages, slot = t % kSlots;
+    // Loads of tile t + stages - 1 go out now; the lookup of the tile after it (started an
+    // iteration ago) is written and the next one starts while they and tile t are in flight.
+    // Buffers reused here were last read before the previous iteration's closing barrier. One
+    // commit group per iteration (empty past the end), so waiting for all but the newest
+    // stages - 1 groups is waiting for tile t.
+    const int32_t next = t + kStages - 1;
+    if (next < n_tiles) issue_tile(next % kStages, next % kSlots);
+    cp_async_commit();
+    if (next + 1 < n_tiles && tid < kKeyTile) finish_locate((next + 1) % kSlots, tid, pend);
+    if (next + 2 < n_tiles && tid < kKeyTile) pend = start_locate(next + 2, tid);
+    cp_async_wait<kStages - 1>();
+    if constexpr (FP8 && !kDirect) {
       __syncthreads();
       widen_tile(stage);
     }
     if constexpr (WGMMA) fence_proxy_async();
     __syncthreads();
+    if constexpr (kDirect) {
+      if (t == 0) {
+        // Q to f16 in place, once (it arrived with tile 0), its dims permuted within each 16-dim
+        // chunk as the key fragments deliver theirs (compute QK below): dim pair i goes to
+        // column pair (i % 2) * 4 + i / 2, so plain ldmatrix gives the matching A fragments.
+        for (int idx = tid; idx < BM * D / 16; idx += kThreads) {
+          const int r = idx / (D / 16), ch = idx % (D / 16);
+          uint4* lo = reinterpret_cast<uint4*>(qs + tile_offset<BM>(r, ch * 16));
+          uint4* hi = reinterpret_cast<uint4*>(qs + tile_offset<BM>(r, ch * 16 + 8));
+          const uint4 a = *lo, b = *hi;
+          const uint32_t in[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+          uint32_t out[8];
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&in[i]));
+            out[(i % 2) * 4 + i / 2] = pack_f16(fminf(fmaxf(f.x, -65504.0f), 65504.0f),
+                                                fminf(fmaxf(f.y, -65504.0f), 65504.0f));
+          }
+          *lo = make_uint4(out[0], out[1], out[2], out[3]);
+          *hi = make_uint4(out[4], out[5], out[6], out[7]);
+        }
+        __syncthreads();
+      }
+    }
     const bf16* kt = ks + (FP8 ? 0 : stage * kKeyTile * D);
     const bf16* vt = vs + (FP8 ? 0 : stage * kKeyTile * D);
 
     // S = Q K^T for this warp's rows x KW keys.
     float sc[MT][NT][4];
-    if constexpr (WGMMA) {
-      wgmma_qk<D, BM>(sc[0], qs, kt, warp / 4);
-    } else {
+    if constexpr (!WGMMA) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
         for (int i = 0; i < NT; ++i)
           sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.0f;
       }
+    }
+    if constexpr (WGMMA) {
+      wgmma_qk<D, BM>(sc[0], qs, kt, warp / 4);
+    } else if constexpr (kDirect) {
+      // E4M3 keys: ldmatrix over bytes gives lane l dims 4q..4q+3 (q = l % 4) of a 16-dim chunk
+      // of key l / 4, which the MMA takes as its k indices 2q, 2q+1, 2q+8, 2q+9. Q's dims were
+      // permuted alike (above), so each product sums the same terms, in another order.
+      const uint8_t* kt8 = k8 + stage * sm.f8_tile;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; kk += 2) {
+        uint32_t qf[MT][2][4];  // chunks kk and kk + 1
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            ldmatrix_x4(qf[mt][h], qs + tile_offset<BM>(
+                                            16 * (wm * MT + mt) + (lane % 8) + 8 * ((lane / 8) % 2),
+                                            (kk + h) * 16 + 8 * (lane / 16)));
+          }
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt += 2) {
+          // Matrices: keys of n-tiles nt, nt + 1 in chunk kk, then the same in chunk kk + 1.
+          uint32_t b[4];
+          const int key = wn * KW + nt * 8 + (lane % 8) + 8 * ((lane / 8) % 2);
+          ldmatrix_x4(b, kt8 + e4m3_tile_offset<kKeyTile>(key, kk + lane / 16));
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const uint32_t b0 = e4m3x2_to_f16x2(b[i]), b1 = e4m3x2_to_f16x2(b[i] >> 16);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+              mma_16816_f16(sc[mt][nt + i % 2], qf[mt][i / 2], b0, b1);
+            }
+          }
+        }
+      }
+    } else {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
         // Q fragments come from shared memory each time: keeping all of them in registers would
@@ -364,22 +456,40 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     }
 
     // FP8: each score column times its key's scale (a masked key's 0 gives a finite 0, then -inf).
-    if constexpr (FP8) scale_columns(sc, kscale + stage * kKeyTile);
+    if constexpr (FP8) scale_columns(sc, kscale + stage * kKeyTile, 1.0f);
+
+    // FP8 on mma.sync: the largest value scale of the warp's keys so far (a running maximum, so
+    // the accumulator rarely needs rescaling for it); vratio rescales from the last tile's.
+    float vratio = 1.0f;
+    if constexpr (kDirect) {
+      const float* vs_warp = vscale + stage * kKeyTile + wn * KW;
+      float mx = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        mx = fmaxf(mx,
+                   fmaxf(vs_warp[nt * 8 + 2 * (lane % 4)], vs_warp[nt * 8 + 2 * (lane % 4) + 1]));
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float vnew = fmaxf(vmax, mx);
+      vratio = vmax / vnew;
+      vmax = vnew;
+    }
 
     // Mask by position, then the online softmax update. Row maxima m are kept in raw score
     // units and the scale (log2(e) / sqrt(d)) is folded into the exponent's FMA. Tiles that every
-    // row of the warp sees whole (the bulk of causal attention) skip the per-element test; the
-    // test itself is branch-free.
+    // row of the warp sees whole (the bulk of causal attention, and every tile of dense decode
+    // but the last) skip the per-element test; the test itself is branch-free. Padding rows (a
+    // decode tile's 16 rows hold a group of often 4 heads) do not count: nothing reads them.
     const int32_t* tpos = kpos + slot * kKeyTile + wn * KW;
     int32_t qmin = INT32_MAX;
-    bool rows_valid = true;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-      qmin = min(qmin, min(qpos[mt][0], qpos[mt][1]));
-      rows_valid = rows_valid && qpos[mt][0] >= 0 && qpos[mt][1] >= 0;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) qmin = qpos[mt][h] >= 0 ? min(qmin, qpos[mt][h]) : qmin;
     }
-    const bool whole = !streaming && __all_sync(0xffffffffu, rows_valid) && tpos[0] >= 0 &&
-                       tpos[KW - 1] >= 0 && tpos[KW - 1] - tpos[0] == KW - 1 &&
+    const bool whole = !streaming && tpos[0] >= 0 && tpos[KW - 1] >= 0 &&
+                       tpos[KW - 1] - tpos[0] == KW - 1 &&
                        __all_sync(0xffffffffu, tpos[KW - 1] <= qmin);
     if (!whole) {
 #pragma unroll
@@ -421,12 +531,17 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
         m[mt][h] = mx[h];
         l[mt][h] *= alpha[h];
       }
+      // Rows whose maximum did not grow keep their accumulators (the usual case once a few
+      // tiles are in): the rescale is skipped when no row of the warp needs it.
+      const float oa0 = alpha[0] * vratio, oa1 = alpha[1] * vratio;
+      if (__any_sync(0xffffffffu, oa0 != 1.0f || oa1 != 1.0f)) {
 #pragma unroll
-      for (int i = 0; i < DT; ++i) {
-        o[mt][i][0] *= alpha[0];
-        o[mt][i][1] *= alpha[0];
-        o[mt][i][2] *= alpha[1];
-        o[mt][i][3] *= alpha[1];
+        for (int i = 0; i < DT; ++i) {
+          o[mt][i][0] *= oa0;
+          o[mt][i][1] *= oa0;
+          o[mt][i][2] *= oa1;
+          o[mt][i][3] *= oa1;
+        }
       }
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
@@ -438,12 +553,49 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
         }
       }
     }
-    // FP8: each probability column times its value's scale: P diag(s) V = P (diag(s) V).
-    if constexpr (FP8) scale_columns(sc, vscale + stage * kKeyTile);
+    // FP8: each probability column times its value's scale: P diag(s) V = P (diag(s) V) (on
+    // mma.sync divided by the tile's largest, the accumulator being in units of it).
+    if constexpr (FP8) scale_columns(sc, vscale + stage * kKeyTile, kDirect ? 1.0f / vmax : 1.0f);
 
     // O += P V: the score accumulators become the A fragments (16 keys per MMA step).
     if constexpr (WGMMA) {
       wgmma_pv<D>(o[0], sc[0], vt);
+    } else if constexpr (kDirect) {
+      // E4M3 values: ldmatrix.trans over bytes gives lane l, for keys 2q and 2q+1 of an 8-key
+      // matrix, the bytes of dims 2(l / 4) and 2(l / 4) + 1 of a 16-dim chunk: [k0 d0, k0 d1,
+      // k1 d0, k1 d1]. A byte permute pairs the keys per dim, so output n-tile 2c holds chunk
+      // c's even dims and 2c + 1 its odd ones (out_col below).
+      const uint8_t* vt8 = v8 + stage * sm.f8_tile;
+#pragma unroll
+      for (int c = 0; c < KW / 16; ++c) {
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          a[mt][0] = pack_f16(sc[mt][2 * c][0], sc[mt][2 * c][1]);
+          a[mt][1] = pack_f16(sc[mt][2 * c][2], sc[mt][2 * c][3]);
+          a[mt][2] = pack_f16(sc[mt][2 * c + 1][0], sc[mt][2 * c + 1][1]);
+          a[mt][3] = pack_f16(sc[mt][2 * c + 1][2], sc[mt][2 * c + 1][3]);
+        }
+#pragma unroll
+        for (int ch = 0; ch < D / 16; ch += 2) {
+          // Matrices: keys [0, 8) and [8, 16) of the step in chunk ch, then in chunk ch + 1.
+          uint32_t b[4];
+          const int key = wn * KW + c * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
+          ldmatrix_x4_trans(b, vt8 + e4m3_tile_offset<kKeyTile>(key, ch + lane / 16));
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const uint32_t even0 = e4m3x2_to_f16x2(__byte_perm(b[2 * h], 0, 0x0020));
+            const uint32_t even1 = e4m3x2_to_f16x2(__byte_perm(b[2 * h + 1], 0, 0x0020));
+            const uint32_t odd0 = e4m3x2_to_f16x2(__byte_perm(b[2 * h], 0, 0x0031));
+            const uint32_t odd1 = e4m3x2_to_f16x2(__byte_perm(b[2 * h + 1], 0, 0x0031));
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+              mma_16816_f16(o[mt][2 * (ch + h)], a[mt], even0, even1);
+              mma_16816_f16(o[mt][2 * (ch + h) + 1], a[mt], odd0, odd1);
+            }
+          }
+        }
+      }
     } else {
 #pragma unroll
       for (int c = 0; c < KW / 16; ++c) {
@@ -472,7 +624,15 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   }
   if (n_tiles == 0) cp_async_wait<0>();
 
-    // Row sums over the quad that shares each row.
+  // Output column of accumulator o[.][nd][e] (element e of a C fragment: column 2q + e % 2).
+  // E4M3 values widened in registers: n-tiles 2c and 2c + 1 hold the even and the odd dims of
+  // chunk c (compute PV above).
+  auto out_col = [&](int nd, int e) {
+    return kDirect ? 16 * (nd / 2) + 4 * (lane % 4) + 2 * (e % 2) + nd % 2
+                   : nd * 8 + 2 * (lane % 4) + e % 2;
+  };
+
+  // Row sums over the quad that shares each row.
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     for (int h = 0; h < 2; ++h) {
@@ -492,8 +652,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     for (int nd = 0; nd < DT; ++nd) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int r = lane / 4 + 8 * (e / 2), c = nd * 8 + 2 * (lane % 4) + e % 2;
-        ob[(wn * 16 + r) * D + c] = o[0][nd][e];
+        const int r = lane / 4 + 8 * (e / 2);
+        ob[(wn * 16 + r) * D + out_col(nd, e)] = o[0][nd][e] * vmax;
       }
     }
     if (lane % 4 == 0) {
@@ -532,14 +692,27 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
       for (int h = 0; h < 2; ++h) {
         const int r = 16 * (wm * MT + mt) + lane / 4 + 8 * h;
         if (r >= rows) continue;
-        const float inv = l[mt][h] > 0.0f ? 1.0f / l[mt][h] : 0.0f;
+        const float inv = l[mt][h] > 0.0f ? vmax / l[mt][h] : 0.0f;
         const int64_t token = s.q_offset + w.q_first + r / w.rg;
         bf16* dst = p.out + (token * p.n_heads + w.head0 + r % w.rg) * D;
 #pragma unroll
         for (int nd = 0; nd < DT; ++nd) {
-          const int c = nd * 8 + 2 * (lane % 4);
-          *reinterpret_cast<__nv_bfloat162*>(dst + c) =
-              __floats2bfloat162_rn(o[mt][nd][2 * h] * inv, o[mt][nd][2 * h + 1] * inv);
+          if constexpr (kDirect) {
+            // Columns c, c + 2 of the even n-tile and c + 1, c + 3 of the odd one: one store.
+            if (nd % 2 == 0) {
+              const __nv_bfloat162 lo =
+                  __floats2bfloat162_rn(o[mt][nd][2 * h] * inv, o[mt][nd + 1][2 * h] * inv);
+              const __nv_bfloat162 hi =
+                  __floats2bfloat162_rn(o[mt][nd][2 * h + 1] * inv, o[mt][nd + 1][2 * h + 1] * inv);
+              uint2 both;
+              both.x = *reinterpret_cast<const uint32_t*>(&lo);
+              both.y = *reinterpret_cast<const uint32_t*>(&hi);
+              *reinterpret_cast<uint2*>(dst + out_col(nd, 0)) = both;
+            }
+          } else {
+            *reinterpret_cast<__nv_bfloat162*>(dst + out_col(nd, 0)) =
+                __floats2bfloat162_rn(o[mt][nd][2 * h] * inv, o[mt][nd][2 * h + 1] * inv);
+          }
         }
       }
     }

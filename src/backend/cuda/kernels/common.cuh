@@ -38,6 +38,12 @@ __device__ __forceinline__ uint32_t e4m3x2_to_bf16x2(uint32_t two) {
   const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
   return *reinterpret_cast<const uint32_t*>(&b);
 }
+// Two E4M3 elements (the first in the low byte) as an f16 pair: one conversion instruction.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two) {
+  const __half2_raw h =
+      __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two), __NV_E4M3);
+  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+}
 // The element `i` of a KV row base, as f32 before the row's scale (bf16 or E4M3 storage).
 __device__ __forceinline__ float kv_element(const void* base, int64_t i, bool fp8) {
   return fp8 ? e4m3_to_f32(static_cast<const uint8_t*>(base)[i])

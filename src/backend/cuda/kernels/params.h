@@ -28,13 +28,38 @@ constexpr int kDecodeRows = 16;  // decode tiles: 16 rows, keys split over 4 war
 constexpr int kReferenceMaxSel = 1024;
 constexpr int kReferencePrefillRows = 32;
 
-// Dynamic shared memory of attention_kernel<D, WARPS_M, *>: Q tile, two K and two V tiles, key
-// positions and rows of four tiles, and the selected-page list; plus up to 1 KB to align the
-// tiles to the 1024-byte swizzle period. FP8 pools: one bf16 K and V tile and two stages of E4M3
-// ones (the same bytes), plus two stages of key and value scales.
-constexpr int attn_smem_bytes(int head_dim, int warps_m, int max_sel, bool fp8) {
-  return 1024 + (16 * warps_m * head_dim + 4 * kKeyTile * head_dim) * 2 + 8 * kKeyTile * 4 +
-         (max_sel + 2) * 4 + (fp8 ? 4 * kKeyTile * 4 : 0);
+// Shared memory of attention_kernel<D, ...> with `rows` tile rows, in bytes from its 1024-byte
+// aligned base (the swizzle period). In order: the Q tile; bf16 K and V tiles (bf16 pools: one per
+// stage; FP8 pools on wgmma: the one widened current tile; FP8 on mma.sync: none, fragments are
+// widened in registers); E4M3 K and V tiles (FP8: one per stage, rows padded to 128 bytes so the
+// swizzle of tile_offset applies) and their per-row scales; key positions and pool rows of the
+// located tiles (stages + 2 slots); the selected-page list. FP8 on mma.sync keeps three tiles in
+// flight instead of two: an E4M3 tile holds half the bytes, and decode is bound by the bytes it
+// keeps in flight, not by its arithmetic.
+struct AttnSmem {
+  int stages, slots, f8_tile, ks, vs, k8, v8, kscale, vscale, kpos, krow, list;
+};
+constexpr AttnSmem attn_smem(int head_dim, int rows, bool fp8, bool wgmma) {
+  const bool direct = fp8 && !wgmma;
+  AttnSmem s{};
+  s.stages = direct ? 3 : 2;
+  s.slots = s.stages + 2;
+  const int bf16_tiles = fp8 ? (direct ? 0 : 1) : s.stages;
+  const int f8_tiles = fp8 ? s.stages : 0;
+  s.f8_tile = kKeyTile * (head_dim < 128 ? 128 : head_dim);
+  s.ks = rows * head_dim * 2;
+  s.vs = s.ks + bf16_tiles * kKeyTile * head_dim * 2;
+  s.k8 = s.vs + bf16_tiles * kKeyTile * head_dim * 2;
+  s.v8 = s.k8 + f8_tiles * s.f8_tile;
+  s.kscale = s.v8 + f8_tiles * s.f8_tile;
+  s.vscale = s.kscale + f8_tiles * kKeyTile * 4;
+  s.kpos = s.vscale + f8_tiles * kKeyTile * 4;
+  s.krow = s.kpos + s.slots * kKeyTile * 4;
+  s.list = s.krow + s.slots * kKeyTile * 4;
+  return s;
+}
+constexpr int attn_smem_bytes(int head_dim, int rows, int max_sel, bool fp8, bool wgmma) {
+  return 1024 + attn_smem(head_dim, rows, fp8, wgmma).list + (max_sel + 2) * 4;
 }
 
 constexpr int kRopeMaxHalf = 128;  // the RoPE kernel's frequency table: head_dim <= 256
