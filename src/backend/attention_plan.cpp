@@ -90,6 +90,27 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
     Ranges r;
   };
   std::vector<Pending> decode_items;
+  // Query-head selections differ within a group: one item (unit) per query head.
+  auto units_of = [&](const SeqStep& seq, int layer_head) {
+    const bool streaming = heads.cls[cfg.layer][layer_head] == HeadClass::kStreaming;
+    const bool per_head = !streaming && seq.uses_selection(cfg.layer, sp.selector_skip_layers) &&
+                          sp.granularity == SelectorGranularity::kQueryHead;
+    return per_head ? std::pair{group, 1} : std::pair{1, group};  // units, rows per query
+  };
+  // Prefill tiles take a whole history each, one CTA per tile. When a step's tiles would leave
+  // most multiprocessors idle (a question after a cached long document: a few dozen new tokens
+  // over 128K keys), sequences that fit one prefill tile run as 16-row decode tiles instead,
+  // which split over keys across the GPU.
+  int64_t prefill_tiles = 0;
+  for (const SeqStep& seq : plan.seqs) {
+    for (int h = 0; h < cfg.n_kv_heads; ++h) {
+      const auto [units, rg] = units_of(seq, h);
+      if (seq.q_len * rg > cfg.decode_rows) {
+        prefill_tiles += units * ((seq.q_len * rg + cfg.prefill_rows - 1) / cfg.prefill_rows);
+      }
+    }
+  }
+  const bool split_short = prefill_tiles < cfg.num_sms;
   for (size_t s = 0; s < plan.seqs.size(); ++s) {
     const SeqStep& seq = plan.seqs[s];
     cuda::SeqInfo info = seq_info(plan, s);
@@ -99,12 +120,11 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
       const bool selected = !streaming && seq.uses_selection(cfg.layer, sp.selector_skip_layers);
       const int32_t kind =
           streaming ? cuda::kStreamPages : (selected ? cuda::kSelectedPages : cuda::kAllPages);
-      // Query-head selections differ within a group: one item per query head.
-      const bool per_head = selected && sp.granularity == SelectorGranularity::kQueryHead;
-      const int rg = per_head ? 1 : group;
-      const int units = per_head ? group : 1;
-      const bool small = seq.q_len * rg <= cfg.decode_rows;
-      const int per_tile = small ? seq.q_len : cfg.prefill_rows / rg;
+      const auto [units, rg] = units_of(seq, h);
+      const bool small =
+          seq.q_len * rg <= cfg.decode_rows ||
+          (split_short && rg <= cfg.decode_rows && seq.q_len * rg <= cfg.prefill_rows);
+      const int per_tile = small ? cfg.decode_rows / rg : cfg.prefill_rows / rg;
       for (int u = 0; u < units; ++u) {
         for (int32_t q0 = 0; q0 < seq.q_len; q0 += per_tile) {
           AttnWork w{};

@@ -431,6 +431,15 @@ TEST_F(Cuda, WholeModelLogitsMatchTheCpu) {
   expect_whole_model_logits_match(cpu_, *gpu_, KvDtype::kAuto);
 }
 
+// A model whose heads the kernels cannot take fails when it is loaded (make_cache), not with a
+// 500 on its first request.
+TEST(CudaHeadDims, UnsupportedSizesAreRefusedUpFront) {
+  LSERVE_SKIP_WITHOUT_GPU();
+  CudaBackend gpu(0);
+  for (int d : {64, 128, 256}) EXPECT_TRUE(gpu.supports_head_dim(d)) << d;
+  for (int d : {16, 32, 80, 96, 192}) EXPECT_FALSE(gpu.supports_head_dim(d)) << d;
+}
+
 TEST_F(Cuda, WholeModelLogitsWithFp8KvMatchTheCpu) {
   expect_whole_model_logits_match(cpu_, *gpu_, KvDtype::kFp8);
 }

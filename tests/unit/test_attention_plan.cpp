@@ -137,7 +137,9 @@ SparseAttentionConfig coverage_config() {
   return sp;
 }
 
-int check_host_plan(const SparseAttentionConfig& sp, const HeadMap& heads) {
+// num_sms 3: few "SMs" force splits; 64: every step's prefill tiles leave most of them idle, so
+// chunks of up to 32 tokens (rows of one prefill tile) run as split decode tiles.
+int check_host_plan(const SparseAttentionConfig& sp, const HeadMap& heads, int num_sms = 3) {
   return check_coverage(
       sp, heads, 8, 2,
       [&](const StepPlan& plan, int layer) {
@@ -145,7 +147,7 @@ int check_host_plan(const SparseAttentionConfig& sp, const HeadMap& heads) {
         cfg.layer = layer;
         cfg.n_heads = 8;
         cfg.n_kv_heads = 2;
-        cfg.num_sms = 3;  // few "SMs": forces splits
+        cfg.num_sms = num_sms;
         cfg.min_split_keys = 64;
         const AttentionPlan ap = plan_attention(plan, heads, sp, cfg);
         std::vector<cuda::AttnWork> all = ap.prefill;
@@ -158,6 +160,31 @@ int check_host_plan(const SparseAttentionConfig& sp, const HeadMap& heads) {
 TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
   const HeadMap heads = HeadMap::from_flags({{true, false}, {false, true}});
   EXPECT_GT(check_host_plan(coverage_config(), heads), 1000);
+  EXPECT_GT(check_host_plan(coverage_config(), heads, 64), 1000);
+}
+
+// A few new tokens over a long history (a question after a cached document) on an idle GPU: the
+// chunk runs as 16-row decode tiles split over keys, not as one prefill tile per head.
+TEST(AttentionPlan, ShortChunksOverLongHistoriesSplitOverKeys) {
+  SparseAttentionConfig sp = coverage_config();
+  sp.token_budget = 1 << 20;
+  StepPlan plan;
+  SeqStep seq;
+  seq.start_pos = 20000;
+  seq.q_len = 30;
+  plan.seqs.push_back(seq);
+  const HeadMap heads = HeadMap::all_retrieval(1, 8);
+  AttentionPlanConfig cfg;
+  cfg.n_heads = 32;
+  cfg.n_kv_heads = 8;
+  const AttentionPlan ap = plan_attention(plan, heads, sp, cfg);
+  EXPECT_TRUE(ap.prefill.empty());
+  EXPECT_GE(ap.decode.size(), 8u * 8u * 2u);  // 8 tiles of 4 tokens per head, each split
+  EXPECT_FALSE(ap.merges.empty());
+  // Many sequences fill the GPU with prefill tiles: those stay.
+  StepPlan busy = plan;
+  for (int i = 0; i < 20; ++i) busy.seqs.push_back(seq);
+  EXPECT_EQ(plan_attention(busy, heads, sp, cfg).prefill.size(), 21u * 8u);
 }
 
 // Heads of sliding-window layers (HeadMap::window): layer 0 slides over 100 tokens (not a page
