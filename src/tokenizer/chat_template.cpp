@@ -14,15 +14,18 @@
 namespace lserve {
 namespace {
 
-// lserve's own templates, for models that carry none. Content may be a string, a list of text
-// parts as OpenAI's API allows, or none (an assistant turn that only calls tools).
-constexpr std::string_view kChatML =
+// lserve's own templates, for models that carry none. Each starts with kTextMacro (builtin()):
+// content may be a string, a list of text parts as OpenAI's API allows, or none (an assistant turn
+// that only calls tools).
+constexpr std::string_view kTextMacro =
     "{%- macro text(content) -%}"
     "{%- if content is string -%}{{ content }}"
     "{%- elif content is iterable -%}"
     "{%- for part in content if part.type == 'text' -%}{{ part.text }}{%- endfor -%}"
     "{%- endif -%}"
-    "{%- endmacro -%}"
+    "{%- endmacro -%}";
+
+constexpr std::string_view kChatML =
     "{%- for message in messages -%}"
     "{{ '<|im_start|>' + message.role + '\\n' + text(message.content) + '<|im_end|>\\n' }}"
     "{%- endfor -%}"
@@ -30,12 +33,6 @@ constexpr std::string_view kChatML =
 
 // Meta's Llama 3 layout: every message trimmed, <|begin_of_text|> first.
 constexpr std::string_view kLlama3 =
-    "{%- macro text(content) -%}"
-    "{%- if content is string -%}{{ content }}"
-    "{%- elif content is iterable -%}"
-    "{%- for part in content if part.type == 'text' -%}{{ part.text }}{%- endfor -%}"
-    "{%- endif -%}"
-    "{%- endmacro -%}"
     "{{- '<|begin_of_text|>' -}}"
     "{%- for message in messages -%}"
     "{{ '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n' + "
@@ -44,6 +41,13 @@ constexpr std::string_view kLlama3 =
     "{%- if add_generation_prompt -%}"
     "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
     "{%- endif -%}";
+
+// A builtin template's source: kTextMacro, then `body`.
+std::string builtin(std::string_view body) {
+  std::string source(kTextMacro);
+  source += body;
+  return source;
+}
 
 // Templates longer than this are refused (the longest published ones are ~20 KB).
 constexpr uintmax_t kMaxTemplateBytes = 1 << 20;
@@ -172,8 +176,8 @@ ChatTemplate ChatTemplate::from_model(const std::string& jinja_source) {
 }
 
 ChatTemplate ChatTemplate::by_name(std::string_view name) {
-  if (name == "chatml") return from_source(std::string(kChatML), "chatml");
-  if (name == "llama3") return from_source(std::string(kLlama3), "llama3");
+  if (name == "chatml") return from_source(builtin(kChatML), "chatml");
+  if (name == "llama3") return from_source(builtin(kLlama3), "llama3");
   fail("unknown chat template name '{}' (known: chatml, llama3)", name);
 }
 
