@@ -7,45 +7,21 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdlib>
-#include <filesystem>
 
-#include "engine/engine.h"
 #include "engine/offline.h"
-#include "test_util.h"
+#include "model_test_util.h"
 
 namespace lserve {
 namespace {
-
-std::string gemma_path() { return test::source_dir() + "/models/gemma-3-270m-q4_k_m.gguf"; }
 
 int long_tokens() {
   const char* e = std::getenv("LSERVE_GEMMA3_LONG_TOKENS");
   return e != nullptr ? std::clamp(std::atoi(e), 1024, 32700) : 8192;
 }
 
-std::vector<TokenLogprob> greedy(Engine& e, const std::vector<int32_t>& prompt, int n) {
-  Request r;
-  r.prompt = prompt;
-  r.params.temperature = 0;
-  r.params.max_tokens = n;
-  r.params.ignore_eos = true;
-  r.params.logprobs = 0;
-  const int64_t id = e.submit(r);
-  std::vector<TokenLogprob> out;
-  while (e.has_work()) {
-    for (const SeqOutput& o : e.step()) {
-      if (o.id == id) out.insert(out.end(), o.logprobs.begin(), o.logprobs.end());
-    }
-  }
-  return out;
-}
-
 TEST(Gemma3Long, DenseMatchesTheChunkedReferenceAndSparseCompletes) {
-  if (!std::filesystem::exists(gemma_path())) {
-    GTEST_SKIP() << gemma_path() << " is absent (scripts/fetch-gemma3.sh fetches it)";
-  }
+  LSERVE_SKIP_WITHOUT_GEMMA3();
   const int n = long_tokens();
   EngineConfig ec;
   ec.sparse.page_size = 64;
@@ -53,7 +29,7 @@ TEST(Gemma3Long, DenseMatchesTheChunkedReferenceAndSparseCompletes) {
   ec.sparse.token_budget = 2048;
   ec.kv_cache_bytes = int64_t{768} << 20;
   auto backend = std::make_unique<CpuBackend>(2);
-  LoadedModel lm = load_model(gemma_path(), *backend, {});
+  LoadedModel lm = load_model(test::gemma3_path(), *backend, {});
   Engine sparse(std::move(backend), std::move(lm), ec);
   const Tokenizer& tok = sparse.tokenizer();
 
@@ -76,43 +52,40 @@ TEST(Gemma3Long, DenseMatchesTheChunkedReferenceAndSparseCompletes) {
   constexpr int kSteps = 4;
   using Clock = std::chrono::steady_clock;
   auto t0 = Clock::now();
-  const auto sp = greedy(sparse, prompt, kSteps);
+  const auto sp = test::greedy_logprobs(sparse, prompt, kSteps);
   const double sparse_s = std::chrono::duration<double>(Clock::now() - t0).count();
   ASSERT_EQ(sp.size(), static_cast<size_t>(kSteps));
 
   EngineConfig dc = ec;
   dc.sparse.dense = true;
   auto backend2 = std::make_unique<CpuBackend>(2);
-  LoadedModel lm2 = load_model(gemma_path(), *backend2, {});
+  LoadedModel lm2 = load_model(test::gemma3_path(), *backend2, {});
   Engine dense(std::move(backend2), std::move(lm2), dc);
   t0 = Clock::now();
-  const auto de = greedy(dense, prompt, kSteps);
+  const auto de = test::greedy_logprobs(dense, prompt, kSteps);
   const double dense_s = std::chrono::duration<double>(Clock::now() - t0).count();
   ASSERT_EQ(de.size(), static_cast<size_t>(kSteps));
 
   // The reference for the first token: one offline run, 512-token chunks, in-order pages.
   auto backend3 = std::make_unique<CpuBackend>(2);
-  LoadedModel lm3 = load_model(gemma_path(), *backend3, {});
+  LoadedModel lm3 = load_model(test::gemma3_path(), *backend3, {});
   auto model = make_model(lm3.config, std::move(lm3.weights));
   OfflineRunOptions o;
   o.all_logits = false;
   o.chunk = 512;
   o.page_size = 64;
   t0 = Clock::now();
-  const auto row = sequence_logits(*model, *backend3, prompt, o);
+  const auto best = test::greedy_pick(sequence_logits(*model, *backend3, prompt, o));
   const double ref_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  const auto best = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
-  double sum = 0;
-  for (float x : row) sum += std::exp(static_cast<double>(x - row[best]));
   std::printf(
       "gemma3 long: sparse %.1f s, dense %.1f s, reference prefill %.1f s; dense tokens '%s', "
       "sparse '%s'\n",
       sparse_s, dense_s, ref_s,
       tok.decode(std::vector<int32_t>{de[0].token, de[1].token, de[2].token, de[3].token}).c_str(),
       tok.decode(std::vector<int32_t>{sp[0].token, sp[1].token, sp[2].token, sp[3].token}).c_str());
-  EXPECT_EQ(de[0].token, best);
+  EXPECT_EQ(de[0].token, best.token);
   // f32 on both sides; only the chunking and summation order differ.
-  EXPECT_NEAR(de[0].logprob, -std::log(sum), 2e-3);
+  EXPECT_NEAR(de[0].logprob, best.logprob, 2e-3);
   EXPECT_EQ(sp[0].token, de[0].token);
   EXPECT_NEAR(sp[0].logprob, de[0].logprob, 2e-3);
 }

@@ -1,59 +1,23 @@
-// Gemma 3 270M (Q4_K_M GGUF, scripts/fetch-gemma3.sh) against llama.cpp (fixture recorded by
-// scripts/make-gemma3-golden.py): its configuration, identical tokenization, logits within what
+// Gemma 3 270M (Q4_K_M GGUF, `scripts/fetch-model.sh gemma3`) against llama.cpp (fixture recorded
+// by scripts/make-gemma3-golden.py): its configuration, identical tokenization, logits within what
 // llama.cpp's quantized arithmetic explains, and the engine's sliding-window layers (streaming
 // heads of the model's window, docs/sparse-attention.md) giving the dense reference's tokens in
 // dense and sparse mode. Skipped, saying so, when the model file is absent.
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cmath>
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
-#include "engine/engine.h"
 #include "engine/offline.h"
-#include "test_util.h"
+#include "model_test_util.h"
 
 namespace lserve {
 namespace {
 
-std::string gemma_path() { return test::source_dir() + "/models/gemma-3-270m-q4_k_m.gguf"; }
-
-#define SKIP_WITHOUT_GEMMA()                                                           \
-  if (!std::filesystem::exists(gemma_path())) {                                        \
-    GTEST_SKIP() << gemma_path() << " is absent (scripts/fetch-gemma3.sh fetches it)"; \
-  }
-
-struct Gemma {
-  std::unique_ptr<CpuBackend> backend;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<Tokenizer> tokenizer;
-  ModelConfig config;
-};
-
-Gemma& gemma() {
-  static Gemma* g = [] {
-    auto* m = new Gemma;
-    m->backend = std::make_unique<CpuBackend>(2);
-    LoadedModel lm = load_model(gemma_path(), *m->backend, {});
-    m->config = lm.config;
-    m->tokenizer = std::make_unique<Tokenizer>(std::move(*lm.tokenizer));
-    m->model = make_model(lm.config, std::move(lm.weights));
-    return m;
-  }();
-  return *g;
-}
-
-nlohmann::json load_golden() {
-  std::ifstream in(test::fixture_path("golden_gemma3.json"));
-  EXPECT_TRUE(in.good()) << "missing fixture golden_gemma3.json";
-  return nlohmann::json::parse(in);
-}
+nlohmann::json load_golden() { return test::load_golden("golden_gemma3.json"); }
 
 TEST(Gemma3Model, ReadsItsArchitecture) {
-  SKIP_WITHOUT_GEMMA();
-  const ModelConfig& c = gemma().config;
+  LSERVE_SKIP_WITHOUT_GEMMA3();
+  const ModelConfig& c = test::gemma3_model().config;
   EXPECT_EQ(c.arch, "gemma3");
   EXPECT_EQ(c.n_layers, 18);
   EXPECT_EQ(c.head_dim, 256);
@@ -73,24 +37,10 @@ TEST(Gemma3Model, ReadsItsArchitecture) {
 }
 
 TEST(Gemma3Model, TokenizationMatchesLlamaCpp) {
-  SKIP_WITHOUT_GEMMA();
-  const Tokenizer& tok = *gemma().tokenizer;
-  const auto g = load_golden();
-  int checked = 0;
-  for (const auto& p : g["logit_prompts"]) {
-    const auto text = p["text"].get<std::string>();
-    EXPECT_EQ(tok.encode(text, p["special"].get<bool>(), /*add_bos=*/tok.add_bos()),
-              p["tokens"].get<std::vector<int32_t>>())
-        << "text: " << text;
-    ++checked;
-  }
-  for (const auto& p : g["token_only"]) {
-    const auto text = p["text"].get<std::string>();
-    const auto want = p["tokens"].get<std::vector<int32_t>>();
-    EXPECT_EQ(tok.encode(text, true), want) << "text: " << text;
-    ++checked;
-  }
-  EXPECT_GE(checked, 15);
+  LSERVE_SKIP_WITHOUT_GEMMA3();
+  EXPECT_GE(test::expect_golden_tokens(*test::gemma3_model().tokenizer, load_golden(),
+                                       /*round_trip=*/false),
+            15);
 }
 
 // Two references for the same logits (scripts/make-gemma3-golden.py):
@@ -115,71 +65,39 @@ constexpr double kMeanAbsDiff = 0.4;
 constexpr int kLongFrom = 448;
 
 TEST(Gemma3Model, LogitsMatchTransformersF32AndLlamaCpp) {
-  SKIP_WITHOUT_GEMMA();
-  auto& m = gemma();
+  LSERVE_SKIP_WITHOUT_GEMMA3();
+  auto& m = test::gemma3_model();
   const auto g = load_golden();
-  const int vocab = m.config.vocab_size;
-  int positions = 0, decisive = 0, decisive_same = 0, top1_same = 0, past_window = 0;
-  double max_diff = 0, sum_diff = 0, max_f32 = 0, sum_f32 = 0, max_ref = 0, sum_ref = 0;
-  int64_t n_diff = 0;
+  test::GoldenLogitStats s;
+  int past_window = 0;
   for (const auto& p : g["logit_prompts"]) {
     const auto tokens = p["tokens"].get<std::vector<int32_t>>();
-    const auto ids = p["top5_ids"].get<std::vector<std::vector<int32_t>>>();
-    const auto vals = p["top5_logits"].get<std::vector<std::vector<double>>>();
-    const auto f32 = p["hf_f32_top5_logits"].get<std::vector<std::vector<double>>>();
     const int from = tokens.size() > 600 ? kLongFrom : 0;
+    past_window += std::max(0, static_cast<int>(tokens.size()) - std::max(from, 512));
     OfflineRunOptions o;
     o.chunk = 61;  // chunked prefill over scrambled pages
     o.page_size = 16;
     o.scramble_pages = true;
     o.logits_from = from;
     const auto logits = sequence_logits(*m.model, *m.backend, tokens, o);
-    for (size_t i = from; i < tokens.size(); ++i) {
-      const float* row = logits.data() + (i - from) * vocab;
-      const auto ours = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
-      ++positions;
-      past_window += i >= 512;
-      top1_same += ours == ids[i][0];
-      const double margin = vals[i][0] - vals[i][1];
-      if (margin > kTieMargin) {
-        ++decisive;
-        decisive_same += ours == ids[i][0];
-      }
-      if (ours != ids[i][0]) {
-        const auto it = std::find(ids[i].begin(), ids[i].end(), ours);
-        ASSERT_NE(it, ids[i].end()) << p["name"] << " position " << i << ": token " << ours
-                                    << " is not in llama.cpp's top 5";
-        EXPECT_LE(vals[i][0] - vals[i][it - ids[i].begin()], kTieMargin)
-            << p["name"] << " position " << i;
-      }
-      for (int j = 0; j < 5; ++j) {
-        const double d = std::abs(row[ids[i][j]] - vals[i][j]);
-        const double e = std::abs(row[ids[i][j]] - f32[i][j]);
-        const double r = std::abs(vals[i][j] - f32[i][j]);
-        max_diff = std::max(max_diff, d);
-        max_f32 = std::max(max_f32, e);
-        max_ref = std::max(max_ref, r);
-        sum_diff += d;
-        sum_f32 += e;
-        sum_ref += r;
-        ++n_diff;
-      }
-    }
+    ASSERT_NO_FATAL_FAILURE(test::add_golden_logits(p, logits, m.config.vocab_size, from,
+                                                    "hf_f32_top5_logits", kTieMargin, s));
   }
-  const double n = static_cast<double>(n_diff);
+  const double n = static_cast<double>(s.values);
   std::printf(
       "gemma3 golden: %d positions (%d past the sliding window); vs transformers f32: top-5 "
       "|diff| mean %.2e max %.2e; vs llama.cpp: top-1 agreement %.4f (%.4f at %d positions with "
       "margin > %.2f), top-5 |diff| mean %.4f max %.4f; llama.cpp vs f32: mean %.4f max %.4f\n",
-      positions, past_window, sum_f32 / n, max_f32, static_cast<double>(top1_same) / positions,
-      static_cast<double>(decisive_same) / decisive, decisive, kTieMargin, sum_diff / n, max_diff,
-      sum_ref / n, max_ref);
+      s.positions, past_window, s.sum_ref / n, s.max_ref,
+      static_cast<double>(s.top1_same) / s.positions,
+      static_cast<double>(s.decisive_same) / s.decisive, s.decisive, kTieMargin, s.sum_diff / n,
+      s.max_diff, s.sum_llama_ref / n, s.max_llama_ref);
   EXPECT_GT(past_window, 200);
-  EXPECT_LE(max_f32, kF32Tolerance);
-  EXPECT_GE(static_cast<double>(decisive_same) / decisive, kTop1Agreement);
-  EXPECT_GE(decisive, positions * 3 / 4);  // the margin filter must not hide most positions
-  EXPECT_LE(max_diff, kMaxAbsDiff);
-  EXPECT_LE(sum_diff / n, kMeanAbsDiff);
+  EXPECT_LE(s.max_ref, kF32Tolerance);
+  EXPECT_GE(static_cast<double>(s.decisive_same) / s.decisive, kTop1Agreement);
+  EXPECT_GE(s.decisive, s.positions * 3 / 4);  // the margin filter must not hide most positions
+  EXPECT_LE(s.max_diff, kMaxAbsDiff);
+  EXPECT_LE(s.sum_diff / n, kMeanAbsDiff);
 }
 
 // Greedy tokens and their logprobs from the engine: prompt chunks of 128 tokens and 16-token
@@ -197,27 +115,14 @@ std::vector<TokenLogprob> engine_greedy(const std::vector<int32_t>& prompt, int 
   ec.sparse.dense = dense;
   ec.kv_cache_bytes = int64_t{256} << 20;
   auto backend = std::make_unique<CpuBackend>(2);
-  LoadedModel lm = load_model(gemma_path(), *backend, {});
+  LoadedModel lm = load_model(test::gemma3_path(), *backend, {});
   Engine e(std::move(backend), std::move(lm), ec);
-  Request r;
-  r.prompt = prompt;
-  r.params.temperature = 0;
-  r.params.max_tokens = n;
-  r.params.ignore_eos = true;
-  r.params.logprobs = 0;
-  const int64_t id = e.submit(r);
-  std::vector<TokenLogprob> out;
-  while (e.has_work()) {
-    for (const SeqOutput& o : e.step()) {
-      if (o.id == id) out.insert(out.end(), o.logprobs.begin(), o.logprobs.end());
-    }
-  }
-  return out;
+  return test::greedy_logprobs(e, prompt, n);
 }
 
 TEST(Gemma3Model, EngineKeepsTheWindowExactInDenseAndSparseMode) {
-  SKIP_WITHOUT_GEMMA();
-  auto& m = gemma();
+  LSERVE_SKIP_WITHOUT_GEMMA3();
+  auto& m = test::gemma3_model();
   const auto g = load_golden();
   std::vector<int32_t> prompt;
   for (const auto& p : g["logit_prompts"]) {
@@ -233,14 +138,10 @@ TEST(Gemma3Model, EngineKeepsTheWindowExactInDenseAndSparseMode) {
     OfflineRunOptions o;
     o.all_logits = false;
     o.chunk = 1024;
-    const auto row = sequence_logits(*m.model, *m.backend, seq, o);
-    const auto best = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
-    double sum = 0;
-    for (float x : row) sum += std::exp(static_cast<double>(x - row[best]));
-    const double logprob = -std::log(sum);
-    EXPECT_EQ(dense[t].token, best) << "step " << t;
-    EXPECT_NEAR(dense[t].logprob, logprob, 2e-3) << "step " << t;
-    seq.push_back(best);
+    const auto best = test::greedy_pick(sequence_logits(*m.model, *m.backend, seq, o));
+    EXPECT_EQ(dense[t].token, best.token) << "step " << t;
+    EXPECT_NEAR(dense[t].logprob, best.logprob, 2e-3) << "step " << t;
+    seq.push_back(best.token);
   }
   // Sparse: page selection on the global layers changes the numbers a little, not the windows.
   const auto sparse = engine_greedy(prompt, kSteps, false);

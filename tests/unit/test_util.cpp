@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 
 #include "core/dtype.h"
 #include "engine/offline.h"
@@ -24,17 +25,31 @@ uint64_t test_seed() {
   return s;
 }
 
-DefaultModel& default_model() {
-  static DefaultModel* m = [] {
-    auto* d = new DefaultModel;
-    d->backend = std::make_unique<CpuBackend>(2);
-    const std::string path = source_dir() + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-    LoadedModel lm = load_model(path, *d->backend, {});
-    d->config = lm.config;
-    d->tokenizer = std::make_unique<Tokenizer>(std::move(*lm.tokenizer));
-    d->model = make_model(lm.config, std::move(lm.weights));
-    return d;
-  }();
+namespace {
+
+TestModel* load_test_model(const std::string& path) {
+  auto* m = new TestModel;
+  m->backend = std::make_unique<CpuBackend>(2);
+  LoadedModel lm = load_model(path, *m->backend, {});
+  m->config = lm.config;
+  m->tokenizer = std::make_unique<Tokenizer>(std::move(*lm.tokenizer));
+  m->model = make_model(lm.config, std::move(lm.weights));
+  return m;
+}
+
+}  // namespace
+
+TestModel& default_model() {
+  static TestModel* m = load_test_model(source_dir() + "/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+  return *m;
+}
+
+std::string gemma3_path() { return source_dir() + "/models/gemma-3-270m-q4_k_m.gguf"; }
+
+bool have_gemma3() { return std::filesystem::exists(gemma3_path()); }
+
+TestModel& gemma3_model() {
+  static TestModel* m = load_test_model(gemma3_path());
   return *m;
 }
 

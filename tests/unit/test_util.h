@@ -21,15 +21,28 @@ std::string fixture_path(const std::string& name);
 // A fresh seed per run, printed so a failure can be replayed with LSERVE_TEST_SEED.
 uint64_t test_seed();
 
-// The default model loaded once per test binary on a shared CPU backend; fails the test (does not
-// skip) when the file is missing, since `make test` fetches it first.
-struct DefaultModel {
+// A real model loaded once per test binary on a shared CPU backend.
+struct TestModel {
   std::unique_ptr<CpuBackend> backend;
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
   ModelConfig config;
 };
-DefaultModel& default_model();
+
+// The default model; fails the test (does not skip) when the file is missing, since `make test`
+// fetches it first.
+TestModel& default_model();
+
+// Gemma 3 270M (`scripts/fetch-model.sh gemma3`, `make gemma`), which tests skip without:
+// LSERVE_SKIP_WITHOUT_GEMMA3() first.
+std::string gemma3_path();
+bool have_gemma3();
+TestModel& gemma3_model();
+
+#define LSERVE_SKIP_WITHOUT_GEMMA3()            \
+  if (!::lserve::test::have_gemma3())           \
+  GTEST_SKIP() << ::lserve::test::gemma3_path() \
+               << " is absent (`scripts/fetch-model.sh gemma3` or `make gemma` fetches it)"
 
 // Runs `tokens` through the model as one sequence in chunks of `chunk` tokens and returns the
 // logits of every position, [tokens.size() * vocab].
