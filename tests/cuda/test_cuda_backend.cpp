@@ -422,8 +422,9 @@ void expect_whole_model_logits_match(CpuBackend& cpu, CudaBackend& gpu, KvDtype 
   std::printf("whole model, %s KV: rel L2 %.3e, top-1 agreement %d/%zu\n",
               std::string(kv_dtype_name(kv_dtype)).c_str(), err, agree, tokens.size());
   // FP8: the GPU rounds bf16 keys and the CPU f32 ones, so a few elements near a rounding
-  // boundary land one E4M3 step (1/16) apart; that adds to the bf16 activations' error.
-  EXPECT_LT(err, kv_dtype == KvDtype::kFp8 ? 4e-2 : 2e-2);
+  // boundary land one E4M3 step (1/16) apart; that adds to the bf16 activations' error. Measured
+  // on the H200: 5.2e-3 (auto) and 9.9e-3 (fp8, f16 fragments), so one bound with 2x margin.
+  EXPECT_LT(err, 2e-2);
   EXPECT_GE(agree, static_cast<int>(tokens.size() * 9 / 10));
 }
 
