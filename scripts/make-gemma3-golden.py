@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Records llama.cpp's tokenization and top-5 logits of Gemma 3 270M (Q4_K_M GGUF, fetched by
-scripts/fetch-gemma3.sh) for a few prompts, one of them longer than the model's 512-token sliding
-window so that the windowed layers are checked where the window matters.
+`scripts/fetch-model.sh gemma3`) for a few prompts, one of them longer than the model's 512-token
+sliding window so that the windowed layers are checked where the window matters.
 
 A second pass (--add-hf, run with a Python that has transformers, torch, accelerate and gguf)
 adds Hugging Face transformers' float32 logits of the same GGUF (dequantized as lserve does) at
@@ -17,13 +17,11 @@ compares lserve against it, so CI needs neither. Re-run after changing the promp
     /tmp/hf/bin/python scripts/make-gemma3-golden.py --add-hf models/gemma-3-270m-q4_k_m.gguf
 """
 import argparse
-import hashlib
 import json
+import os
 import sys
 
-import os
-
-import numpy as np
+from golden import record_llama_cpp, top5_values, write_fixture
 
 # A passage to repeat into a prompt longer than the sliding window (512 tokens).
 _STORY = (
@@ -73,8 +71,7 @@ def add_hf(model, path):
     for p in out["logit_prompts"]:
         with torch.no_grad():
             logits = m(torch.tensor([p["tokens"]])).logits[0].float().numpy()
-        p["hf_f32_top5_logits"] = [[round(float(logits[i, j]), 4) for j in row]
-                                   for i, row in enumerate(p["top5_ids"])]
+        p["hf_f32_top5_logits"] = top5_values(logits, p["top5_ids"], 4)
         print(f"{p['name']}: transformers logits added", file=sys.stderr)
     return out
 
@@ -89,40 +86,9 @@ def main():
 
     if args.add_hf:
         out = add_hf(args.model, args.out)
-        with open(args.out, "w") as f:
-            json.dump(out, f, ensure_ascii=False, indent=None, separators=(",", ":"))
-            f.write("\n")
-        print(f"wrote {args.out}", file=sys.stderr)
-        return
-
-    from llama_cpp import Llama, __version__ as llama_cpp_version
-
-    sha = hashlib.sha256(open(args.model, "rb").read()).hexdigest()
-    llm = Llama(model_path=args.model, n_ctx=2048, n_batch=2048, logits_all=True, seed=0,
-                n_threads=2, verbose=False)
-    out = {"model_sha256": sha, "llama_cpp_python": llama_cpp_version, "logit_prompts": [],
-           "token_only": []}
-    for name, special, text in LOGIT_PROMPTS:
-        toks = llm.tokenize(text.encode(), add_bos=True, special=special)
-        llm.reset()
-        llm.eval(toks)
-        scores = np.array(llm.scores[: len(toks)], dtype=np.float32)
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :5]
-        out["logit_prompts"].append({
-            "name": name, "special": special, "text": text, "tokens": toks,
-            "top5_ids": top.tolist(),
-            "top5_logits": [[round(float(scores[i, j]), 4) for j in row]
-                            for i, row in enumerate(top)],
-        })
-        print(f"{name}: {len(toks)} tokens", file=sys.stderr)
-    for text in TOKEN_ONLY:
-        out["token_only"].append({"text": text, "special": True,
-                                  "tokens": llm.tokenize(text.encode(), add_bos=False,
-                                                         special=True)})
-    with open(args.out, "w") as f:
-        json.dump(out, f, ensure_ascii=False, indent=None, separators=(",", ":"))
-        f.write("\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        out = record_llama_cpp(args.model, LOGIT_PROMPTS, TOKEN_ONLY, n_ctx=2048, add_bos=True)
+    write_fixture(out, args.out)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,8 @@ so CI does not need llama.cpp. Re-run after changing the prompts:
     /tmp/ref/bin/python scripts/make-golden.py models/SmolLM2-135M-Instruct.Q4_1.gguf
 """
 import argparse
-import hashlib
-import json
-import sys
 
-import numpy as np
-from llama_cpp import Llama, __version__ as llama_cpp_version
-
+from golden import record_llama_cpp, top5_values, write_fixture
 from reference_forward import ReferenceLlama
 
 # Prompts whose logits are recorded at every position (kept short: fixture size and test time).
@@ -57,34 +52,14 @@ def main():
     ap.add_argument("--out", default="tests/fixtures/golden_smollm2.json")
     args = ap.parse_args()
 
-    sha = hashlib.sha256(open(args.model, "rb").read()).hexdigest()
-    llm = Llama(model_path=args.model, n_ctx=1024, n_batch=1024, logits_all=True, seed=0,
-                n_threads=2, verbose=False)
     ref = ReferenceLlama(args.model)
-    out = {"model_sha256": sha, "llama_cpp_python": llama_cpp_version, "logit_prompts": [],
-           "token_only": []}
-    for name, special, text in LOGIT_PROMPTS:
-        toks = llm.tokenize(text.encode(), add_bos=False, special=special)
-        llm.reset()
-        llm.eval(toks)
-        scores = np.array(llm.scores[: len(toks)], dtype=np.float32)
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :5]
-        exact = ref.logits(toks)
-        out["logit_prompts"].append({
-            "name": name, "special": special, "text": text, "tokens": toks,
-            "top5_ids": top.tolist(),
-            "top5_logits": [[round(float(scores[i, j]), 4) for j in row] for i, row in enumerate(top)],
-            # The float64 NumPy reference's logits at llama.cpp's top-5 ids.
-            "f64_top5_logits": [[round(float(exact[i, j]), 5) for j in row] for i, row in enumerate(top)],
-        })
-        print(f"{name}: {len(toks)} tokens", file=sys.stderr)
-    for text in TOKEN_ONLY:
-        out["token_only"].append({"text": text, "special": True,
-                                  "tokens": llm.tokenize(text.encode(), add_bos=False, special=True)})
-    with open(args.out, "w") as f:
-        json.dump(out, f, ensure_ascii=False, indent=None, separators=(",", ":"))
-        f.write("\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+
+    def exact(toks, top):
+        # The float64 NumPy reference's logits at llama.cpp's top-5 ids.
+        return {"f64_top5_logits": top5_values(ref.logits(toks), top, 5)}
+
+    write_fixture(record_llama_cpp(args.model, LOGIT_PROMPTS, TOKEN_ONLY, n_ctx=1024,
+                                   add_bos=False, more=exact), args.out)
 
 
 if __name__ == "__main__":
