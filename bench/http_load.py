@@ -313,10 +313,12 @@ def scenario_streams(args):
 class Tricklers:
     """`n` connections that each send one more byte of a never-ending request head every second,
     all from one thread (so the client stays light whatever n is). A connection the server
-    closes is opened again, as an attacker would, so that n are always there."""
+    closes is opened again, as an attacker would, so that n are always there; with
+    `reopen=False` it is left closed (tests/server/test_http_limits_slow.py)."""
 
-    def __init__(self, port, n):
+    def __init__(self, port, n, reopen=True):
         self.port = port
+        self.reopen = reopen
         self.sockets = []
         for _ in range(n):
             try:
@@ -337,6 +339,8 @@ class Tricklers:
     def _run(self):
         while not self._stop.wait(1.0):
             for k, s in enumerate(self.sockets):
+                if s is None:
+                    continue
                 try:
                     s.recv(65536)  # a 408 and the end of the connection
                     closed = True
@@ -354,6 +358,9 @@ class Tricklers:
                 s.close()
                 self.closed += 1
                 self.sent[k] = 0
+                if not self.reopen:
+                    self.sockets[k] = None
+                    continue
                 try:
                     self.sockets[k] = self._connect()
                 except OSError:
@@ -367,7 +374,8 @@ class Tricklers:
         self._stop.set()
         self._thread.join()
         for s in self.sockets:
-            s.close()
+            if s is not None:
+                s.close()
 
 
 def scenario_slow_headers(args):
