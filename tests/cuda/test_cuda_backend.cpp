@@ -496,7 +496,7 @@ std::string gemma_path() { return test::source_dir() + "/models/gemma-3-270m-q4_
 TEST_F(Cuda, Gemma3_270mLogitsMatchTheCpu) {
   if (!std::filesystem::exists(gemma_path())) {
     GTEST_SKIP() << gemma_path()
-                 << " is absent (scripts/fetch-gemma3.sh or `make gemma` fetches it)";
+                 << " is absent (`make gemma` or scripts/fetch-model.sh gemma3 fetches it)";
   }
   constexpr double kTieMargin = 0.5;
   constexpr double kTop1Agreement = 0.98;
