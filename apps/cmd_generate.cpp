@@ -27,6 +27,7 @@ struct GenerateOptions {
   std::string prompt_file;
   bool chat = false;
   std::string system;
+  std::string assistant_prefix;
   std::string chat_template;
   bool show_prompt = false;
   bool stats = false;
@@ -78,8 +79,14 @@ int run_generate(GenerateOptions& o) {
     std::vector<ChatMessage> msgs;
     if (!o.system.empty()) msgs.push_back({"system", o.system});
     msgs.push_back({"user", text});
-    req.prompt = encode_chat(tok, tmpl, msgs, /*add_generation_prompt=*/true);
-    text = tmpl.apply(msgs, /*add_generation_prompt=*/true);  // for --show-prompt
+    // --assistant-prefix: the reply is that assistant message, continued (the server's
+    // continue_final_message).
+    ChatOptions copts;
+    copts.continue_final_message = !o.assistant_prefix.empty();
+    if (copts.continue_final_message) msgs.push_back({"assistant", o.assistant_prefix});
+    const bool gen_prompt = !copts.continue_final_message;
+    req.prompt = encode_chat(tok, tmpl, msgs, gen_prompt, {}, copts);
+    text = tmpl.apply(msgs, gen_prompt, copts);  // for --show-prompt
   } else {
     req.prompt = tok.encode(text, /*parse_special=*/false, /*add_bos=*/tok.add_bos());
   }
@@ -152,6 +159,10 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_flag("--chat", opts->chat,
                 "Wrap the prompt as a user message in the model's chat template");
   cmd->add_option("--system", opts->system, "System message for --chat");
+  cmd->add_option("--assistant-prefix", opts->assistant_prefix,
+                  "With --chat: the reply starts with this text and the model continues it (the "
+                  "server's continue_final_message); stdout shows only the continuation")
+      ->needs("--chat");
   cmd->add_option(
       "--chat-template,--chat-template-file", opts->chat_template,
       "The chat template instead of the model's: a Jinja file, Jinja text itself (when it "

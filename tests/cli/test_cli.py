@@ -115,3 +115,18 @@ def test_generate_reports_prefill_progress_on_a_long_prompt():
     assert reports, p.stderr[-2000:]
     done = [int(l.split("prefill: ")[1].split(" of ")[0]) for l in reports]
     assert done == sorted(done) and done[-1] < 3001
+
+
+def test_generate_continues_an_assistant_prefix():
+    # --assistant-prefix: the chat prompt ends inside the assistant's turn, right after the
+    # prefix (no end-of-turn), and the model continues it.
+    prefix = "The capital of France is"
+    p = lserve("generate", "--model", MODEL, "--chat", "-p", "What is the capital of France?",
+               "--assistant-prefix", prefix, "-n", "4", "--temperature", "0", "--show-prompt")
+    assert p.returncode == 0, p.stderr
+    prompt = p.stderr[:p.stderr.index(prefix) + len(prefix)]
+    assert prompt.endswith("<|im_start|>assistant\n" + prefix), p.stderr
+    assert "Paris" in p.stdout, p.stdout
+    p = lserve("generate", "--model", MODEL, "-p", "hi", "--assistant-prefix", "x")
+    assert p.returncode != 0
+    assert "--chat" in p.stderr, p.stderr
