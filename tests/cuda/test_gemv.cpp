@@ -86,8 +86,15 @@ class Gemv : public testing::Test {
     std::vector<int32_t> iota(kIotaRows);
     std::iota(iota.begin(), iota.end(), 0);
     iota_ = std::make_unique<DeviceBuffer>(iota.size() * sizeof(int32_t));
-    LSERVE_CUDA_CHECK(
-        cudaMemcpy(iota_->p, iota.data(), iota.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    upload(iota_->p, iota.data(), iota.size() * sizeof(int32_t));
+  }
+  // Host -> device through the test's stream, then waits for it. A plain cudaMemcpy from pageable
+  // memory goes on the legacy stream and may return before its DMA lands, and st_ (non-blocking)
+  // does not wait for that stream: a kernel could read half-copied inputs (a Gemv case once saw
+  // a relative error of 3e-2 that no rerun reproduced).
+  void upload(void* dst, const void* host, size_t bytes) {
+    LSERVE_CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, st_));
+    LSERVE_CUDA_CHECK(cudaStreamSynchronize(st_));
   }
   void TearDown() override {
     if (st_ != nullptr) cudaStreamDestroy(st_);
@@ -98,7 +105,7 @@ class Gemv : public testing::Test {
   void write_by_kernel(void* dst, const void* host, size_t bytes) {
     ASSERT_EQ(bytes % (2 * kIotaRows), 0u);
     DeviceBuffer staging(bytes);
-    LSERVE_CUDA_CHECK(cudaMemcpy(staging.p, host, bytes, cudaMemcpyHostToDevice));
+    upload(staging.p, host, bytes);
     LSERVE_CUDA_CHECK(cudaMemsetAsync(dst, 0xff, bytes, st_));  // bf16 0xffff: NaN
     const int64_t cols = static_cast<int64_t>(bytes / 2 / kIotaRows);
     LSERVE_CUDA_CHECK(launch_gather_rows(static_cast<const bf16*>(staging.p), iota_->as<int32_t>(),
@@ -124,8 +131,7 @@ class Gemv : public testing::Test {
     std::vector<std::unique_ptr<DeviceBuffer>> dw;
     for (const auto& t : targets) {
       dw.push_back(std::make_unique<DeviceBuffer>(t.w.size() * 2));
-      LSERVE_CUDA_CHECK(
-          cudaMemcpy(dw.back()->p, t.w.data(), t.w.size() * 2, cudaMemcpyHostToDevice));
+      upload(dw.back()->p, t.w.data(), t.w.size() * 2);
     }
 
     // Output: NaN where the kernel must write (or the old values it adds to), sentinels elsewhere.
@@ -298,9 +304,9 @@ TEST_F(Gemv, ChainedDependentLaunchesSeeTheirInputs) {
   const auto old = random_bf16(n * rows2, rng, 1.0f);
   DeviceBuffer dx(x.size() * 2), dw1(w1.size() * 2), dw2(w2.size() * 2), dy(n * mid * 2),
       dout(old.size() * 2);
-  LSERVE_CUDA_CHECK(cudaMemcpy(dx.p, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
-  LSERVE_CUDA_CHECK(cudaMemcpy(dw1.p, w1.data(), w1.size() * 2, cudaMemcpyHostToDevice));
-  LSERVE_CUDA_CHECK(cudaMemcpy(dw2.p, w2.data(), w2.size() * 2, cudaMemcpyHostToDevice));
+  upload(dx.p, x.data(), x.size() * 2);
+  upload(dw1.p, w1.data(), w1.size() * 2);
+  upload(dw2.p, w2.data(), w2.size() * 2);
   for (const GemvConfig& cfg : gemv_configs()) {
     LSERVE_CUDA_CHECK(cudaMemsetAsync(dy.p, 0xff, n * mid * 2, st_));  // NaN
     LSERVE_CUDA_CHECK(
