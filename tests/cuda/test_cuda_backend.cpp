@@ -304,6 +304,19 @@ INSTANTIATE_TEST_SUITE_P(
                          i.param.dense ? "_dense" : "");
     });
 
+// SparseCase::run_decode_layer for the graph tests: the layer's device work recorded through the
+// backend's record(), replayed, and counted in `replayed`.
+std::function<void(const std::function<void()>&)> record_and_replay(CudaBackend& gpu,
+                                                                    int& replayed) {
+  return [&gpu, &replayed](const std::function<void()>& work) {
+    auto rec = gpu.record(work);
+    ASSERT_TRUE(rec != nullptr);
+    ASSERT_TRUE(rec->replay());
+    gpu.synchronize();
+    ++replayed;
+  };
+}
+
 // Device-planned decode (what recorded CUDA graph steps run): every decode layer's device work
 // (RoPE/append, page selection, attention with split-KV merges) derives its work from the step
 // tables for a grid padded to 4 sequence slots, is recorded through the backend's record() and
@@ -325,13 +338,7 @@ TEST(CudaGraph, DevicePlannedDecodeLayersReplayedFromRecordingsMatchTheReference
     c.n_kv_heads = 2;
     c.retrieval = {{true, false}, {true, true}, {false, true}};
     c.pad_decode_to = 4;
-    c.run_decode_layer = [&](const std::function<void()>& work) {
-      auto rec = gpu.record(work);
-      ASSERT_TRUE(rec != nullptr);
-      ASSERT_TRUE(rec->replay());
-      gpu.synchronize();
-      ++replayed;
-    };
+    c.run_decode_layer = record_and_replay(gpu, replayed);
     test::SparseHarness h(gpu, c, test::test_seed());
     const double diff = h.run(kAttnTolerance);
     std::printf("recorded replays %d, max |diff| %.2e\n", replayed, diff);
@@ -352,13 +359,7 @@ TEST(CudaGraph, DevicePlannedDecodeWithModelWindowsMatchesTheReference) {
     test::SparseCase c = windowed_case(head_dim);
     c.decode_steps = 12;
     c.pad_decode_to = 4;
-    c.run_decode_layer = [&](const std::function<void()>& work) {
-      auto rec = gpu.record(work);
-      ASSERT_TRUE(rec != nullptr);
-      ASSERT_TRUE(rec->replay());
-      gpu.synchronize();
-      ++replayed;
-    };
+    c.run_decode_layer = record_and_replay(gpu, replayed);
     test::SparseHarness h(gpu, c, test::test_seed());
     const double diff = h.run(kAttnTolerance);
     std::printf("head_dim %d: recorded replays %d, max |diff| %.2e\n", head_dim, replayed, diff);

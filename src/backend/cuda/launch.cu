@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "backend/cuda/kernels/attention.cuh"
+#include "backend/cuda/kernels/attention_merge.cuh"
 #include "backend/cuda/kernels/attention_reference.cuh"
 #include "backend/cuda/kernels/elementwise.cuh"
 #include "backend/cuda/kernels/rope_append.cuh"

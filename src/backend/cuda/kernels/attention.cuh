@@ -10,7 +10,8 @@
 // warpgroup MMA (wgmma.cuh) instead of per-warp mma.sync, same register layouts, so masking and
 // softmax are shared. Prefill uses 8x1 (128 rows; wgmma on sm_90); decode uses 1x4 (16 rows: the
 // group's heads) and merges the four warps' partial softmax states at the end.
-// Split-KV items write normalised partial outputs plus log2-sum-exp; merge_kernel combines them.
+// Split-KV items write normalised partial outputs plus log2-sum-exp; merge_kernel
+// (attention_merge.cuh) combines them.
 // FP8: the pools hold E4M3 bytes with a scale per key row (kv/kv_dtype.h), copied in as tiles of
 // bytes (half the bytes of bf16). The scales are applied where they cost least: a key's scale
 // multiplies its score column, a value's scale its probability column (after the row sum, which
@@ -560,62 +561,57 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     // O += P V: the score accumulators become the A fragments (16 keys per MMA step).
     if constexpr (WGMMA) {
       wgmma_pv<D>(o[0], sc[0], vt);
-    } else if constexpr (kDirect) {
-      // E4M3 values: ldmatrix.trans over bytes gives lane l, for keys 2q and 2q+1 of an 8-key
-      // matrix, the bytes of dims 2(l / 4) and 2(l / 4) + 1 of a 16-dim chunk: [k0 d0, k0 d1,
-      // k1 d0, k1 d1]. A byte permute pairs the keys per dim, so output n-tile 2c holds chunk
-      // c's even dims and 2c + 1 its odd ones (out_col below).
-      const uint8_t* vt8 = v8 + stage * sm.f8_tile;
-#pragma unroll
-      for (int c = 0; c < KW / 16; ++c) {
-        uint32_t a[MT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          a[mt][0] = pack_f16(sc[mt][2 * c][0], sc[mt][2 * c][1]);
-          a[mt][1] = pack_f16(sc[mt][2 * c][2], sc[mt][2 * c][3]);
-          a[mt][2] = pack_f16(sc[mt][2 * c + 1][0], sc[mt][2 * c + 1][1]);
-          a[mt][3] = pack_f16(sc[mt][2 * c + 1][2], sc[mt][2 * c + 1][3]);
-        }
-#pragma unroll
-        for (int ch = 0; ch < D / 16; ch += 2) {
-          // Matrices: keys [0, 8) and [8, 16) of the step in chunk ch, then in chunk ch + 1.
-          uint32_t b[4];
-          const int key = wn * KW + c * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
-          ldmatrix_x4_trans(b, vt8 + e4m3_tile_offset<kKeyTile>(key, ch + lane / 16));
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const uint32_t even0 = e4m3x2_to_f16x2(__byte_perm(b[2 * h], 0, 0x0020));
-            const uint32_t even1 = e4m3x2_to_f16x2(__byte_perm(b[2 * h + 1], 0, 0x0020));
-            const uint32_t odd0 = e4m3x2_to_f16x2(__byte_perm(b[2 * h], 0, 0x0031));
-            const uint32_t odd1 = e4m3x2_to_f16x2(__byte_perm(b[2 * h + 1], 0, 0x0031));
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-              mma_16816_f16(o[mt][2 * (ch + h)], a[mt], even0, even1);
-              mma_16816_f16(o[mt][2 * (ch + h) + 1], a[mt], odd0, odd1);
-            }
-          }
-        }
-      }
     } else {
+      // E4M3 values (kDirect): ldmatrix.trans over bytes gives lane l, for keys 2q and 2q+1 of
+      // an 8-key matrix, the bytes of dims 2(l / 4) and 2(l / 4) + 1 of a 16-dim chunk: [k0 d0,
+      // k0 d1, k1 d0, k1 d1]. A byte permute pairs the keys per dim, so output n-tile 2c holds
+      // chunk c's even dims and 2c + 1 its odd ones (out_col below). Products in f16 there.
+      auto pack_p = [](float lo, float hi) {
+        return kDirect ? pack_f16(lo, hi) : pack_bf16(lo, hi);
+      };
 #pragma unroll
       for (int c = 0; c < KW / 16; ++c) {
         uint32_t a[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          a[mt][0] = pack_bf16(sc[mt][2 * c][0], sc[mt][2 * c][1]);
-          a[mt][1] = pack_bf16(sc[mt][2 * c][2], sc[mt][2 * c][3]);
-          a[mt][2] = pack_bf16(sc[mt][2 * c + 1][0], sc[mt][2 * c + 1][1]);
-          a[mt][3] = pack_bf16(sc[mt][2 * c + 1][2], sc[mt][2 * c + 1][3]);
+          a[mt][0] = pack_p(sc[mt][2 * c][0], sc[mt][2 * c][1]);
+          a[mt][1] = pack_p(sc[mt][2 * c][2], sc[mt][2 * c][3]);
+          a[mt][2] = pack_p(sc[mt][2 * c + 1][0], sc[mt][2 * c + 1][1]);
+          a[mt][3] = pack_p(sc[mt][2 * c + 1][2], sc[mt][2 * c + 1][3]);
         }
+        // Matrices: keys [0, 8) and [8, 16) of the step in 16 bytes of their rows, then the next
+        // 16 (kDirect: chunks ch and ch + 1 of E4M3; else dims nd..nd+7 then nd+8..nd+15).
+        const int key = wn * KW + c * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
 #pragma unroll
-        for (int nd = 0; nd < DT; nd += 2) {
-          uint32_t b[4];
-          const int key = wn * KW + c * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
-          ldmatrix_x4_trans(b, vt + tile_offset<kKeyTile>(key, nd * 8 + 8 * (lane / 16)));
+        for (int nd = 0; nd < DT; nd += 4) {
+          if constexpr (kDirect) {
+            const int ch = nd / 2;
+            uint32_t b[4];
+            ldmatrix_x4_trans(
+                b, v8 + stage * sm.f8_tile + e4m3_tile_offset<kKeyTile>(key, ch + lane / 16));
 #pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            mma_16816(o[mt][nd], a[mt], b[0], b[1]);
-            mma_16816(o[mt][nd + 1], a[mt], b[2], b[3]);
+            for (int h = 0; h < 2; ++h) {
+              const uint32_t even0 = e4m3x2_to_f16x2(__byte_perm(b[2 * h], 0, 0x0020));
+              const uint32_t even1 = e4m3x2_to_f16x2(__byte_perm(b[2 * h + 1], 0, 0x0020));
+              const uint32_t odd0 = e4m3x2_to_f16x2(__byte_perm(b[2 * h], 0, 0x0031));
+              const uint32_t odd1 = e4m3x2_to_f16x2(__byte_perm(b[2 * h + 1], 0, 0x0031));
+#pragma unroll
+              for (int mt = 0; mt < MT; ++mt) {
+                mma_16816_f16(o[mt][nd + 2 * h], a[mt], even0, even1);
+                mma_16816_f16(o[mt][nd + 2 * h + 1], a[mt], odd0, odd1);
+              }
+            }
+          } else {
+#pragma unroll
+            for (int h = 0; h < 4; h += 2) {
+              uint32_t b[4];
+              ldmatrix_x4_trans(b, vt + tile_offset<kKeyTile>(key, (nd + h) * 8 + 8 * (lane / 16)));
+#pragma unroll
+              for (int mt = 0; mt < MT; ++mt) {
+                mma_16816(o[mt][nd + h], a[mt], b[0], b[1]);
+                mma_16816(o[mt][nd + h + 1], a[mt], b[2], b[3]);
+              }
+            }
           }
         }
       }
@@ -717,85 +713,6 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
       }
     }
   }
-}
-
-// Rows [blockIdx.y * R, +R) of split item blockIdx.x, R = THREADS / G with G = D / 4 threads per
-// row, each owning 4 channels: the log-sum-exp weighted mean of the row's partials. The kernel is
-// a chain of dependent loads, so it is built for few round trips: the G threads of a row load
-// its log-sum-exps G at a time (one round trip for up to G pieces) and reduce the maximum with
-// shuffles; then, G pieces at a time, each thread computes one piece's weight, the weights go
-// round the group by shuffles, and every thread issues its loads of all G pieces before the
-// first one is used. items == null: the items of a device-planned decode step, derived per unit
-// as the attention CTAs did.
-template <int D, int THREADS>
-__global__ void __launch_bounds__(THREADS) merge_kernel(AttnParams p, const MergeItem* items) {
-  griddep_wait();
-  griddep_launch_dependents();
-  constexpr int G = D / 4, kRows = THREADS / G;
-  static_assert(THREADS % G == 0 && 16 % kRows == 0 && G <= 32, "merge thread layout");
-  MergeItem it;
-  if (items) {
-    it = items[blockIdx.x];
-  } else {
-    AttnWork w;
-    int32_t pieces = 0;
-    if (!decode_work(p.grid, p.step.seqs, p.kv.head_class, blockIdx.x, 0, &w, &pieces) ||
-        pieces <= 1) {
-      return;  // nothing, or one piece that wrote the output itself
-    }
-    it = MergeItem{w.seq,   w.q_first, w.q_count,
-                   w.head0, w.rg,      static_cast<int32_t>(blockIdx.x) * p.grid.splits,
-                   pieces,  0};
-  }
-  const int j = threadIdx.x % G, r = blockIdx.y * kRows + threadIdx.x / G;
-  // Whole groups leave together (r is the same for a group's G threads); the shuffles below stay
-  // within a group (gmask), so they never wait on threads that left.
-  if (r >= it.q_count * it.rg) return;
-  const unsigned gmask = G == 32 ? 0xffffffffu : ((1u << G) - 1) << (threadIdx.x % 32 / G * G);
-  const float* lse = p.part_lse + static_cast<int64_t>(it.first) * 16 + r;  // stride 16 rows
-  const float4* po =
-      reinterpret_cast<const float4*>(p.part_o) + (static_cast<int64_t>(it.first) * 16 + r) * G + j;
-  constexpr int64_t kPieceStride = 16 * G;  // float4s from one piece's row to the next's
-
-  float mm = -INFINITY;
-  for (int i = j; i < it.count; i += G) mm = fmaxf(mm, lse[i * 16]);
-#pragma unroll
-  for (int o = G / 2; o > 0; o /= 2) mm = fmaxf(mm, __shfl_xor_sync(gmask, mm, o, G));
-
-  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  float wsum = 0.0f;
-  if (mm != -INFINITY) {
-    for (int base = 0; base < it.count; base += G) {
-      const int n = min(G, it.count - base);
-      const float l = j < n ? lse[(base + j) * 16] : -INFINITY;
-      const float f = l == -INFINITY ? 0.0f : exp2f(l - mm);
-      wsum += f;
-      float4 v[G];
-#pragma unroll
-      for (int u = 0; u < G; ++u) {
-        if (u < n) v[u] = po[(base + u) * kPieceStride];
-      }
-#pragma unroll
-      for (int u = 0; u < G; ++u) {
-        const float fu = __shfl_sync(gmask, f, u, G);
-        if (u < n) {
-          acc.x += fu * v[u].x;
-          acc.y += fu * v[u].y;
-          acc.z += fu * v[u].z;
-          acc.w += fu * v[u].w;
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int o = G / 2; o > 0; o /= 2) wsum += __shfl_xor_sync(gmask, wsum, o, G);
-  const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
-  const SeqInfo s = p.step.seqs[it.seq];
-  const int64_t token = s.q_offset + it.q_first + r / it.rg;
-  auto* dst = reinterpret_cast<__nv_bfloat162*>(
-      p.out + (token * p.n_heads + it.head0 + r % it.rg) * D + 4 * j);
-  dst[0] = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
-  dst[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
 }
 
 }  // namespace lserve::cuda

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "backend/cuda/kernels/attention.cuh"
+#include "backend/cuda/kernels/attention_merge.cuh"
 
 namespace lserve::cuda {
 
@@ -98,19 +99,7 @@ __global__ void __launch_bounds__(kReferenceThreads)
   griddep_wait();
   griddep_launch_dependents();
   MergeItem it;
-  if (items) {
-    it = items[blockIdx.x];
-  } else {
-    AttnWork w;
-    int32_t pieces = 0;
-    if (!decode_work(p.grid, p.step.seqs, p.kv.head_class, blockIdx.x, 0, &w, &pieces) ||
-        pieces <= 1) {
-      return;  // nothing, or one piece that wrote the output itself
-    }
-    it = MergeItem{w.seq,   w.q_first, w.q_count,
-                   w.head0, w.rg,      static_cast<int32_t>(blockIdx.x) * p.grid.splits,
-                   pieces,  0};
-  }
+  if (!merge_item(p, items, &it)) return;
   const SeqInfo s = p.step.seqs[it.seq];
   const int32_t rows = it.q_count * it.rg;
   for (int32_t idx = threadIdx.x; idx < rows * D; idx += blockDim.x) {
