@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
   app.add_option("--prefill", prefill, "Prefill lengths (0: none)")->capture_default_str();
   app.add_option("--batch", batches, "Decode batch sizes")->capture_default_str();
   app.add_option("--context", contexts, "Decode context lengths")->capture_default_str();
-  bool portable = false, sparse_only = false;
+  bool portable = false, warp_specialized = false, sparse_only = false;
   std::vector<std::string> kv_dtypes = {"auto"};
   app.add_option("--kv-cache-dtype", kv_dtypes,
                  "KV element types to time, each case once per type (auto = bf16; fp8)")
@@ -239,6 +239,9 @@ int main(int argc, char** argv) {
   app.add_flag(
       "--portable", portable,
       "Also time dense prefill with the portable mma.sync kernel (what non-Hopper GPUs run)");
+  app.add_flag("--warp-specialized", warp_specialized,
+               "Also time bf16 prefill (dense and sparse) with the warp-specialised Hopper kernel "
+               "(a producer warpgroup and two consumer warpgroups; not the default yet)");
   CLI11_PARSE(app, argc, argv);
   try {
     lserve::CudaBackend be(0);
@@ -254,6 +257,11 @@ int main(int argc, char** argv) {
       if (portable) {
         be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kPortable);
         lserve::bench_prefill(be, n, false, lserve::KvDtype::kAuto, "dense-mma");
+      }
+      if (warp_specialized) {
+        be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kWarpSpecialized);
+        lserve::bench_prefill(be, n, false, lserve::KvDtype::kAuto, "dense-ws");
+        lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, "sparse-ws");
       }
       be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kAuto);
     }

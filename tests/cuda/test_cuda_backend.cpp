@@ -205,10 +205,21 @@ TEST_P(CudaSparse, MatchesDenseUnderTheVisibilityMask) {
   EXPECT_GT(std::count(r.begin(), r.end(), true), 3);
 }
 
-// kAuto runs the wgmma prefill tiles on the H200; kPortable the mma.sync ones every GPU runs.
+// kAuto runs the wgmma prefill tiles on the H200, kWarpSpecialized the warp-specialised prefill
+// (producer and consumer warpgroups, bf16 pools), kPortable the mma.sync tiles every GPU runs.
 using K = CudaBackend::AttnKernels;
 const char* kernels_name(K k) {
-  return k == K::kAuto ? "auto" : k == K::kPortable ? "portable" : "reference";
+  switch (k) {
+    case K::kAuto:
+      return "auto";
+    case K::kWarpSpecialized:
+      return "ws";
+    case K::kPortable:
+      return "portable";
+    case K::kReference:
+      return "reference";
+  }
+  return "?";
 }
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaSparse,
@@ -220,6 +231,11 @@ INSTANTIATE_TEST_SUITE_P(
                     GpuShape{1, 64, SelectorGranularity::kQueryHead, K::kPortable},
                     GpuShape{3, 128, SelectorGranularity::kKvHead, K::kReference},
                     GpuShape{4, 64, SelectorGranularity::kQueryHead, K::kReference},
+                    GpuShape{4, 128, SelectorGranularity::kKvHead, K::kWarpSpecialized},
+                    GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kWarpSpecialized},
+                    GpuShape{3, 64, SelectorGranularity::kQueryHead, K::kWarpSpecialized},
+                    GpuShape{1, 64, SelectorGranularity::kKvHead, K::kWarpSpecialized},
+                    GpuShape{3, 128, SelectorGranularity::kKvHead, K::kWarpSpecialized, 1},
                     GpuShape{3, 64, SelectorGranularity::kKvHead, K::kAuto, 1},
                     GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto, 1},
                     // FP8 pools: E4M3 tiles widened in registers (decode, portable prefill) or
@@ -294,6 +310,7 @@ INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaModelWindows,
     testing::Values(WindowShape{64, K::kAuto}, WindowShape{128, K::kAuto},
                     WindowShape{64, K::kPortable}, WindowShape{128, K::kReference},
+                    WindowShape{64, K::kWarpSpecialized}, WindowShape{128, K::kWarpSpecialized},
                     WindowShape{256, K::kAuto}, WindowShape{256, K::kAuto, KvDtype::kFp8},
                     WindowShape{128, K::kAuto, KvDtype::kFp8},
                     WindowShape{64, K::kAuto, KvDtype::kAuto, true},

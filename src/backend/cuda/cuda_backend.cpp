@@ -454,10 +454,15 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
     LSERVE_CUDA_CHECK(
         cuda::launch_attention(p, n, d, reference ? cuda::AttnVariant::kReference : variant, st));
   };
-  const bool wgmma = attn_kernels_ == AttnKernels::kAuto && impl_->hopper();
+  auto prefill_variant = cuda::AttnVariant::kPrefill;
+  if (impl_->hopper() && attn_kernels_ == AttnKernels::kAuto) {
+    prefill_variant = cuda::AttnVariant::kPrefillWgmma;
+  } else if (impl_->hopper() && attn_kernels_ == AttnKernels::kWarpSpecialized) {
+    // FP8 pools: the wgmma tiles (the warp-specialised kernel reads bf16 tiles only).
+    prefill_variant = p.kv.fp8 ? cuda::AttnVariant::kPrefillWgmma : cuda::AttnVariant::kPrefillWs;
+  }
   launch(sa.decode, sa.n_decode, cuda::AttnVariant::kDecode);
-  launch(sa.prefill, sa.n_prefill,
-         wgmma ? cuda::AttnVariant::kPrefillWgmma : cuda::AttnVariant::kPrefill);
+  launch(sa.prefill, sa.n_prefill, prefill_variant);
   LSERVE_CUDA_CHECK(cuda::launch_merge(p, sa.merges, sa.n_merges, d, st));
 }
 

@@ -63,9 +63,10 @@ class CudaBackend final : public Backend {
   std::span<const SampledToken> sampled() override;
 
   // Which attention kernels run. kAuto: prefill tiles on Hopper's wgmma where the device is an
-  // sm_90 one, the portable mma.sync kernel elsewhere; tests also force the portable kernel or
-  // the simple reference kernel.
-  enum class AttnKernels { kAuto, kPortable, kReference };
+  // sm_90 one, the portable mma.sync kernel elsewhere; tests and benchmarks also force the
+  // warp-specialised Hopper prefill (kWarpSpecialized, bf16 pools; not the default: slower than
+  // the wgmma tiles so far, docs/performance.md), the portable kernel or the reference kernel.
+  enum class AttnKernels { kAuto, kWarpSpecialized, kPortable, kReference };
   void set_attention_kernels(AttnKernels k) { attn_kernels_ = k; }
   // Tuning hook (bench/attention_bench): the shortest key range a decode item is split into.
   void set_min_split_keys(int keys) { min_split_keys_ = keys; }

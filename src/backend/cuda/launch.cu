@@ -5,6 +5,7 @@
 #include "backend/cuda/kernels/attention.cuh"
 #include "backend/cuda/kernels/attention_merge.cuh"
 #include "backend/cuda/kernels/attention_reference.cuh"
+#include "backend/cuda/kernels/attention_ws.cuh"
 #include "backend/cuda/kernels/elementwise.cuh"
 #include "backend/cuda/kernels/rope_append.cuh"
 #include "backend/cuda/kernels/selector.cuh"
@@ -56,6 +57,13 @@ cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Strea
     case AttnVariant::kPrefillWgmma:
       return launch_kernel(K::prefill_wgmma, grid, 32 * kPrefillWarps,
                            attn_smem_bytes(D, kPrefillRows, p.max_sel, FP8, true), st, p);
+    case AttnVariant::kPrefillWs:
+      if constexpr (FP8) {
+        return cudaErrorInvalidValue;
+      } else {
+        return launch_kernel(prefill_ws_kernel<D>, grid, kWsThreads, ws_smem_bytes(D, p.max_sel),
+                             st, p);
+      }
     case AttnVariant::kReference:
       return launch_reference_attention<D>(p, n_items, st);
   }
@@ -69,6 +77,10 @@ cudaError_t allow_smem_dim(int bytes) {
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (err != cudaSuccess) return err;
+  }
+  if constexpr (!FP8) {
+    return cudaFuncSetAttribute(prefill_ws_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                bytes);
   }
   return cudaSuccess;
 }

@@ -40,11 +40,14 @@ cudaError_t allow_attention_smem(int bytes);
 // *yes is set through a one-thread probe kernel; synchronises the stream.
 cudaError_t probe_wgmma(bool* yes, cudaStream_t st);
 
-// kPrefillWgmma: the prefill tiles on Hopper tensor cores (only where probe_wgmma says yes).
-enum class AttnVariant { kDecode, kPrefill, kPrefillWgmma, kReference };
+// kPrefillWgmma: the prefill tiles on Hopper tensor cores, two warpgroups (bf16 and fp8 pools);
+// kPrefillWs: the warp-specialised Hopper prefill (attention_ws.cuh; bf16 pools only). Both only
+// where probe_wgmma says yes.
+enum class AttnVariant { kDecode, kPrefill, kPrefillWgmma, kPrefillWs, kReference };
 // n_items work items (p.work), or n_items units x p.grid.splits CTAs when p.work is null (a
 // device-planned decode step). Supported head dims: 64 and 128 (every variant), 256 (kReference
-// only: the fast kernels cover 64 and 128); cudaErrorInvalidValue otherwise.
+// only: the fast kernels cover 64 and 128); cudaErrorInvalidValue otherwise, and for kPrefillWs
+// over fp8 pools.
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
                              Stream st);
 // Combines split-KV partial results into p.out (after the decode attention launch): n_items

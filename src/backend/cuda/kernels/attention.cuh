@@ -29,80 +29,13 @@
 
 #include <cfloat>
 
+#include "backend/cuda/kernels/attention_common.cuh"
 #include "backend/cuda/kernels/common.cuh"
 #include "backend/cuda/kernels/mma.cuh"
 #include "backend/cuda/kernels/params.h"
 #include "backend/cuda/kernels/wgmma.cuh"
 
 namespace lserve::cuda {
-
-// Where key index k of a work item lives: its position, its page, or position -1 if none.
-struct KeyMap {
-  int32_t kind, P, page_base, stream_base, n_stream, sink_blocks, window_first, n_list, seq_end;
-  const int32_t* page_indices;
-  const int32_t* stream_indices;
-  const int32_t* list;  // selected blocks (kind 2), in shared memory
-
-  // *entry: the page-table element holding key k's page (its load is the caller's, so it can
-  // be issued early and consumed later).
-  __device__ __forceinline__ int32_t locate(int32_t k, const int32_t** entry) const {
-    const int32_t li = k / P, slot = k % P;
-    int32_t block;
-    if (kind == kAllPages) {
-      block = li;
-      *entry = page_indices + page_base + li;
-    } else if (kind == kStreamPages) {
-      if (li >= n_stream) return -1;
-      block = li < sink_blocks ? li : window_first + (li - sink_blocks);
-      *entry = stream_indices + stream_base + li;
-    } else {
-      if (li >= n_list) return -1;
-      block = list[li];
-      *entry = page_indices + page_base + block;
-    }
-    const int32_t pos = block * P + slot;
-    return pos < seq_end ? pos : -1;
-  }
-};
-
-// Builds the kind-2 page list in shared memory (size max_sel + 2): the stored selection without
-// the current page, then the current page (it may be newer than the selection). Returns its
-// length; every thread of the block must call it.
-__device__ __forceinline__ int32_t load_selected_list(const AttnParams& p, const AttnWork& w,
-                                                      const SeqInfo& s, int32_t* list) {
-  const int32_t sel_head = p.per_query_head ? w.head0 : w.kv_head;
-  const int64_t row =
-      (static_cast<int64_t>(s.sel_slot) * p.n_layers + p.layer) * p.sel_heads + sel_head;
-  const int32_t current = (s.start_pos + s.q_len - 1) / p.kv.page_size;
-  // The whole row is read without waiting for the count (entries past it are never used), so
-  // the two loads overlap instead of adding a round trip.
-  const int32_t cnt = p.sel_count[row];
-  for (int32_t i = threadIdx.x; i < p.max_sel; i += blockDim.x) {
-    list[i] = p.sel_blocks[row * p.max_sel + i];
-  }
-  __syncthreads();
-  // The list is ascending and no page is newer than the current one, so only its last entry can
-  // be the current page.
-  if (threadIdx.x == 0) {
-    const int32_t n = cnt > 0 && list[cnt - 1] == current ? cnt - 1 : cnt;
-    list[n] = current;
-    list[p.max_sel + 1] = n + 1;
-  }
-  __syncthreads();
-  return list[p.max_sel + 1];
-}
-
-// This CTA's work item: the host-planned list's entry, or (work == null, a device-planned decode
-// step) the one derived from the step tables for CTA (unit x, split y). False: nothing to do
-// (the whole CTA returns together: the answer depends only on blockIdx).
-__device__ __forceinline__ bool cta_work(const AttnParams& p, AttnWork* w) {
-  if (p.work) {
-    *w = p.work[blockIdx.x];
-    return true;
-  }
-  int32_t pieces;
-  return decode_work(p.grid, p.step.seqs, p.kv.head_class, blockIdx.x, blockIdx.y, w, &pieces);
-}
 
 // Byte offset of 16-byte chunk c of row j in an E4M3 tile of R rows: the bf16 tiles' swizzle over
 // rows of D bytes read as D / 2 two-byte columns (rows padded to 128 bytes, AttnSmem::f8_tile).
@@ -155,59 +88,23 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wm = warp % WARPS_M, wn = warp / WARPS_M;
   const int32_t rows = w.q_count * w.rg;
-  const int32_t seq_end = s.start_pos + s.q_len;
   const bool streaming = w.kind == kStreamPages;
   const int32_t hs = p.kv.head_slot[w.kv_head];
   const KvPoolView pool = p.kv.pool(streaming);
   const int32_t n_pool = pool.n;
   const int32_t P = p.kv.page_size;
 
-  const int32_t n_list = w.kind == kSelectedPages ? load_selected_list(p, w, s, list) : 0;
-  KeyMap km{w.kind,
-            P,
-            s.page_base,
-            s.stream_base,
-            s.n_stream,
-            s.stream_sink_blocks,
-            s.stream_window_first,
-            n_list,
-            seq_end,
-            p.step.page_indices,
-            p.step.stream_indices,
-            list};
-
-  // Key tiles: range 0 then range 1 (kind 2 ranges are clipped to the list on the device).
-  int32_t kb[2], ke[2];
-  for (int r = 0; r < 2; ++r) {
-    kb[r] = w.k_begin[r];
-    ke[r] = w.kind == kSelectedPages ? min(w.k_end[r], n_list * P) : w.k_end[r];
-  }
-  const int32_t tiles0 = ke[0] > kb[0] ? (ke[0] - kb[0] + kKeyTile - 1) / kKeyTile : 0;
-  const int32_t tiles1 = ke[1] > kb[1] ? (ke[1] - kb[1] + kKeyTile - 1) / kKeyTile : 0;
-  const int32_t n_tiles = tiles0 + tiles1;
+  const KeyTiles<kKeyTile> tiles(w, work_key_map(p, w, s, list));
+  const int32_t n_tiles = tiles.n_tiles;
 
   // Where the keys of tile t live: one thread per key row looks it up (position and pool row),
   // so the page table is read once per key, not once per 16-byte chunk. The lookup is split so
-  // the page-table read stays in flight for a whole tile: start_locate issues it, finish_locate
+  // the page-table read stays in flight for a whole tile: tiles.locate issues it, finish_locate
   // (an iteration later) writes the tile's slot.
   static_assert(kThreads >= kKeyTile, "one thread per key of a tile");
-  struct Pending {
-    int32_t pos, page;
-  };
-  // Key j of tile t (selects, not an indexed array: that would live in local memory).
-  auto start_locate = [&](int32_t t, int j) {
-    const bool second = t >= tiles0;
-    const int32_t k = (second ? kb[1] : kb[0]) + (t - (second ? tiles0 : 0)) * kKeyTile + j;
-    const int32_t* entry = nullptr;
-    Pending pd;
-    pd.pos = k < (second ? ke[1] : ke[0]) ? km.locate(k, &entry) : -1;
-    pd.page = pd.pos >= 0 ? *entry : 0;
-    return pd;
-  };
-  auto finish_locate = [&](int slot, int j, const Pending& pd) {
-    const int64_t row = pd.pos >= 0 ? (pd.page * n_pool + hs) * P + pd.pos % P : 0;
-    kpos[slot * kKeyTile + j] = pd.pos;
-    krow[slot * kKeyTile + j] = static_cast<int32_t>(row);
+  auto finish_locate = [&](int slot, int j, const KeyLoc& loc) {
+    kpos[slot * kKeyTile + j] = loc.pos;
+    krow[slot * kKeyTile + j] = loc.row(n_pool, hs, P);
   };
   auto issue_tile = [&](int stage, int slot) {
     if constexpr (FP8) {
@@ -280,25 +177,17 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     }
   };
 
-  // Queries: rows beyond `rows` are zero and masked out.
-  for (int idx = tid; idx < BM * CHUNKS; idx += kThreads) {
-    const int r = idx / CHUNKS, c = idx % CHUNKS;
-    const bool valid = r < rows;
-    const int64_t token = s.q_offset + w.q_first + (valid ? r / w.rg : 0);
-    const int32_t head = w.head0 + (valid ? r % w.rg : 0);
-    cp_async_16(qs + tile_offset<BM>(r, c * 8), p.q + (token * p.n_heads + head) * D + c * 8,
-                valid);
-  }
+  load_query_tile<D, BM>(p, w, s, qs, tid, kThreads);
   // Tiles [0, stages) are located together (one key per thread, all lookups issued before the
   // first is used: one round trip to the page table), tiles [0, stages - 1) loaded; from then on
   // threads [0, 64) locate one tile per iteration.
   {
     constexpr int kRounds = (kStages * kKeyTile + kThreads - 1) / kThreads;
-    Pending pd[kRounds];
+    KeyLoc pd[kRounds];
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
       const int i = r * kThreads + tid, t = i / kKeyTile;
-      if (t < kStages && t < n_tiles) pd[r] = start_locate(t, i % kKeyTile);
+      if (t < kStages && t < n_tiles) pd[r] = tiles.locate(t, i % kKeyTile);
     }
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
@@ -312,8 +201,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     if (t < n_tiles) issue_tile(t, t);
     cp_async_commit();
   }
-  Pending pend{-1, 0};
-  if (n_tiles > kStages && tid < kKeyTile) pend = start_locate(kStages, tid);
+  KeyLoc pend{-1, 0};
+  if (n_tiles > kStages && tid < kKeyTile) pend = tiles.locate(kStages, tid);
 
   // Each thread holds two rows of each of its warp's m-tiles: lane / 4 and lane / 4 + 8. Every
   // K/V fragment loaded from shared memory feeds all MT m-tiles.
@@ -350,7 +239,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     if (next < n_tiles) issue_tile(next % kStages, next % kSlots);
     cp_async_commit();
     if (next + 1 < n_tiles && tid < kKeyTile) finish_locate((next + 1) % kSlots, tid, pend);
-    if (next + 2 < n_tiles && tid < kKeyTile) pend = start_locate(next + 2, tid);
+    if (next + 2 < n_tiles && tid < kKeyTile) pend = tiles.locate(next + 2, tid);
     cp_async_wait<kStages - 1>();
     if constexpr (FP8 && !kDirect) {
       __syncthreads();
@@ -477,11 +366,9 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
       vmax = vnew;
     }
 
-    // Mask by position, then the online softmax update. Row maxima m are kept in raw score
-    // units and the scale (log2(e) / sqrt(d)) is folded into the exponent's FMA. Tiles that every
-    // row of the warp sees whole (the bulk of causal attention, and every tile of dense decode
-    // but the last) skip the per-element test; the test itself is branch-free. Padding rows (a
-    // decode tile's 16 rows hold a group of often 4 heads) do not count: nothing reads them.
+    // Mask by position (skipped for tiles every row of the warp sees whole; padding rows, such as
+    // 12 of a decode tile's 16 for a group of 4 heads, do not count: nothing reads them), then
+    // the online softmax update and the output's rescaling (times vratio on mma.sync FP8).
     const int32_t* tpos = kpos + slot * kKeyTile + wn * KW;
     int32_t qmin = INT32_MAX;
 #pragma unroll
@@ -489,70 +376,17 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
 #pragma unroll
       for (int h = 0; h < 2; ++h) qmin = qpos[mt][h] >= 0 ? min(qmin, qpos[mt][h]) : qmin;
     }
-    const bool whole = !streaming && tpos[0] >= 0 && tpos[KW - 1] >= 0 &&
-                       tpos[KW - 1] - tpos[0] == KW - 1 &&
-                       __all_sync(0xffffffffu, tpos[KW - 1] <= qmin);
-    if (!whole) {
+    if (!tile_whole<KW>(tpos, qmin, streaming)) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int32_t kp = tpos[nt * 8 + 2 * (lane % 4) + e % 2];
-            const int32_t qp = qpos[mt][e / 2];
-            bool vis = (kp >= 0) & (kp <= qp);
-            if (streaming) {
-              vis = vis & ((kp < p.sink) |
-                           (static_cast<int64_t>(kp) > static_cast<int64_t>(qp) - window));
-            }
-            sc[mt][nt][e] = vis ? sc[mt][nt][e] : -INFINITY;
-          }
-        }
+        mask_scores<NT>(sc[mt], tpos, qpos[mt], streaming, p.sink, window, lane);
       }
     }
-    const float scale = p.scale_log2;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-      float mx[2] = {m[mt][0], m[mt][1]};
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) mx[e / 2] = fmaxf(mx[e / 2], sc[mt][nt][e]);
-      }
-      float alpha[2], msc[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-        // Nothing visible yet in this row: keep the state as is (no -inf - -inf).
-        const bool none = mx[h] == -INFINITY;
-        alpha[h] = none ? 1.0f : fast_exp2((m[mt][h] - mx[h]) * scale);
-        msc[h] = none ? 0.0f : mx[h] * scale;
-        m[mt][h] = mx[h];
-        l[mt][h] *= alpha[h];
-      }
-      // Rows whose maximum did not grow keep their accumulators (the usual case once a few
-      // tiles are in): the rescale is skipped when no row of the warp needs it.
-      const float oa0 = alpha[0] * vratio, oa1 = alpha[1] * vratio;
-      if (__any_sync(0xffffffffu, oa0 != 1.0f || oa1 != 1.0f)) {
-#pragma unroll
-        for (int i = 0; i < DT; ++i) {
-          o[mt][i][0] *= oa0;
-          o[mt][i][1] *= oa0;
-          o[mt][i][2] *= oa1;
-          o[mt][i][3] *= oa1;
-        }
-      }
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float pv = fast_exp2(fmaf(sc[mt][nt][e], scale, -msc[e / 2]));  // -inf -> 0
-          sc[mt][nt][e] = pv;
-          l[mt][e / 2] += pv;
-        }
-      }
+      float alpha[2];
+      online_softmax<NT>(sc[mt], m[mt], l[mt], p.scale_log2, alpha);
+      rescale_output<DT>(o[mt], alpha[0] * vratio, alpha[1] * vratio);
     }
     // FP8: each probability column times its value's scale: P diag(s) V = P (diag(s) V) (on
     // mma.sync divided by the tile's largest, the accumulator being in units of it).

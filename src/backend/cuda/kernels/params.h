@@ -62,6 +62,30 @@ constexpr int attn_smem_bytes(int head_dim, int rows, int max_sel, bool fp8, boo
   return 1024 + attn_smem(head_dim, rows, fp8, wgmma).list + (max_sel + 2) * 4;
 }
 
+// The warp-specialised Hopper prefill (attention_ws.cuh): a producer warpgroup and two consumer
+// warpgroups (kPrefillRows rows), 128-key tiles, two K and two V stages. Shared memory from the
+// 1024-byte aligned base: Q, the K stages, the V stages, per stage the keys' positions and pool
+// rows, the stages' mbarriers (full K, full V, empty K, empty V), the selected-page list.
+constexpr int kWsThreads = 384;
+constexpr int kWsKeyTile = 128;
+constexpr int kWsStages = 2;
+struct WsSmem {
+  int ks, vs, kpos, krow, bars, list;
+};
+constexpr WsSmem ws_smem(int head_dim) {
+  WsSmem s{};
+  s.ks = kPrefillRows * head_dim * 2;
+  s.vs = s.ks + kWsStages * kWsKeyTile * head_dim * 2;
+  s.kpos = s.vs + kWsStages * kWsKeyTile * head_dim * 2;
+  s.krow = s.kpos + kWsStages * kWsKeyTile * 4;
+  s.bars = s.krow + kWsStages * kWsKeyTile * 4;
+  s.list = s.bars + 4 * kWsStages * 8;
+  return s;
+}
+constexpr int ws_smem_bytes(int head_dim, int max_sel) {
+  return 1024 + ws_smem(head_dim).list + (max_sel + 2) * 4;
+}
+
 constexpr int kRopeMaxHalf = 128;  // the RoPE kernel's frequency table: head_dim <= 256
 
 struct RopeAppendParams {
