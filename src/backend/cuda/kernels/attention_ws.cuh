@@ -34,6 +34,9 @@ template <int D>
 __global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p) {
   griddep_wait();
   griddep_launch_dependents();
+#ifndef LSERVE_WGMMA
+  __trap();  // the host launches it only on sm_90 devices (wgmma, setmaxnreg)
+#else
   constexpr int BM = kPrefillRows;  // two consumer warpgroups x 64 rows
   constexpr int BN = kWsKeyTile;
   constexpr int S = kWsStages;
@@ -223,6 +226,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p)
           __floats2bfloat162_rn(o[nd][2 * h] * inv, o[nd][2 * h + 1] * inv);
     }
   }
+#endif  // LSERVE_WGMMA
 }
 
 }  // namespace lserve::cuda

@@ -47,12 +47,22 @@ __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   // The retry loop stays inside the asm (labels are local to its braces): a loop in C++ around
   // the test would be a divergent path to the compiler, which then serialises wgmma after it.
+  // try_wait (sm_90) lets the hardware suspend the thread for a while; test_wait (sm_80) polls.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile(
       "{\n.reg .pred p;\nWAIT:\n"
       "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
       "@!p bra WAIT;\n}\n" ::"r"(smem_addr(bar)),
       "r"(parity)
       : "memory");
+#else
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT:\n"
+      "mbarrier.test_wait.parity.shared.b64 p, [%0], %1;\n"
+      "@!p bra WAIT;\n}\n" ::"r"(smem_addr(bar)),
+      "r"(parity)
+      : "memory");
+#endif
 }
 // Barrier `id` (1..15; 0 is __syncthreads) over `threads` threads of the CTA.
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
