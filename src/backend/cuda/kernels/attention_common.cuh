@@ -105,8 +105,7 @@ __device__ __forceinline__ KeyMap work_key_map(const AttnParams& p, const AttnWo
 // ([D/64][BM][64] swizzled), `threads` threads from `tid`; rows beyond the item's are zeros.
 template <int D, int BM>
 __device__ __forceinline__ void load_query_tile(const AttnParams& p, const AttnWork& w,
-                                                const SeqInfo& s, bf16* qs, int tid,
-                                                int threads) {
+                                                const SeqInfo& s, bf16* qs, int tid, int threads) {
   constexpr int CHUNKS = D / 8;
   const int32_t rows = w.q_count * w.rg;
   for (int idx = tid; idx < BM * CHUNKS; idx += threads) {
