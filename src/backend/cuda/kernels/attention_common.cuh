@@ -149,13 +149,43 @@ struct KeyTiles {
 
   // Key j of tile t (selects, not an indexed array: that would live in local memory).
   __device__ __forceinline__ KeyLoc locate(int32_t t, int j) const {
-    const bool second = t >= tiles0;
-    const int32_t k = (second ? kb[1] : kb[0]) + (t - (second ? tiles0 : 0)) * KT + j;
     const int32_t* entry = nullptr;
     KeyLoc loc;
-    loc.pos = k < (second ? ke[1] : ke[0]) ? km.locate(k, &entry) : -1;
+    loc.pos = key(t, j, &entry);
     loc.page = loc.pos >= 0 ? *entry : 0;
     return loc;
+  }
+
+  // Key j of tile t's position alone (-1: none): arithmetic and the shared-memory page list, no
+  // page-table read. A dense item's key index is its position (no division by the page size).
+  __device__ __forceinline__ int32_t position(int32_t t, int j) const {
+    int32_t end;
+    const int32_t k = index(t, j, &end);
+    if (km.kind == kAllPages) return k < end && k < km.seq_end ? k : -1;
+    const int32_t* entry = nullptr;
+    return k < end ? km.locate(k, &entry) : -1;
+  }
+
+  // Whether tile t needs no mask for rows at positions >= qmin: a dense item's tile whose keys
+  // all exist and none is after qmin (the bulk of causal attention). Arithmetic only, and the
+  // same for every thread that passes the same qmin.
+  __device__ __forceinline__ bool whole(int32_t t, int32_t qmin) const {
+    int32_t end;
+    const int32_t last = index(t, KT - 1, &end);
+    return km.kind == kAllPages && last < end && last < km.seq_end && last <= qmin;
+  }
+
+ private:
+  // Key j of tile t's index in the item's key order, and the end of its range.
+  __device__ __forceinline__ int32_t index(int32_t t, int j, int32_t* end) const {
+    const bool second = t >= tiles0;
+    *end = second ? ke[1] : ke[0];
+    return (second ? kb[1] : kb[0]) + (t - (second ? tiles0 : 0)) * KT + j;
+  }
+  __device__ __forceinline__ int32_t key(int32_t t, int j, const int32_t** entry) const {
+    int32_t end;
+    const int32_t k = index(t, j, &end);
+    return k < end ? km.locate(k, entry) : -1;
   }
 };
 

@@ -3,7 +3,7 @@
 // queries), with the roles split (FlashAttention-3's structure, written for the paged pools):
 //
 // - Producer warpgroup (warps 0-3, 56 registers): per 128-key tile, one thread per key looks up
-//   its page (the page-table read is issued a tile ahead), writes the key's position to shared
+//   its page (the page-table read is issued a tile ahead), writes the key's pool row to shared
 //   memory, and the warpgroup gathers the K rows and then the V rows with cp.async into
 //   128-byte-swizzled stages (coalesced: 16 lanes per 256-byte row). Each stage's K and V have
 //   their own "full" mbarrier, on which each producer thread arrives once its copies have landed,
@@ -13,6 +13,12 @@
 //   P from registers); the softmax of tile t (mask, row maxima, exponentials) runs while
 //   P V of tile t - 1 is still on the tensor cores, and only the output's rescale waits for it.
 //   K's stage is released as soon as its scores are read, V's once its product is retired.
+//   Each consumer warpgroup works out its tiles' key positions itself (arithmetic on the work
+//   item, no page-table read): whether a tile needs a mask at all, and for those that do, the
+//   positions, shared among its warps through its own shared-memory slots and a named barrier.
+//   Only cp.async data crosses from producer to consumers, so every shared-memory handoff is
+//   ordered by a barrier that compute-sanitizer's racecheck follows (it does not follow
+//   mbarriers: positions handed over by the producer were reported as races).
 //
 // Pages need not be contiguous (streaming heads' sink + window, selected pages), so the K/V tiles
 // are gathered key by key rather than loaded by TMA; keys that do not exist (past the sequence,
@@ -25,10 +31,15 @@
 
 namespace lserve::cuda {
 
-// Register budgets after setmaxnreg: 56 + 2 x 224 <= 512 per thread slot of the three
-// warpgroups (65,536 registers / 128 threads), so one CTA of 384 threads fits an SM.
+// Register budgets after setmaxnreg. The warpgroups trade within the CTA's own allocation, 168
+// per thread at launch (65,536 / 384, rounded down to a multiple of 8), not the whole register
+// file: consumers that ask for more than the producer gave back wait in setmaxnreg.inc forever.
+constexpr int kWsLaunchRegs = 168;
 constexpr int kWsProducerRegs = 56;
 constexpr int kWsConsumerRegs = 224;
+static_assert(kWsProducerRegs + 2 * kWsConsumerRegs <= 3 * kWsLaunchRegs,
+              "setmaxnreg.inc would wait for registers no warpgroup releases");
+static_assert(kWsLaunchRegs * kWsThreads <= 65536 && kWsLaunchRegs % 8 == 0);
 
 template <int D>
 __global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p) {
@@ -52,8 +63,8 @@ __global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p)
   bf16* qs = reinterpret_cast<bf16*>(base);                    // [BM][D]
   bf16* ks = reinterpret_cast<bf16*>(base + sm.ks);            // [S][BN][D]
   bf16* vs = reinterpret_cast<bf16*>(base + sm.vs);            // [S][BN][D]
-  int32_t* kpos = reinterpret_cast<int32_t*>(base + sm.kpos);  // [S][BN] key positions (-1: none)
-  int32_t* krow = reinterpret_cast<int32_t*>(base + sm.krow);  // [S][BN] pool rows
+  int32_t* cpos = reinterpret_cast<int32_t*>(base + sm.cpos);  // [2][2][BN] positions (-1: none)
+  int32_t* krow = reinterpret_cast<int32_t*>(base + sm.krow);  // [S][BN] pool rows (-1: none)
   uint64_t* full_k = reinterpret_cast<uint64_t*>(base + sm.bars);  // [S] each
   uint64_t* full_v = full_k + S;
   uint64_t* empty_k = full_v + S;
@@ -102,8 +113,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p)
       const int st = t % S;
       const uint32_t parity = ((t / S) & 1) ^ 1;
       mbar_wait(&empty_k[st], parity);
-      kpos[st * BN + tid] = loc.pos;
-      krow[st * BN + tid] = loc.row(pool.n, hs, P);
+      krow[st * BN + tid] = loc.pos >= 0 ? loc.row(pool.n, hs, P) : -1;
       named_barrier_sync(1, 128);  // every key's row is known to the warpgroup
       if (t + 1 < n_tiles) loc = tiles.locate(t + 1, tid);  // in flight during the copies
       auto copy = [&](bf16* dst, const bf16* src) {
@@ -111,8 +121,8 @@ __global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p)
         for (int idx = tid; idx < BN * CHUNKS; idx += 128) {
           const int j = idx / CHUNKS, c = idx % CHUNKS;
           const int64_t row = krow[st * BN + j];
-          cp_async_16(dst + st * BN * D + tile_offset<BN>(j, c * 8), src + row * D + c * 8,
-                      kpos[st * BN + j] >= 0);
+          cp_async_16(dst + st * BN * D + tile_offset<BN>(j, c * 8), src + max(row, 0L) * D + c * 8,
+                      row >= 0);
         }
       };
       // Each thread arrives once its own copies have landed (its arrival releases them to the
@@ -135,13 +145,15 @@ __global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p)
   setmaxnreg_inc<kWsConsumerRegs>();
   const int cw = wg - 1, wi = (tid / 32) % 4;
   int32_t qpos[2];
-  int32_t qmin = INT32_MAX;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = 64 * cw + 16 * wi + lane / 4 + 8 * h;
     qpos[h] = r < rows ? s.start_pos + w.q_first + r / w.rg : -1;
-    qmin = qpos[h] >= 0 ? min(qmin, qpos[h]) : qmin;
   }
+  // The earliest position among the warpgroup's rows (the same for all its threads, so the
+  // whole-tile test and the barrier under it are warpgroup-uniform). A warpgroup of padding rows
+  // only computes what is never written.
+  const int32_t wg_qmin = 64 * cw < rows ? s.start_pos + w.q_first + 64 * cw / w.rg : INT32_MAX;
   const int32_t window = s.stream_window;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   float o[DT][4];
@@ -169,15 +181,26 @@ __global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p)
     fence_proxy_async();
     wgmma_qk_issue<D, BM, BN>(sc, qs, ks + st * BN * D, cw);
   };
-  // Tile t's scores (retired) masked, its K stage released, the softmax state advanced.
-  auto softmax = [&](int32_t t, float(&alpha)[2]) {
+  // Whether tile t needs its mask; if so, the warpgroup's key positions of it, one per thread,
+  // into the next of two slots (alternating over masked tiles). Two slots: a warp past one masked
+  // tile's barrier writes the next one's while others still read the first; a slot is reused
+  // only after the next masked tile's barrier, which every reader of it has passed.
+  int32_t* my_pos = cpos + 2 * cw * BN;
+  int32_t masked = 0;
+  auto prepare_mask = [&](int32_t t) {
+    const bool whole = tiles.whole(t, wg_qmin);
+    if (!whole) my_pos[(masked % 2) * BN + tid % 128] = tiles.position(t, tid % 128);
+    return whole;
+  };
+  // Tile t's scores (retired): its K stage released, masked, the softmax state advanced.
+  auto softmax = [&](bool whole, float(&alpha)[2], int32_t t) {
     wgmma_fence_operand(sc);
-    const int st = t % S;
-    const int32_t* tpos = kpos + st * BN;
-    if (!tile_whole<BN>(tpos, qmin, streaming)) {
-      mask_scores<NT>(sc, tpos, qpos, streaming, p.sink, window, lane);
+    release(&empty_k[t % S]);  // the scores are in registers
+    if (!whole) {
+      named_barrier_sync(2 + cw, 128);  // the warpgroup's positions of tile t are written
+      mask_scores<NT>(sc, my_pos + (masked % 2) * BN, qpos, streaming, p.sink, window, lane);
+      ++masked;
     }
-    release(&empty_k[st]);  // scores and positions read
     online_softmax<NT>(sc, m, l, p.scale_log2, alpha);
   };
 
@@ -185,15 +208,17 @@ __global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p)
   // branch: the compiler would serialise them all).
   if (n_tiles > 0) {
     float alpha[2];
+    bool whole = prepare_mask(0);
     issue_qk(0);
     wgmma_wait<0>();
-    softmax(0, alpha);  // o is still 0: nothing to rescale
+    softmax(whole, alpha, 0);  // o is still 0: nothing to rescale
     pack_probs<BN>(sc, pa);
     for (int32_t t = 1; t < n_tiles; ++t) {
+      whole = prepare_mask(t);
       issue_qk(t);
       issue_pv(t - 1);
       wgmma_wait<1>();  // S of tile t is in; P V of tile t - 1 may still run
-      softmax(t, alpha);
+      softmax(whole, alpha, t);
       wgmma_wait<0>();
       wgmma_fence_operand(o);
       wgmma_fence_operand(pa);

@@ -70,14 +70,14 @@ constexpr int kWsThreads = 384;
 constexpr int kWsKeyTile = 128;
 constexpr int kWsStages = 2;
 struct WsSmem {
-  int ks, vs, kpos, krow, bars, list;
+  int ks, vs, cpos, krow, bars, list;
 };
 constexpr WsSmem ws_smem(int head_dim) {
   WsSmem s{};
   s.ks = kPrefillRows * head_dim * 2;
   s.vs = s.ks + kWsStages * kWsKeyTile * head_dim * 2;
-  s.kpos = s.vs + kWsStages * kWsKeyTile * head_dim * 2;
-  s.krow = s.kpos + kWsStages * kWsKeyTile * 4;
+  s.cpos = s.vs + kWsStages * kWsKeyTile * head_dim * 2;
+  s.krow = s.cpos + 2 * 2 * kWsKeyTile * 4;  // [consumer][2][BN] key positions
   s.bars = s.krow + kWsStages * kWsKeyTile * 4;
   s.list = s.bars + 4 * kWsStages * 8;
   return s;
