@@ -138,6 +138,14 @@ void add_sparse_options(CLI::App& cmd, ModelOptions& o) {
                  "falls below this (0 = off; CPU backend)")
       ->capture_default_str()
       ->group(g);
+  cmd.add_option("--prefill-sparsity", s.prefill_sparsity,
+                 "Dynamic block-sparse prefill for retrieval heads: each block of 128 queries "
+                 "attends only to the 128-key blocks holding this share of its estimated "
+                 "attention mass (antidiagonal scoring), plus the first and its own block "
+                 "(0 = off; 1 = every block; CPU backend)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--selector-granularity", o.granularity,
                  "kv-head: one selection per KV head (max over its query heads); query-head: one "
                  "per query head")

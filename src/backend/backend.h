@@ -78,6 +78,9 @@ class Backend {
   // Whether the attention ops take heads of this size (checked when a model is loaded, so an
   // unsupported model fails at start-up, not on its first request).
   virtual bool supports_head_dim(int) const { return true; }
+  // Whether attention() applies SparseAttentionConfig::prefill_sparsity (dynamic block-sparse
+  // prefill of retrieval heads).
+  virtual bool supports_prefill_sparsity() const { return true; }
   // Whether rope_append_kv stores K/V rounded as `t` says (kv/kv_dtype.h).
   virtual bool supports_kv_dtype(KvDtype t) const { return t == KvDtype::kAuto; }
   // The element type of the K/V pools for `t`: the compute dtype where the rounding is emulated,

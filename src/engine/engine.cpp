@@ -123,6 +123,8 @@ std::unique_ptr<KvCache> make_cache(Backend& backend, const LoadedModel& m, cons
   LSERVE_CHECK(backend.supports_head_dim(m.config.head_dim),
                "the {} backend does not support this model's head_dim {} (CUDA: 64, 128 or 256)",
                backend.name(), m.config.head_dim);
+  LSERVE_CHECK(c.sparse.prefill_sparsity == 0 || backend.supports_prefill_sparsity(),
+               "--prefill-sparsity is not implemented on the {} backend yet", backend.name());
   HeadMap heads = choose_heads(m, c.sparse);
   const KvCacheConfig kc = kv_config(m.config, c, heads,
                                      kv_row_bytes(backend.kv_storage_dtype(c.kv_dtype),

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "sparse/prefill_blocks.h"
 
 namespace lserve {
 
@@ -43,6 +44,18 @@ int32_t Scheduler::stream_window(const Sequence& seq) const {
   return decoding ? sparse_.local_tokens : sparse_.prefill_local_tokens;
 }
 
+int32_t Scheduler::prefill_align(const Sequence& seq) const {
+  return sparse_.prefill_sparsity > 0 && !seq.sparse.dense ? kPrefillBlock : 1;
+}
+
+int32_t Scheduler::aligned_chunk(const Sequence& seq, int32_t n) const {
+  const int32_t align = prefill_align(seq);
+  const int32_t start = seq.kv.num_tokens, end = start + n;
+  if (align == 1 || end >= seq.prompt_len) return n;
+  const int32_t cut = end / align * align - start;
+  return cut > 0 ? cut : n;  // less than a block left in the budget: a partial one
+}
+
 int32_t Scheduler::keep_window(const Sequence& seq) const {
   const int32_t sparse = config_.sparse_streaming ? stream_window(seq) : 0;
   return std::max(sparse, config_.model_window);
@@ -72,6 +85,7 @@ void Scheduler::add_to_plan(ScheduledStep& step, Sequence* seq, int32_t n) {
   s.sel_slot = kv.sel_slot;
   if (!sparse_.dense && !seq->sparse.dense) {
     s.token_budget = seq->sparse.token_budget > 0 ? seq->sparse.token_budget : sparse_.token_budget;
+    s.prefill_sparsity = sparse_.prefill_sparsity;
   }
   // The selector runs on the reuse clock, and whenever the slot holds no current selection
   // (first sparse step, after a dense step or a preemption).
@@ -114,7 +128,7 @@ int32_t Scheduler::prefill_chunk(const Sequence& seq, int budget) const {
                         : std::max(1, config_.max_num_batched_tokens / 2);
     n = std::min(n, cap);
   }
-  return n;
+  return aligned_chunk(seq, n);
 }
 
 ScheduledStep Scheduler::schedule() {
@@ -169,9 +183,9 @@ ScheduledStep Scheduler::schedule() {
     int32_t reused = 0;
     if (config_.enable_prefix_caching && !seq->synthetic_prefill && seq->kv.num_tokens == 0) {
       reused = blocks_.reuse_prefix(seq->kv, seq->tokens, seq->prompt_len - 1, keep_window(*seq),
-                                    seq->kv_salt());
+                                    seq->kv_salt(), prefill_align(*seq));
     }
-    const int32_t n = std::min(seq->num_uncached(), budget);
+    const int32_t n = aligned_chunk(*seq, std::min(seq->num_uncached(), budget));
     if (!make_room(seq, n)) {
       if (reused > 0) blocks_.release(seq->kv);  // back to the cache, to be found again
       break;

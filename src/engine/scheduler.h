@@ -66,6 +66,12 @@ class Scheduler {
   Sequence* pick_victim(const ScheduledStep& step, Sequence* fallback) const;
   // Tokens a running prompt may take this step, out of `budget`.
   int32_t prefill_chunk(const Sequence& seq, int budget) const;
+  // Dynamic prefill sparsity estimates each query block from the rows computed together, so for a
+  // sequence it applies to, prefill chunks end on block boundaries (where the step's budget
+  // holds a whole block; the prompt's end is always one) and cached prefixes are reused in whole
+  // blocks only: the estimates, and so the results, do not depend on batching or on the cache.
+  int32_t prefill_align(const Sequence& seq) const;
+  int32_t aligned_chunk(const Sequence& seq, int32_t n) const;
   // Window of the streaming heads for the sequence's next tokens.
   int32_t stream_window(const Sequence& seq) const;
   // The trailing positions whose streaming pages must stay: the sparse streaming heads' window

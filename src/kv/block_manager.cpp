@@ -1,6 +1,7 @@
 #include "kv/block_manager.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "core/error.h"
 
@@ -127,7 +128,8 @@ int32_t BlockManager::stream_page(const SequenceKv& kv, int32_t b) const {
 }
 
 int32_t BlockManager::reuse_prefix(SequenceKv& kv, std::span<const int32_t> tokens,
-                                   int32_t max_tokens, int32_t window, uint64_t salt) {
+                                   int32_t max_tokens, int32_t window, uint64_t salt,
+                                   int32_t align_tokens) {
   LSERVE_ASSERT(kv.pages.empty() && kv.stream_pages() == 0 && kv.num_tokens == 0);
   const int P = config_.page_size;
   const int max_blocks = std::max(0, std::min<int32_t>(max_tokens, tokens.size())) / P;
@@ -140,7 +142,10 @@ int32_t BlockManager::reuse_prefix(SequenceKv& kv, std::span<const int32_t> toke
     if (page < 0) break;
     ret.push_back(page);
   }
-  int n = static_cast<int>(ret.size());
+  // Runs of whole pages that also end on a multiple of align_tokens.
+  LSERVE_ASSERT(align_tokens >= 1);
+  const int step = static_cast<int>(std::lcm<int64_t>(P, align_tokens) / P);
+  int n = static_cast<int>(ret.size()) / step * step;
   std::vector<int32_t> str;
   if (has_streaming() && n > 0) {
     for (int b = 0; b < n; ++b) str.push_back(stream_pool_.find(hashes[b]));
@@ -148,7 +153,7 @@ int32_t BlockManager::reuse_prefix(SequenceKv& kv, std::span<const int32_t> toke
     const int S = sink_blocks();
     int sinks_found = 0;
     while (sinks_found < std::min(S, n) && str[sinks_found] >= 0) ++sinks_found;
-    for (; n > 0; --n) {
+    for (; n > 0; n -= step) {
       if (sinks_found < std::min(S, n)) continue;
       const int first = std::max(S, window_start(static_cast<int64_t>(n) * P, window));
       bool all = true;

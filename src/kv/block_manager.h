@@ -61,9 +61,11 @@ class BlockManager {
   // For an empty kv: takes the cached pages of the longest run of whole blocks at the start of
   // `tokens`, at most max_tokens tokens, that a query right after the run can use (its retrieval
   // pages; in the streaming pool the sink blocks and the blocks within `window` of that query).
-  // Returns the tokens reused, now kv.num_tokens (0: nothing changed).
+  // The run is cut to a multiple of align_tokens (dynamic prefill sparsity estimates whole query
+  // blocks, so a reused prefix must end where a block does). Returns the tokens reused, now
+  // kv.num_tokens (0: nothing changed).
   int32_t reuse_prefix(SequenceKv& kv, std::span<const int32_t> tokens, int32_t max_tokens,
-                       int32_t window, uint64_t salt);
+                       int32_t window, uint64_t salt, int32_t align_tokens = 1);
   // Registers the content of kv's full blocks that lie within the first `cacheable` tokens (those
   // whose KV prefill wrote) and are not registered yet.
   void register_full_blocks(SequenceKv& kv, std::span<const int32_t> tokens, int32_t cacheable,

@@ -29,6 +29,9 @@ struct SeqStep {
   // Retrieval heads while decoding: read at most this many tokens through page selection;
   // <= 0 means dense.
   int32_t token_budget = 0;
+  // Retrieval heads while prefilling: keep the key blocks holding this share of each query
+  // block's estimated attention (sparse/prefill_blocks.h); 0: every key.
+  double prefill_sparsity = 0;
   bool refresh_selection = false;  // recompute the page selection at this step
   int32_t sel_slot = -1;           // where this sequence's selection is kept
 

@@ -39,19 +39,25 @@ void SparseAttentionConfig::validate() const {
                selector_interval);
   LSERVE_CHECK(selector_drift >= 0.0f && selector_drift <= 1.0f,
                "--selector-drift {} must be in [0, 1]", selector_drift);
+  LSERVE_CHECK(prefill_sparsity >= 0 && prefill_sparsity <= 1,
+               "--prefill-sparsity {} must be in [0, 1] (0: off)", prefill_sparsity);
+  LSERVE_CHECK(!dense || prefill_sparsity == 0,
+               "--prefill-sparsity is sparse attention: it cannot be combined with --dense");
   LSERVE_CHECK(selector_skip_layers >= 0, "--selector-skip-layers {} must not be negative",
                selector_skip_layers);
 }
 
 std::string SparseAttentionConfig::summary() const {
+  const std::string prefill =
+      prefill_sparsity > 0 ? fmt::format(", prefill blocks to mass {}", prefill_sparsity) : "";
   if (dense) return fmt::format("dense (P {})", page_size);
   return fmt::format(
       "static sparsity {}, sink {}, local {} (prefill {}), P {}, L {}, budget {}, interval {}{}, "
-      "{} granularity, first {} layers dense",
+      "{} granularity, first {} layers dense{}",
       static_sparsity, sink_tokens, local_tokens, prefill_local_tokens, page_size,
       logical_page_size, token_budget, selector_interval,
       selector_drift > 0 ? fmt::format(" (or query cosine < {})", selector_drift) : "",
-      granularity_name(granularity), selector_skip_layers);
+      granularity_name(granularity), selector_skip_layers, prefill);
 }
 
 }  // namespace lserve

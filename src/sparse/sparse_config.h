@@ -25,6 +25,11 @@ struct SparseAttentionConfig {
   float selector_drift = 0.0f;
   SelectorGranularity granularity = SelectorGranularity::kKvHead;
   int selector_skip_layers = 2;  // layers below this decode densely
+  // Retrieval heads while prefilling: each block of queries attends only to the key blocks whose
+  // estimated share of its attention reaches this much mass, plus the sink and diagonal blocks
+  // (sparse/prefill_blocks.h; 0: off, every key; 1: every block, through the same path). Not with
+  // `dense`, and not for requests that ask for dense attention.
+  double prefill_sparsity = 0.0;
 
   // Throws Error with a message naming the flag when values are inconsistent.
   void validate() const;

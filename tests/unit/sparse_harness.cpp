@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <numeric>
+
+#include "sparse/prefill_blocks.h"
 
 namespace lserve::test {
 namespace {
@@ -133,12 +136,45 @@ std::vector<int32_t> SparseHarness::reference_selection(int layer, int sel_head,
   return chosen;
 }
 
+std::vector<int32_t> SparseHarness::prefill_kept_blocks(const SeqStep& s, int layer, int kv,
+                                                        int32_t qb, const std::vector<float>& q) {
+  const int d = c_.head_dim, hq = c_.n_kv_heads * c_.group;
+  const int32_t r0 = std::max(0, qb * kPrefillBlock - s.start_pos);
+  const int32_t r1 = std::min(s.q_len, (qb + 1) * kPrefillBlock - s.start_pos);
+  const int32_t last = s.start_pos + r1 - 1;
+  std::vector<float> k(static_cast<size_t>(last + 1) * d);
+  for (int32_t j = 0; j <= last; ++j) {
+    std::copy_n(k_hist_[layer][j].begin() + kv * d, d, k.begin() + static_cast<size_t>(j) * d);
+  }
+  std::vector<int32_t> q_pos(r1 - r0);
+  for (int32_t i = r0; i < r1; ++i) q_pos[i - r0] = s.start_pos + i;
+  PrefillBlockQuery in;
+  in.q = q.data() + (static_cast<size_t>(r0) * hq + kv * c_.group) * d;
+  in.q_stride = static_cast<int64_t>(hq) * d;
+  in.q_pos = q_pos.data();
+  in.nq = r1 - r0;
+  in.group = c_.group;
+  in.head_dim = d;
+  in.k = k.data();
+  in.nk = last + 1;
+  in.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  std::vector<int32_t> kept =
+      keep_prefill_blocks(prefill_block_mass(in), c_.sparse.prefill_sparsity);
+  ++prefill_block_estimates;
+  prefill_blocks_dropped += qb + 1 - static_cast<int>(kept.size());
+  return kept;
+}
+
 void SparseHarness::check_step(const StepPlan& plan, int layer, const std::vector<float>& q,
                                const std::vector<float>& out, double tolerance, double& max_diff) {
   const SeqStep& s = plan.seqs[0];
   const int d = c_.head_dim, P = c_.sparse.page_size, hq = c_.n_kv_heads * c_.group;
   const bool per_q = c_.sparse.granularity == SelectorGranularity::kQueryHead;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  // Dynamic prefill sparsity (retrieval heads, prefill chunks of more than a few tokens, as the
+  // CPU op applies it): the kept key blocks per (query block, KV head), estimated once each.
+  const bool block_sparse = c_.sparse.prefill_sparsity > 0 && !s.decode && s.q_len > 4;
+  std::map<std::pair<int32_t, int>, std::vector<int32_t>> kept_blocks;
   for (int i = 0; i < s.q_len; ++i) {
     const int32_t pos = s.start_pos + i;
     const float* q_row = q.data() + static_cast<size_t>(i) * hq * d;
@@ -157,6 +193,18 @@ void SparseHarness::check_step(const StepPlan& plan, int layer, const std::vecto
         const int64_t window = decoding ? c_.sparse.local_tokens : c_.sparse.prefill_local_tokens;
         for (int32_t j = 0; j <= pos; ++j) {
           if (j < c_.sparse.sink_tokens || j > pos - window) keys.push_back(j);
+        }
+      } else if (block_sparse && retrieval) {
+        const int32_t qb = pos / kPrefillBlock;
+        auto it = kept_blocks.find({qb, kv});
+        if (it == kept_blocks.end()) {
+          it = kept_blocks.emplace(std::make_pair(qb, kv), prefill_kept_blocks(s, layer, kv, qb, q))
+                   .first;
+        }
+        for (int32_t b : it->second) {
+          for (int32_t j = b * kPrefillBlock; j < std::min(pos + 1, (b + 1) * kPrefillBlock); ++j) {
+            keys.push_back(j);
+          }
         }
       } else if (!sparse_decode) {
         for (int32_t j = 0; j <= pos; ++j) keys.push_back(j);

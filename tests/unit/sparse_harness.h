@@ -60,6 +60,10 @@ class SparseHarness {
   std::vector<bool> refresh_flags;         // per decode step
   std::vector<int> stream_pages_per_step;  // streaming pages held after each step
   std::vector<int> pages_per_step;
+  // Under sparse.prefill_sparsity: (query block, KV head) estimates made, and key blocks they
+  // left out of the causal ones.
+  int prefill_block_estimates = 0;
+  int prefill_blocks_dropped = 0;
   int ref_refreshes = 0;    // selection heads recomputed on the reuse clock
   int drift_refreshes = 0;  // ... and in between, because their query drifted
   KvCache& cache() { return *cache_; }
@@ -70,6 +74,10 @@ class SparseHarness {
                   const std::vector<float>& out, double tolerance, double& max_diff);
   std::vector<int32_t> reference_selection(int layer, int sel_head, int32_t pos,
                                            const float* q_row);
+  // The key blocks a retrieval head's query block keeps in this prefill step (the rows of the
+  // step in block qb, estimated by sparse/prefill_blocks.h from this history's keys).
+  std::vector<int32_t> prefill_kept_blocks(const SeqStep& s, int layer, int kv, int32_t qb,
+                                           const std::vector<float>& q);
 
   Backend& backend_;
   SparseCase c_;

@@ -125,6 +125,18 @@ TEST(BlockManagerPrefix, ReusesTheLongestRegisteredRunOfWholeBlocks) {
   SequenceKv other_salt;
   EXPECT_EQ(bm.reuse_prefix(other_salt, asked, 100, INT_MAX, 1), 0);
   EXPECT_TRUE(other_salt.pages.empty());
+  // Six blocks are cached now. Aligned to 64 tokens (the run of six pages is cut to four), to 40
+  // (lcm 80: five pages), to 128 (eight pages: none).
+  SequenceKv aligned;
+  EXPECT_EQ(bm.reuse_prefix(aligned, asked, 100, INT_MAX, 0, 64), 64);
+  EXPECT_EQ(aligned.pages.size(), 4u);
+  bm.release(aligned);
+  SequenceKv by_80;
+  EXPECT_EQ(bm.reuse_prefix(by_80, asked, 100, INT_MAX, 0, 40), 80);
+  bm.release(by_80);
+  SequenceKv too_long;
+  EXPECT_EQ(bm.reuse_prefix(too_long, asked, 100, INT_MAX, 0, 128), 0);
+  EXPECT_TRUE(too_long.pages.empty());
 }
 
 TEST(BlockManagerPrefix, CachedPagesAreEvictedLastBlockFirst) {
@@ -248,6 +260,63 @@ TEST(SchedulerPrefix, AdmissionSkipsTheCachedPrefixAndCountsIt) {
     }
   }
   EXPECT_TRUE(found);
+}
+
+// Dynamic prefill sparsity: a sequence's prefill chunks end on 128-token query blocks where the
+// budget holds one (the prompt's end is one), cached prefixes are reused in whole blocks, and a
+// dense-override sequence is neither aligned nor sparse.
+TEST(SchedulerPrefillBlocks, ChunksAndReusedPrefixesEndOnQueryBlocks) {
+  std::mt19937 rng(test::test_seed());
+  BlockManagerConfig bc;
+  bc.page_size = 16;
+  bc.num_pages = 200;
+  BlockManager bm(bc);
+  SchedulerConfig sc;
+  sc.max_num_batched_tokens = 300;
+  sc.enable_prefix_caching = true;
+  SparseAttentionConfig sparse;
+  sparse.static_sparsity = 0;  // no streaming heads: only the retrieval pool
+  sparse.prefill_sparsity = 0.5;
+  Scheduler sched(sc, sparse, bm);
+
+  auto run_prompt = [&](Sequence& seq) {
+    std::vector<SeqStep> steps;
+    sched.add(&seq);
+    while (seq.kv.num_tokens < seq.prompt_len) {
+      ScheduledStep st = sched.schedule();
+      EXPECT_EQ(st.plan.seqs.size(), 1u);
+      if (st.plan.seqs.size() != 1u) break;
+      steps.push_back(st.plan.seqs[0]);
+      seq.kv.num_tokens = st.plan.seqs[0].end_pos();
+    }
+    bm.register_full_blocks(seq.kv, seq.tokens, seq.prompt_len, seq.kv_salt());
+    sched.remove(&seq);
+    return steps;
+  };
+  const auto doc = random_tokens(700, rng);
+  Sequence a = make_seq(1, doc);
+  const auto steps = run_prompt(a);
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(steps[0].q_len, 256);
+  EXPECT_EQ(steps[1].end_pos(), 512);
+  EXPECT_EQ(steps[2].end_pos(), 700);
+  for (const SeqStep& s : steps) EXPECT_EQ(s.prefill_sparsity, 0.5);
+
+  // The document again with a question: 43 cached pages (688 tokens), reused down to 640.
+  auto asked = doc;
+  asked.insert(asked.end(), {5, 6, 7});
+  Sequence b = make_seq(2, asked);
+  const auto again = run_prompt(b);
+  ASSERT_FALSE(again.empty());
+  EXPECT_EQ(again[0].start_pos, 640);
+
+  // A dense-override sequence: the unaligned budget, no prefill sparsity.
+  Sequence c = make_seq(3, random_tokens(700, rng));
+  c.sparse.dense = true;
+  const auto dense = run_prompt(c);
+  ASSERT_FALSE(dense.empty());
+  EXPECT_EQ(dense[0].q_len, 300);
+  EXPECT_EQ(dense[0].prefill_sparsity, 0.0);
 }
 
 }  // namespace

@@ -193,5 +193,39 @@ TEST(SparseAttentionMemory, StreamingPagesStayBoundedAsTheSequenceGrows) {
   EXPECT_GE(h.pages_per_step.back(), (c.prompt_len + c.decode_steps) / P);  // retrieval grows
 }
 
+// Dynamic block-sparse prefill: retrieval heads' prefill chunks attend to the key blocks the
+// antidiagonal estimate keeps (sparse/prefill_blocks.h), which the reference recomputes from the
+// same queries and keys and applies as an explicit mask. A prompt of several 128-token blocks,
+// mixed head classes, decode after it; chunks of 250 tokens (the scheduler ends them on blocks)
+// and of 100 (less than a block: estimates from partial blocks). At threshold 0.5 random queries
+// drop blocks; at 1 none are dropped and the result is dense attention.
+TEST(SparseAttentionPrefillBlocks, KeptBlocksAreExactlyWhatTheQueriesSee) {
+  CpuBackend backend(2);
+  test::SparseCase c;
+  c.sparse = small_sparse();
+  c.sparse.prefill_local_tokens = 300;
+  c.sparse.token_budget = 64;
+  c.n_kv_heads = 2;
+  c.retrieval = {{true, false}, {true, true}, {false, true}};
+  c.prompt_len = 613;  // five blocks, the last partial
+  c.decode_steps = 6;
+  c.num_pages = 128;
+  c.num_stream_pages = 128;
+  for (auto [chunk, threshold] : {std::pair{250, 0.5}, {100, 0.5}, {250, 1.0}}) {
+    c.chunk = chunk;
+    c.sparse.prefill_sparsity = threshold;
+    test::SparseHarness h(backend, c, test::test_seed());
+    const double diff = h.run(kTolerance);
+    std::printf("chunk %d, threshold %.1f: %d estimates, %d key blocks dropped, max |diff| %.2e\n",
+                chunk, threshold, h.prefill_block_estimates, h.prefill_blocks_dropped, diff);
+    EXPECT_GT(h.prefill_block_estimates, 10);
+    if (threshold < 1.0) {
+      EXPECT_GT(h.prefill_blocks_dropped, 0);
+    } else {
+      EXPECT_EQ(h.prefill_blocks_dropped, 0);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lserve

@@ -55,19 +55,26 @@ void attend_tile(const AttendArgs& a, int r0, int nr) {
   }
 }
 
+// Row tiles of at most 128 queries (and ~16 MB of scores whatever the context length); each tile
+// only looks at keys up to its last query's position, which halves causal prefill work.
+int row_tile(const AttendArgs& a) { return std::max(1, std::min({a.nq, 128, (1 << 22) / a.nk})); }
+
 }  // namespace
 
 void attend(const AttendArgs& a, ThreadPool& pool) {
   LSERVE_ASSERT(a.nk > 0 && a.nq > 0 && a.head_dim > 0);
-  // Row tiles of at most 128 queries (and ~16 MB of scores whatever the context length), one per
-  // thread at a time; each tile only looks at keys up to its last query's position, which halves
-  // causal prefill work.
-  const int tile = std::max(1, std::min({a.nq, 128, (1 << 22) / a.nk}));
+  const int tile = row_tile(a);
   const int n_tiles = (a.nq + tile - 1) / tile;
   pool.parallel_for(n_tiles, [&](int64_t t) {
     const int r0 = static_cast<int>(t) * tile;
     attend_tile(a, r0, std::min(tile, a.nq - r0));
   });
+}
+
+void attend_serial(const AttendArgs& a) {
+  LSERVE_ASSERT(a.nk > 0 && a.nq > 0 && a.head_dim > 0);
+  const int tile = row_tile(a);
+  for (int r0 = 0; r0 < a.nq; r0 += tile) attend_tile(a, r0, std::min(tile, a.nq - r0));
 }
 
 void attend_direct(const AttendArgs& a) {

@@ -38,6 +38,8 @@ struct AttendArgs {
 // out = softmax(scale * q k^T masked by vis) v in f32: GEMMs over row tiles of queries, the tiles
 // spread over `pool`. For many query rows.
 void attend(const AttendArgs& a, ThreadPool& pool);
+// attend()'s GEMM tiles, all on the calling thread (for callers that spread other work).
+void attend_serial(const AttendArgs& a);
 // The same on the calling thread with vector loops; for a few query rows (decode).
 void attend_direct(const AttendArgs& a);
 

@@ -11,6 +11,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "kv/kv_cache.h"
+#include "sparse/prefill_blocks.h"
 
 namespace lserve {
 namespace {
@@ -97,6 +98,55 @@ void collect(const StepPlan& plan, size_t s, int layer, const HeadTask& t, KvCac
     add_block(b, plan.pages_of(s)[b]);
 }
 
+// A retrieval head's prefill chunk under --prefill-sparsity: per block of its queries, the key
+// blocks the estimate keeps (sparse/prefill_blocks.h), then causal attention over just those
+// keys for each query head of the group. `keys` holds every position 0 .. end - 1; `args` gives
+// a query head's arguments over a key set. Blocks spread over the pool, one thread each.
+template <typename ArgsFor>
+void attend_prefill_blocks(const SeqStep& seq, const std::vector<int>& heads, const KeySet& keys,
+                           double threshold, const ArgsFor& args, ThreadPool& pool) {
+  const int32_t n_keys = static_cast<int32_t>(keys.pos.size());
+  LSERVE_ASSERT(n_keys == seq.end_pos() && keys.pos.front() == 0);
+  const int32_t first_block = seq.start_pos / kPrefillBlock;
+  const int32_t n_blocks = (seq.end_pos() - 1) / kPrefillBlock - first_block + 1;
+  pool.parallel_for(n_blocks, [&](int64_t i) {
+    const int32_t qb = first_block + static_cast<int32_t>(i);
+    const int32_t r0 = std::max(0, qb * kPrefillBlock - seq.start_pos);
+    const int32_t r1 = std::min(seq.q_len, (qb + 1) * kPrefillBlock - seq.start_pos);
+    const int32_t last = seq.start_pos + r1 - 1;  // the block's last query sees keys up to it
+    const AttendArgs whole = args(heads.front(), keys);
+    const int d = whole.head_dim;
+    PrefillBlockQuery in;
+    in.q = whole.q + r0 * whole.q_stride;
+    in.q_stride = whole.q_stride;
+    in.q_pos = whole.q_pos + r0;
+    in.nq = r1 - r0;
+    in.group = static_cast<int>(heads.size());
+    in.head_dim = d;
+    in.k = keys.k.data();
+    in.nk = last + 1;
+    in.scale = whole.scale;
+    KeySet kept;
+    kept.vis = keys.vis;
+    for (int32_t b : keep_prefill_blocks(prefill_block_mass(in), threshold)) {
+      const int32_t begin = b * kPrefillBlock, end = std::min(last + 1, begin + kPrefillBlock);
+      kept.k.insert(kept.k.end(), keys.k.begin() + int64_t{begin} * d,
+                    keys.k.begin() + int64_t{end} * d);
+      kept.v.insert(kept.v.end(), keys.v.begin() + int64_t{begin} * d,
+                    keys.v.begin() + int64_t{end} * d);
+      for (int32_t j = begin; j < end; ++j) kept.pos.push_back(j);
+    }
+    for (int qh : heads) {
+      AttendArgs a = args(qh, kept);
+      a.q += r0 * a.q_stride;
+      a.q_pos += r0;
+      a.nq = r1 - r0;
+      a.out += r0 * a.out_stride;
+      attend_serial(a);
+    }
+  });
+}
+
 }  // namespace
 
 void CpuBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvCache& cache,
@@ -157,6 +207,14 @@ void CpuBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvC
   KeySet keys;
   for (const HeadTask& t : large) {
     collect(plan, t.seq, layer, t, cache, keys);
+    const SeqStep& seq = plan.seqs[t.seq];
+    if (seq.prefill_sparsity > 0 && !seq.decode &&
+        cache.heads().cls[layer][t.kv_head] == HeadClass::kRetrieval) {
+      attend_prefill_blocks(
+          seq, heads_of(t), keys, seq.prefill_sparsity,
+          [&](int qh, const KeySet& ks) { return args_for(t, qh, ks); }, pool_);
+      continue;
+    }
     for (int qh : heads_of(t)) attend(args_for(t, qh, keys), pool_);
   }
   if (observer_) observer_(layer, q, plan, cache, out);
