@@ -78,6 +78,8 @@ class Backend {
   // Whether the attention ops take heads of this size (checked when a model is loaded, so an
   // unsupported model fails at start-up, not on its first request).
   virtual bool supports_head_dim(int) const { return true; }
+  // The head sizes it takes, in words, for the error when a model's is not among them.
+  virtual std::string head_dims_supported() const { return "any"; }
   // Whether attention() applies SparseAttentionConfig::prefill_sparsity (dynamic block-sparse
   // prefill of retrieval heads).
   virtual bool supports_prefill_sparsity() const { return true; }

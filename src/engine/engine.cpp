@@ -121,8 +121,8 @@ std::unique_ptr<KvCache> make_cache(Backend& backend, const LoadedModel& m, cons
                "--kv-cache-dtype {} is not implemented on the {} backend yet",
                kv_dtype_name(c.kv_dtype), backend.name());
   LSERVE_CHECK(backend.supports_head_dim(m.config.head_dim),
-               "the {} backend does not support this model's head_dim {} (CUDA: 64, 128 or 256)",
-               backend.name(), m.config.head_dim);
+               "the {} backend does not support this model's head_dim {} (it takes {})",
+               backend.name(), m.config.head_dim, backend.head_dims_supported());
   LSERVE_CHECK(c.sparse.prefill_sparsity == 0 || backend.supports_prefill_sparsity(),
                "--prefill-sparsity is not implemented on the {} backend yet", backend.name());
   HeadMap heads = choose_heads(m, c.sparse);

@@ -35,6 +35,7 @@ class CudaBackend final : public Backend {
   // bf16 is the pools' native type; FP8 pools are not implemented on CUDA yet.
   // The tensor-core kernels take 64 and 128, the reference attention kernel 256 (Gemma 3).
   bool supports_head_dim(int d) const override { return d == 64 || d == 128 || d == 256; }
+  std::string head_dims_supported() const override { return "64, 128 or 256"; }
   bool supports_prefill_sparsity() const override { return false; }
   bool supports_kv_dtype(KvDtype) const override { return true; }
   DType kv_storage_dtype(KvDtype t) const override {
