@@ -60,6 +60,13 @@ void print_sparse_stats(const Engine& e) {
                t.sparse_bytes > 0 ? t.dense_bytes / t.sparse_bytes : 0.0,
                t.sparse_bytes > 0 ? 100.0 * t.selector_bytes / t.sparse_bytes : 0.0, s.peak_pages,
                mib(s.peak_pages * page_r), s.peak_stream_pages, mib(s.peak_stream_pages * page_s));
+  const Backend::PrefillBlockStats pb = e.backend().prefill_block_stats();
+  if (pb.causal > 0) {
+    std::fprintf(stderr,
+                 "Prefill key blocks read by retrieval heads: %lld of %lld causal (%.1f%%)\n",
+                 static_cast<long long>(pb.kept), static_cast<long long>(pb.causal),
+                 100.0 * static_cast<double>(pb.kept) / static_cast<double>(pb.causal));
+  }
 }
 
 int run_generate(GenerateOptions& o) {

@@ -83,6 +83,12 @@ class Backend {
   // Whether attention() applies SparseAttentionConfig::prefill_sparsity (dynamic block-sparse
   // prefill of retrieval heads).
   virtual bool supports_prefill_sparsity() const { return true; }
+  // What dynamic prefill sparsity kept so far: key blocks read, of the causal ones the estimates
+  // chose from (summed over layers, KV heads and query blocks).
+  struct PrefillBlockStats {
+    int64_t kept = 0, causal = 0;
+  };
+  virtual PrefillBlockStats prefill_block_stats() const { return {}; }
   // Whether rope_append_kv stores K/V rounded as `t` says (kv/kv_dtype.h).
   virtual bool supports_kv_dtype(KvDtype t) const { return t == KvDtype::kAuto; }
   // The element type of the K/V pools for `t`: the compute dtype where the rounding is emulated,

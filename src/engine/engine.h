@@ -62,6 +62,7 @@ class Engine {
   const PrefixCacheStats& prefix_cache_stats() const { return scheduler_.prefix_cache_stats(); }
   const SparseAttentionConfig& sparse() const { return cache_->sparse(); }
   Backend& backend() { return *backend_; }
+  const Backend& backend() const { return *backend_; }
   const RunnerStats& runner_stats() const { return runner_->stats(); }
 
   // Throws Error naming the problem when `request` cannot be served. Reads only state fixed at

@@ -3,6 +3,7 @@
 // attention over them with the position-based mask. Simple by design: this is the reference the
 // GPU kernels match.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -101,10 +102,12 @@ void collect(const StepPlan& plan, size_t s, int layer, const HeadTask& t, KvCac
 // A retrieval head's prefill chunk under --prefill-sparsity: per block of its queries, the key
 // blocks the estimate keeps (sparse/prefill_blocks.h), then causal attention over just those
 // keys for each query head of the group. `keys` holds every position 0 .. end - 1; `args` gives
-// a query head's arguments over a key set. Blocks spread over the pool, one thread each.
+// a query head's arguments over a key set. Blocks spread over the pool, one thread each; the
+// blocks kept and the causal ones are added to `kept` and `causal`.
 template <typename ArgsFor>
 void attend_prefill_blocks(const SeqStep& seq, const std::vector<int>& heads, const KeySet& keys,
-                           double threshold, const ArgsFor& args, ThreadPool& pool) {
+                           double threshold, const ArgsFor& args, ThreadPool& pool,
+                           std::atomic<int64_t>& kept_total, std::atomic<int64_t>& causal_total) {
   const int32_t n_keys = static_cast<int32_t>(keys.pos.size());
   LSERVE_ASSERT(n_keys == seq.end_pos() && keys.pos.front() == 0);
   const int32_t first_block = seq.start_pos / kPrefillBlock;
@@ -128,7 +131,10 @@ void attend_prefill_blocks(const SeqStep& seq, const std::vector<int>& heads, co
     in.scale = whole.scale;
     KeySet kept;
     kept.vis = keys.vis;
-    for (int32_t b : keep_prefill_blocks(prefill_block_mass(in), threshold)) {
+    const std::vector<int32_t> blocks = keep_prefill_blocks(prefill_block_mass(in), threshold);
+    kept_total += static_cast<int64_t>(blocks.size());
+    causal_total += qb + 1;
+    for (int32_t b : blocks) {
       const int32_t begin = b * kPrefillBlock, end = std::min(last + 1, begin + kPrefillBlock);
       kept.k.insert(kept.k.end(), keys.k.begin() + int64_t{begin} * d,
                     keys.k.begin() + int64_t{end} * d);
@@ -212,7 +218,8 @@ void CpuBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvC
         cache.heads().cls[layer][t.kv_head] == HeadClass::kRetrieval) {
       attend_prefill_blocks(
           seq, heads_of(t), keys, seq.prefill_sparsity,
-          [&](int qh, const KeySet& ks) { return args_for(t, qh, ks); }, pool_);
+          [&](int qh, const KeySet& ks) { return args_for(t, qh, ks); }, pool_, blocks_kept_,
+          blocks_causal_);
       continue;
     }
     for (int qh : heads_of(t)) attend(args_for(t, qh, keys), pool_);

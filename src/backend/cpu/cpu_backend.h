@@ -3,6 +3,7 @@
 // plain, checkable code over speed where the two conflict.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -18,6 +19,9 @@ class CpuBackend : public Backend {
   explicit CpuBackend(int threads);
 
   std::string name() const override { return "cpu"; }
+  PrefillBlockStats prefill_block_stats() const override {
+    return {blocks_kept_.load(), blocks_causal_.load()};
+  }
   bool supports_kv_dtype(KvDtype) const override { return true; }  // emulated in f32 pools
   DType compute_dtype() const override { return DType::F32; }
   int threads() const { return pool_.size(); }
@@ -58,6 +62,7 @@ class CpuBackend : public Backend {
  private:
   ThreadPool pool_;
   AttentionObserver observer_;
+  std::atomic<int64_t> blocks_kept_{0}, blocks_causal_{0};  // prefill_block_stats()
   std::vector<SampledToken> sampled_;
 };
 
