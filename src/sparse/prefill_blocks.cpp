@@ -60,14 +60,14 @@ std::vector<double> prefill_block_mass(const PrefillBlockQuery& in) {
   }
 
   // Each compressed row's softmax over its causal columns, summed per key block.
-  std::vector<double> mass(qb + 1, 0.0);
+  std::vector<double> mass(qb + 1, 0.0), e(n_cols);
   for (int i = 0; i < m; ++i) {
     const int32_t a = rows_a[i % n_rows];
     const float* s = &sc[static_cast<size_t>(i) * n_cols];
     const float mx = *std::max_element(s, s + a + 1);
     double sum = 0;
-    for (int b = 0; b <= a; ++b) sum += std::exp(static_cast<double>(s[b] - mx));
-    for (int b = 0; b <= a; ++b) mass[b * S / B] += std::exp(static_cast<double>(s[b] - mx)) / sum;
+    for (int b = 0; b <= a; ++b) sum += e[b] = std::exp(static_cast<double>(s[b] - mx));
+    for (int b = 0; b <= a; ++b) mass[b * S / B] += e[b] / sum;
   }
   for (double& x : mass) x /= m;
   return mass;
