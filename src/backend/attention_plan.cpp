@@ -39,6 +39,7 @@ cuda::DecodeGrid decode_grid(int rows, const SparseAttentionConfig& sp,
   g.per_query_head = sp.granularity == SelectorGranularity::kQueryHead ? 1 : 0;
   g.units_per_head = g.per_query_head ? g.group : 1;
   g.min_split_keys = cfg.min_split_keys;
+  g.key_tile = cfg.decode_key_tile;
   g.layer = cfg.layer;
   g.skip_layers = sp.selector_skip_layers;
   g.page_size = sp.page_size;
@@ -173,11 +174,13 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
     for (const auto& d : decode_items) n += (d.r.keys() + c - 1) / c;
     return n;
   };
-  int64_t chunk = std::max<int64_t>(64, (longest + 63) / 64 * 64);
+  const int64_t kt = cfg.decode_key_tile;
+  auto whole_tiles = [kt](int64_t keys) { return (keys + kt - 1) / kt * kt; };
+  int64_t chunk = std::max<int64_t>(kt, whole_tiles(longest));
   const int64_t startup = cfg.min_split_keys;
   int64_t best_cost = (pieces(chunk) + slots - 1) / slots * (chunk + startup);
   for (int64_t split = 2; split <= 256; ++split) {
-    const int64_t c = ((longest + split - 1) / split + 63) / 64 * 64;
+    const int64_t c = whole_tiles((longest + split - 1) / split);
     if (c < cfg.min_split_keys) break;
     const int64_t cost = (pieces(c) + slots - 1) / slots * (c + startup);
     if (cost < best_cost) {
@@ -192,7 +195,7 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
     }
     // Equal pieces (whole key tiles) rather than full chunks and a short remainder.
     const int64_t splits = (d.r.keys() + chunk - 1) / chunk;
-    const int64_t piece = ((d.r.keys() + splits - 1) / splits + 63) / 64 * 64;
+    const int64_t piece = whole_tiles((d.r.keys() + splits - 1) / splits);
     cuda::MergeItem m{};
     m.seq = d.w.seq;
     m.q_first = d.w.q_first;

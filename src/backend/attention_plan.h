@@ -20,6 +20,7 @@ struct AttentionPlanConfig {
   int decode_rows = 16;      // rows of the decode kernel's tile
   int prefill_rows = 128;    // rows of the prefill kernel's tile (cuda::kPrefillRows)
   int min_split_keys = 256;  // below this, a split's fixed costs outweigh the parallelism
+  int decode_key_tile = 64;  // keys per decode tile (cuda::decode_key_tile): splits are whole tiles
 };
 
 struct AttentionPlan {

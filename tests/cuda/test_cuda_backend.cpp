@@ -223,36 +223,40 @@ const char* kernels_name(K k) {
 }
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaSparse,
-    testing::Values(GpuShape{1, 64, SelectorGranularity::kKvHead, K::kAuto},
-                    GpuShape{3, 64, SelectorGranularity::kKvHead, K::kAuto},
-                    GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto},
-                    GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto},
-                    GpuShape{3, 128, SelectorGranularity::kKvHead, K::kPortable},
-                    GpuShape{1, 64, SelectorGranularity::kQueryHead, K::kPortable},
-                    GpuShape{3, 128, SelectorGranularity::kKvHead, K::kReference},
-                    GpuShape{4, 64, SelectorGranularity::kQueryHead, K::kReference},
-                    GpuShape{4, 128, SelectorGranularity::kKvHead, K::kWarpSpecialized},
-                    GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kWarpSpecialized},
-                    GpuShape{3, 64, SelectorGranularity::kQueryHead, K::kWarpSpecialized},
-                    GpuShape{1, 64, SelectorGranularity::kKvHead, K::kWarpSpecialized},
-                    GpuShape{3, 128, SelectorGranularity::kKvHead, K::kWarpSpecialized, 1},
-                    GpuShape{3, 64, SelectorGranularity::kKvHead, K::kAuto, 1},
-                    GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto, 1},
-                    // FP8 pools: E4M3 tiles widened in registers (decode, portable prefill) or
-                    // in shared memory (wgmma prefill), scales on the scores and probabilities;
-                    // the reference rounds its keys and values the same way.
-                    GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kFp8},
-                    GpuShape{3, 64, SelectorGranularity::kQueryHead, K::kAuto, 4, KvDtype::kFp8},
-                    GpuShape{3, 128, SelectorGranularity::kKvHead, K::kPortable, 4, KvDtype::kFp8},
-                    GpuShape{1, 64, SelectorGranularity::kKvHead, K::kPortable, 4, KvDtype::kFp8},
-                    GpuShape{4, 64, SelectorGranularity::kKvHead, K::kReference, 4, KvDtype::kFp8},
-                    // Head dim 256 (Gemma 3): the reference kernel whatever is asked for, the
-                    // selector's 256-wide scoring, and the reference merge of split decode items.
-                    GpuShape{4, 256, SelectorGranularity::kKvHead, K::kAuto},
-                    GpuShape{3, 256, SelectorGranularity::kQueryHead, K::kAuto, 1},
-                    GpuShape{4, 256, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kAuto, 64},
-                    GpuShape{2, 256, SelectorGranularity::kQueryHead, K::kPortable, 4,
-                             KvDtype::kFp8, 64}),
+    testing::Values(
+        GpuShape{1, 64, SelectorGranularity::kKvHead, K::kAuto},
+        GpuShape{3, 64, SelectorGranularity::kKvHead, K::kAuto},
+        GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto},
+        GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto},
+        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kPortable},
+        GpuShape{1, 64, SelectorGranularity::kQueryHead, K::kPortable},
+        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kReference},
+        GpuShape{4, 64, SelectorGranularity::kQueryHead, K::kReference},
+        GpuShape{4, 128, SelectorGranularity::kKvHead, K::kWarpSpecialized},
+        GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kWarpSpecialized},
+        GpuShape{3, 64, SelectorGranularity::kQueryHead, K::kWarpSpecialized},
+        GpuShape{1, 64, SelectorGranularity::kKvHead, K::kWarpSpecialized},
+        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kWarpSpecialized, 1},
+        GpuShape{3, 64, SelectorGranularity::kKvHead, K::kAuto, 1},
+        GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto, 1},
+        // FP8 pools: E4M3 tiles widened in registers (decode, portable prefill) or
+        // in shared memory (wgmma prefill), scales on the scores and probabilities;
+        // the reference rounds its keys and values the same way.
+        GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kFp8},
+        GpuShape{3, 64, SelectorGranularity::kQueryHead, K::kAuto, 4, KvDtype::kFp8},
+        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kPortable, 4, KvDtype::kFp8},
+        GpuShape{1, 64, SelectorGranularity::kKvHead, K::kPortable, 4, KvDtype::kFp8},
+        GpuShape{4, 64, SelectorGranularity::kKvHead, K::kReference, 4, KvDtype::kFp8},
+        // 128-key FP8 decode tiles split into pieces of whole tiles (split128)
+        // and, with a split minimum off the tile grid (split96), of part tiles.
+        GpuShape{3, 128, SelectorGranularity::kQueryHead, K::kAuto, 4, KvDtype::kFp8, 128},
+        GpuShape{2, 64, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kFp8, 96},
+        // Head dim 256 (Gemma 3): the reference kernel whatever is asked for, the
+        // selector's 256-wide scoring, and the reference merge of split decode items.
+        GpuShape{4, 256, SelectorGranularity::kKvHead, K::kAuto},
+        GpuShape{3, 256, SelectorGranularity::kQueryHead, K::kAuto, 1},
+        GpuShape{4, 256, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kAuto, 64},
+        GpuShape{2, 256, SelectorGranularity::kQueryHead, K::kPortable, 4, KvDtype::kFp8, 64}),
     [](const testing::TestParamInfo<GpuShape>& i) {
       return fmt::format(
           "G{}_d{}_{}_{}_L{}{}{}", i.param.group, i.param.head_dim,

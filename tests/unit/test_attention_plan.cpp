@@ -139,7 +139,8 @@ SparseAttentionConfig coverage_config() {
 
 // num_sms 3: few "SMs" force splits; 64: every step's prefill tiles leave most of them idle, so
 // chunks of up to 32 tokens (rows of one prefill tile) run as split decode tiles.
-int check_host_plan(const SparseAttentionConfig& sp, const HeadMap& heads, int num_sms = 3) {
+int check_host_plan(const SparseAttentionConfig& sp, const HeadMap& heads, int num_sms = 3,
+                    int key_tile = 64) {
   return check_coverage(
       sp, heads, 8, 2,
       [&](const StepPlan& plan, int layer) {
@@ -149,6 +150,7 @@ int check_host_plan(const SparseAttentionConfig& sp, const HeadMap& heads, int n
         cfg.n_kv_heads = 2;
         cfg.num_sms = num_sms;
         cfg.min_split_keys = 64;
+        cfg.decode_key_tile = key_tile;
         const AttentionPlan ap = plan_attention(plan, heads, sp, cfg);
         std::vector<cuda::AttnWork> all = ap.prefill;
         all.insert(all.end(), ap.decode.begin(), ap.decode.end());
@@ -161,6 +163,39 @@ TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
   const HeadMap heads = HeadMap::from_flags({{true, false}, {false, true}});
   EXPECT_GT(check_host_plan(coverage_config(), heads), 1000);
   EXPECT_GT(check_host_plan(coverage_config(), heads, 64), 1000);
+  EXPECT_GT(check_host_plan(coverage_config(), heads, 3, 128), 1000);  // FP8 decode tiles
+}
+
+// Split decode items take whole key tiles (the FP8 decode kernel's are 128 keys, bf16's 64): a
+// split boundary inside a tile would leave a tile half empty, loaded and computed for nothing.
+TEST(AttentionPlan, DecodeSplitsAreWholeKeyTiles) {
+  SparseAttentionConfig sp = coverage_config();
+  sp.token_budget = 1 << 20;
+  const HeadMap heads = HeadMap::all_retrieval(1, 8);
+  for (int kt : {64, 128}) {
+    for (int32_t keys : {1000, 4097, 20011, 131072}) {
+      StepPlan plan;
+      SeqStep seq;
+      seq.start_pos = keys - 1;
+      seq.q_len = 1;
+      plan.seqs.push_back(seq);
+      AttentionPlanConfig cfg;
+      cfg.n_heads = 32;
+      cfg.n_kv_heads = 8;
+      cfg.decode_key_tile = kt;
+      const AttentionPlan ap = plan_attention(plan, heads, sp, cfg);
+      ASSERT_FALSE(ap.decode.empty());
+      for (const cuda::AttnWork& w : ap.decode) {
+        if (w.partial >= 0 && w.k_end[0] < keys) {  // every piece but a unit's last
+          EXPECT_EQ((w.k_end[0] - w.k_begin[0]) % kt, 0) << kt << " " << keys;
+        }
+        EXPECT_EQ(w.k_begin[0] % kt, 0) << kt << " " << keys;
+      }
+      const cuda::DecodeGrid g = decode_grid(1, sp, cfg);
+      EXPECT_EQ(g.key_tile, kt);
+      EXPECT_EQ(cuda::decode_chunk(g, keys) % kt, 0) << kt << " " << keys;
+    }
+  }
 }
 
 // A few new tokens over a long history (a question after a cached document) on an idle GPU: the
@@ -212,48 +247,51 @@ TEST(AttentionPlan, ModelWindowLayersCoverExactlyTheirWindow) {
 // (stream_window = the window; CudaBackend::Impl::window_seqs), as here.
 void check_device_derived(const SparseAttentionConfig& sp, const HeadMap& heads) {
   for (int num_sms : {1, 3, 132}) {
-    int derived = 0;
-    const int rows = check_coverage(
-        sp, heads, 8, 2,
-        [&](const StepPlan& plan, int layer) {
-          const int padded = static_cast<int>(plan.seqs.size()) + 2;  // two padding slots
-          AttentionPlanConfig cfg;
-          cfg.layer = layer;
-          cfg.n_heads = 8;
-          cfg.n_kv_heads = 2;
-          cfg.num_sms = num_sms;
-          cfg.min_split_keys = 64;
-          const cuda::DecodeGrid g = decode_grid(padded, sp, cfg);
-          std::vector<cuda::SeqInfo> infos;
-          for (size_t s = 0; s < plan.seqs.size(); ++s) infos.push_back(seq_info(plan, s));
-          infos.resize(static_cast<size_t>(padded), cuda::SeqInfo{});
-          if (heads.model_window(layer) > 0) {
-            for (auto& info : infos) info.stream_window = heads.model_window(layer);
-          }
-          std::vector<int32_t> cls;
-          for (HeadClass c : heads.cls[layer]) cls.push_back(c == HeadClass::kRetrieval ? 0 : 1);
-          std::vector<cuda::AttnWork> out;
-          std::set<int32_t> partials;
-          const int units = padded * g.n_kv_heads * g.units_per_head;
-          for (int u = 0; u < units; ++u) {
-            for (int y = 0; y < g.splits; ++y) {
-              cuda::AttnWork w{};
-              int32_t pieces = 0;
-              if (!cuda::decode_work(g, infos.data(), cls.data(), u, y, &w, &pieces)) continue;
-              EXPECT_LT(w.seq, static_cast<int32_t>(plan.seqs.size()));
-              EXPECT_LE(pieces, g.splits);
-              if (w.partial >= 0) {
-                EXPECT_TRUE(partials.insert(w.partial).second);
-              }
-              out.push_back(w);
-              ++derived;
+    for (int key_tile : {64, 128}) {
+      int derived = 0;
+      const int rows = check_coverage(
+          sp, heads, 8, 2,
+          [&](const StepPlan& plan, int layer) {
+            const int padded = static_cast<int>(plan.seqs.size()) + 2;  // two padding slots
+            AttentionPlanConfig cfg;
+            cfg.layer = layer;
+            cfg.n_heads = 8;
+            cfg.n_kv_heads = 2;
+            cfg.num_sms = num_sms;
+            cfg.min_split_keys = 64;
+            cfg.decode_key_tile = key_tile;
+            const cuda::DecodeGrid g = decode_grid(padded, sp, cfg);
+            std::vector<cuda::SeqInfo> infos;
+            for (size_t s = 0; s < plan.seqs.size(); ++s) infos.push_back(seq_info(plan, s));
+            infos.resize(static_cast<size_t>(padded), cuda::SeqInfo{});
+            if (heads.model_window(layer) > 0) {
+              for (auto& info : infos) info.stream_window = heads.model_window(layer);
             }
-          }
-          return out;
-        },
-        true);
-    EXPECT_GT(rows, 300) << num_sms;
-    EXPECT_GT(derived, 0);
+            std::vector<int32_t> cls;
+            for (HeadClass c : heads.cls[layer]) cls.push_back(c == HeadClass::kRetrieval ? 0 : 1);
+            std::vector<cuda::AttnWork> out;
+            std::set<int32_t> partials;
+            const int units = padded * g.n_kv_heads * g.units_per_head;
+            for (int u = 0; u < units; ++u) {
+              for (int y = 0; y < g.splits; ++y) {
+                cuda::AttnWork w{};
+                int32_t pieces = 0;
+                if (!cuda::decode_work(g, infos.data(), cls.data(), u, y, &w, &pieces)) continue;
+                EXPECT_LT(w.seq, static_cast<int32_t>(plan.seqs.size()));
+                EXPECT_LE(pieces, g.splits);
+                if (w.partial >= 0) {
+                  EXPECT_TRUE(partials.insert(w.partial).second);
+                }
+                out.push_back(w);
+                ++derived;
+              }
+            }
+            return out;
+          },
+          true);
+      EXPECT_GT(rows, 300) << num_sms;
+      EXPECT_GT(derived, 0);
+    }
   }
 }
 

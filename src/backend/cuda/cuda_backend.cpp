@@ -392,6 +392,7 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
   cfg.min_split_keys = min_split_keys_;
   cfg.prefill_rows = d == 256 ? cuda::kReferencePrefillRows : cuda::kPrefillRows;
   cfg.decode_rows = cuda::kDecodeRows;
+  cfg.decode_key_tile = cuda::decode_key_tile(cache.storage_dtype() == DType::F8E4M3);
 
   cuda::AttnParams p{};
   p.step = impl_->device_step();

@@ -420,6 +420,7 @@ struct CudaBackend::Impl {
     cfg.n_heads = kc.n_heads;
     cfg.n_kv_heads = kc.n_kv_heads;
     cfg.num_sms = num_sms_;
+    cfg.decode_key_tile = cuda::decode_key_tile(cache.storage_dtype() == DType::F8E4M3);
     const cuda::DecodeGrid g = decode_grid(rows, cache.sparse(), cfg);
     const int64_t partials =
         static_cast<int64_t>(rows) * g.n_kv_heads * g.units_per_head * g.splits;

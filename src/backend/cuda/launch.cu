@@ -30,7 +30,8 @@ dim3 attention_grid(const AttnParams& p, int n_items) {
 // CTAs per multiprocessor for wgmma prefill (128 registers) measured 225 TFLOP/s against 160.
 template <int D, bool FP8>
 struct AttnKernels {
-  static constexpr auto decode = attention_kernel<D, 1, 4, 1, false, 3, FP8>;
+  static constexpr int kDecodeKeys = decode_key_tile(FP8);
+  static constexpr auto decode = attention_kernel<D, 1, 4, 1, false, 3, FP8, kDecodeKeys>;
   static constexpr auto prefill =
       attention_kernel<D, kPrefillWarps, 1, kPrefillMTiles, false, 1, FP8>;
   static constexpr auto prefill_wgmma =
@@ -50,7 +51,8 @@ cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Strea
   switch (v) {
     case AttnVariant::kDecode:
       return launch_kernel(K::decode, grid, 128,
-                           attn_smem_bytes(D, kDecodeRows, p.max_sel, FP8, false), st, p);
+                           attn_smem_bytes(D, kDecodeRows, p.max_sel, FP8, false, K::kDecodeKeys),
+                           st, p);
     case AttnVariant::kPrefill:
       return launch_kernel(K::prefill, grid, 32 * kPrefillWarps,
                            attn_smem_bytes(D, kPrefillRows, p.max_sel, FP8, false), st, p);

@@ -2,8 +2,9 @@
 // style online softmax). A CTA takes one work item: the queries of one sequence for one KV group
 // as tile rows (row r = query q_first + r / rg, head head0 + r % rg, so a GQA group's heads share
 // every K/V tile it loads) and one or two ranges of key indices over the head's page list (all
-// pages; sink + window pages; or the selected pages + the current one). K/V tiles of 64 keys are
-// gathered through the page table with cp.async, double-buffered, and masked token-exactly.
+// pages; sink + window pages; or the selected pages + the current one). K/V tiles of KT keys (64;
+// 128 for FP8 decode) are gathered through the page table with cp.async, two or three in flight,
+// and masked token-exactly.
 //
 // Policy (template) parameters: HEAD_DIM; WARPS_M x WARPS_N warps, rows split over WARPS_M (16
 // each) and each K/V tile's keys over WARPS_N; WGMMA: the two products of a tile on Hopper's
@@ -23,8 +24,10 @@
 // range), and probabilities times value scales are divided by the largest value scale seen so
 // far to stay within [0, 1] where f16 is precise, that maximum folded into the accumulator's
 // rescaling (a value row 10^4 times smaller than the largest gets f16's subnormal precision).
-// Three tiles are in flight there instead of two: decode is bound by the bytes it keeps in
-// flight, and a byte tile is half as big.
+// Decode tiles there hold 128 keys (32 per warp), so each carries as many bytes as a bf16 tile and
+// its fixed costs (barriers, page-table reads, the softmax's row reductions) are paid half as
+// often per key (H200, 128K keys: 1.46x -> 1.82x bf16's speed at batch 8, 1.43x -> 1.58x at
+// batch 1, against 64-key tiles three in flight). The portable prefill keeps 64-key tiles.
 #pragma once
 
 #include <cfloat>
@@ -46,7 +49,8 @@ __device__ __forceinline__ int e4m3_tile_offset(int row, int chunk) {
 
 // MIN_CTAS: CTAs per multiprocessor the registers must allow (decode tiles: three, as the
 // planner assumes).
-template <int D, int WARPS_M, int WARPS_N, int MT, bool WGMMA, int MIN_CTAS, bool FP8>
+template <int D, int WARPS_M, int WARPS_N, int MT, bool WGMMA, int MIN_CTAS, bool FP8,
+          int KT = kKeyTile>
 __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_kernel(AttnParams p) {
   griddep_wait();
   griddep_launch_dependents();
@@ -54,32 +58,34 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   static_assert(!WGMMA || (WARPS_M % 4 == 0 && WARPS_N == 1 && MT == 1),
                 "wgmma tiles: whole warpgroups of 64 rows, all keys of a tile per warp");
   constexpr int kThreads = 32 * WARPS_M * WARPS_N;
-  constexpr int BM = 16 * WARPS_M * MT;   // each warp holds MT m-tiles of 16 rows
-  constexpr int KW = kKeyTile / WARPS_N;  // keys per warp per tile
-  constexpr int NT = KW / 8;              // score n-tiles per warp
-  constexpr int DT = D / 8;               // output n-tiles
-  constexpr int CHUNKS = D / 8;           // 16-byte chunks per row
+  constexpr int BM = 16 * WARPS_M * MT;  // each warp holds MT m-tiles of 16 rows
+  constexpr int KW = KT / WARPS_N;       // keys per warp per tile
+  constexpr int NT = KW / 8;             // score n-tiles per warp
+  constexpr int DT = D / 8;              // output n-tiles
+  constexpr int CHUNKS = D / 8;          // 16-byte chunks per row
 
-  // FP8 on mma.sync: E4M3 fragments widened in registers, three tiles in flight (AttnSmem).
+  // FP8 on mma.sync: E4M3 fragments widened in registers (AttnSmem: the tiles in flight).
   constexpr bool kDirect = FP8 && !WGMMA;
-  constexpr AttnSmem sm = attn_smem(D, BM, FP8, WGMMA);
+  constexpr AttnSmem sm = attn_smem(D, BM, FP8, WGMMA, KT);
   constexpr int kStages = sm.stages, kSlots = sm.slots;
   static_assert(WARPS_N == 1 || sm.kpos - sm.ks >= (WARPS_N * 16 * D + 2 * WARPS_N * 16) * 4,
                 "the warps' partial states fit where the K/V tiles were");
-  // Tiles start on a 1024-byte boundary (the 128-byte swizzle pattern repeats every 8 rows).
+  static_assert(!WGMMA || KT == kKeyTile, "wgmma products take 64-key tiles");
+  // Tiles start on a 1024-byte boundary on wgmma (its descriptors' swizzle repeats every 8 rows
+  // of 128 bytes), a 128-byte one elsewhere (ldmatrix rows then fall on distinct banks).
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  unsigned char* base = smem_raw + (1024 - smem_addr(smem_raw) % 1024) % 1024;
+  unsigned char* base = smem_raw + (sm.align - smem_addr(smem_raw) % sm.align) % sm.align;
   bf16* qs = reinterpret_cast<bf16*>(base);                    // [BM][D]
-  bf16* ks = reinterpret_cast<bf16*>(base + sm.ks);            // bf16: [stages][64][D]
-  bf16* vs = reinterpret_cast<bf16*>(base + sm.vs);            // FP8 on wgmma: [64][D]
-  uint8_t* k8 = base + sm.k8;                                  // FP8: [stages][64][>= 128]
-  uint8_t* v8 = base + sm.v8;                                  // FP8: [stages][64][>= 128]
-  float* kscale = reinterpret_cast<float*>(base + sm.kscale);  // FP8: [stages][64]
-  float* vscale = reinterpret_cast<float*>(base + sm.vscale);  // FP8: [stages][64]
+  bf16* ks = reinterpret_cast<bf16*>(base + sm.ks);            // bf16: [stages][KT][D]
+  bf16* vs = reinterpret_cast<bf16*>(base + sm.vs);            // FP8 on wgmma: [KT][D]
+  uint8_t* k8 = base + sm.k8;                                  // FP8: [stages][KT][>= 128]
+  uint8_t* v8 = base + sm.v8;                                  // FP8: [stages][KT][>= 128]
+  float* kscale = reinterpret_cast<float*>(base + sm.kscale);  // FP8: [stages][KT]
+  float* vscale = reinterpret_cast<float*>(base + sm.vscale);  // FP8: [stages][KT]
   // Key positions (-1: none) and pool rows of the located tiles: the one being computed, those
   // being loaded, the one being located and the one whose page-table reads are in flight.
-  int32_t* kpos = reinterpret_cast<int32_t*>(base + sm.kpos);  // [slots][64]
-  int32_t* krow = reinterpret_cast<int32_t*>(base + sm.krow);  // [slots][64]
+  int32_t* kpos = reinterpret_cast<int32_t*>(base + sm.kpos);  // [slots][KT]
+  int32_t* krow = reinterpret_cast<int32_t*>(base + sm.krow);  // [slots][KT]
   int32_t* list = reinterpret_cast<int32_t*>(base + sm.list);  // [max_sel + 2]
 
   AttnWork w;
@@ -94,17 +100,17 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   const int32_t n_pool = pool.n;
   const int32_t P = p.kv.page_size;
 
-  const KeyTiles<kKeyTile> tiles(w, work_key_map(p, w, s, list));
+  const KeyTiles<KT> tiles(w, work_key_map(p, w, s, list));
   const int32_t n_tiles = tiles.n_tiles;
 
   // Where the keys of tile t live: one thread per key row looks it up (position and pool row),
   // so the page table is read once per key, not once per 16-byte chunk. The lookup is split so
   // the page-table read stays in flight for a whole tile: tiles.locate issues it, finish_locate
   // (an iteration later) writes the tile's slot.
-  static_assert(kThreads >= kKeyTile, "one thread per key of a tile");
+  static_assert(kThreads >= KT, "one thread per key of a tile");
   auto finish_locate = [&](int slot, int j, const KeyLoc& loc) {
-    kpos[slot * kKeyTile + j] = loc.pos;
-    krow[slot * kKeyTile + j] = loc.row(n_pool, hs, P);
+    kpos[slot * KT + j] = loc.pos;
+    krow[slot * KT + j] = loc.row(n_pool, hs, P);
   };
   auto issue_tile = [&](int stage, int slot) {
     if constexpr (FP8) {
@@ -113,28 +119,28 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
       const auto* vpool = static_cast<const uint8_t*>(pool.v);
       static_assert(kThreads % kChunks8 == 0, "a thread copies one chunk column");
       const int c = tid % kChunks8;
-      for (int j = tid / kChunks8; j < kKeyTile; j += kThreads / kChunks8) {
-        const bool valid = kpos[slot * kKeyTile + j] >= 0;
-        const int64_t row = krow[slot * kKeyTile + j];
-        const int off = stage * sm.f8_tile + e4m3_tile_offset<kKeyTile>(j, c);
+      for (int j = tid / kChunks8; j < KT; j += kThreads / kChunks8) {
+        const bool valid = kpos[slot * KT + j] >= 0;
+        const int64_t row = krow[slot * KT + j];
+        const int off = stage * sm.f8_tile + e4m3_tile_offset<KT>(j, c);
         cp_async_16(k8 + off, kpool + row * D + c * 16, valid);
         cp_async_16(v8 + off, vpool + row * D + c * 16, valid);
       }
-      if (tid < kKeyTile) {
-        const bool valid = kpos[slot * kKeyTile + tid] >= 0;
-        const int64_t row = krow[slot * kKeyTile + tid];
-        cp_async_4(kscale + stage * kKeyTile + tid, pool.k_scale + row, valid);
-        cp_async_4(vscale + stage * kKeyTile + tid, pool.v_scale + row, valid);
+      if (tid < KT) {
+        const bool valid = kpos[slot * KT + tid] >= 0;
+        const int64_t row = krow[slot * KT + tid];
+        cp_async_4(kscale + stage * KT + tid, pool.k_scale + row, valid);
+        cp_async_4(vscale + stage * KT + tid, pool.v_scale + row, valid);
       }
     } else {
       const auto* kpool = static_cast<const bf16*>(pool.k);
       const auto* vpool = static_cast<const bf16*>(pool.v);
       static_assert(kThreads % CHUNKS == 0, "a thread copies one chunk column");
       const int c = tid % CHUNKS;
-      for (int j = tid / CHUNKS; j < kKeyTile; j += kThreads / CHUNKS) {
-        const bool valid = kpos[slot * kKeyTile + j] >= 0;
-        const int64_t row = krow[slot * kKeyTile + j];
-        const int off = stage * kKeyTile * D + tile_offset<kKeyTile>(j, c * 8);
+      for (int j = tid / CHUNKS; j < KT; j += kThreads / CHUNKS) {
+        const bool valid = kpos[slot * KT + j] >= 0;
+        const int64_t row = krow[slot * KT + j];
+        const int off = stage * KT * D + tile_offset<KT>(j, c * 8);
         cp_async_16(ks + off, kpool + row * D + c * 8, valid);
         cp_async_16(vs + off, vpool + row * D + c * 8, valid);
       }
@@ -143,19 +149,19 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   // FP8: stage `stage`'s E4M3 tiles, widened into the bf16 tiles in the layout the products read.
   auto widen_tile = [&](int stage) {
     constexpr int kChunks8 = D / 16;
-    for (int idx = tid; idx < 2 * kKeyTile * kChunks8; idx += kThreads) {
-      const bool value = idx >= kKeyTile * kChunks8;
-      const int i = value ? idx - kKeyTile * kChunks8 : idx;
+    for (int idx = tid; idx < 2 * KT * kChunks8; idx += kThreads) {
+      const bool value = idx >= KT * kChunks8;
+      const int i = value ? idx - KT * kChunks8 : idx;
       const int j = i / kChunks8, c = i % kChunks8;
       const uint4 in = *reinterpret_cast<const uint4*>((value ? v8 : k8) + stage * sm.f8_tile +
-                                                       e4m3_tile_offset<kKeyTile>(j, c));
+                                                       e4m3_tile_offset<KT>(j, c));
       bf16* dst = value ? vs : ks;
       const uint4 lo = make_uint4(e4m3x2_to_bf16x2(in.x), e4m3x2_to_bf16x2(in.x >> 16),
                                   e4m3x2_to_bf16x2(in.y), e4m3x2_to_bf16x2(in.y >> 16));
       const uint4 hi = make_uint4(e4m3x2_to_bf16x2(in.z), e4m3x2_to_bf16x2(in.z >> 16),
                                   e4m3x2_to_bf16x2(in.w), e4m3x2_to_bf16x2(in.w >> 16));
-      *reinterpret_cast<uint4*>(dst + tile_offset<kKeyTile>(j, c * 16)) = lo;
-      *reinterpret_cast<uint4*>(dst + tile_offset<kKeyTile>(j, c * 16 + 8)) = hi;
+      *reinterpret_cast<uint4*>(dst + tile_offset<KT>(j, c * 16)) = lo;
+      *reinterpret_cast<uint4*>(dst + tile_offset<KT>(j, c * 16 + 8)) = hi;
     }
   };
 
@@ -180,19 +186,19 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   load_query_tile<D, BM>(p, w, s, qs, tid, kThreads);
   // Tiles [0, stages) are located together (one key per thread, all lookups issued before the
   // first is used: one round trip to the page table), tiles [0, stages - 1) loaded; from then on
-  // threads [0, 64) locate one tile per iteration.
+  // threads [0, KT) locate one tile per iteration.
   {
-    constexpr int kRounds = (kStages * kKeyTile + kThreads - 1) / kThreads;
+    constexpr int kRounds = (kStages * KT + kThreads - 1) / kThreads;
     KeyLoc pd[kRounds];
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
-      const int i = r * kThreads + tid, t = i / kKeyTile;
-      if (t < kStages && t < n_tiles) pd[r] = tiles.locate(t, i % kKeyTile);
+      const int i = r * kThreads + tid, t = i / KT;
+      if (t < kStages && t < n_tiles) pd[r] = tiles.locate(t, i % KT);
     }
 #pragma unroll
     for (int r = 0; r < kRounds; ++r) {
-      const int i = r * kThreads + tid, t = i / kKeyTile;
-      if (t < kStages && t < n_tiles) finish_locate(t, i % kKeyTile, pd[r]);
+      const int i = r * kThreads + tid, t = i / KT;
+      if (t < kStages && t < n_tiles) finish_locate(t, i % KT, pd[r]);
     }
   }
   if (n_tiles > 0) __syncthreads();
@@ -202,7 +208,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     cp_async_commit();
   }
   KeyLoc pend{-1, 0};
-  if (n_tiles > kStages && tid < kKeyTile) pend = tiles.locate(kStages, tid);
+  if (n_tiles > kStages && tid < KT) pend = tiles.locate(kStages, tid);
 
   // Each thread holds two rows of each of its warp's m-tiles: lane / 4 and lane / 4 + 8. Every
   // K/V fragment loaded from shared memory feeds all MT m-tiles.
@@ -238,8 +244,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     const int32_t next = t + kStages - 1;
     if (next < n_tiles) issue_tile(next % kStages, next % kSlots);
     cp_async_commit();
-    if (next + 1 < n_tiles && tid < kKeyTile) finish_locate((next + 1) % kSlots, tid, pend);
-    if (next + 2 < n_tiles && tid < kKeyTile) pend = tiles.locate(next + 2, tid);
+    if (next + 1 < n_tiles && tid < KT) finish_locate((next + 1) % kSlots, tid, pend);
+    if (next + 2 < n_tiles && tid < KT) pend = tiles.locate(next + 2, tid);
     cp_async_wait<kStages - 1>();
     if constexpr (FP8 && !kDirect) {
       __syncthreads();
@@ -271,8 +277,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
         __syncthreads();
       }
     }
-    const bf16* kt = ks + (FP8 ? 0 : stage * kKeyTile * D);
-    const bf16* vt = vs + (FP8 ? 0 : stage * kKeyTile * D);
+    const bf16* kt = ks + (FP8 ? 0 : stage * KT * D);
+    const bf16* vt = vs + (FP8 ? 0 : stage * KT * D);
 
     // S = Q K^T for this warp's rows x KW keys.
     float sc[MT][NT][4];
@@ -308,7 +314,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
           // Matrices: keys of n-tiles nt, nt + 1 in chunk kk, then the same in chunk kk + 1.
           uint32_t b[4];
           const int key = wn * KW + nt * 8 + (lane % 8) + 8 * ((lane / 8) % 2);
-          ldmatrix_x4(b, kt8 + e4m3_tile_offset<kKeyTile>(key, kk + lane / 16));
+          ldmatrix_x4(b, kt8 + e4m3_tile_offset<KT>(key, kk + lane / 16));
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             const uint32_t b0 = e4m3x2_to_f16x2(b[i]), b1 = e4m3x2_to_f16x2(b[i] >> 16);
@@ -335,7 +341,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
         for (int nt = 0; nt < NT; nt += 2) {
           uint32_t b[4];
           const int key = wn * KW + nt * 8 + (lane % 8) + 8 * (lane / 16);
-          ldmatrix_x4(b, kt + tile_offset<kKeyTile>(key, kk * 16 + 8 * ((lane / 8) % 2)));
+          ldmatrix_x4(b, kt + tile_offset<KT>(key, kk * 16 + 8 * ((lane / 8) % 2)));
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
             mma_16816(sc[mt][nt], qf[mt], b[0], b[1]);
@@ -346,13 +352,13 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     }
 
     // FP8: each score column times its key's scale (a masked key's 0 gives a finite 0, then -inf).
-    if constexpr (FP8) scale_columns(sc, kscale + stage * kKeyTile, 1.0f);
+    if constexpr (FP8) scale_columns(sc, kscale + stage * KT, 1.0f);
 
     // FP8 on mma.sync: the largest value scale of the warp's keys so far (a running maximum, so
     // the accumulator rarely needs rescaling for it); vratio rescales from the last tile's.
     float vratio = 1.0f;
     if constexpr (kDirect) {
-      const float* vs_warp = vscale + stage * kKeyTile + wn * KW;
+      const float* vs_warp = vscale + stage * KT + wn * KW;
       float mx = 0.0f;
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
@@ -369,7 +375,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     // Mask by position (skipped for tiles every row of the warp sees whole; padding rows, such as
     // 12 of a decode tile's 16 for a group of 4 heads, do not count: nothing reads them), then
     // the online softmax update and the output's rescaling (times vratio on mma.sync FP8).
-    const int32_t* tpos = kpos + slot * kKeyTile + wn * KW;
+    const int32_t* tpos = kpos + slot * KT + wn * KW;
     int32_t qmin = INT32_MAX;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
@@ -390,7 +396,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     }
     // FP8: each probability column times its value's scale: P diag(s) V = P (diag(s) V) (on
     // mma.sync divided by the tile's largest, the accumulator being in units of it).
-    if constexpr (FP8) scale_columns(sc, vscale + stage * kKeyTile, kDirect ? 1.0f / vmax : 1.0f);
+    if constexpr (FP8) scale_columns(sc, vscale + stage * KT, kDirect ? 1.0f / vmax : 1.0f);
 
     // O += P V: the score accumulators become the A fragments (16 keys per MMA step).
     if constexpr (WGMMA) {
@@ -421,8 +427,8 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
           if constexpr (kDirect) {
             const int ch = nd / 2;
             uint32_t b[4];
-            ldmatrix_x4_trans(
-                b, v8 + stage * sm.f8_tile + e4m3_tile_offset<kKeyTile>(key, ch + lane / 16));
+            ldmatrix_x4_trans(b,
+                              v8 + stage * sm.f8_tile + e4m3_tile_offset<KT>(key, ch + lane / 16));
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
               const uint32_t even0 = e4m3x2_to_f16x2(__byte_perm(b[2 * h], 0, 0x0020));
@@ -439,7 +445,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
 #pragma unroll
             for (int h = 0; h < 4; h += 2) {
               uint32_t b[4];
-              ldmatrix_x4_trans(b, vt + tile_offset<kKeyTile>(key, (nd + h) * 8 + 8 * (lane / 16)));
+              ldmatrix_x4_trans(b, vt + tile_offset<KT>(key, (nd + h) * 8 + 8 * (lane / 16)));
 #pragma unroll
               for (int mt = 0; mt < MT; ++mt) {
                 mma_16816(o[mt][nd + h], a[mt], b[0], b[1]);

@@ -28,39 +28,58 @@ constexpr int kDecodeRows = 16;  // decode tiles: 16 rows, keys split over 4 war
 constexpr int kReferenceMaxSel = 1024;
 constexpr int kReferencePrefillRows = 32;
 
-// Shared memory of attention_kernel<D, ...> with `rows` tile rows, in bytes from its 1024-byte
-// aligned base (the swizzle period). In order: the Q tile; bf16 K and V tiles (bf16 pools: one per
-// stage; FP8 pools on wgmma: the one widened current tile; FP8 on mma.sync: none, fragments are
-// widened in registers); E4M3 K and V tiles (FP8: one per stage, rows padded to 128 bytes so the
-// swizzle of tile_offset applies) and their per-row scales; key positions and pool rows of the
-// located tiles (stages + 2 slots); the selected-page list. FP8 on mma.sync keeps three tiles in
-// flight instead of two: an E4M3 tile holds half the bytes, and decode is bound by the bytes it
-// keeps in flight, not by its arithmetic.
+// Shared memory of attention_kernel<D, ...> with `rows` tile rows and key tiles of `key_tile`
+// keys, in bytes from its aligned base (1024 bytes on wgmma, the swizzle period its descriptors
+// assume; 128 elsewhere, enough for conflict-free ldmatrix). In order: the Q tile; bf16 K and V
+// tiles (bf16 pools: one per stage; FP8 pools on wgmma: the one widened current tile; FP8 on
+// mma.sync: none, fragments are widened in registers); E4M3 K and V tiles (FP8: one per stage,
+// rows padded to 128 bytes so the swizzle of tile_offset applies) and their per-row scales; key
+// positions and pool rows of the located tiles (stages + 2 slots); the selected-page list. FP8 on
+// mma.sync keeps at least as many bytes in flight as bf16 (three 64-key tiles, or two of 128):
+// decode is bound by the bytes it keeps in flight, not by its arithmetic.
 struct AttnSmem {
-  int stages, slots, f8_tile, ks, vs, k8, v8, kscale, vscale, kpos, krow, list;
+  int stages, slots, align, f8_tile, ks, vs, k8, v8, kscale, vscale, kpos, krow, list;
 };
-constexpr AttnSmem attn_smem(int head_dim, int rows, bool fp8, bool wgmma) {
+constexpr AttnSmem attn_smem(int head_dim, int rows, bool fp8, bool wgmma,
+                             int key_tile = kKeyTile) {
   const bool direct = fp8 && !wgmma;
   AttnSmem s{};
-  s.stages = direct ? 3 : 2;
+  s.stages = direct ? (key_tile > kKeyTile ? 2 : 3) : 2;
   s.slots = s.stages + 2;
+  s.align = wgmma ? 1024 : 128;
   const int bf16_tiles = fp8 ? (direct ? 0 : 1) : s.stages;
   const int f8_tiles = fp8 ? s.stages : 0;
-  s.f8_tile = kKeyTile * (head_dim < 128 ? 128 : head_dim);
+  s.f8_tile = key_tile * (head_dim < 128 ? 128 : head_dim);
   s.ks = rows * head_dim * 2;
-  s.vs = s.ks + bf16_tiles * kKeyTile * head_dim * 2;
-  s.k8 = s.vs + bf16_tiles * kKeyTile * head_dim * 2;
+  s.vs = s.ks + bf16_tiles * key_tile * head_dim * 2;
+  s.k8 = s.vs + bf16_tiles * key_tile * head_dim * 2;
   s.v8 = s.k8 + f8_tiles * s.f8_tile;
   s.kscale = s.v8 + f8_tiles * s.f8_tile;
-  s.vscale = s.kscale + f8_tiles * kKeyTile * 4;
-  s.kpos = s.vscale + f8_tiles * kKeyTile * 4;
-  s.krow = s.kpos + s.slots * kKeyTile * 4;
-  s.list = s.krow + s.slots * kKeyTile * 4;
+  s.vscale = s.kscale + f8_tiles * key_tile * 4;
+  s.kpos = s.vscale + f8_tiles * key_tile * 4;
+  s.krow = s.kpos + s.slots * key_tile * 4;
+  s.list = s.krow + s.slots * key_tile * 4;
   return s;
 }
-constexpr int attn_smem_bytes(int head_dim, int rows, int max_sel, bool fp8, bool wgmma) {
-  return 1024 + attn_smem(head_dim, rows, fp8, wgmma).list + (max_sel + 2) * 4;
+constexpr int attn_smem_bytes(int head_dim, int rows, int max_sel, bool fp8, bool wgmma,
+                              int key_tile = kKeyTile) {
+  const AttnSmem s = attn_smem(head_dim, rows, fp8, wgmma, key_tile);
+  return s.align + s.list + (max_sel + 2) * 4;
 }
+// Keys per decode tile: 64 (16 per warp) for bf16 pools; 128 for E4M3 pools, so a tile's fixed
+// costs (its barriers, the page-table reads, the softmax's row reductions) are paid per as many
+// bytes as a bf16 tile's.
+constexpr int decode_key_tile(bool fp8) { return fp8 ? 2 * kKeyTile : kKeyTile; }
+// Three decode CTAs per multiprocessor (what the planners assume) need 3 x (shared memory + the
+// 1 KiB the hardware reserves per CTA) <= 228 KiB on sm_90: true for both pool types at head_dim
+// 128 while the selected-page list (token budget / page size) holds <= 200 pages; beyond that
+// two CTAs run, correct but under-filled.
+static_assert(3 * (attn_smem_bytes(128, kDecodeRows, 200, true, false, decode_key_tile(true)) +
+                   1024) <=
+              228 * 1024);
+static_assert(3 * (attn_smem_bytes(128, kDecodeRows, 200, false, false, decode_key_tile(false)) +
+                   1024) <=
+              228 * 1024);
 
 // The warp-specialised Hopper prefill (attention_ws.cuh): a producer warpgroup and two consumer
 // warpgroups (kPrefillRows rows), 128-key tiles, two K and two V stages. Shared memory from the

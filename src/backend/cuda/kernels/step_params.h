@@ -117,6 +117,7 @@ struct DecodeGrid {
   int32_t units_per_head;  // group with query-head selection (each head its own pages), else 1
   int32_t splits;          // CTAs per unit (gridDim.y)
   int32_t min_split_keys;  // a split never takes fewer keys than this (start-up cost)
+  int32_t key_tile;        // keys per tile of the decode kernel: splits are whole tiles
   int32_t layer;
   int32_t skip_layers;
   int32_t page_size;
@@ -124,9 +125,10 @@ struct DecodeGrid {
   int32_t per_query_head;
 };
 
-// Keys per split of a unit with `keys` keys: whole 64-key tiles, at least min_split_keys.
+// Keys per split of a unit with `keys` keys: whole key tiles, at least min_split_keys.
 LSERVE_HD inline int32_t decode_chunk(const DecodeGrid& g, int32_t keys) {
-  const int32_t even = ((keys + g.splits - 1) / g.splits + 63) / 64 * 64;
+  const int32_t even =
+      ((keys + g.splits - 1) / g.splits + g.key_tile - 1) / g.key_tile * g.key_tile;
   return even > g.min_split_keys ? even : g.min_split_keys;
 }
 
