@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -85,8 +86,8 @@ SparseHarness::SparseHarness(Backend& backend, const SparseCase& c, uint64_t see
   prev_q_.assign(c_.n_layers, {});
 }
 
-std::vector<int32_t> SparseHarness::reference_selection(int layer, int sel_head, int32_t pos,
-                                                        const float* q_row) {
+std::vector<double> SparseHarness::reference_block_scores(int layer, int sel_head, int32_t pos,
+                                                          const float* q_row) {
   const int d = c_.head_dim, P = c_.sparse.page_size, L = c_.sparse.logical_page_size;
   const bool per_q = c_.sparse.granularity == SelectorGranularity::kQueryHead;
   const int kv = per_q ? sel_head / c_.group : sel_head;
@@ -125,6 +126,12 @@ std::vector<int32_t> SparseHarness::reference_selection(int layer, int sel_head,
     }
     block_score[lp * L / P] = std::max(block_score[lp * L / P], best);
   }
+  return block_score;
+}
+
+std::vector<int32_t> SparseHarness::reference_selection(const std::vector<double>& block_score) {
+  const int P = c_.sparse.page_size;
+  const int n_blocks = static_cast<int>(block_score.size());
   const int others = std::min(c_.sparse.token_budget / P - 1, n_blocks - 1);
   std::vector<int32_t> order(n_blocks - 1);
   std::iota(order.begin(), order.end(), 0);
@@ -134,6 +141,51 @@ std::vector<int32_t> SparseHarness::reference_selection(int layer, int sel_head,
   chosen.push_back(n_blocks - 1);
   std::sort(chosen.begin(), chosen.end());
   return chosen;
+}
+
+std::vector<int32_t> SparseHarness::backend_selection(const SeqStep& s, int layer, int sel_head) {
+  const int64_t row = cache_->sel_row(s.sel_slot, layer, sel_head);
+  const int max_sel = cache_->max_sel_pages();
+  const std::vector<float> count = download(backend_, cache_->sel_count());
+  const std::vector<float> blocks = download(backend_, cache_->sel_blocks());
+  std::vector<int32_t> sel;
+  for (int i = 0; i < static_cast<int>(count[row]); ++i) {
+    sel.push_back(static_cast<int32_t>(blocks[row * max_sel + i]));
+  }
+  return sel;
+}
+
+std::vector<int32_t> SparseHarness::settle_ties(const std::vector<double>& scores,
+                                                const std::vector<int32_t>& reference,
+                                                const std::vector<int32_t>& backend) {
+  // Both lists hold the current (last) block; the backend's may leave it out (the attention
+  // kernels add it), so compare the older blocks only.
+  const int32_t current = static_cast<int32_t>(scores.size()) - 1;
+  std::set<int32_t> ref(reference.begin(), reference.end()), got(backend.begin(), backend.end());
+  ref.erase(current);
+  got.erase(current);
+  if (ref == got) return reference;
+  // The k-th largest reference score: blocks the two choose differently must score within
+  // rounding of it (the backend scores in f32 from bf16 bounds, the reference in double), or the
+  // backend chose wrongly.
+  double cutoff = std::numeric_limits<double>::infinity();
+  for (int32_t b : ref) cutoff = std::min(cutoff, scores[b]);
+  const double tie = 1e-4 * (1.0 + std::abs(cutoff));
+  std::vector<int32_t> differ;
+  std::set_symmetric_difference(ref.begin(), ref.end(), got.begin(), got.end(),
+                                std::back_inserter(differ));
+  EXPECT_EQ(ref.size(), got.size()) << "selected blocks";
+  for (int32_t b : differ) {
+    EXPECT_TRUE(b >= 0 && b < current) << "selected block " << b << " of " << current;
+    if (b < 0 || b >= current) continue;
+    EXPECT_LE(std::abs(scores[b] - cutoff), tie)
+        << "block " << b << " scores " << scores[b] << ", the selection's cutoff is " << cutoff
+        << ": not a tie, the backend selected differently";
+  }
+  ++selection_ties;
+  std::vector<int32_t> out(got.begin(), got.end());
+  out.push_back(current);
+  return out;
 }
 
 std::vector<int32_t> SparseHarness::prefill_kept_blocks(const SeqStep& s, int layer, int kv,
@@ -340,8 +392,10 @@ double SparseHarness::run(double tolerance) {
           if (!refresh) continue;
           stored.assign(q_rot.begin() + static_cast<size_t>(g0) * d,
                         q_rot.begin() + static_cast<size_t>(g0 + ng) * d);
-          ref_sel_[layer][h] =
-              reference_selection(layer, static_cast<int>(h), s.start_pos, q_rot.data());
+          const std::vector<double> scores =
+              reference_block_scores(layer, static_cast<int>(h), s.start_pos, q_rot.data());
+          ref_sel_[layer][h] = settle_ties(scores, reference_selection(scores),
+                                           backend_selection(s, layer, static_cast<int>(h)));
           if (ref_refresh)
             ++ref_refreshes;
           else

@@ -66,14 +66,26 @@ class SparseHarness {
   int prefill_blocks_dropped = 0;
   int ref_refreshes = 0;    // selection heads recomputed on the reuse clock
   int drift_refreshes = 0;  // ... and in between, because their query drifted
+  int selection_ties = 0;   // refreshes where the backend broke a cutoff tie the other way
   KvCache& cache() { return *cache_; }
   Sequence& seq() { return seq_; }
 
  private:
   void check_step(const StepPlan& plan, int layer, const std::vector<float>& q,
                   const std::vector<float>& out, double tolerance, double& max_diff);
-  std::vector<int32_t> reference_selection(int layer, int sel_head, int32_t pos,
-                                           const float* q_row);
+  // The reference's Quest score of every block (the current one included) and its choice: the
+  // best token_budget / P - 1 older blocks plus the current one, ascending.
+  std::vector<double> reference_block_scores(int layer, int sel_head, int32_t pos,
+                                             const float* q_row);
+  std::vector<int32_t> reference_selection(const std::vector<double>& block_score);
+  // The selection row the backend stored for this step's sequence.
+  std::vector<int32_t> backend_selection(const SeqStep& s, int layer, int sel_head);
+  // The reference's choice, or the backend's where the two differ only between blocks whose
+  // scores tie at the cutoff within rounding (then either is right; the attention check follows
+  // the backend's). Any other difference fails the test.
+  std::vector<int32_t> settle_ties(const std::vector<double>& scores,
+                                   const std::vector<int32_t>& reference,
+                                   const std::vector<int32_t>& backend);
   // The key blocks a retrieval head's query block keeps in this prefill step (the rows of the
   // step in block qb, estimated by sparse/prefill_blocks.h from this history's keys).
   std::vector<int32_t> prefill_kept_blocks(const SeqStep& s, int layer, int kv, int32_t qb,

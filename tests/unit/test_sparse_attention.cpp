@@ -54,7 +54,8 @@ TEST_P(SparseAttention, MatchesDenseUnderTheVisibilityMask) {
   c.retrieval = {{true, false}, {true, true}, {false, true}};
   test::SparseHarness h(backend, c, test::test_seed());
   const double diff = h.run(kTolerance);
-  std::printf("max |diff| %.2e\n", diff);
+  std::printf("max |diff| %.2e, selection ties settled the backend's way %d\n", diff,
+              h.selection_ties);
   // Page selection was exercised: refreshed on the interval and reused in between.
   const auto& r = h.refresh_flags;
   EXPECT_GT(std::count(r.begin(), r.end(), true), 3);

@@ -69,6 +69,11 @@ void CpuBackend::fill_random(Tensor& t, uint64_t seed, float scale) {
 }
 
 void CpuBackend::to_host(const Tensor& t, float* host) {
+  if (t.dtype == DType::I32) {  // tables (selections, counts), as the CUDA backend converts them
+    const int32_t* src = t.as<int32_t>();
+    for (int64_t i = 0; i < t.numel(); ++i) host[i] = static_cast<float>(src[i]);
+    return;
+  }
   check_f32(t, "to_host");
   std::memcpy(host, t.data, t.nbytes());
 }
