@@ -30,22 +30,12 @@
 namespace lserve::cuda {
 namespace {
 
+using test::DeviceBuffer;
+
 constexpr double kBf16Tol = 5e-3;  // 8 significant bits per output element
 constexpr double kF32Tol = 1e-5;
 constexpr uint16_t kBf16Nan = 0x7fc1, kBf16Sentinel = 0x1234;
 constexpr uint32_t kF32Nan = 0x7fc00001u, kF32Sentinel = 0x12345678u;
-
-struct DeviceBuffer {
-  void* p = nullptr;
-  explicit DeviceBuffer(size_t bytes) { LSERVE_CUDA_CHECK(cudaMalloc(&p, bytes)); }
-  ~DeviceBuffer() { cudaFree(p); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(p);
-  }
-};
 
 // Random bf16 values (never zeros: they hide unwritten outputs and wrong indexing).
 std::vector<uint16_t> random_bf16(size_t n, std::mt19937_64& rng, float scale) {

@@ -7,6 +7,7 @@
 #include "backend/cuda/kernels/attention_reference.cuh"
 #include "backend/cuda/kernels/attention_ws.cuh"
 #include "backend/cuda/kernels/elementwise.cuh"
+#include "backend/cuda/kernels/prefill_blocks.cuh"
 #include "backend/cuda/kernels/rope_append.cuh"
 #include "backend/cuda/kernels/selector.cuh"
 #include "backend/cuda/launch_kernel.cuh"
@@ -109,6 +110,34 @@ cudaError_t probe_wgmma(bool* yes, cudaStream_t st) {
   if (err == cudaSuccess) err = cudaStreamSynchronize(st);
   *yes = h == 1;
   return err;
+}
+
+template <int D>
+cudaError_t launch_prefill_mass_dim(const PrefillMassParams& p, int n_items, Stream st) {
+  const int smem = prefill_mass_smem(D);
+  const cudaError_t err = cudaFuncSetAttribute(prefill_mass_kernel<D>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  return launch_kernel(prefill_mass_kernel<D>, dim3(static_cast<unsigned>(n_items)),
+                       32 * kMassWarps, smem, st, p);
+}
+
+cudaError_t launch_prefill_mass(const PrefillMassParams& p, int n_items, int head_dim, Stream st) {
+  if (n_items <= 0) return cudaSuccess;
+  if (head_dim == 64) return launch_prefill_mass_dim<64>(p, n_items, st);
+  if (head_dim == 128) return launch_prefill_mass_dim<128>(p, n_items, st);
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_prefill_keep(const PrefillKeepParams& p, int n_items, Stream st) {
+  if (n_items <= 0) return cudaSuccess;
+  if (p.max_blocks > kPrefillKeepMaxBlocks) return cudaErrorInvalidValue;
+  const int smem = prefill_keep_smem(p.max_blocks);
+  const cudaError_t err =
+      cudaFuncSetAttribute(prefill_keep_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  return launch_kernel(prefill_keep_kernel, dim3(static_cast<unsigned>(n_items)), kKeepThreads,
+                       smem, st, p);
 }
 
 cudaError_t allow_attention_smem(int bytes) {

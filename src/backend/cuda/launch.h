@@ -56,4 +56,12 @@ cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, Att
 cudaError_t launch_merge(const AttnParams& p, const MergeItem* items, int n_items, int head_dim,
                          Stream st);
 
+// Dynamic block-sparse prefill (kernels/prefill_blocks.cuh): the estimated share of each key
+// block per item, then the kept blocks. Head dims 64 and 128 (cudaErrorInvalidValue otherwise);
+// items' blocks at most p.max_blocks <= kPrefillKeepMaxBlocks. Each sets its kernel's shared
+// memory limit before launching (more than the default 48 KB; a host call per launch, which a
+// prefill step's few launches per layer can afford).
+cudaError_t launch_prefill_mass(const PrefillMassParams& p, int n_items, int head_dim, Stream st);
+cudaError_t launch_prefill_keep(const PrefillKeepParams& p, int n_items, Stream st);
+
 }  // namespace lserve::cuda

@@ -105,6 +105,42 @@ constexpr int ws_smem_bytes(int head_dim, int max_sel) {
   return 1024 + ws_smem(head_dim).list + (max_sel + 2) * 4;
 }
 
+// Dynamic block-sparse prefill (prefill_blocks.cuh; the rules in sparse/prefill_blocks.h): one
+// item per (query block of a prefill chunk, retrieval KV head). Query rows [r0, r1) of the chunk
+// (positions start_pos + r) lie in one 128-position block; their keys are positions 0 .. the
+// last row's, in the paged pool.
+struct PrefillMassItem {
+  int32_t q_offset;   // token row of the chunk's first query
+  int32_t start_pos;  // its position
+  int32_t r0, r1;     // the item's rows of the chunk
+  int32_t page_base;  // the sequence's first entry in page_indices
+  int32_t kv_head;
+};
+struct PrefillMassParams {
+  const bf16* q;  // [tokens, n_heads * head_dim]
+  int32_t n_heads;
+  int32_t group;  // query heads per KV head
+  const bf16* k;  // the pool's key rows: (page * n_pool + head_slot) * page_size + pos % page_size
+  const int32_t* page_indices;
+  const int32_t* head_slot;  // [n_kv_heads]
+  int32_t page_size;
+  int32_t n_pool;
+  float scale;  // the attention's score scale, 1 / sqrt(head_dim)
+  const PrefillMassItem* items;
+  float* mass;  // [items, max_blocks]: item i's share per key block 0 .. its query block
+  int32_t max_blocks;
+};
+// The kept key blocks of each item's mass vector (keep_prefill_blocks's rule), ascending.
+constexpr int kPrefillKeepMaxBlocks = 8192;  // 1M positions of 128
+struct PrefillKeepParams {
+  const PrefillMassItem* items;
+  const float* mass;  // as PrefillMassParams::mass
+  int32_t max_blocks;
+  float threshold;
+  int32_t* kept;   // [items, max_blocks]
+  int32_t* count;  // [items]
+};
+
 constexpr int kRopeMaxHalf = 128;  // the RoPE kernel's frequency table: head_dim <= 256
 
 struct RopeAppendParams {
