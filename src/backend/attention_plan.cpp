@@ -4,6 +4,7 @@
 #include <climits>
 
 #include "core/error.h"
+#include "sparse/prefill_blocks.h"
 
 namespace lserve {
 namespace {
@@ -122,6 +123,44 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
       const int32_t kind =
           streaming ? cuda::kStreamPages : (selected ? cuda::kSelectedPages : cuda::kAllPages);
       const auto [units, rg] = units_of(seq, h);
+      if (kind == cuda::kAllPages && seq.prefill_sparsity > 0 && !seq.decode &&
+          seq.q_len >= kSparsePrefillMinQueries) {
+        // Block-sparse prefill: per query block of the chunk, one estimate and tiles that stay
+        // inside the block (they share its kept list), over the keys of its kept blocks.
+        static_assert(kPrefillBlock == cuda::kKeptBlockKeys);
+        const int per_tile = cfg.prefill_rows / rg;
+        for (int32_t qb = seq.start_pos / kPrefillBlock; qb * kPrefillBlock < seq.end_pos(); ++qb) {
+          LSERVE_CHECK(qb < cuda::kPrefillKeepMaxBlocks,
+                       "--prefill-sparsity on the cuda backend covers {} positions, not {}",
+                       cuda::kPrefillKeepMaxBlocks * kPrefillBlock, seq.end_pos());
+          cuda::PrefillMassItem m{};
+          m.q_offset = info.q_offset;
+          m.start_pos = seq.start_pos;
+          m.r0 = std::max(0, qb * kPrefillBlock - seq.start_pos);
+          m.r1 = std::min(seq.q_len, (qb + 1) * kPrefillBlock - seq.start_pos);
+          m.page_base = info.page_base;
+          m.kv_head = h;
+          m.threshold = static_cast<float>(seq.prefill_sparsity);
+          const int32_t list = static_cast<int32_t>(out.prefill_mass.size());
+          out.prefill_mass.push_back(m);
+          out.prefill_max_blocks = std::max(out.prefill_max_blocks, qb + 1);
+          for (int32_t q0 = m.r0; q0 < m.r1; q0 += per_tile) {
+            AttnWork w{};
+            w.seq = static_cast<int32_t>(s);
+            w.kv_head = h;
+            w.kind = cuda::kKeptBlocks;
+            w.q_first = q0;
+            w.q_count = std::min(per_tile, m.r1 - q0);
+            w.head0 = h * group;
+            w.rg = rg;
+            w.partial = -1;
+            w.list = list;
+            w.k_end[0] = (qb + 1) * kPrefillBlock;  // the kernels clip it to the kept blocks
+            out.prefill.push_back(w);
+          }
+        }
+        continue;
+      }
       const bool small =
           seq.q_len * rg <= cfg.decode_rows ||
           (split_short && rg <= cfg.decode_rows && seq.q_len * rg <= cfg.prefill_rows);

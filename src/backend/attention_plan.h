@@ -28,6 +28,11 @@ struct AttentionPlan {
   std::vector<cuda::AttnWork> decode;   // 16-row tiles, possibly split over keys
   std::vector<cuda::MergeItem> merges;  // one per split decode item
   int n_partials = 0;
+  // Dynamic block-sparse prefill (SeqStep::prefill_sparsity): an estimate per (query block,
+  // retrieval KV head), whose kept-block list row the block's kKeptBlocks tiles read
+  // (AttnWork::list); the most key blocks any of them has.
+  std::vector<cuda::PrefillMassItem> prefill_mass;
+  int prefill_max_blocks = 0;
 };
 
 // The device copy of sequence s of the plan (page-table bases, streaming window, flags).

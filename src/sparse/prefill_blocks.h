@@ -13,6 +13,9 @@ namespace lserve {
 // antidiagonal of each block pair.
 constexpr int kPrefillBlock = 128;
 constexpr int kAntidiagStride = 8;
+// Prefill chunks of fewer queries than this attend densely (the estimate would cost more than
+// it saves; every backend and the tests' reference apply the same rule).
+constexpr int kSparsePrefillMinQueries = 5;
 
 // One query block of one KV head's group, and the keys before its end.
 struct PrefillBlockQuery {

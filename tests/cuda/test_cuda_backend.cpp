@@ -267,6 +267,60 @@ INSTANTIATE_TEST_SUITE_P(
           i.param.min_split_keys > 0 ? fmt::format("_split{}", i.param.min_split_keys) : "");
     });
 
+// Dynamic block-sparse prefill on the GPU: the estimate and keep kernels, then the prefill
+// kernels over each query block's kept key blocks (kKeptBlocks), against the reference's own
+// estimate applied as an explicit mask (as SparseAttentionPrefillBlocks does on the CPU). A
+// prompt of five blocks, the last partial; mixed head classes; chunks of 250 (the scheduler ends
+// them on blocks) and 100 (estimates from partial blocks); at 0.5 blocks are dropped, at 1 none.
+struct PrefillBlocksShape {
+  int group, head_dim;
+  CudaBackend::AttnKernels kernels;
+};
+class CudaPrefillSparsity : public testing::TestWithParam<PrefillBlocksShape> {};
+
+TEST_P(CudaPrefillSparsity, KeptBlocksAreExactlyWhatTheQueriesSee) {
+  LSERVE_SKIP_WITHOUT_GPU();
+  CudaBackend gpu(0);
+  gpu.set_attention_kernels(GetParam().kernels);
+  test::SparseCase c;
+  c.group = GetParam().group;
+  c.head_dim = GetParam().head_dim;
+  c.sparse = small_sparse();
+  c.sparse.prefill_local_tokens = 300;
+  c.sparse.token_budget = 64;
+  c.n_kv_heads = 2;
+  c.retrieval = {{true, false}, {true, true}, {false, true}};
+  c.prompt_len = 613;
+  c.decode_steps = 6;
+  c.num_pages = 128;
+  c.num_stream_pages = 128;
+  for (auto [chunk, threshold] : {std::pair{250, 0.5}, {100, 0.5}, {250, 1.0}}) {
+    c.chunk = chunk;
+    c.sparse.prefill_sparsity = threshold;
+    test::SparseHarness h(gpu, c, test::test_seed());
+    const double diff = h.run(kAttnTolerance);
+    std::printf("chunk %d, threshold %.1f: %d estimates, %d key blocks dropped, max |diff| %.2e\n",
+                chunk, threshold, h.prefill_block_estimates, h.prefill_blocks_dropped, diff);
+    EXPECT_GT(h.prefill_block_estimates, 10);
+    if (threshold < 1.0) {
+      EXPECT_GT(h.prefill_blocks_dropped, 0);
+    } else {
+      EXPECT_EQ(h.prefill_blocks_dropped, 0);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaPrefillSparsity,
+                         testing::Values(PrefillBlocksShape{4, 128, K::kAuto},
+                                         PrefillBlocksShape{3, 64, K::kAuto},
+                                         PrefillBlocksShape{4, 128, K::kWarpSpecialized},
+                                         PrefillBlocksShape{3, 128, K::kPortable},
+                                         PrefillBlocksShape{2, 64, K::kReference}),
+                         [](const testing::TestParamInfo<PrefillBlocksShape>& i) {
+                           return fmt::format("G{}_d{}_{}", i.param.group, i.param.head_dim,
+                                              kernels_name(i.param.kernels));
+                         });
+
 // Layers with the model's own sliding window (Gemma 3): streaming heads of exactly that window and
 // no sink, which the kernels read from the step's sequence table for that window
 // (CudaBackend::Impl::window_seqs): the fast kernels at head_dim 64 and 128, the reference kernel

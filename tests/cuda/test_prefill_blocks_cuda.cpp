@@ -152,14 +152,15 @@ void run_case(const MassCase& c, uint64_t seed) {
 
   // The keep rule on the GPU's shares, at thresholds from few blocks to all.
   for (float threshold : {0.3f, 0.7f, 0.95f, 1.0f}) {
+    for (auto& it : items) it.threshold = threshold;
+    DeviceBuffer ditems_t(items);
     DeviceBuffer dkept(static_cast<size_t>(n_items) * max_blocks * sizeof(int32_t));
     DeviceBuffer dcount(static_cast<size_t>(n_items) * sizeof(int32_t));
     LSERVE_CUDA_CHECK(cudaMemset(dkept.p, 0xff, static_cast<size_t>(n_items) * max_blocks * 4));
     PrefillKeepParams kp{};
-    kp.items = ditems.as<PrefillMassItem>();
+    kp.items = ditems_t.as<PrefillMassItem>();
     kp.mass = dmass.as<float>();
     kp.max_blocks = max_blocks;
-    kp.threshold = threshold;
     kp.kept = dkept.as<int32_t>();
     kp.count = dcount.as<int32_t>();
     LSERVE_CUDA_CHECK(launch_prefill_keep(kp, n_items, Stream{}));

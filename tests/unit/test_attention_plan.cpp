@@ -13,6 +13,7 @@
 
 #include "backend/attention_plan.h"
 #include "engine/scheduler.h"
+#include "sparse/prefill_blocks.h"
 #include "test_util.h"
 
 namespace lserve {
@@ -164,6 +165,62 @@ TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
   EXPECT_GT(check_host_plan(coverage_config(), heads), 1000);
   EXPECT_GT(check_host_plan(coverage_config(), heads, 64), 1000);
   EXPECT_GT(check_host_plan(coverage_config(), heads, 3, 128), 1000);  // FP8 decode tiles
+}
+
+// Block-sparse prefill (SeqStep::prefill_sparsity): one estimate per (query block, retrieval KV
+// head) of the chunk; that head's tiles stay inside one query block (they share its kept list,
+// AttnWork::list) and cover each of its queries once; streaming heads plan as usual; chunks of
+// fewer than kSparsePrefillMinQueries queries are dense.
+TEST(AttentionPlan, BlockSparsePrefillTilesStayInsideTheirQueryBlock) {
+  SparseAttentionConfig sp = coverage_config();
+  const HeadMap heads = HeadMap::from_flags({{true, false}});
+  for (int32_t start : {0, 256, 300}) {
+    StepPlan plan;
+    SeqStep seq;
+    seq.start_pos = start;
+    seq.q_len = 401;
+    seq.prefill_sparsity = 0.9;
+    plan.seqs.push_back(seq);
+    plan.positions.resize(seq.q_len);
+    AttentionPlanConfig cfg;
+    cfg.n_heads = 6;  // group 3: 42 queries per 128-row tile, which would straddle blocks
+    cfg.n_kv_heads = 2;
+    const AttentionPlan ap = plan_attention(plan, heads, sp, cfg);
+    const int32_t first = start / kPrefillBlock, last = (start + seq.q_len - 1) / kPrefillBlock;
+    ASSERT_EQ(static_cast<int>(ap.prefill_mass.size()), last - first + 1);
+    EXPECT_EQ(ap.prefill_max_blocks, last + 1);
+    std::vector<int> seen(seq.q_len, 0);
+    for (const cuda::AttnWork& w : ap.prefill) {
+      if (w.kv_head == 1) {  // the streaming head
+        EXPECT_EQ(w.kind, cuda::kStreamPages);
+        continue;
+      }
+      ASSERT_EQ(w.kind, cuda::kKeptBlocks);
+      ASSERT_GE(w.list, 0);
+      ASSERT_LT(w.list, static_cast<int32_t>(ap.prefill_mass.size()));
+      const cuda::PrefillMassItem& m = ap.prefill_mass[w.list];
+      EXPECT_EQ(m.kv_head, 0);
+      EXPECT_FLOAT_EQ(m.threshold, 0.9f);
+      EXPECT_GE(w.q_first, m.r0);
+      EXPECT_LE(w.q_first + w.q_count, m.r1);
+      const int32_t qb = (start + m.r0) / kPrefillBlock;
+      EXPECT_EQ((start + m.r1 - 1) / kPrefillBlock, qb);
+      EXPECT_EQ(w.k_end[0], (qb + 1) * kPrefillBlock);
+      for (int32_t q = w.q_first; q < w.q_first + w.q_count; ++q) ++seen[q];
+    }
+    EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int n) { return n == 1; })) << start;
+  }
+  StepPlan small;
+  SeqStep seq;
+  seq.start_pos = 900;
+  seq.q_len = kSparsePrefillMinQueries - 1;
+  seq.prefill_sparsity = 0.9;
+  small.seqs.push_back(seq);
+  small.positions.resize(seq.q_len);
+  AttentionPlanConfig cfg;
+  cfg.n_heads = 6;
+  cfg.n_kv_heads = 2;
+  EXPECT_TRUE(plan_attention(small, heads, sp, cfg).prefill_mass.empty());
 }
 
 // Split decode items take whole key tiles (the FP8 decode kernel's are 128 keys, bf16's 64): a

@@ -20,6 +20,8 @@ namespace {
 // Sequences with at most this many new tokens attend on one thread each (decode); longer ones use
 // GEMM tiles.
 constexpr int kDirectQueryRows = 4;
+// Chunks sparse prefill applies to all take the pooled path below.
+static_assert(kSparsePrefillMinQueries > kDirectQueryRows);
 
 struct KeySet {
   std::vector<float> k, v;
@@ -214,7 +216,7 @@ void CpuBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvC
   for (const HeadTask& t : large) {
     collect(plan, t.seq, layer, t, cache, keys);
     const SeqStep& seq = plan.seqs[t.seq];
-    if (seq.prefill_sparsity > 0 && !seq.decode &&
+    if (seq.prefill_sparsity > 0 && !seq.decode && seq.q_len >= kSparsePrefillMinQueries &&
         cache.heads().cls[layer][t.kv_head] == HeadClass::kRetrieval) {
       attend_prefill_blocks(
           seq, heads_of(t), keys, seq.prefill_sparsity,

@@ -449,6 +449,35 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
       signature, d, [&] { return plan_attention(plan, cache.heads(), cache.sparse(), cfg); });
   p.part_o = sa.part_o.empty() ? nullptr : sa.part_o.as<float>();
   p.part_lse = sa.part_lse.empty() ? nullptr : sa.part_lse.as<float>();
+  if (sa.n_mass > 0) {
+    // Block-sparse prefill: this layer's estimate and kept blocks, which its kKeptBlocks tiles
+    // read (the checks at start-up keep this to bf16 pools and head_dim 64 / 128).
+    const cuda::KvPoolView pool = p.kv.pool(false);
+    cuda::PrefillMassParams mp{};
+    mp.q = p.q;
+    mp.n_heads = p.n_heads;
+    mp.group = cfg.n_heads / cfg.n_kv_heads;
+    mp.k = static_cast<const bf16*>(pool.k);
+    mp.page_indices = p.step.page_indices;
+    mp.head_slot = p.kv.head_slot;
+    mp.page_size = p.kv.page_size;
+    mp.n_pool = pool.n;
+    mp.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+    mp.items = sa.mass_items;
+    mp.mass = sa.mass.as<float>();
+    mp.max_blocks = sa.max_blocks;
+    LSERVE_CUDA_CHECK(cuda::launch_prefill_mass(mp, sa.n_mass, d, st));
+    cuda::PrefillKeepParams kp{};
+    kp.items = sa.mass_items;
+    kp.mass = sa.mass.as<float>();
+    kp.max_blocks = sa.max_blocks;
+    kp.kept = sa.kept.as<int32_t>();
+    kp.count = sa.kept_count.as<int32_t>();
+    LSERVE_CUDA_CHECK(cuda::launch_prefill_keep(kp, sa.n_mass, st));
+    p.kept = kp.kept;
+    p.kept_count = kp.count;
+    p.kept_stride = sa.max_blocks;
+  }
   auto launch = [&](const cuda::AttnWork* items, int n, cuda::AttnVariant variant) {
     if (n == 0) return;
     p.work = items;

@@ -36,7 +36,13 @@ class CudaBackend final : public Backend {
   // The tensor-core kernels take 64 and 128, the reference attention kernel 256 (Gemma 3).
   bool supports_head_dim(int d) const override { return d == 64 || d == 128 || d == 256; }
   std::string head_dims_supported() const override { return "64, 128 or 256"; }
-  bool supports_prefill_sparsity() const override { return false; }
+  // The estimate reads bf16 keys at head_dim 64 or 128 (kernels/prefill_blocks.cuh).
+  bool supports_prefill_sparsity(KvDtype t, int head_dim) const override {
+    return t != KvDtype::kFp8 && (head_dim == 64 || head_dim == 128);
+  }
+  std::string prefill_sparsity_supported() const override {
+    return "with bf16 KV (not --kv-cache-dtype fp8) and head_dim 64 or 128";
+  }
   bool supports_kv_dtype(KvDtype) const override { return true; }
   DType kv_storage_dtype(KvDtype t) const override {
     return t == KvDtype::kFp8 ? DType::F8E4M3 : DType::BF16;

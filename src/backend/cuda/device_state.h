@@ -196,6 +196,11 @@ struct CudaBackend::Impl {
     const cuda::MergeItem* merges = nullptr;
     int n_decode = 0, n_prefill = 0, n_merges = 0;
     Tensor part_o, part_lse;  // split-KV partial results
+    // Block-sparse prefill: the estimate items, their shares and kept lists ([n_mass,
+    // max_blocks]) and list lengths, rewritten by every layer that uses this plan.
+    const cuda::PrefillMassItem* mass_items = nullptr;
+    int n_mass = 0, max_blocks = 0;
+    Tensor mass, kept, kept_count;
   };
   template <typename PlanFn>
   const StagedAttention& staged_attention(const std::vector<int8_t>& signature, int head_dim,
@@ -213,6 +218,14 @@ struct CudaBackend::Impl {
     if (ap.n_partials > 0) {
       sa.part_o = alloc(DType::F32, static_cast<int64_t>(ap.n_partials) * 16, head_dim);
       sa.part_lse = alloc(DType::F32, ap.n_partials, 16);
+    }
+    if (!ap.prefill_mass.empty()) {
+      sa.n_mass = static_cast<int>(ap.prefill_mass.size());
+      sa.max_blocks = ap.prefill_max_blocks;
+      sa.mass_items = stage_vec(ap.prefill_mass);
+      sa.mass = alloc(DType::F32, sa.n_mass, sa.max_blocks);
+      sa.kept = alloc(DType::I32, sa.n_mass, sa.max_blocks);
+      sa.kept_count = alloc(DType::I32, 1, sa.n_mass);
     }
     return staged_.emplace(signature, std::move(sa)).first->second;
   }

@@ -19,11 +19,25 @@ struct KeyMap {
   int32_t kind, P, page_base, stream_base, n_stream, sink_blocks, window_first, n_list, seq_end;
   const int32_t* page_indices;
   const int32_t* stream_indices;
-  const int32_t* list;  // selected blocks (kind 2), in shared memory
+  const int32_t* list;  // selected pages (kind 2, shared memory) or kept blocks (kind 3, global)
+
+  // Keys of the item's range r (its end clipped to the list for kinds 2 and 3).
+  __device__ __forceinline__ int32_t range_end(const AttnWork& w, int r) const {
+    if (kind == kSelectedPages) return min(w.k_end[r], n_list * P);
+    if (kind == kKeptBlocks) return min(w.k_end[r], n_list * kKeptBlockKeys);
+    return w.k_end[r];
+  }
 
   // *entry: the page-table element holding key k's page (its load is the caller's, so it can
   // be issued early and consumed later).
   __device__ __forceinline__ int32_t locate(int32_t k, const int32_t** entry) const {
+    if (kind == kKeptBlocks) {
+      const int32_t bi = k / kKeptBlockKeys;
+      if (bi >= n_list) return -1;
+      const int32_t pos = list[bi] * kKeptBlockKeys + k % kKeptBlockKeys;
+      *entry = page_indices + page_base + pos / P;
+      return pos < seq_end ? pos : -1;
+    }
     const int32_t li = k / P, slot = k % P;
     int32_t block;
     if (kind == kAllPages) {
@@ -83,10 +97,18 @@ __device__ __forceinline__ bool cta_work(const AttnParams& p, AttnWork* w) {
 }
 
 // The work item's key map (for kind 2 it first builds the page list in shared memory: every
-// thread of the block must call it).
+// thread of the block must call it; kind 3 reads its kept blocks where the keep kernel wrote
+// them).
 __device__ __forceinline__ KeyMap work_key_map(const AttnParams& p, const AttnWork& w,
                                                const SeqInfo& s, int32_t* list) {
-  const int32_t n_list = w.kind == kSelectedPages ? load_selected_list(p, w, s, list) : 0;
+  int32_t n_list = 0;
+  const int32_t* blocks = list;
+  if (w.kind == kSelectedPages) {
+    n_list = load_selected_list(p, w, s, list);
+  } else if (w.kind == kKeptBlocks) {
+    n_list = p.kept_count[w.list];
+    blocks = p.kept + static_cast<int64_t>(w.list) * p.kept_stride;
+  }
   return KeyMap{w.kind,
                 p.kv.page_size,
                 s.page_base,
@@ -98,7 +120,7 @@ __device__ __forceinline__ KeyMap work_key_map(const AttnParams& p, const AttnWo
                 s.start_pos + s.q_len,
                 p.step.page_indices,
                 p.step.stream_indices,
-                list};
+                blocks};
 }
 
 // Issues (cp.async, not committed) the copies of the item's BM-row query tile into qs
@@ -140,7 +162,7 @@ struct KeyTiles {
   __device__ __forceinline__ KeyTiles(const AttnWork& w, const KeyMap& map) : km(map) {
     for (int r = 0; r < 2; ++r) {
       kb[r] = w.k_begin[r];
-      ke[r] = w.kind == kSelectedPages ? min(w.k_end[r], map.n_list * map.P) : w.k_end[r];
+      ke[r] = map.range_end(w, r);
     }
     tiles0 = ke[0] > kb[0] ? (ke[0] - kb[0] + KT - 1) / KT : 0;
     const int32_t tiles1 = ke[1] > kb[1] ? (ke[1] - kb[1] + KT - 1) / KT : 0;

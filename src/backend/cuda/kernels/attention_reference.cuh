@@ -26,11 +26,7 @@ __global__ void __launch_bounds__(kReferenceThreads) attention_reference_kernel(
   if (!cta_work(p, &w)) return;
   const SeqInfo s = p.step.seqs[w.seq];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
-  const int32_t seq_end = s.start_pos + s.q_len;
-  const int32_t n_list = w.kind == kSelectedPages ? load_selected_list(p, w, s, list) : 0;
-  const KeyMap km{w.kind,     p.kv.page_size,       s.page_base,           s.stream_base,
-                  s.n_stream, s.stream_sink_blocks, s.stream_window_first, n_list,
-                  seq_end,    p.step.page_indices,  p.step.stream_indices, list};
+  const KeyMap km = work_key_map(p, w, s, list);
   const bool streaming = w.kind == kStreamPages;
   const KvPoolView pool = p.kv.pool(streaming);
   const bool fp8 = p.kv.fp8;
@@ -50,8 +46,7 @@ __global__ void __launch_bounds__(kReferenceThreads) attention_reference_kernel(
     }
     float m = -INFINITY, l = 0.0f;
     for (int range = 0; range < 2; ++range) {
-      const int32_t end =
-          w.kind == kSelectedPages ? min(w.k_end[range], n_list * P) : w.k_end[range];
+      const int32_t end = km.range_end(w, range);
       for (int32_t k = w.k_begin[range]; k < end; ++k) {
         const int32_t* entry = nullptr;
         const int32_t kp = km.locate(k, &entry);

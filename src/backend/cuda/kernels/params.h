@@ -105,17 +105,8 @@ constexpr int ws_smem_bytes(int head_dim, int max_sel) {
   return 1024 + ws_smem(head_dim).list + (max_sel + 2) * 4;
 }
 
-// Dynamic block-sparse prefill (prefill_blocks.cuh; the rules in sparse/prefill_blocks.h): one
-// item per (query block of a prefill chunk, retrieval KV head). Query rows [r0, r1) of the chunk
-// (positions start_pos + r) lie in one 128-position block; their keys are positions 0 .. the
-// last row's, in the paged pool.
-struct PrefillMassItem {
-  int32_t q_offset;   // token row of the chunk's first query
-  int32_t start_pos;  // its position
-  int32_t r0, r1;     // the item's rows of the chunk
-  int32_t page_base;  // the sequence's first entry in page_indices
-  int32_t kv_head;
-};
+// The estimate and keep kernels of dynamic block-sparse prefill (prefill_blocks.cuh), over the
+// items of step_params.h.
 struct PrefillMassParams {
   const bf16* q;  // [tokens, n_heads * head_dim]
   int32_t n_heads;
@@ -131,12 +122,10 @@ struct PrefillMassParams {
   int32_t max_blocks;
 };
 // The kept key blocks of each item's mass vector (keep_prefill_blocks's rule), ascending.
-constexpr int kPrefillKeepMaxBlocks = 8192;  // 1M positions of 128
 struct PrefillKeepParams {
   const PrefillMassItem* items;
   const float* mass;  // as PrefillMassParams::mass
   int32_t max_blocks;
-  float threshold;
   int32_t* kept;   // [items, max_blocks]
   int32_t* count;  // [items]
 };
@@ -200,6 +189,9 @@ struct AttnParams {
   int32_t layer;
   int32_t n_layers;
   int32_t per_query_head;
+  const int32_t* kept;        // kKeptBlocks items: [lists, kept_stride] kept key blocks
+  const int32_t* kept_count;  // [lists]
+  int32_t kept_stride;
 };
 
 }  // namespace lserve::cuda

@@ -45,8 +45,10 @@ LSERVE_HD inline bool uses_selection(const SeqInfo& s, int32_t layer, int32_t sk
 // Which keys an attention work item reads, as an index space over the head's page list:
 //   kAllPages: retrieval head, every position (key k is position k);
 //   kStreamPages: streaming head, the sink pages then the window pages;
-//   kSelectedPages: retrieval head decoding sparsely, the selected pages then the current one.
-enum KeyKind : int32_t { kAllPages = 0, kStreamPages = 1, kSelectedPages = 2 };
+//   kSelectedPages: retrieval head decoding sparsely, the selected pages then the current one;
+//   kKeptBlocks: retrieval head in a block-sparse prefill chunk, the 128-key blocks its query
+//   block keeps (the list the keep kernel wrote: AttnParams::kept, row AttnWork::list).
+enum KeyKind : int32_t { kAllPages = 0, kStreamPages = 1, kSelectedPages = 2, kKeptBlocks = 3 };
 
 // Tile rows: row r is query q_first + r / rg of the sequence, for query head head0 + r % rg
 // (rg = the group size, or 1 when each query head has its own page selection).
@@ -61,6 +63,7 @@ struct AttnWork {
   int32_t k_begin[2];  // two key-index ranges [begin, end); an empty range has begin >= end
   int32_t k_end[2];
   int32_t partial;  // -1: write the output; else the partial-result slot (split-KV)
+  int32_t list;     // kKeptBlocks: the item's row of the kept-block lists
 };
 
 // Two ranges of key indices [begin, end) over a head's page list (an empty range has
@@ -174,6 +177,24 @@ LSERVE_HD inline bool decode_work(const DecodeGrid& g, const SeqInfo* seqs,
   w->partial = *pieces > 1 ? unit * g.splits + split : -1;
   return true;
 }
+
+// Keys per block of dynamic block-sparse prefill (sparse/prefill_blocks.h kPrefillBlock).
+constexpr int kKeptBlockKeys = 128;
+
+// Dynamic block-sparse prefill (prefill_blocks.cuh; the rules in sparse/prefill_blocks.h): one
+// item per (query block of a prefill chunk, retrieval KV head). Query rows [r0, r1) of the chunk
+// (positions start_pos + r) lie in one 128-position block; their keys are positions 0 .. the
+// last row's, in the paged pool. Kept lists hold at most kPrefillKeepMaxBlocks blocks (1M
+// positions).
+constexpr int kPrefillKeepMaxBlocks = 8192;
+struct PrefillMassItem {
+  int32_t q_offset;   // token row of the chunk's first query
+  int32_t start_pos;  // its position
+  int32_t r0, r1;     // the item's rows of the chunk
+  int32_t page_base;  // the sequence's first entry in page_indices
+  int32_t kv_head;
+  float threshold;  // the keep rule's (the sequence's prefill sparsity)
+};
 
 // Combines the partial results [first, first + count) of one item's rows.
 struct MergeItem {
