@@ -34,7 +34,7 @@ declare -A configs=(
   [exact-selection-only]="--modes sparse $scaled --logical-page-size 1 --budget-ratio 0.06 --static-sparsity 0"
   [exact-interval-1]="--modes sparse $scaled --logical-page-size 1 --budget-ratio 0.06 --selector-interval 1"
   [default-exact]="--modes sparse --logical-page-size 1"
-  # Dynamic block-sparse prefill on top of the defaults (CPU backend only so far; not in the
+  # Dynamic block-sparse prefill on top of the defaults (bf16 KV on CUDA; not in the
   # default order: name them to run them).
   [prefill-0.9]="--modes sparse --prefill-sparsity 0.9"
   [prefill-0.95]="--modes sparse --prefill-sparsity 0.95"
