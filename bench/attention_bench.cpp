@@ -4,6 +4,10 @@
 // at the sizes given on the command line, with bf16 KV and (--kv-cache-dtype auto fp8) E4M3 KV.
 // Prints one line per case: time, and TFLOP/s or TB/s of the bytes the mode must read. Peers
 // (PyTorch SDPA) are timed by bench/sdpa_peer.py in the same scripts/gpu-check.sh run.
+// --prefill-sparsity T adds sparse prefill with dynamic block sparsity on the retrieval heads
+// (the estimate and keep kernels included in the time). The inputs are random, so every key
+// block gets about the same estimated share and a threshold T keeps about a fraction T of the
+// blocks: the rows measure the cost at that kept fraction, not what real attention would keep.
 #include <cuda_runtime.h>
 
 #include <CLI/CLI.hpp>
@@ -166,8 +170,9 @@ std::string mode_name(bool sparse, KvDtype kv_dtype) {
 }
 
 void bench_prefill(CudaBackend& be, int n, bool sparse, KvDtype kv_dtype,
-                   const char* label = nullptr) {
+                   const char* label = nullptr, double prefill_sparsity = 0) {
   Setup s = make_setup(be, 1, n, n, sparse, 4096, 8192, kv_dtype);
+  for (SeqStep& st : s.plan.seqs) st.prefill_sparsity = prefill_sparsity;
   Tensor q = be.random(n, kHq * kD, 7, 1.0f), out = be.alloc(DType::BF16, n, kHq * kD);
   be.begin_step(s.plan, *s.cache);
   const int reps = n >= 65536 ? 3 : 10;
@@ -228,6 +233,11 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batches, "Decode batch sizes")->capture_default_str();
   app.add_option("--context", contexts, "Decode context lengths")->capture_default_str();
   bool portable = false, warp_specialized = false, sparse_only = false;
+  std::vector<double> prefill_sparsity;
+  app.add_option("--prefill-sparsity", prefill_sparsity,
+                 "Also time sparse prefill (bf16) with dynamic block sparsity at these thresholds "
+                 "(random inputs: a threshold T keeps about a fraction T of the key blocks)")
+      ->check(CLI::Range(0.0, 1.0));
   std::vector<std::string> kv_dtypes = {"auto"};
   app.add_option("--kv-cache-dtype", kv_dtypes,
                  "KV element types to time, each case once per type (auto = bf16; fp8)")
@@ -253,6 +263,10 @@ int main(int argc, char** argv) {
       for (lserve::KvDtype t : types) {
         if (!sparse_only) lserve::bench_prefill(be, n, false, t);
         lserve::bench_prefill(be, n, true, t);
+      }
+      for (double t : prefill_sparsity) {
+        const std::string label = "dyn-" + std::to_string(t).substr(0, 4);
+        lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, label.c_str(), t);
       }
       if (portable) {
         be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kPortable);
