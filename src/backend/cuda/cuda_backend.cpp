@@ -451,7 +451,10 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
   p.part_lse = sa.part_lse.empty() ? nullptr : sa.part_lse.as<float>();
   if (sa.n_mass > 0) {
     // Block-sparse prefill: this layer's estimate and kept blocks, which its kKeptBlocks tiles
-    // read (the checks at start-up keep this to bf16 pools and head_dim 64 / 128).
+    // read. The start-up checks keep this to bf16 pools and head_dim 64 / 128; a caller that
+    // skips them (a test harness, a benchmark) is stopped here rather than reading fp8 as bf16.
+    LSERVE_CHECK(!p.kv.fp8 && (d == 64 || d == 128),
+                 "block-sparse prefill needs a bf16 KV pool and head_dim 64 or 128");
     const cuda::KvPoolView pool = p.kv.pool(false);
     cuda::PrefillMassParams mp{};
     mp.q = p.q;

@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(kKeepThreads) prefill_keep_kernel(PrefillKeepP
   const float* mass = p.mass + static_cast<int64_t>(blockIdx.x) * p.max_blocks;
   int32_t* kept = p.kept + static_cast<int64_t>(blockIdx.x) * p.max_blocks;
   const int tid = threadIdx.x;
-  if (it.threshold >= 1.0f) {  // dense: every block
+  if (it.threshold >= 1.0) {  // dense: every block
     for (int32_t i = tid; i < n; i += kKeepThreads) kept[i] = i;
     if (tid == 0) p.count[blockIdx.x] = n;
     return;
@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kKeepThreads) prefill_keep_kernel(PrefillKeepP
   if (tid == 0) {
     double sum = 0.0;
     int32_t take = 0;
-    while (take < n && sum < static_cast<double>(it.threshold)) sum += key[take++];
+    while (take < n && sum < it.threshold) sum += key[take++];
     s_take = take;
   }
   __syncthreads();

@@ -130,9 +130,9 @@ struct DecodeGrid {
 
 // Keys per split of a unit with `keys` keys: whole key tiles, at least min_split_keys.
 LSERVE_HD inline int32_t decode_chunk(const DecodeGrid& g, int32_t keys) {
-  const int32_t even =
-      ((keys + g.splits - 1) / g.splits + g.key_tile - 1) / g.key_tile * g.key_tile;
-  return even > g.min_split_keys ? even : g.min_split_keys;
+  const int32_t even = (keys + g.splits - 1) / g.splits;
+  const int32_t want = even > g.min_split_keys ? even : g.min_split_keys;
+  return (want + g.key_tile - 1) / g.key_tile * g.key_tile;
 }
 
 // The work of CTA (unit, split): false when it has none. *pieces: how many splits of the unit
@@ -193,7 +193,7 @@ struct PrefillMassItem {
   int32_t r0, r1;     // the item's rows of the chunk
   int32_t page_base;  // the sequence's first entry in page_indices
   int32_t kv_head;
-  float threshold;  // the keep rule's (the sequence's prefill sparsity)
+  double threshold;  // the keep rule's (the sequence's prefill sparsity), as the CPU compares it
 };
 
 // Combines the partial results [first, first + count) of one item's rows.
