@@ -30,7 +30,7 @@ struct MassCase {
   int32_t start_pos, q_len;  // the prefill chunk
 };
 
-void run_case(const MassCase& c, uint64_t seed) {
+void run_case(const MassCase& c, bool wgmma, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   const int n_kv = 2, hq = n_kv * c.group, d = c.head_dim, P = c.page_size;
@@ -107,9 +107,15 @@ void run_case(const MassCase& c, uint64_t seed) {
   mp.n_pool = n_pool;
   mp.scale = 1.0f / std::sqrt(static_cast<float>(d));
   mp.items = ditems.as<PrefillMassItem>();
+  mp.n_items = n_items;
   mp.mass = dmass.as<float>();
   mp.max_blocks = max_blocks;
-  LSERVE_CUDA_CHECK(launch_prefill_mass(mp, n_items, d, Stream{}));
+  // Fewer CTAs than items, so CTAs take several items each (and reuse their scratch).
+  const int ctas = std::max(1, n_items / 3);
+  mp.scratch_stride = prefill_mass_scratch_floats(max_blocks);
+  DeviceBuffer dscratch(static_cast<size_t>(ctas) * mp.scratch_stride * sizeof(float));
+  mp.scratch = dscratch.as<float>();
+  LSERVE_CUDA_CHECK(launch_prefill_mass(mp, d, wgmma, ctas, Stream{}));
   LSERVE_CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<float> mass = dmass.download<float>(static_cast<size_t>(n_items) * max_blocks);
 
@@ -148,7 +154,8 @@ void run_case(const MassCase& c, uint64_t seed) {
     }
   }
   EXPECT_GT(planted_first, 0) << "the planted block leads no item's off-diagonal shares";
-  std::printf("items %d, max |share diff| %.2e\n", n_items, worst);
+  std::printf("%s: items %d, max |share diff| %.2e\n", wgmma ? "wgmma" : "mma.sync", n_items,
+              worst);
 
   // The keep rule on the GPU's shares, at thresholds from few blocks to all.
   for (float threshold : {0.3f, 0.7f, 0.95f, 1.0f}) {
@@ -182,9 +189,19 @@ void run_case(const MassCase& c, uint64_t seed) {
 
 class CudaPrefillBlocks : public testing::TestWithParam<MassCase> {};
 
+// The mma.sync estimate (what GPUs before Hopper run) everywhere, the wgmma one on sm_90.
 TEST_P(CudaPrefillBlocks, SharesAndKeptBlocksMatchTheReference) {
   LSERVE_SKIP_WITHOUT_GPU();
-  run_case(GetParam(), test::test_seed());
+  bool hopper = false;
+  LSERVE_CUDA_CHECK(probe_wgmma(&hopper, nullptr));
+  for (bool wgmma : {false, true}) {
+    if (wgmma && !hopper) {
+      std::printf("no sm_90 device: the wgmma estimate is not run\n");
+      continue;
+    }
+    SCOPED_TRACE(wgmma ? "wgmma estimate" : "mma.sync estimate");
+    run_case(GetParam(), wgmma, test::test_seed());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -192,7 +209,9 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(MassCase{4, 128, 16, 0, 901},    // one chunk from position 0
                     MassCase{3, 64, 64, 256, 389},   // a block-aligned chunk, group 3
                     MassCase{1, 128, 16, 300, 211},  // starting and ending inside blocks
-                    MassCase{6, 64, 16, 128, 600}),  // two passes over the keys (group 6)
+                    MassCase{6, 64, 16, 128, 600},   // two passes over the keys (group 6)
+                    MassCase{4, 128, 16, 2100, 333},  // keys over three 1,024-key tiles
+                    MassCase{8, 64, 32, 1000, 150}),  // two passes, query blocks across a tile
     [](const testing::TestParamInfo<MassCase>& i) {
       return fmt::format("G{}_d{}_P{}_from{}_len{}", i.param.group, i.param.head_dim,
                          i.param.page_size, i.param.start_pos, i.param.q_len);

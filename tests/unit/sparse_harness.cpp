@@ -52,6 +52,13 @@ SparseHarness::SparseHarness(Backend& backend, const SparseCase& c, uint64_t see
   kc.sparse = c_.sparse;
   kc.dtype = c_.kv_dtype;
   cache_ = std::make_unique<KvCache>(backend_, kc, heads);
+  // backend_selection() reads the selection tensors whole, rows of other slots and layers too:
+  // zeros there rather than never-written memory (which compute-sanitizer initcheck reports).
+  for (Tensor* t : {&cache_->sel_blocks(), &cache_->sel_count()}) {
+    if (t->empty()) continue;
+    const std::vector<int32_t> zeros(static_cast<size_t>(t->numel()), 0);
+    backend_.write(*t, zeros.data());
+  }
   BlockManagerConfig bc;
   bc.page_size = c_.sparse.page_size;
   bc.num_pages = c_.num_pages;

@@ -160,6 +160,12 @@ void CudaBackend::begin_step(const StepPlan& plan, KvCache& cache) {
 
 bool CudaBackend::can_record() const { return true; }
 
+bool CudaBackend::supports_prefill_sparsity(KvDtype t, int head_dim) const {
+  // The estimate keeps a query block's compressed rows (1,024 x head_dim bytes) in shared memory.
+  return t != KvDtype::kFp8 && (head_dim == 64 || head_dim == 128) &&
+         cuda::prefill_mass_smem_bytes(head_dim, impl_->hopper()) <= impl_->smem_optin();
+}
+
 std::unique_ptr<StepRecording> CudaBackend::record(const std::function<void()>& work) {
   LSERVE_ASSERT(device_planned_);
   const cudaStream_t st = impl_->stream();
@@ -467,9 +473,12 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
     mp.n_pool = pool.n;
     mp.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     mp.items = sa.mass_items;
+    mp.n_items = sa.n_mass;
     mp.mass = sa.mass.as<float>();
     mp.max_blocks = sa.max_blocks;
-    LSERVE_CUDA_CHECK(cuda::launch_prefill_mass(mp, sa.n_mass, d, st));
+    mp.scratch = sa.mass_scratch.as<float>();
+    mp.scratch_stride = sa.mass_scratch.cols;
+    LSERVE_CUDA_CHECK(cuda::launch_prefill_mass(mp, d, impl_->hopper(), sa.mass_ctas, st));
     cuda::PrefillKeepParams kp{};
     kp.items = sa.mass_items;
     kp.mass = sa.mass.as<float>();

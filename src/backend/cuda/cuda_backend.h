@@ -37,11 +37,10 @@ class CudaBackend final : public Backend {
   bool supports_head_dim(int d) const override { return d == 64 || d == 128 || d == 256; }
   std::string head_dims_supported() const override { return "64, 128 or 256"; }
   // The estimate reads bf16 keys at head_dim 64 or 128 (kernels/prefill_blocks.cuh).
-  bool supports_prefill_sparsity(KvDtype t, int head_dim) const override {
-    return t != KvDtype::kFp8 && (head_dim == 64 || head_dim == 128);
-  }
+  bool supports_prefill_sparsity(KvDtype t, int head_dim) const override;
   std::string prefill_sparsity_supported() const override {
-    return "with bf16 KV (not --kv-cache-dtype fp8) and head_dim 64 or 128";
+    return "with bf16 KV (not --kv-cache-dtype fp8) and head_dim 64 or 128 (128 needs 165 KB of "
+           "shared memory per block: sm_80 or sm_90)";
   }
   bool supports_kv_dtype(KvDtype) const override { return true; }
   DType kv_storage_dtype(KvDtype t) const override {

@@ -48,6 +48,7 @@ struct CudaBackend::Impl {
     cudaDeviceProp prop{};
     LSERVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     num_sms_ = prop.multiProcessorCount;
+    smem_optin_ = static_cast<int>(prop.sharedMemPerBlockOptin);
     LSERVE_CUDA_CHECK(cuda::allow_attention_smem(static_cast<int>(prop.sharedMemPerBlockOptin)));
     // Freed blocks stay in the pool: per-step activations are reused, not returned to the driver.
     cudaMemPool_t pool;
@@ -97,6 +98,7 @@ struct CudaBackend::Impl {
     return alloc(DType::I32, 1, static_cast<int64_t>((bytes + 3) / 4));
   }
   int num_sms() const { return num_sms_; }
+  int smem_optin() const { return smem_optin_; }
   bool hopper() const { return hopper_; }
   cuda::Gemm& gemm() { return gemm_; }
   // Changes whenever a buffer that recordings point at moves: older recordings are stale.
@@ -198,9 +200,10 @@ struct CudaBackend::Impl {
     Tensor part_o, part_lse;  // split-KV partial results
     // Block-sparse prefill: the estimate items, their shares and kept lists ([n_mass,
     // max_blocks]) and list lengths, rewritten by every layer that uses this plan.
+    // The estimate's CTAs (at most one per SM) each have a scratch row of mass_scratch.
     const cuda::PrefillMassItem* mass_items = nullptr;
-    int n_mass = 0, max_blocks = 0;
-    Tensor mass, kept, kept_count;
+    int n_mass = 0, max_blocks = 0, mass_ctas = 0;
+    Tensor mass, kept, kept_count, mass_scratch;
   };
   template <typename PlanFn>
   const StagedAttention& staged_attention(const std::vector<int8_t>& signature, int head_dim,
@@ -226,6 +229,9 @@ struct CudaBackend::Impl {
       sa.mass = alloc(DType::F32, sa.n_mass, sa.max_blocks);
       sa.kept = alloc(DType::I32, sa.n_mass, sa.max_blocks);
       sa.kept_count = alloc(DType::I32, 1, sa.n_mass);
+      sa.mass_ctas = std::min(sa.n_mass, num_sms_);
+      sa.mass_scratch =
+          alloc(DType::F32, sa.mass_ctas, cuda::prefill_mass_scratch_floats(sa.max_blocks));
     }
     return staged_.emplace(signature, std::move(sa)).first->second;
   }
@@ -478,6 +484,7 @@ struct CudaBackend::Impl {
   int device_;
   std::shared_ptr<StreamHolder> holder_;
   int num_sms_ = 0;
+  int smem_optin_ = 0;  // shared memory a block may opt in to
   bool hopper_ = false;  // this build's sm_90a code (wgmma) runs on the device
   uint64_t generation_ = 0;
   cuda::Gemm gemm_;

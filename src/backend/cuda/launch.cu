@@ -112,21 +112,38 @@ cudaError_t probe_wgmma(bool* yes, cudaStream_t st) {
   return err;
 }
 
-template <int D>
-cudaError_t launch_prefill_mass_dim(const PrefillMassParams& p, int n_items, Stream st) {
-  const int smem = prefill_mass_smem(D);
-  const cudaError_t err = cudaFuncSetAttribute(prefill_mass_kernel<D>,
+template <int D, bool kWgmma>
+cudaError_t launch_prefill_mass_dim(const PrefillMassParams& p, int ctas, Stream st) {
+  const int smem = prefill_mass_smem(D, kWgmma);
+  const cudaError_t err = cudaFuncSetAttribute(prefill_mass_kernel<D, kWgmma>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  return launch_kernel(prefill_mass_kernel<D>, dim3(static_cast<unsigned>(n_items)),
+  return launch_kernel(prefill_mass_kernel<D, kWgmma>, dim3(static_cast<unsigned>(ctas)),
                        32 * kMassWarps, smem, st, p);
 }
 
-cudaError_t launch_prefill_mass(const PrefillMassParams& p, int n_items, int head_dim, Stream st) {
-  if (n_items <= 0) return cudaSuccess;
-  if (head_dim == 64) return launch_prefill_mass_dim<64>(p, n_items, st);
-  if (head_dim == 128) return launch_prefill_mass_dim<128>(p, n_items, st);
+cudaError_t launch_prefill_mass(const PrefillMassParams& p, int head_dim, bool wgmma, int ctas,
+                                Stream st) {
+  if (p.n_items <= 0) return cudaSuccess;
+  if (ctas <= 0 || p.scratch_stride < prefill_mass_scratch(p.max_blocks)) {
+    return cudaErrorInvalidValue;
+  }
+  ctas = std::min(ctas, p.n_items);
+  if (head_dim == 64) {
+    return wgmma ? launch_prefill_mass_dim<64, true>(p, ctas, st)
+                 : launch_prefill_mass_dim<64, false>(p, ctas, st);
+  }
+  if (head_dim == 128) {
+    return wgmma ? launch_prefill_mass_dim<128, true>(p, ctas, st)
+                 : launch_prefill_mass_dim<128, false>(p, ctas, st);
+  }
   return cudaErrorInvalidValue;
+}
+
+int64_t prefill_mass_scratch_floats(int max_blocks) { return prefill_mass_scratch(max_blocks); }
+
+int prefill_mass_smem_bytes(int head_dim, bool wgmma) {
+  return prefill_mass_smem(head_dim, wgmma) + 4 * kMassRows * static_cast<int>(sizeof(float));
 }
 
 cudaError_t launch_prefill_keep(const PrefillKeepParams& p, int n_items, Stream st) {

@@ -1,25 +1,33 @@
 // Dynamic block-sparse prefill on the GPU, the estimate and the keep rule of
 // sparse/prefill_blocks.h (the CPU reference; docs/sparse-attention.md, "Dynamic prefill
 // sparsity"):
-//  1. prefill_mass_kernel: one CTA per item (query block, retrieval KV head). The antidiagonal
-//     estimate as a product of compressed rows: compressed query row a of head g is the queries
-//     at positions 8a + 7, ..., 8a (in that order) side by side, compressed key column b the keys
-//     8b, ..., 8b + 7, so <row a, column b> sums one antidiagonal of the 8 x 8 block of Q K^T.
-//     Rows are softmaxed over their causal columns (b <= a), scaled by scale / 8, and the
-//     probabilities summed per 128-key block (16 columns) and averaged over the rows present.
-//     Two passes over the keys: the rows' maxima and sums, then the block sums (a row's share
-//     of a block needs its final normaliser; keeping per-block partials instead would take a
-//     row x block array per item).
+//  1. prefill_mass_kernel: the antidiagonal estimate as a product of compressed rows: compressed
+//     query row a of head g is the queries at positions 8a + 7, ..., 8a (in that order) side by
+//     side, compressed key column b the keys 8b, ..., 8b + 7, so <row a, column b> sums one
+//     antidiagonal of the 8 x 8 block of Q K^T. Rows are softmaxed over their causal columns
+//     (b <= a), scaled by scale / 8, and the probabilities summed per 128-key block (16 columns)
+//     and averaged over the rows present.
 //  2. prefill_keep_kernel: one CTA per item: the blocks sorted by share (ties: lower block
 //     first, bitonic in shared memory), the fewest largest whose sum reaches the threshold
 //     (summed in double in that order, as the CPU does, so the same shares give the same
 //     blocks), plus block 0 and the diagonal block; written ascending.
 //
-// Layout (prefill_mass_kernel, 4 warps): warp w holds compressed rows of query head g0 + w (16
-// rows: the 16 antidiagonal rows of a 128-position block) as the A operand of m16n8k16 MMAs over
-// K = 8 x head_dim; a key tile is one 128-key block = 16 compressed columns of 8 x head_dim,
-// double-buffered with cp.async. Shared memory: Q 4 x 16 x 8d bf16 (128 KB at d 128) + two key
-// tiles (64 KB): one CTA per SM.
+// The estimate in one pass over the keys. An item is (query block, retrieval KV head); a pass
+// takes four of its query heads, 64 compressed rows (16 per head). Keys stream through in tiles
+// of 128 compressed columns (1,024 keys, eight 128-key blocks), each tile in pipeline stages of
+// 64 of the 8 * head_dim terms of the products (one stage: 128 columns x 64 bf16, 16 KB), loaded
+// with cp.async by all threads. Two warpgroups share the queries and each stage: warpgroup wg
+// takes the tile's columns 64 wg .. 64 wg + 63 (a half tile, four key blocks), warp w % 4 of it
+// the rows of head g0 + w % 4. After a half tile each row knows, per block, the sum of
+// exp(score - the half tile's row maximum), and updates its running maximum and normaliser
+// (online softmax, per warpgroup); the block sums and half-tile maxima go to a per-CTA scratch
+// area (a row's share of a block needs its final normaliser, known only after the last tile).
+// The epilogue merges the two warpgroups' normalisers, turns the sums into shares and sums the
+// rows per block. Each warpgroup's 64 x 64 score tile of a stage is one warpgroup MMA (wgmma,
+// m64n64k16, both operands in shared memory) on sm_90a, or 8 m16n8k16 mma.sync per warp
+// elsewhere; the rest is shared. Scores are kept in log2 units (scale / 8 * log2(e) folded in).
+// A persistent grid (one CTA per SM: the compressed queries alone take 1,024 x head_dim bytes of
+// shared memory) walks the items from the longest down.
 #pragma once
 
 #include <cfloat>
@@ -33,149 +41,272 @@ namespace lserve::cuda {
 
 constexpr int kMassStride = 8;  // sparse/prefill_blocks.h kAntidiagStride
 constexpr int kMassBlock = kKeptBlockKeys;
-constexpr int kMassWarps = 4;                        // query heads per pass over the keys
-constexpr int kMassCols = kMassBlock / kMassStride;  // compressed columns (rows) per block
+constexpr int kMassHeads = 4;                  // query heads per pass over the keys
+constexpr int kMassRows = 16 * kMassHeads;     // compressed rows per pass
+constexpr int kMassWarps = 8;                  // two warpgroups, one per half tile
+constexpr int kMassThreads = 32 * kMassWarps;
+constexpr int kMassCols = 128;                 // compressed columns per key tile
+constexpr int kMassHalf = kMassCols / 2;       // columns per warpgroup
+constexpr int kMassHalfBlocks = kMassHalf * kMassStride / kMassBlock;  // 4 key blocks
+constexpr int kMassChunk = 64;                 // product terms per pipeline stage
 
-constexpr int prefill_mass_smem(int head_dim) {
-  return 128 + (kMassWarps + 2) * kMassCols * kMassStride * head_dim * 2;
+// Pipeline stages: with wgmma a stage is free again two steps later (one group stays in flight).
+constexpr int prefill_mass_stages(bool wgmma) { return wgmma ? 6 : 2; }
+
+constexpr int prefill_mass_smem(int head_dim, bool wgmma) {
+  return 1024 + kMassRows * kMassStride * head_dim * 2 +
+         prefill_mass_stages(wgmma) * kMassCols * kMassChunk * 2;
 }
 
-template <int D>
-__global__ void __launch_bounds__(32 * kMassWarps, 1) prefill_mass_kernel(PrefillMassParams p) {
+// Scratch floats per CTA for items of up to max_blocks key blocks: per block and row the sum of
+// exp(score - half-tile maximum), per half tile and row that maximum.
+constexpr int64_t prefill_mass_scratch(int max_blocks) {
+  return static_cast<int64_t>(kMassRows) *
+         (max_blocks + (max_blocks + kMassHalfBlocks - 1) / kMassHalfBlocks);
+}
+
+template <int D, bool kWgmma>
+__global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMassParams p) {
   griddep_wait();
   griddep_launch_dependents();
-  constexpr int S = kMassStride, W = S * D, C = kMassCols;
-  constexpr int kThreads = 32 * kMassWarps;
+  constexpr int S = kMassStride, kChunks = S * D / kMassChunk, kStages = prefill_mass_stages(kWgmma);
+  constexpr int kAhead = kWgmma ? kStages - 2 : kStages - 1;  // stages loaded ahead of the MMA
+  constexpr int kStageElems = kMassCols * kMassChunk;
+  constexpr int kLoads = kMassCols * (kMassChunk / 8) / kMassThreads;  // 16-byte copies a stage
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* qs = reinterpret_cast<bf16*>(smem_raw + (128 - smem_addr(smem_raw) % 128) % 128);
-  bf16* ks = qs + kMassWarps * C * W;  // [2][C][W]
-
-  const PrefillMassItem it = p.items[blockIdx.x];
+  // qs: [8D / 64][64 rows][64] and the stages [kStages][128 columns][64], 128-byte swizzled
+  // (wgmma.cuh tile_offset), 1024-byte aligned for the wgmma descriptors.
+  bf16* qs = reinterpret_cast<bf16*>(smem_raw + (1024 - smem_addr(smem_raw) % 1024) % 1024);
+  bf16* ks = qs + kMassRows * S * D;
+  __shared__ float s_max[2][kMassRows], s_sum[2][kMassRows];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int32_t pos0 = it.start_pos + it.r0, pos1 = it.start_pos + it.r1 - 1;
-  const int32_t qb = pos0 / kMassBlock;
-  const int32_t a_first = pos0 / S, a_last = pos1 / S, a_base = qb * C;
-  const int32_t nk = pos1 + 1, n_kb = qb + 1;
-  const int32_t hs = p.head_slot[it.kv_head];
-  const float inv_rows = 1.0f / static_cast<float>(p.group * (a_last - a_first + 1));
-  const float alpha = p.scale / S;
-  float* mass = p.mass + static_cast<int64_t>(blockIdx.x) * p.max_blocks;
-  for (int i = tid; i < n_kb; i += kThreads) mass[i] = 0.0f;
+  const int wg = warp / 4, wr = warp % 4;  // half tile; head (16 rows) within the pass
+  const int row0 = 16 * wr + lane / 4;      // this thread's rows: row0 and row0 + 8
+  float* sums = p.scratch + static_cast<int64_t>(blockIdx.x) * p.scratch_stride;  // [block][row]
+  float* hmax = sums + static_cast<int64_t>(kMassRows) * p.max_blocks;  // [half tile][row]
+  const float k2 = p.scale / S * 1.4426950408889634f;
+  // This thread's copies: 16-byte piece `ch` of columns col0 + 32 i.
+  const int ch = tid % 8, col0 = tid / 8;
+  static_assert(kLoads * kMassThreads / 8 == kMassCols && kMassThreads / 8 == 32);
 
-  // Key block kb into tile buffer `buf`: compressed column c holds keys kb * 128 + 8c .. + 7 side
-  // by side (keys past the last query's position are zeros).
-  auto load_keys = [&](int32_t kb, int buf) {
-    constexpr int kChunks = D / 8;
-    bf16* dst = ks + buf * C * W;
-    for (int idx = tid; idx < kMassBlock * kChunks; idx += kThreads) {
-      const int kk = idx / kChunks, ch = idx % kChunks;
-      const int32_t key = kb * kMassBlock + kk;
-      const bool valid = key < nk;
-      const int32_t page = valid ? p.page_indices[it.page_base + key / p.page_size] : 0;
-      const int64_t row =
-          valid ? (static_cast<int64_t>(page) * p.n_pool + hs) * p.page_size + key % p.page_size
-                : 0;
-      cp_async_16(dst + tile_offset<C>(kk / S, (kk % S) * D + ch * 8), p.k + row * D + ch * 8,
-                  valid);
-    }
-  };
-
-  // This thread's two rows (lane / 4 and lane / 4 + 8 of its warp's 16): compressed row index
-  // and whether it is present (its head exists, some query of its 8 is in the item).
-  int32_t row_a[2];
-  bool row_ok[2];
-  for (int32_t g0 = 0; g0 < p.group; g0 += kMassWarps) {
-    const bool head_ok = g0 + warp < p.group;
-    for (int h = 0; h < 2; ++h) {
-      row_a[h] = a_base + lane / 4 + 8 * h;
-      row_ok[h] = head_ok && row_a[h] >= a_first && row_a[h] <= a_last;
-    }
-    // The compressed query rows of heads g0 .. g0 + 3: slot s of row a is position 8a + 7 - s.
-    __syncthreads();  // the previous heads' tiles are no longer read
-    for (int idx = tid; idx < kMassWarps * C * S * (D / 8); idx += kThreads) {
-      const int ch = idx % (D / 8), s = (idx / (D / 8)) % S, j = (idx / (D / 8 * S)) % C;
-      const int w = idx / (D / 8 * S * C);
-      const int32_t pos = (a_base + j) * S + S - 1 - s;
-      const bool valid = g0 + w < p.group && pos >= pos0 && pos <= pos1;
-      const int64_t token = valid ? it.q_offset + (pos - it.start_pos) : 0;
-      const int32_t head = it.kv_head * p.group + g0 + (valid ? w : 0);
-      cp_async_16(qs + w * C * W + tile_offset<C>(j, s * D + ch * 8),
-                  p.q + (token * p.n_heads + head) * D + ch * 8, valid);
-    }
-    cp_async_commit();
-
-    // S = alpha Q K^T for this warp's 16 rows and the 16 columns of the tile in `buf`, masked
-    // (a column after a row, or a row not present: -inf).
-    auto scores = [&](int32_t kb, int buf, float(&sc)[2][4]) {
-      const bf16* qw = qs + warp * C * W;
-      const bf16* kt = ks + buf * C * W;
-      for (int nt = 0; nt < 2; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
-#pragma unroll 8
-      for (int kk = 0; kk < W / 16; ++kk) {
-        uint32_t a[4], b[4];
-        ldmatrix_x4(
-            a, qw + tile_offset<C>((lane % 8) + 8 * ((lane / 8) % 2), kk * 16 + 8 * (lane / 16)));
-        ldmatrix_x4(
-            b, kt + tile_offset<C>((lane % 8) + 8 * (lane / 16), kk * 16 + 8 * ((lane / 8) % 2)));
-        mma_16816(sc[0], a, b[0], b[1]);
-        mma_16816(sc[1], a, b[2], b[3]);
-      }
-      for (int nt = 0; nt < 2; ++nt) {
-        for (int e = 0; e < 4; ++e) {
-          const int32_t col = kb * C + nt * 8 + 2 * (lane % 4) + e % 2;
-          const int h = e / 2;
-          sc[nt][e] = row_ok[h] && col <= row_a[h] ? sc[nt][e] * alpha : -INFINITY;
-        }
+  for (int32_t i = blockIdx.x; i < p.n_items; i += gridDim.x) {
+    const int32_t item = p.n_items - 1 - i;  // items come in query-block order: longest last
+    const PrefillMassItem it = p.items[item];
+    const int32_t pos0 = it.start_pos + it.r0, pos1 = it.start_pos + it.r1 - 1;
+    const int32_t qb = pos0 / kMassBlock;
+    const int32_t a_first = pos0 / S, a_last = pos1 / S, a_base = qb * (kMassBlock / S);
+    const int32_t nk = pos1 + 1, n_kb = qb + 1;
+    const int32_t n_tiles = (a_last + kMassCols) / kMassCols;
+    const int32_t n_steps = n_tiles * kChunks;
+    const int32_t hs = p.head_slot[it.kv_head];
+    const float inv_rows = 1.0f / static_cast<float>(p.group * (a_last - a_first + 1));
+    float* mass = p.mass + static_cast<int64_t>(item) * p.max_blocks;
+    // Pages hold whole columns (8 consecutive keys) when the page size is a multiple of 8: then
+    // a column's pool row is looked up once per tile, else once per key.
+    const bool whole_cols = p.page_size % S == 0;
+    auto key_row = [&](int32_t key) -> int64_t {
+      const int32_t page = p.page_indices[it.page_base + key / p.page_size];
+      return (static_cast<int64_t>(page) * p.n_pool + hs) * p.page_size + key % p.page_size;
+    };
+    int64_t col_row[kLoads];  // pool row of key 8 b (slot 0) of this thread's columns in the tile
+    int32_t col_keys[kLoads];  // keys of that column before the last query's position + 1
+    auto tile_rows = [&](int32_t t) {
+#pragma unroll
+      for (int l = 0; l < kLoads; ++l) {
+        const int32_t key = (t * kMassCols + col0 + 32 * l) * S;
+        col_keys[l] = nk - key;
+        col_row[l] = whole_cols && key < nk ? key_row(key) : 0;
       }
     };
 
-    // Pass 1: each row's maximum and sum. Pass 2: each row's probabilities summed per block.
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    for (int pass = 0; pass < 2; ++pass) {
-      load_keys(0, 0);
-      cp_async_commit();
-      for (int32_t kb = 0; kb < n_kb; ++kb) {
-        if (kb + 1 < n_kb) load_keys(kb + 1, (kb + 1) % 2);
+    // Pipeline step j: stage j % kStages holds terms [64 c, 64 c + 64) of columns
+    // 128 t .. 128 t + 127 (t = j / kChunks, c = j % kChunks): slot 64 c / D of each column, i.e.
+    // key 8 column + that slot, dims from 64 c % D (keys past the last query's are zeros).
+    // Called in step order; a step of the next tile first looks up that tile's rows.
+    int32_t rows_tile = -1;
+    auto load_stage = [&](int32_t j) {
+      if (j >= n_steps) return;
+      const int32_t t = j / kChunks, c = j % kChunks;
+      if (t != rows_tile) {
+        tile_rows(t);
+        rows_tile = t;
+      }
+      const int slot = c * kMassChunk / D, dim0 = c * kMassChunk % D;
+      bf16* dst = ks + (j % kStages) * kStageElems;
+#pragma unroll
+      for (int l = 0; l < kLoads; ++l) {
+        const bool valid = slot < col_keys[l];
+        int64_t row = col_row[l] + slot;
+        if (!whole_cols && valid) row = key_row((t * kMassCols + col0 + 32 * l) * S + slot);
+        cp_async_16(dst + tile_offset<kMassCols>(col0 + 32 * l, ch * 8),
+                    p.k + (valid ? row : 0) * D + dim0 + ch * 8, valid);
+      }
+    };
+
+    for (int32_t g0 = 0; g0 < p.group; g0 += kMassHeads) {
+      const bool head_ok = g0 + wr < p.group;
+      int32_t row_a[2];
+      bool row_ok[2];
+      for (int h = 0; h < 2; ++h) {
+        row_a[h] = a_base + row0 % 16 + 8 * h;
+        row_ok[h] = head_ok && row_a[h] >= a_first && row_a[h] <= a_last;
+      }
+      // The compressed query rows of heads g0 .. g0 + 3 (slot s of row a: position 8a + 7 - s),
+      // in the first group of loads with the first stage.
+      for (int idx = tid; idx < kMassRows * S * (D / 8); idx += kMassThreads) {
+        const int qc = idx % (D / 8), s = (idx / (D / 8)) % S, r = idx / (D / 8 * S);
+        const int w = r / 16, j = r % 16;
+        const int32_t pos = (a_base + j) * S + S - 1 - s;
+        const bool valid = g0 + w < p.group && pos >= pos0 && pos <= pos1;
+        const int64_t token = valid ? it.q_offset + (pos - it.start_pos) : 0;
+        const int32_t head = it.kv_head * p.group + g0 + (valid ? w : 0);
+        const int col = s * D + qc * 8;
+        cp_async_16(qs + (col / 64) * kMassRows * 64 + tile_offset<kMassRows>(r, col % 64),
+                    p.q + (token * p.n_heads + head) * D + qc * 8, valid);
+      }
+      rows_tile = -1;
+      for (int j = 0; j < kAhead; ++j) {
+        load_stage(j);
         cp_async_commit();
-        cp_async_wait<1>();
+      }
+
+      float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // log2 units
+      float sc[kMassHalf / 8][4];
+      // Step j's stage has landed for every thread, and the stage loaded kAhead steps ahead is
+      // no longer read (its MMA retired before the barrier).
+      auto begin_step = [&](int32_t j) {
+        cp_async_wait<kAhead - 1>();
+        fence_proxy_async();
         __syncthreads();
-        float sc[2][4];
-        scores(kb, kb % 2, sc);
-        if (pass == 0) {
-          for (int h = 0; h < 2; ++h) {
-            float mx =
-                fmaxf(fmaxf(sc[0][2 * h], sc[0][2 * h + 1]), fmaxf(sc[1][2 * h], sc[1][2 * h + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float mnew = fmaxf(m[h], mx);
-            const bool none = mnew == -INFINITY;  // nothing visible in this row yet
-            float sum = 0.0f;
-            for (int nt = 0; nt < 2 && !none; ++nt) {
-              sum += expf(sc[nt][2 * h] - mnew) + expf(sc[nt][2 * h + 1] - mnew);
-            }
-            // Every lane shuffles (a quad shares its row, but other quads' rows may differ).
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            if (!none) {
-              l[h] = l[h] * expf(m[h] - mnew) + sum;
-              m[h] = mnew;
-            }
+        load_stage(j + kAhead);
+        cp_async_commit();
+      };
+      // This warpgroup's half of step j's stage.
+      auto stage = [&](int32_t j) { return ks + (j % kStages) * kStageElems + wg * kMassHalf * 64; };
+      for (int32_t t = 0; t < n_tiles; ++t) {
+        if constexpr (kWgmma) {
+          // One group per stage, all adding to the same scores; the operand fences stay outside
+          // the chain so that the groups overlap (one in flight while the next stage is waited).
+          begin_step(t * kChunks);
+          wgmma_qk_issue<kMassChunk, kMassRows, kMassHalf>(sc, qs, stage(t * kChunks), 0);
+          for (int c = 1; c < kChunks; ++c) {
+            wgmma_wait<1>();
+            begin_step(t * kChunks + c);
+            wgmma_qk_issue<kMassChunk, kMassRows, kMassHalf, false>(
+                sc, qs + c * kMassRows * 64, stage(t * kChunks + c), 0, true);
           }
+          wgmma_wait<0>();
+          wgmma_fence_operand(sc);
         } else {
-          float share = 0.0f;
-          for (int h = 0; h < 2; ++h) {
-            if (l[h] == 0.0f) continue;
-            const float inv = 1.0f / l[h];
-            for (int nt = 0; nt < 2; ++nt) {
-              share += (expf(sc[nt][2 * h] - m[h]) + expf(sc[nt][2 * h + 1] - m[h])) * inv;
+#pragma unroll
+          for (auto& f : sc) f[0] = f[1] = f[2] = f[3] = 0.0f;
+          for (int c = 0; c < kChunks; ++c) {
+            begin_step(t * kChunks + c);
+            const bf16* qc = qs + c * kMassRows * 64;
+            const bf16* kc = stage(t * kChunks + c);
+#pragma unroll
+            for (int kk = 0; kk < kMassChunk / 16; ++kk) {
+              uint32_t a[4];
+              ldmatrix_x4(a, qc + tile_offset<kMassRows>(16 * wr + (lane % 8) + 8 * ((lane / 8) % 2),
+                                                         kk * 16 + 8 * (lane / 16)));
+#pragma unroll
+              for (int np = 0; np < kMassHalf / 16; ++np) {
+                uint32_t b[4];
+                ldmatrix_x4(b, kc + tile_offset<kMassCols>(16 * np + (lane % 8) + 8 * (lane / 16),
+                                                           kk * 16 + 8 * ((lane / 8) % 2)));
+                mma_16816(sc[2 * np], a, b[0], b[1]);
+                mma_16816(sc[2 * np + 1], a, b[2], b[3]);
+              }
             }
           }
-          share = warp_sum(share);
-          if (lane == 0 && share > 0.0f) atomicAdd(&mass[kb], share * inv_rows);
         }
-        __syncthreads();  // tile kb % 2 is reloaded next iteration
+
+        // This warpgroup's half of tile t is complete. Per row: the half tile's maximum, the
+        // block sums relative to it (lane q of a quad writes block q), the running maximum and
+        // normaliser. Masking only where some column lies past some row (the diagonal's tiles,
+        // rows outside the item, absent heads).
+        const int32_t half = 2 * t + wg, col_first = half * kMassHalf;
+        const bool full = head_ok && a_first <= a_base && a_last >= a_base + 15 &&
+                          col_first + kMassHalf - 1 <= a_base;
+        if (!full) {
+#pragma unroll
+          for (int nt = 0; nt < kMassHalf / 8; ++nt) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int32_t col = col_first + nt * 8 + 2 * (lane % 4) + e % 2;
+              if (!row_ok[e / 2] || col > row_a[e / 2]) sc[nt][e] = -INFINITY;
+            }
+          }
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float mt = -INFINITY;
+#pragma unroll
+          for (int nt = 0; nt < kMassHalf / 8; ++nt) {
+            mt = fmaxf(mt, fmaxf(sc[nt][2 * h], sc[nt][2 * h + 1]));
+          }
+          mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+          mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
+          const float mt2 = mt * k2;                      // log2 units (k2 > 0)
+          const float base = mt == -INFINITY ? 0.0f : mt2;  // no visible column: sums are 0
+          const int row = row0 + 8 * h;
+          float half_sum = 0.0f;
+#pragma unroll
+          for (int bb = 0; bb < kMassHalfBlocks; ++bb) {
+            float bs = 0.0f;
+#pragma unroll
+            for (int nt = 2 * bb; nt < 2 * bb + 2; ++nt) {
+              bs += fast_exp2(fmaf(sc[nt][2 * h], k2, -base)) +
+                    fast_exp2(fmaf(sc[nt][2 * h + 1], k2, -base));
+            }
+            bs += __shfl_xor_sync(0xffffffffu, bs, 1);
+            bs += __shfl_xor_sync(0xffffffffu, bs, 2);
+            half_sum += bs;
+            const int32_t kb = half * kMassHalfBlocks + bb;
+            if (bb == lane % 4 && kb < n_kb) sums[static_cast<int64_t>(kb) * kMassRows + row] = bs;
+          }
+          if (lane % 4 == 0) hmax[half * kMassRows + row] = mt == -INFINITY ? -INFINITY : mt2;
+          if (mt != -INFINITY) {
+            const float mn = fmaxf(m[h], mt2);
+            l[h] = l[h] * fast_exp2(m[h] - mn) + half_sum * fast_exp2(mt2 - mn);
+            m[h] = mn;
+          }
+        }
       }
       cp_async_wait<0>();
+
+      // Epilogue: each row's maximum and normaliser over both warpgroups' halves; then row r's
+      // share of block kb is sums[kb][r] 2^(hmax[kb / 4][r] - max_r) / norm_r, and warp w sums
+      // blocks w, w + 8, ... over the 64 rows.
+      if (lane % 4 == 0) {
+        for (int h = 0; h < 2; ++h) {
+          s_max[wg][row0 + 8 * h] = m[h];
+          s_sum[wg][row0 + 8 * h] = l[h];
+        }
+      }
+      __syncthreads();
+      if (tid < kMassRows) {
+        const float m0 = s_max[0][tid], m1 = s_max[1][tid];
+        const float mm = fmaxf(m0, m1);
+        const float norm = mm == -INFINITY ? 0.0f
+                                           : s_sum[0][tid] * exp2f(m0 - mm) +
+                                                 s_sum[1][tid] * exp2f(m1 - mm);
+        s_max[0][tid] = mm;
+        s_sum[0][tid] = norm > 0.0f ? 1.0f / norm : 0.0f;
+      }
+      __syncthreads();  // row statistics and the scratch writes are visible to every thread
+      for (int32_t kb = warp; kb < n_kb; kb += kMassWarps) {
+        float v = 0.0f;
+        for (int r = lane; r < kMassRows; r += 32) {
+          if (s_sum[0][r] > 0.0f) {
+            v += sums[static_cast<int64_t>(kb) * kMassRows + r] *
+                 exp2f(hmax[kb / kMassHalfBlocks * kMassRows + r] - s_max[0][r]) * s_sum[0][r];
+          }
+        }
+        v = warp_sum(v);
+        if (lane == 0) mass[kb] = (g0 == 0 ? 0.0f : mass[kb]) + v * inv_rows;
+      }
+      __syncthreads();  // the next pass rewrites the queries, stages, statistics and scratch
     }
   }
 }

@@ -167,16 +167,18 @@ __device__ __forceinline__ void wgmma_fence_operand(uint32_t (&a)[N][4]) {
   }
 }
 
-// Issues S (64 rows x KT keys, this warpgroup's rows) = Q K^T as one committed group. q: the
-// BM-row query tile, k: a KT-key tile, both [D/64][rows][64] swizzled; wg: the warpgroup (its
-// rows are 64 * wg ..). S is valid after wgmma_wait and wgmma_fence_operand(s).
-template <int D, int BM, int KT>
+// Issues S (64 rows x KT keys, this warpgroup's rows) = Q K^T as one committed group (S +=
+// Q K^T with `accumulate`). q: the BM-row query tile, k: a KT-key tile, both [D/64][rows][64]
+// swizzled; wg: the warpgroup (its rows are 64 * wg ..). S is valid after wgmma_wait and
+// wgmma_fence_operand(s). kFence = false leaves out the operand fence, for a group that adds to
+// an S that earlier groups still own (the compiler would otherwise wait for them first).
+template <int D, int BM, int KT, bool kFence = true>
 __device__ __forceinline__ void wgmma_qk_issue(float (&s)[KT / 8][4], const bf16* q, const bf16* k,
-                                               int wg) {
+                                               int wg, bool accumulate = false) {
   static_assert(KT == 64 || KT == 128, "key tiles of 64 or 128 keys");
 #ifdef LSERVE_WGMMA
   const uint32_t qa = smem_addr(q) + wg * 64 * 128, ka = smem_addr(k);
-  wgmma_fence_operand(s);
+  if constexpr (kFence) wgmma_fence_operand(s);
   wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
@@ -185,9 +187,9 @@ __device__ __forceinline__ void wgmma_qk_issue(float (&s)[KT / 8][4], const bf16
     const uint32_t k_off = (kk / 4) * KT * 128 + (kk % 4) * 32;
     const uint64_t a = wgmma_desc(qa + q_off, 16, 1024), b = wgmma_desc(ka + k_off, 16, 1024);
     if constexpr (KT == 128) {
-      wgmma_ss_m64n128k16(s, a, b, kk > 0);
+      wgmma_ss_m64n128k16(s, a, b, accumulate || kk > 0);
     } else {
-      wgmma_ss_m64n64k16(s, a, b, kk > 0);
+      wgmma_ss_m64n64k16(s, a, b, accumulate || kk > 0);
     }
   }
   wgmma_commit();
