@@ -64,6 +64,7 @@ class SparseHarness {
   // left out of the causal ones.
   int prefill_block_estimates = 0;
   int prefill_blocks_dropped = 0;
+  int prefill_block_ties = 0;  // query rows matched by a rounding-close alternative kept set
   int ref_refreshes = 0;    // selection heads recomputed on the reuse clock
   int drift_refreshes = 0;  // ... and in between, because their query drifted
   int selection_ties = 0;   // refreshes where the backend broke a cutoff tie the other way
@@ -87,9 +88,11 @@ class SparseHarness {
                                    const std::vector<int32_t>& reference,
                                    const std::vector<int32_t>& backend);
   // The key blocks a retrieval head's query block keeps in this prefill step (the rows of the
-  // step in block qb, estimated by sparse/prefill_blocks.h from this history's keys).
-  std::vector<int32_t> prefill_kept_blocks(const SeqStep& s, int layer, int kv, int32_t qb,
-                                           const std::vector<float>& q);
+  // step in block qb, estimated by sparse/prefill_blocks.h from this history's keys): the
+  // reference's set first, then any set a float estimate could choose instead (a decision within
+  // 1e-5 of flipping).
+  std::vector<std::vector<int32_t>> prefill_kept_blocks(const SeqStep& s, int layer, int kv,
+                                                        int32_t qb, const std::vector<float>& q);
 
   Backend& backend_;
   SparseCase c_;

@@ -218,12 +218,16 @@ TEST(SparseAttentionPrefillBlocks, KeptBlocksAreExactlyWhatTheQueriesSee) {
     test::SparseHarness h(backend, c, test::test_seed());
     const Backend::PrefillBlockStats before = backend.prefill_block_stats();
     const double diff = h.run(kTolerance);
-    std::printf("chunk %d, threshold %.1f: %d estimates, %d key blocks dropped, max |diff| %.2e\n",
-                chunk, threshold, h.prefill_block_estimates, h.prefill_blocks_dropped, diff);
+    std::printf(
+        "chunk %d, threshold %.1f: %d estimates, %d key blocks dropped, %d rows on a "
+        "rounding-close kept set, max |diff| %.2e\n",
+        chunk, threshold, h.prefill_block_estimates, h.prefill_blocks_dropped,
+        h.prefill_block_ties, diff);
     // The backend's count of what it read agrees with the reference's estimates.
     const Backend::PrefillBlockStats after = backend.prefill_block_stats();
     EXPECT_EQ((after.causal - before.causal) - (after.kept - before.kept),
               h.prefill_blocks_dropped);
+    EXPECT_EQ(h.prefill_block_ties, 0) << "the CPU op estimates exactly as the reference";
     EXPECT_GT(h.prefill_block_estimates, 10);
     if (threshold < 1.0) {
       EXPECT_GT(h.prefill_blocks_dropped, 0);
