@@ -190,6 +190,14 @@ int run_bench(BenchOptions& o) {
   const RunnerStats& rs = engine->runner_stats();
   std::fprintf(stderr, "decode steps: %lld replayed from CUDA graphs, %lld launched directly\n",
                static_cast<long long>(rs.replayed_steps), static_cast<long long>(rs.eager_steps));
+  const Backend::PrefillBlockStats pb = engine->backend().prefill_block_stats();
+  if (pb.causal > 0) {
+    std::fprintf(stderr,
+                 "prefill key blocks read by retrieval heads: %lld of %lld causal (%.1f%%, all "
+                 "runs)\n",
+                 static_cast<long long>(pb.kept), static_cast<long long>(pb.causal),
+                 100.0 * static_cast<double>(pb.kept) / static_cast<double>(pb.causal));
+  }
   return 0;
 }
 

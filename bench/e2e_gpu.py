@@ -110,8 +110,8 @@ def main():
         "sparse": ["--head-pattern", os.path.join(d, "heads.tsv"), "--static-sparsity", "0.5"],
     }
     print("| context | batch | mode | ms/step (TPOT) | device ms/step | decode tok/s | floor ms | "
-          "floor / TPOT | TTFT s |")
-    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+          "floor / TPOT | TTFT s | prefill blocks read |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for ctx in args.contexts:
         for batch in args.batch:
             for mode in args.modes:
@@ -144,8 +144,12 @@ def main():
                 fp8 = "--kv-cache-dtype fp8" in args.extra_args
                 floor = (weight_bytes() + kv_bytes_per_step(ctx, batch, base == "sparse", fp8)) / (
                     args.copy_tbs * 1e12) * 1e3
+                # Under --prefill-sparsity: the share of causal key blocks the retrieval heads read.
+                m = re.search(r"prefill key blocks read by retrieval heads: \d+ of \d+ causal \(([\d.]+)%",
+                              p.stderr)
+                blocks = f"{m.group(1)}%" if m else "all"
                 print(f"| {ctx} | {batch} | {mode} | {tpot:.3f} | {device} | {batch * 1e3 / tpot:.1f} | "
-                      f"{floor:.3f} | {floor / tpot:.0%} | {ttft:.2f} |", flush=True)
+                      f"{floor:.3f} | {floor / tpot:.0%} | {ttft:.2f} | {blocks} |", flush=True)
                 if args.json:
                     with open(args.json, "a") as f:
                         f.write(json.dumps({"context": ctx, "batch": batch, "mode": mode,

@@ -160,6 +160,16 @@ void CudaBackend::begin_step(const StepPlan& plan, KvCache& cache) {
 
 bool CudaBackend::can_record() const { return true; }
 
+Backend::PrefillBlockStats CudaBackend::prefill_block_stats() const {
+  unsigned long long totals[2] = {0, 0};
+  if (impl_->has_prefill_totals()) {
+    LSERVE_CUDA_CHECK(cudaMemcpyAsync(totals, impl_->prefill_totals(), sizeof(totals),
+                                      cudaMemcpyDeviceToHost, impl_->stream()));
+    LSERVE_CUDA_CHECK(cudaStreamSynchronize(impl_->stream()));
+  }
+  return {static_cast<int64_t>(totals[0]), static_cast<int64_t>(totals[1])};
+}
+
 bool CudaBackend::supports_prefill_sparsity(KvDtype t, int head_dim) const {
   // The estimate keeps a query block's compressed rows (1,024 x head_dim bytes) in shared memory.
   return t != KvDtype::kFp8 && (head_dim == 64 || head_dim == 128) &&
@@ -485,6 +495,7 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
     kp.max_blocks = sa.max_blocks;
     kp.kept = sa.kept.as<int32_t>();
     kp.count = sa.kept_count.as<int32_t>();
+    kp.totals = impl_->prefill_totals();
     LSERVE_CUDA_CHECK(cuda::launch_prefill_keep(kp, sa.n_mass, st));
     p.kept = kp.kept;
     p.kept_count = kp.count;

@@ -38,6 +38,8 @@ class CudaBackend final : public Backend {
   std::string head_dims_supported() const override { return "64, 128 or 256"; }
   // The estimate reads bf16 keys at head_dim 64 or 128 (kernels/prefill_blocks.cuh).
   bool supports_prefill_sparsity(KvDtype t, int head_dim) const override;
+  // Summed by the keep kernel on the device; reading them waits for the stream.
+  PrefillBlockStats prefill_block_stats() const override;
   std::string prefill_sparsity_supported() const override {
     return "with bf16 KV (not --kv-cache-dtype fp8) and head_dim 64 or 128 (128 needs 165 KB of "
            "shared memory per block: sm_80 or sm_90)";

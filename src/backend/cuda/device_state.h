@@ -98,6 +98,19 @@ struct CudaBackend::Impl {
     return alloc(DType::I32, 1, static_cast<int64_t>((bytes + 3) / 4));
   }
   int num_sms() const { return num_sms_; }
+  // Device counters of dynamic prefill sparsity (blocks kept, causal blocks), made zero on first
+  // use and summed over the backend's life.
+  unsigned long long* prefill_totals() {
+    if (prefill_totals_.empty()) {
+      prefill_totals_ = alloc(DType::I32, 1, 4);
+      LSERVE_CUDA_CHECK(cudaMemsetAsync(prefill_totals_.data, 0, 16, stream()));
+    }
+    return static_cast<unsigned long long*>(prefill_totals_.data);
+  }
+  bool has_prefill_totals() const { return !prefill_totals_.empty(); }
+  const unsigned long long* prefill_totals() const {
+    return static_cast<const unsigned long long*>(prefill_totals_.data);
+  }
   int smem_optin() const { return smem_optin_; }
   bool hopper() const { return hopper_; }
   cuda::Gemm& gemm() { return gemm_; }
@@ -485,6 +498,7 @@ struct CudaBackend::Impl {
   std::shared_ptr<StreamHolder> holder_;
   int num_sms_ = 0;
   int smem_optin_ = 0;  // shared memory a block may opt in to
+  Tensor prefill_totals_;
   bool hopper_ = false;  // this build's sm_90a code (wgmma) runs on the device
   uint64_t generation_ = 0;
   cuda::Gemm gemm_;

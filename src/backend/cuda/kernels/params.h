@@ -131,6 +131,7 @@ struct PrefillKeepParams {
   int32_t max_blocks;
   int32_t* kept;   // [items, max_blocks]
   int32_t* count;  // [items]
+  unsigned long long* totals;  // optional: += blocks kept, += causal blocks (all items)
 };
 
 constexpr int kRopeMaxHalf = 128;  // the RoPE kernel's frequency table: head_dim <= 256

@@ -327,9 +327,16 @@ __global__ void __launch_bounds__(kKeepThreads) prefill_keep_kernel(PrefillKeepP
   const float* mass = p.mass + static_cast<int64_t>(blockIdx.x) * p.max_blocks;
   int32_t* kept = p.kept + static_cast<int64_t>(blockIdx.x) * p.max_blocks;
   const int tid = threadIdx.x;
+  auto finish = [&](int32_t c) {
+    p.count[blockIdx.x] = c;
+    if (p.totals) {
+      atomicAdd(&p.totals[0], static_cast<unsigned long long>(c));
+      atomicAdd(&p.totals[1], static_cast<unsigned long long>(n));
+    }
+  };
   if (it.threshold >= 1.0) {  // dense: every block
     for (int32_t i = tid; i < n; i += kKeepThreads) kept[i] = i;
-    if (tid == 0) p.count[blockIdx.x] = n;
+    if (tid == 0) finish(n);
     return;
   }
   for (int32_t i = tid; i < n2; i += kKeepThreads) {
@@ -380,7 +387,7 @@ __global__ void __launch_bounds__(kKeepThreads) prefill_keep_kernel(PrefillKeepP
     for (int32_t i = 0; i < n; ++i) {
       if (flag[i]) kept[c++] = i;
     }
-    p.count[blockIdx.x] = c;
+    finish(c);
   }
 }
 
