@@ -59,10 +59,12 @@ constexpr int prefill_mass_smem(int head_dim, bool wgmma) {
 }
 
 // Scratch floats per CTA for items of up to max_blocks key blocks: per block and row the sum of
-// exp(score - half-tile maximum), per half tile and row that maximum.
+// exp(score - half-tile maximum), per half tile and row that maximum (two halves per whole tile:
+// a tile is written whole even where the item's blocks end inside it).
 constexpr int64_t prefill_mass_scratch(int max_blocks) {
+  constexpr int kTileBlocks = 2 * kMassHalfBlocks;
   return static_cast<int64_t>(kMassRows) *
-         (max_blocks + (max_blocks + kMassHalfBlocks - 1) / kMassHalfBlocks);
+         (max_blocks + 2 * ((max_blocks + kTileBlocks - 1) / kTileBlocks));
 }
 
 template <int D, bool kWgmma>
