@@ -313,8 +313,8 @@ TEST_P(CudaPrefillSparsity, KeptBlocksAreExactlyWhatTheQueriesSee) {
     std::printf(
         "chunk %d, threshold %.1f: %d estimates, %d key blocks dropped, %d rows on a "
         "rounding-close kept set, max |diff| %.2e\n",
-        chunk, threshold, h.prefill_block_estimates, h.prefill_blocks_dropped,
-        h.prefill_block_ties, diff);
+        chunk, threshold, h.prefill_block_estimates, h.prefill_blocks_dropped, h.prefill_block_ties,
+        diff);
     EXPECT_GT(h.prefill_block_estimates, 10);
     if (threshold < 1.0) {
       EXPECT_GT(h.prefill_blocks_dropped, 0);

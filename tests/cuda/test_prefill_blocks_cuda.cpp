@@ -206,10 +206,10 @@ TEST_P(CudaPrefillBlocks, SharesAndKeptBlocksMatchTheReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaPrefillBlocks,
-    testing::Values(MassCase{4, 128, 16, 0, 901},    // one chunk from position 0
-                    MassCase{3, 64, 64, 256, 389},   // a block-aligned chunk, group 3
-                    MassCase{1, 128, 16, 300, 211},  // starting and ending inside blocks
-                    MassCase{6, 64, 16, 128, 600},   // two passes over the keys (group 6)
+    testing::Values(MassCase{4, 128, 16, 0, 901},     // one chunk from position 0
+                    MassCase{3, 64, 64, 256, 389},    // a block-aligned chunk, group 3
+                    MassCase{1, 128, 16, 300, 211},   // starting and ending inside blocks
+                    MassCase{6, 64, 16, 128, 600},    // two passes over the keys (group 6)
                     MassCase{4, 128, 16, 2100, 333},  // keys over three 1,024-key tiles
                     MassCase{8, 64, 32, 1000, 150}),  // two passes, query blocks across a tile
     [](const testing::TestParamInfo<MassCase>& i) {

@@ -65,9 +65,9 @@ class SparseHarness {
   int prefill_block_estimates = 0;
   int prefill_blocks_dropped = 0;
   int prefill_block_ties = 0;  // query rows matched by a rounding-close alternative kept set
-  int ref_refreshes = 0;    // selection heads recomputed on the reuse clock
-  int drift_refreshes = 0;  // ... and in between, because their query drifted
-  int selection_ties = 0;   // refreshes where the backend broke a cutoff tie the other way
+  int ref_refreshes = 0;       // selection heads recomputed on the reuse clock
+  int drift_refreshes = 0;     // ... and in between, because their query drifted
+  int selection_ties = 0;      // refreshes where the backend broke a cutoff tie the other way
   KvCache& cache() { return *cache_; }
   Sequence& seq() { return seq_; }
 

@@ -221,8 +221,8 @@ TEST(SparseAttentionPrefillBlocks, KeptBlocksAreExactlyWhatTheQueriesSee) {
     std::printf(
         "chunk %d, threshold %.1f: %d estimates, %d key blocks dropped, %d rows on a "
         "rounding-close kept set, max |diff| %.2e\n",
-        chunk, threshold, h.prefill_block_estimates, h.prefill_blocks_dropped,
-        h.prefill_block_ties, diff);
+        chunk, threshold, h.prefill_block_estimates, h.prefill_blocks_dropped, h.prefill_block_ties,
+        diff);
     // The backend's count of what it read agrees with the reference's estimates.
     const Backend::PrefillBlockStats after = backend.prefill_block_stats();
     EXPECT_EQ((after.causal - before.causal) - (after.kept - before.kept),

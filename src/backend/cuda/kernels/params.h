@@ -129,8 +129,8 @@ struct PrefillKeepParams {
   const PrefillMassItem* items;
   const float* mass;  // as PrefillMassParams::mass
   int32_t max_blocks;
-  int32_t* kept;   // [items, max_blocks]
-  int32_t* count;  // [items]
+  int32_t* kept;               // [items, max_blocks]
+  int32_t* count;              // [items]
   unsigned long long* totals;  // optional: += blocks kept, += causal blocks (all items)
 };
 

@@ -41,14 +41,14 @@ namespace lserve::cuda {
 
 constexpr int kMassStride = 8;  // sparse/prefill_blocks.h kAntidiagStride
 constexpr int kMassBlock = kKeptBlockKeys;
-constexpr int kMassHeads = 4;                  // query heads per pass over the keys
-constexpr int kMassRows = 16 * kMassHeads;     // compressed rows per pass
-constexpr int kMassWarps = 8;                  // two warpgroups, one per half tile
+constexpr int kMassHeads = 4;               // query heads per pass over the keys
+constexpr int kMassRows = 16 * kMassHeads;  // compressed rows per pass
+constexpr int kMassWarps = 8;               // two warpgroups, one per half tile
 constexpr int kMassThreads = 32 * kMassWarps;
-constexpr int kMassCols = 128;                 // compressed columns per key tile
-constexpr int kMassHalf = kMassCols / 2;       // columns per warpgroup
+constexpr int kMassCols = 128;            // compressed columns per key tile
+constexpr int kMassHalf = kMassCols / 2;  // columns per warpgroup
 constexpr int kMassHalfBlocks = kMassHalf * kMassStride / kMassBlock;  // 4 key blocks
-constexpr int kMassChunk = 64;                 // product terms per pipeline stage
+constexpr int kMassChunk = 64;  // product terms per pipeline stage
 
 // Pipeline stages: with wgmma a stage is free again two steps later (one group stays in flight).
 constexpr int prefill_mass_stages(bool wgmma) { return wgmma ? 6 : 2; }
@@ -71,7 +71,8 @@ template <int D, bool kWgmma>
 __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMassParams p) {
   griddep_wait();
   griddep_launch_dependents();
-  constexpr int S = kMassStride, kChunks = S * D / kMassChunk, kStages = prefill_mass_stages(kWgmma);
+  constexpr int S = kMassStride, kChunks = S * D / kMassChunk,
+                kStages = prefill_mass_stages(kWgmma);
   constexpr int kAhead = kWgmma ? kStages - 2 : kStages - 1;  // stages loaded ahead of the MMA
   constexpr int kStageElems = kMassCols * kMassChunk;
   constexpr int kLoads = kMassCols * (kMassChunk / 8) / kMassThreads;  // 16-byte copies a stage
@@ -83,7 +84,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
   __shared__ float s_max[2][kMassRows], s_sum[2][kMassRows];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int wg = warp / 4, wr = warp % 4;  // half tile; head (16 rows) within the pass
-  const int row0 = 16 * wr + lane / 4;      // this thread's rows: row0 and row0 + 8
+  const int row0 = 16 * wr + lane / 4;     // this thread's rows: row0 and row0 + 8
   float* sums = p.scratch + static_cast<int64_t>(blockIdx.x) * p.scratch_stride;  // [block][row]
   float* hmax = sums + static_cast<int64_t>(kMassRows) * p.max_blocks;  // [half tile][row]
   const float k2 = p.scale / S * 1.4426950408889634f;
@@ -110,7 +111,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
       const int32_t page = p.page_indices[it.page_base + key / p.page_size];
       return (static_cast<int64_t>(page) * p.n_pool + hs) * p.page_size + key % p.page_size;
     };
-    int64_t col_row[kLoads];  // pool row of key 8 b (slot 0) of this thread's columns in the tile
+    int64_t col_row[kLoads];   // pool row of key 8 b (slot 0) of this thread's columns in the tile
     int32_t col_keys[kLoads];  // keys of that column before the last query's position + 1
     auto tile_rows = [&](int32_t t) {
 #pragma unroll
@@ -184,7 +185,9 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
         cp_async_commit();
       };
       // This warpgroup's half of step j's stage.
-      auto stage = [&](int32_t j) { return ks + (j % kStages) * kStageElems + wg * kMassHalf * 64; };
+      auto stage = [&](int32_t j) {
+        return ks + (j % kStages) * kStageElems + wg * kMassHalf * 64;
+      };
       for (int32_t t = 0; t < n_tiles; ++t) {
         if constexpr (kWgmma) {
           // One group per stage, all adding to the same scores; the operand fences stay outside
@@ -209,8 +212,9 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
 #pragma unroll
             for (int kk = 0; kk < kMassChunk / 16; ++kk) {
               uint32_t a[4];
-              ldmatrix_x4(a, qc + tile_offset<kMassRows>(16 * wr + (lane % 8) + 8 * ((lane / 8) % 2),
-                                                         kk * 16 + 8 * (lane / 16)));
+              ldmatrix_x4(a,
+                          qc + tile_offset<kMassRows>(16 * wr + (lane % 8) + 8 * ((lane / 8) % 2),
+                                                      kk * 16 + 8 * (lane / 16)));
 #pragma unroll
               for (int np = 0; np < kMassHalf / 16; ++np) {
                 uint32_t b[4];
@@ -249,7 +253,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
           }
           mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
           mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
-          const float mt2 = mt * k2;                      // log2 units (k2 > 0)
+          const float mt2 = mt * k2;                        // log2 units (k2 > 0)
           const float base = mt == -INFINITY ? 0.0f : mt2;  // no visible column: sums are 0
           const int row = row0 + 8 * h;
           float half_sum = 0.0f;
@@ -290,9 +294,9 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
       if (tid < kMassRows) {
         const float m0 = s_max[0][tid], m1 = s_max[1][tid];
         const float mm = fmaxf(m0, m1);
-        const float norm = mm == -INFINITY ? 0.0f
-                                           : s_sum[0][tid] * exp2f(m0 - mm) +
-                                                 s_sum[1][tid] * exp2f(m1 - mm);
+        const float norm = mm == -INFINITY
+                               ? 0.0f
+                               : s_sum[0][tid] * exp2f(m0 - mm) + s_sum[1][tid] * exp2f(m1 - mm);
         s_max[0][tid] = mm;
         s_sum[0][tid] = norm > 0.0f ? 1.0f / norm : 0.0f;
       }
