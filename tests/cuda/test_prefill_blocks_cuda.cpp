@@ -211,7 +211,8 @@ INSTANTIATE_TEST_SUITE_P(
                     MassCase{1, 128, 16, 300, 211},   // starting and ending inside blocks
                     MassCase{6, 64, 16, 128, 600},    // two passes over the keys (group 6)
                     MassCase{4, 128, 16, 2100, 333},  // keys over three 1,024-key tiles
-                    MassCase{8, 64, 32, 1000, 150}),  // two passes, query blocks across a tile
+                    MassCase{8, 64, 32, 1000, 150},   // two passes, query blocks across a tile
+                    MassCase{2, 64, 12, 500, 300}),   // pages that split 8-key columns
     [](const testing::TestParamInfo<MassCase>& i) {
       return fmt::format("G{}_d{}_P{}_from{}_len{}", i.param.group, i.param.head_dim,
                          i.param.page_size, i.param.start_pos, i.param.q_len);

@@ -259,6 +259,16 @@ std::vector<std::vector<int32_t>> SparseHarness::prefill_kept_blocks(const SeqSt
   return sets;
 }
 
+void SparseHarness::expect_block_counts(const Backend::PrefillBlockStats& before) {
+  const Backend::PrefillBlockStats after = backend_.prefill_block_stats();
+  const int64_t dropped = (after.causal - before.causal) - (after.kept - before.kept);
+  if (prefill_block_ties == 0) {
+    EXPECT_EQ(dropped, prefill_blocks_dropped);
+  } else {
+    EXPECT_LE(std::abs(dropped - prefill_blocks_dropped), prefill_block_estimates);
+  }
+}
+
 void SparseHarness::check_step(const StepPlan& plan, int layer, const std::vector<float>& q,
                                const std::vector<float>& out, double tolerance, double& max_diff) {
   const SeqStep& s = plan.seqs[0];

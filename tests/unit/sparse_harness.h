@@ -68,6 +68,10 @@ class SparseHarness {
   int ref_refreshes = 0;       // selection heads recomputed on the reuse clock
   int drift_refreshes = 0;     // ... and in between, because their query drifted
   int selection_ties = 0;      // refreshes where the backend broke a cutoff tie the other way
+  // The backend's count of the key blocks prefill sparsity dropped since `before` agrees with
+  // the reference's estimates: exactly, or within one block per estimate where some query rows
+  // matched a rounding-close alternative kept set.
+  void expect_block_counts(const Backend::PrefillBlockStats& before);
   KvCache& cache() { return *cache_; }
   Sequence& seq() { return seq_; }
 
