@@ -488,7 +488,8 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
     mp.max_blocks = sa.max_blocks;
     mp.scratch = sa.mass_scratch.as<float>();
     mp.scratch_stride = sa.mass_scratch.cols;
-    LSERVE_CUDA_CHECK(cuda::launch_prefill_mass(mp, d, impl_->hopper(), sa.mass_ctas, st));
+    LSERVE_CUDA_CHECK(cuda::launch_prefill_mass(mp, d, impl_->hopper(),
+                                                static_cast<int>(sa.mass_scratch.rows), st));
     cuda::PrefillKeepParams kp{};
     kp.items = sa.mass_items;
     kp.mass = sa.mass.as<float>();

@@ -213,9 +213,9 @@ struct CudaBackend::Impl {
     Tensor part_o, part_lse;  // split-KV partial results
     // Block-sparse prefill: the estimate items, their shares and kept lists ([n_mass,
     // max_blocks]) and list lengths, rewritten by every layer that uses this plan.
-    // The estimate's CTAs (at most one per SM) each have a scratch row of mass_scratch.
+    // The estimate runs one CTA per row of mass_scratch (at most one per SM).
     const cuda::PrefillMassItem* mass_items = nullptr;
-    int n_mass = 0, max_blocks = 0, mass_ctas = 0;
+    int n_mass = 0, max_blocks = 0;
     Tensor mass, kept, kept_count, mass_scratch;
   };
   template <typename PlanFn>
@@ -242,9 +242,8 @@ struct CudaBackend::Impl {
       sa.mass = alloc(DType::F32, sa.n_mass, sa.max_blocks);
       sa.kept = alloc(DType::I32, sa.n_mass, sa.max_blocks);
       sa.kept_count = alloc(DType::I32, 1, sa.n_mass);
-      sa.mass_ctas = std::min(sa.n_mass, num_sms_);
-      sa.mass_scratch =
-          alloc(DType::F32, sa.mass_ctas, cuda::prefill_mass_scratch_floats(sa.max_blocks));
+      sa.mass_scratch = alloc(DType::F32, std::min(sa.n_mass, num_sms_),
+                              cuda::prefill_mass_scratch_floats(sa.max_blocks));
     }
     return staged_.emplace(signature, std::move(sa)).first->second;
   }
