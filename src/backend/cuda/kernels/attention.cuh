@@ -221,6 +221,22 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
     }
   }
   const int32_t window = s.stream_window;
+  // The earliest and latest positions among the warp's rows (padding rows, such as 12 of a decode
+  // tile's 16 for a group of 4 heads, do not count: nothing reads them), for the whole-tile test.
+  int32_t qmin = INT32_MAX, qmax = -1;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      qmin = qpos[mt][h] >= 0 ? min(qmin, qpos[mt][h]) : qmin;
+      qmax = max(qmax, qpos[mt][h]);
+    }
+  }
+#pragma unroll
+  for (int off = 1; off < 32; off *= 2) {
+    qmin = min(qmin, __shfl_xor_sync(0xffffffffu, qmin, off));
+    qmax = max(qmax, __shfl_xor_sync(0xffffffffu, qmax, off));
+  }
   // FP8 on mma.sync: the accumulators are in units of this value scale (never 0: 1 / vmax must
   // stay finite while only masked keys, of scale 0, have been seen).
   float vmax = kDirect ? FLT_MIN : 1.0f;
@@ -372,17 +388,10 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
       vmax = vnew;
     }
 
-    // Mask by position (skipped for tiles every row of the warp sees whole; padding rows, such as
-    // 12 of a decode tile's 16 for a group of 4 heads, do not count: nothing reads them), then
-    // the online softmax update and the output's rescaling (times vratio on mma.sync FP8).
+    // Mask by position (skipped for tiles every row of the warp sees whole), then the online
+    // softmax update and the output's rescaling (times vratio on mma.sync FP8).
     const int32_t* tpos = kpos + slot * KT + wn * KW;
-    int32_t qmin = INT32_MAX;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) qmin = qpos[mt][h] >= 0 ? min(qmin, qpos[mt][h]) : qmin;
-    }
-    if (!tile_whole<KW>(tpos, qmin, streaming)) {
+    if (!tile_whole<KW>(tpos, qmin, qmax, streaming, p.sink, window, lane)) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         mask_scores<NT>(sc[mt], tpos, qpos[mt], streaming, p.sink, window, lane);

@@ -211,13 +211,26 @@ struct KeyTiles {
   }
 };
 
-// Whether a warp may skip the per-element mask for its KW keys at tpos: all present and
-// consecutive, none after the earliest of the warp's rows (qmin), and no streaming window. The
-// bulk of causal attention, and every dense decode tile but the last.
+// Whether a warp may skip the per-element mask for its KW keys at tpos: every key exists and
+// every row of the warp (positions qmin..qmax, the warp's extremes without padding rows) sees it:
+// no key after qmin and, on a streaming head, each in the sink or inside qmax's window. The bulk
+// of causal and streaming attention (a streaming head's tiles are masked only at the window's
+// edge and the diagonal), and every dense decode tile but the last. Each lane tests its own keys.
 template <int KW>
-__device__ __forceinline__ bool tile_whole(const int32_t* tpos, int32_t qmin, bool streaming) {
-  return !streaming && tpos[0] >= 0 && tpos[KW - 1] >= 0 && tpos[KW - 1] - tpos[0] == KW - 1 &&
-         __all_sync(0xffffffffu, tpos[KW - 1] <= qmin);
+__device__ __forceinline__ bool tile_whole(const int32_t* tpos, int32_t qmin, int32_t qmax,
+                                           bool streaming, int32_t sink, int32_t window, int lane) {
+  bool whole = true;
+#pragma unroll
+  for (int i = 0; i < (KW + 31) / 32; ++i) {
+    const int j = 32 * i + lane;
+    if (j < KW) {
+      const int32_t kp = tpos[j];
+      whole = whole && kp >= 0 && kp <= qmin &&
+              (!streaming || kp < sink ||
+               static_cast<int64_t>(kp) > static_cast<int64_t>(qmax) - window);
+    }
+  }
+  return __all_sync(0xffffffffu, whole);
 }
 
 // Stage 1, mask: scores of keys a row may not see become -inf. tpos: the positions of the warp's
