@@ -88,10 +88,22 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   int32_t* krow = reinterpret_cast<int32_t*>(base + sm.krow);  // [slots][KT]
   int32_t* list = reinterpret_cast<int32_t*>(base + sm.list);  // [max_sel + 2]
 
-  AttnWork w;
-  if (!cta_work(p, &w)) return;
-  const SeqInfo s = p.step.seqs[w.seq];
+  // The work item, its sequence and its key map live in shared memory: the loop reads them once
+  // per tile at most, and held in registers (about 40) they pushed the wgmma prefill tiles, which
+  // two CTAs per multiprocessor hold to 128 registers, into spilling inside the loop.
+  __shared__ AttnWork w;
+  __shared__ SeqInfo s;
+  __shared__ KeyTiles<KT> tiles;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  {
+    AttnWork item;
+    if (!cta_work(p, &item)) return;
+    if (tid == 0) {
+      w = item;
+      s = p.step.seqs[item.seq];
+    }
+    __syncthreads();
+  }
   const int wm = warp % WARPS_M, wn = warp / WARPS_M;
   const int32_t rows = w.q_count * w.rg;
   const bool streaming = w.kind == kStreamPages;
@@ -100,7 +112,11 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   const int32_t n_pool = pool.n;
   const int32_t P = p.kv.page_size;
 
-  const KeyTiles<KT> tiles(w, work_key_map(p, w, s, list));
+  {
+    const KeyTiles<KT> item_tiles(w, work_key_map(p, w, s, list));
+    if (tid == 0) tiles = item_tiles;
+  }
+  __syncthreads();
   const int32_t n_tiles = tiles.n_tiles;
 
   // Where the keys of tile t live: one thread per key row looks it up (position and pool row),

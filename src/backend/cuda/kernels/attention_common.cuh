@@ -159,6 +159,7 @@ struct KeyTiles {
   int32_t kb[2], ke[2];
   int32_t tiles0, n_tiles;
 
+  KeyTiles() = default;  // trivial, so a kernel may hold one in shared memory
   __device__ __forceinline__ KeyTiles(const AttnWork& w, const KeyMap& map) : km(map) {
     for (int r = 0; r < 2; ++r) {
       kb[r] = w.k_begin[r];
