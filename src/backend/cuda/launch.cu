@@ -73,18 +73,23 @@ cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Strea
   return cudaErrorInvalidValue;
 }
 
+// Lets `kernel` take up to `bytes` of shared memory per block, its static shared memory included
+// (the work item the tiles keep there): the dynamic limit is what the static part leaves.
+template <typename Kernel>
+cudaError_t allow_smem(Kernel kernel, int bytes) {
+  cudaFuncAttributes attr{};
+  if (const cudaError_t err = cudaFuncGetAttributes(&attr, kernel); err != cudaSuccess) return err;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              bytes - static_cast<int>(attr.sharedSizeBytes));
+}
+
 template <int D, bool FP8>
 cudaError_t allow_smem_dim(int bytes) {
   using K = AttnKernels<D, FP8>;
   for (auto kernel : {K::decode, K::prefill, K::prefill_wgmma}) {
-    const cudaError_t err =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (err != cudaSuccess) return err;
+    if (const cudaError_t err = allow_smem(kernel, bytes); err != cudaSuccess) return err;
   }
-  if constexpr (!FP8) {
-    return cudaFuncSetAttribute(prefill_ws_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                bytes);
-  }
+  if constexpr (!FP8) return allow_smem(prefill_ws_kernel<D>, bytes);
   return cudaSuccess;
 }
 
