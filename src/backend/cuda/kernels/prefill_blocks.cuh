@@ -16,9 +16,10 @@
 // takes four of its query heads, 64 compressed rows (16 per head). Keys stream through in tiles
 // of 128 compressed columns (1,024 keys, eight 128-key blocks), each tile in pipeline stages of
 // 64 of the 8 * head_dim terms of the products (one stage: 128 columns x 64 bf16, 16 KB), loaded
-// with cp.async by all threads. Two warpgroups share the queries and each stage: warpgroup wg
-// takes the tile's columns 64 wg .. 64 wg + 63 (a half tile, four key blocks), warp w % 4 of it
-// the rows of head g0 + w % 4. After a half tile each row knows, per block, the sum of
+// with cp.async. Two warpgroups share the queries and split each stage: warpgroup wg loads and
+// multiplies the tile's columns 64 wg .. 64 wg + 63 (a half tile, four key blocks), warp w % 4
+// of it the rows of head g0 + w % 4, and waits at its own barrier per stage, so the warpgroups
+// meet only at the start and end of a pass. After a half tile each row knows, per block, the sum of
 // exp(score - the half tile's row maximum), and updates its running maximum and normaliser
 // (online softmax, per warpgroup); the block sums and half-tile maxima go to a per-CTA scratch
 // area (a row's share of a block needs its final normaliser, known only after the last tile).
@@ -88,9 +89,12 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
   float* sums = p.scratch + static_cast<int64_t>(blockIdx.x) * p.scratch_stride;  // [block][row]
   float* hmax = sums + static_cast<int64_t>(kMassRows) * p.max_blocks;  // [half tile][row]
   const float k2 = p.scale / S * 1.4426950408889634f;
-  // This thread's copies: 16-byte piece `ch` of columns col0 + 32 i.
-  const int ch = tid % 8, col0 = tid / 8;
-  static_assert(kLoads * kMassThreads / 8 == kMassCols && kMassThreads / 8 == 32);
+  // This thread's copies: 16-byte piece `ch` of columns col0 + 16 i, all in its warpgroup's half
+  // of the tile (each warpgroup loads the stages' columns it multiplies, so the two meet only
+  // at the start and the end of a pass and otherwise run apart: one's exponentials while the
+  // other's products).
+  const int ch = tid % 8, col0 = wg * kMassHalf + (tid % 128) / 8;
+  static_assert(kLoads * 128 / 8 == kMassHalf && 128 / 8 == 16);
 
   for (int32_t i = blockIdx.x; i < p.n_items; i += gridDim.x) {
     const int32_t item = p.n_items - 1 - i;  // items come in query-block order: longest last
@@ -116,7 +120,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
     auto tile_rows = [&](int32_t t) {
 #pragma unroll
       for (int l = 0; l < kLoads; ++l) {
-        const int32_t key = (t * kMassCols + col0 + 32 * l) * S;
+        const int32_t key = (t * kMassCols + col0 + 16 * l) * S;
         col_keys[l] = nk - key;
         col_row[l] = whole_cols && key < nk ? key_row(key) : 0;
       }
@@ -140,8 +144,8 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
       for (int l = 0; l < kLoads; ++l) {
         const bool valid = slot < col_keys[l];
         int64_t row = col_row[l] + slot;
-        if (!whole_cols && valid) row = key_row((t * kMassCols + col0 + 32 * l) * S + slot);
-        cp_async_16(dst + tile_offset<kMassCols>(col0 + 32 * l, ch * 8),
+        if (!whole_cols && valid) row = key_row((t * kMassCols + col0 + 16 * l) * S + slot);
+        cp_async_16(dst + tile_offset<kMassCols>(col0 + 16 * l, ch * 8),
                     p.k + (valid ? row : 0) * D + dim0 + ch * 8, valid);
       }
     };
@@ -155,7 +159,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
         row_ok[h] = head_ok && row_a[h] >= a_first && row_a[h] <= a_last;
       }
       // The compressed query rows of heads g0 .. g0 + 3 (slot s of row a: position 8a + 7 - s),
-      // in the first group of loads with the first stage.
+      // shared by both warpgroups: their own group of loads, waited for by the whole CTA.
       for (int idx = tid; idx < kMassRows * S * (D / 8); idx += kMassThreads) {
         const int qc = idx % (D / 8), s = (idx / (D / 8)) % S, r = idx / (D / 8 * S);
         const int w = r / 16, j = r % 16;
@@ -167,20 +171,24 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
         cp_async_16(qs + (col / 64) * kMassRows * 64 + tile_offset<kMassRows>(r, col % 64),
                     p.q + (token * p.n_heads + head) * D + qc * 8, valid);
       }
+      cp_async_commit();
       rows_tile = -1;
       for (int j = 0; j < kAhead; ++j) {
         load_stage(j);
         cp_async_commit();
       }
+      cp_async_wait<kAhead>();
+      fence_proxy_async();
+      __syncthreads();
 
       float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // log2 units
       float sc[kMassHalf / 8][4];
-      // Step j's stage has landed for every thread, and the stage loaded kAhead steps ahead is
-      // no longer read (its MMA retired before the barrier).
+      // Step j's stage half has landed for every thread of the warpgroup, and the half loaded
+      // kAhead steps ahead is no longer read (its MMA retired before the barrier).
       auto begin_step = [&](int32_t j) {
         cp_async_wait<kAhead - 1>();
         fence_proxy_async();
-        __syncthreads();
+        named_barrier_sync(1 + wg, 128);
         load_stage(j + kAhead);
         cp_async_commit();
       };
