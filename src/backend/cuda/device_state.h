@@ -298,6 +298,8 @@ struct CudaBackend::Impl {
     kv.v_str = ptr(cache.v(HC::kStreaming, layer));
     kv.k_scale_str = scale(cache.k_scale(HC::kStreaming, layer));
     kv.v_scale_str = scale(cache.v_scale(HC::kStreaming, layer));
+    kv.rows_ret = cache.k(HC::kRetrieval, layer).rows;
+    kv.rows_str = cache.k(HC::kStreaming, layer).rows;
     kv.n_ret = cache.layout(HeadClass::kRetrieval).heads_per_layer[layer];
     kv.n_str = cache.layout(HeadClass::kStreaming).heads_per_layer[layer];
     kv.head_class = cache.head_class_table().as<int32_t>() + layer * hkv;

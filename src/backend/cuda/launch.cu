@@ -1,5 +1,7 @@
 #include "backend/cuda/launch.h"
 
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
+
 #include <algorithm>
 
 #include "backend/cuda/kernels/attention.cuh"
@@ -20,6 +22,22 @@ constexpr int kThreads = 256;
 unsigned grid_for(int64_t n) {
   return static_cast<unsigned>(
       std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 18)));
+}
+
+// The driver's tensor-map encoder (host-side work only), looked up once: the runtime links no
+// driver symbols. Null where the driver lacks it.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const auto fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      f = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
 }
 
 dim3 attention_grid(const AttnParams& p, int n_items) {
@@ -64,8 +82,10 @@ cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Strea
       if constexpr (FP8) {
         return cudaErrorInvalidValue;
       } else {
+        WsTmaMaps maps;
+        if (const cudaError_t err = encode_ws_maps(p.kv, &maps); err != cudaSuccess) return err;
         return launch_kernel(prefill_ws_kernel<D>, grid, kWsThreads, ws_smem_bytes(D, p.max_sel),
-                             st, p);
+                             st, p, maps);
       }
     case AttnVariant::kReference:
       return launch_reference_attention<D>(p, n_items, st);
@@ -260,6 +280,34 @@ cudaError_t launch_select_pages(const SelectorParams& p, int n_seqs, int sel_hea
   const dim3 grid(static_cast<unsigned>(n_seqs), static_cast<unsigned>(sel_heads));
   const size_t smem = static_cast<size_t>(std::min(p.max_blocks, kTopSmemKeys)) * sizeof(uint32_t);
   return launch_kernel(top_pages_kernel, grid, kTopThreads, smem, st, p);
+}
+
+cudaError_t encode_ws_maps(const LayerKv& kv, WsTmaMaps* maps) {
+  *maps = WsTmaMaps{};
+  const int box_rows = ws_tma_box_rows(kv.page_size);
+  if (kv.fp8 || box_rows == 0 || (kv.head_dim != 64 && kv.head_dim != 128)) return cudaSuccess;
+  const auto encode = tensor_map_encoder();
+  if (!encode) return cudaErrorNotSupported;
+  // A pool is a [rows, head_dim] bf16 matrix; a box is box_rows rows x 64 columns (128 bytes,
+  // the widest row the 128-byte swizzle takes), so a key tile takes head_dim / 64 boxes per page.
+  auto one = [&](void* base, int64_t rows, CUtensorMap* map) {
+    if (!base || rows <= 0) return true;
+    const cuuint64_t dims[2] = {static_cast<cuuint64_t>(kv.head_dim),
+                                static_cast<cuuint64_t>(rows)};
+    const cuuint64_t strides[1] = {static_cast<cuuint64_t>(kv.head_dim) * 2};
+    const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
+    const cuuint32_t steps[2] = {1, 1};
+    return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, base, dims, strides, box, steps,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+           CUDA_SUCCESS;
+  };
+  if (!one(kv.k_ret, kv.rows_ret, &maps->k[0]) || !one(kv.v_ret, kv.rows_ret, &maps->v[0]) ||
+      !one(kv.k_str, kv.rows_str, &maps->k[1]) || !one(kv.v_str, kv.rows_str, &maps->v[1])) {
+    return cudaErrorInvalidValue;
+  }
+  maps->box_rows = box_rows;
+  return cudaSuccess;
 }
 
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,

@@ -50,6 +50,11 @@ enum class AttnVariant { kDecode, kPrefill, kPrefillWgmma, kPrefillWs, kReferenc
 // over fp8 pools.
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
                              Stream st);
+// The warp-specialised prefill's tensor maps over the layer's bf16 pools (kPrefillWs encodes
+// them at each launch: host-side work, about a microsecond each). box_rows 0 (every key gathered
+// by cp.async) for fp8 pools and page sizes ws_tma_box_rows rejects; cudaErrorNotSupported where
+// the driver has no tensor-map encoder.
+cudaError_t encode_ws_maps(const LayerKv& kv, WsTmaMaps* maps);
 // Combines split-KV partial results into p.out (after the decode attention launch): n_items
 // merge items, or, with items null, the n_items units of a device-planned step. Head dims 64,
 // 128 and 256 (the last by the reference kernel's merge).

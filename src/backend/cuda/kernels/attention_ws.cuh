@@ -3,11 +3,15 @@
 // queries), with the roles split (FlashAttention-3's structure, written for the paged pools):
 //
 // - Producer warpgroup (warps 0-3, 56 registers): per 128-key tile, one thread per key looks up
-//   its page (the page-table read is issued a tile ahead), writes the key's pool row to shared
-//   memory, and the warpgroup gathers the K rows and then the V rows with cp.async into
-//   128-byte-swizzled stages (coalesced: 16 lanes per 256-byte row). Each stage's K and V have
-//   their own "full" mbarrier, on which each producer thread arrives once its copies have landed,
-//   and their own "empty" one that the consumers arrive on.
+//   its page (the page-table read is issued a tile ahead) and writes the key's pool row to shared
+//   memory. Runs of keys at consecutive pool rows that fill a TMA box (a page, or 128 keys of a
+//   longer one: WsTmaMaps) are loaded by TMA (cp.async.bulk.tensor, one instruction per box and
+//   64 columns, issued by one thread, into the 128-byte-swizzled stages); the rest (the page the
+//   item's keys end in, page sizes without boxes) the warpgroup gathers key by key with cp.async
+//   (coalesced: 16 lanes per 256-byte row). Each stage's K and V have their own "full"
+//   mbarrier, which completes when every producer thread has arrived (after its own copies
+//   landed) and the TMA boxes' bytes are in, and their own "empty" one that the consumers arrive
+//   on.
 // - Two consumer warpgroups (224 registers), 64 rows each: S = Q K^T (wgmma m64n128k16, both
 //   operands in shared memory), then, while that runs, O += P V of the previous tile (wgmma with
 //   P from registers); the softmax of tile t (mask, row maxima, exponentials) runs while
@@ -20,9 +24,10 @@
 //   ordered by a barrier that compute-sanitizer's racecheck follows (it does not follow
 //   mbarriers: positions handed over by the producer were reported as races).
 //
-// Pages need not be contiguous (streaming heads' sink + window, selected pages), so the K/V tiles
-// are gathered key by key rather than loaded by TMA; keys that do not exist (past the sequence,
-// past a selection) are zero-filled and masked. FP8 pools keep attention.cuh's wgmma tiles.
+// Pages need not be contiguous (streaming heads' sink + window, kept blocks), so a tile is
+// loaded page by page (a box per page) rather than as one box; keys that do not exist (past the
+// sequence, past a selection) are zero-filled by cp.async and masked. FP8 pools keep
+// attention.cuh's wgmma tiles.
 #pragma once
 
 #include "backend/cuda/kernels/attention_common.cuh"
@@ -41,8 +46,31 @@ static_assert(kWsProducerRegs + 2 * kWsConsumerRegs <= 3 * kWsLaunchRegs,
               "setmaxnreg.inc would wait for registers no warpgroup releases");
 static_assert(kWsLaunchRegs * kWsThreads <= 65536 && kWsLaunchRegs % 8 == 0);
 
+// Bit b set: keys [b R, (b + 1) R) of a 128-key tile are all present at consecutive pool rows
+// (rows: the tile's pool rows, -1 for none; R a power of two >= 8), so one TMA box per 64
+// columns loads them. Every lane of the calling warp gets the same bits (each checks 4 keys).
+__device__ __forceinline__ uint32_t ws_tma_boxes(const int32_t* rows, int R, int lane) {
+  static_assert(kWsKeyTile == 4 * 32, "four keys per lane");
+  bool ok = true;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int j = 4 * lane + i, first = j & ~(R - 1);
+    ok = ok && rows[j] >= 0 && rows[j] == rows[first] + (j - first);
+  }
+  const uint32_t lanes = __ballot_sync(0xffffffffu, ok);
+  const int per = R / 4;  // lanes per box
+  uint32_t boxes = 0;
+  for (int b = 0; b < kWsKeyTile / R; ++b) {
+    const uint32_t m = per == 32 ? 0xffffffffu : ((1u << per) - 1) << (b * per);
+    if ((lanes & m) == m) boxes |= 1u << b;
+  }
+  return boxes;
+}
+
 template <int D>
-__global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p) {
+__global__ void __launch_bounds__(kWsThreads, 1)
+    prefill_ws_kernel(const __grid_constant__ AttnParams p,
+                      const __grid_constant__ WsTmaMaps maps) {
   griddep_wait();
   griddep_launch_dependents();
 #ifndef LSERVE_WGMMA
@@ -107,6 +135,10 @@ __global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p)
     const auto* kpool = static_cast<const bf16*>(pool.k);
     const auto* vpool = static_cast<const bf16*>(pool.v);
     const int32_t hs = p.kv.head_slot[w.kv_head];
+    const int box_rows = maps.box_rows;  // 0: every key by cp.async
+    const int box_shift = box_rows > 0 ? __ffs(box_rows) - 1 : 31;
+    const CUtensorMap* kmap = &maps.k[streaming ? 1 : 0];
+    const CUtensorMap* vmap = &maps.v[streaming ? 1 : 0];
     KeyLoc loc{-1, 0};
     if (n_tiles > 0) loc = tiles.locate(0, tid);
     for (int32_t t = 0; t < n_tiles; ++t) {
@@ -116,22 +148,38 @@ __global__ void __launch_bounds__(kWsThreads, 1) prefill_ws_kernel(AttnParams p)
       krow[st * BN + tid] = loc.pos >= 0 ? loc.row(pool.n, hs, P) : -1;
       named_barrier_sync(1, 128);  // every key's row is known to the warpgroup
       if (t + 1 < n_tiles) loc = tiles.locate(t + 1, tid);  // in flight during the copies
-      auto copy = [&](bf16* dst, const bf16* src) {
+      // Whole boxes (a page each, in the usual case) go by TMA, issued by thread 0, which first
+      // adds their bytes to the stage's "full" barrier; the other keys (a page cut by the end of
+      // the item's keys, page sizes without boxes) are gathered by cp.async, zeros for none.
+      const uint32_t boxes = box_rows > 0 ? ws_tma_boxes(krow + st * BN, box_rows, lane) : 0;
+      auto copy = [&](bf16* dst, const bf16* src, const CUtensorMap* map, uint64_t* full) {
+        bf16* stage = dst + st * BN * D;
+        if (tid == 0 && boxes != 0) {
+          mbar_expect_tx(full, __popc(boxes) * box_rows * D * 2);
+          for (int b = 0; b < BN / box_rows; ++b) {
+            if (!((boxes >> b) & 1)) continue;
+            const int32_t row = krow[st * BN + b * box_rows];
+#pragma unroll
+            for (int h = 0; h < D / 64; ++h) {
+              tma_load_2d(stage + h * BN * 64 + b * box_rows * 64, map, h * 64, row, full);
+            }
+          }
+        }
 #pragma unroll 4
         for (int idx = tid; idx < BN * CHUNKS; idx += 128) {
           const int j = idx / CHUNKS, c = idx % CHUNKS;
+          if ((boxes >> (j >> box_shift)) & 1) continue;
           const int64_t row = krow[st * BN + j];
-          cp_async_16(dst + st * BN * D + tile_offset<BN>(j, c * 8), src + max(row, 0L) * D + c * 8,
-                      row >= 0);
+          cp_async_16(stage + tile_offset<BN>(j, c * 8), src + max(row, 0L) * D + c * 8, row >= 0);
         }
       };
       // Each thread arrives once its own copies have landed (its arrival releases them to the
-      // consumers); K's arrival waits until V's copies are issued, which keeps the two streams of
-      // copies in flight together.
-      copy(ks, kpool);
+      // consumers; the TMA boxes complete on the barrier by themselves); K's arrival waits until
+      // V's copies are issued, which keeps the two streams of copies in flight together.
+      copy(ks, kpool, kmap, &full_k[st]);
       cp_async_commit();
       mbar_wait(&empty_v[st], parity);
-      copy(vs, vpool);
+      copy(vs, vpool, vmap, &full_v[st]);
       cp_async_commit();
       cp_async_wait<1>();
       mbar_arrive(&full_k[st]);

@@ -33,6 +33,8 @@ struct LayerKv {
   void* v_str;
   float* k_scale_str;
   float* v_scale_str;
+  int64_t rows_ret;  // rows of each retrieval pool ([pages * n_ret * P, d])
+  int64_t rows_str;
   int32_t n_ret;
   int32_t n_str;
   int32_t fp8;                // elements are E4M3 bytes with a scale per row (else bf16)

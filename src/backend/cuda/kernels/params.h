@@ -2,6 +2,7 @@
 // Host-compilable (no device code), so planning and launching code can be ordinary C++.
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (a plain 128-byte struct; no driver call here)
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -88,6 +89,23 @@ static_assert(3 * (attn_smem_bytes(128, kDecodeRows, 200, false, false, decode_k
 constexpr int kWsThreads = 384;
 constexpr int kWsKeyTile = 128;
 constexpr int kWsStages = 2;
+
+// The warp-specialised kernel's TMA boxes: box_rows consecutive pool rows (keys) x 64 columns,
+// 128-byte swizzled as the stages are, one tensor map per pool of the layer ([0] retrieval, [1]
+// streaming). A box is a page (or 128 keys of a longer one), so pages must split or tile the
+// 128-key tiles evenly and hold whole 8-row swizzle periods; other page sizes (box_rows 0), fp8
+// pools, and any box whose keys are not all present and consecutive in the pool are gathered
+// key by key with cp.async instead.
+struct WsTmaMaps {
+  CUtensorMap k[2];
+  CUtensorMap v[2];
+  int32_t box_rows;
+};
+constexpr int ws_tma_box_rows(int page_size) {
+  if (page_size <= 0 || page_size % 8 != 0) return 0;
+  if (page_size <= kWsKeyTile) return kWsKeyTile % page_size == 0 ? page_size : 0;
+  return page_size % kWsKeyTile == 0 ? kWsKeyTile : 0;
+}
 struct WsSmem {
   int ks, vs, cpos, krow, bars, list;
 };

@@ -253,6 +253,30 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 #endif
 }
 
+// Tensor memory access (TMA, sm_90): the calling thread adds `bytes` to the transactions that
+// the current phase of `bar` waits for (no arrival; the copies' completions count them down).
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+#ifdef LSERVE_WGMMA
+  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)),
+               "r"(bytes)
+               : "memory");
+#endif
+}
+
+// Copies the box of `map` (a 2D tensor map, encoded on the host) at element coordinates
+// (col, row) into shared memory at dst, in the map's swizzle; its bytes complete on `bar`.
+// `map` must be a kernel parameter (__grid_constant__) or in constant or global memory.
+__device__ __forceinline__ void tma_load_2d(void* dst, const void* map, int32_t col, int32_t row,
+                                            uint64_t* bar) {
+#ifdef LSERVE_WGMMA
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, "
+      "{%2, %3}], [%4];\n" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(smem_addr(bar))
+      : "memory");
+#endif
+}
+
 // S = Q K^T for a 64-key tile, waited for (the two-warpgroup tiles of attention.cuh).
 template <int D, int BM>
 __device__ __forceinline__ void wgmma_qk(float (&s)[8][4], const bf16* q, const bf16* k, int wg) {
