@@ -276,6 +276,10 @@ int main(int argc, char** argv) {
         be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kWarpSpecialized);
         lserve::bench_prefill(be, n, false, lserve::KvDtype::kAuto, "dense-ws");
         lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, "sparse-ws");
+        for (double t : prefill_sparsity) {
+          const std::string label = "dyn-" + std::to_string(t).substr(0, 4) + "-ws";
+          lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, label.c_str(), t);
+        }
       }
       be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kAuto);
     }

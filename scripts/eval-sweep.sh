@@ -38,6 +38,7 @@ declare -A configs=(
   # default order: name them to run them).
   [prefill-0.9]="--modes sparse --prefill-sparsity 0.9"
   [prefill-0.95]="--modes sparse --prefill-sparsity 0.95"
+  [prefill-0.99]="--modes sparse --prefill-sparsity 0.99"
 )
 order=(default scaled streaming-only selection-only interval-1 query-head logical-2 logical-16
   drift exact exact-selection-only exact-interval-1 default-exact)

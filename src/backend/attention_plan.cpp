@@ -123,8 +123,7 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
       const int32_t kind =
           streaming ? cuda::kStreamPages : (selected ? cuda::kSelectedPages : cuda::kAllPages);
       const auto [units, rg] = units_of(seq, h);
-      if (kind == cuda::kAllPages && seq.prefill_sparsity > 0 && !seq.decode &&
-          seq.q_len >= kSparsePrefillMinQueries) {
+      if (kind == cuda::kAllPages && seq.uses_prefill_blocks()) {
         // Block-sparse prefill: per query block of the chunk, one estimate and tiles that stay
         // inside the block (they share its kept list), over the keys of its kept blocks.
         static_assert(kPrefillBlock == cuda::kKeptBlockKeys);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backend/sampling.h"
+#include "sparse/prefill_blocks.h"
 
 namespace lserve {
 
@@ -39,6 +40,12 @@ struct SeqStep {
   // The retrieval heads of `layer` read selected pages (not all pages) at this step.
   bool uses_selection(int layer, int skip_layers) const {
     return decode && token_budget > 0 && end_pos() > token_budget && layer >= skip_layers;
+  }
+  // The retrieval heads attend to their estimated key blocks (dynamic prefill sparsity) at this
+  // step, in every layer (the layers whose decode skips page selection too: keeping them dense
+  // measured no more accurate, docs/accuracy.md).
+  bool uses_prefill_blocks() const {
+    return prefill_sparsity > 0 && !decode && q_len >= kSparsePrefillMinQueries;
   }
 };
 

@@ -277,8 +277,7 @@ void SparseHarness::check_step(const StepPlan& plan, int layer, const std::vecto
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   // Dynamic prefill sparsity (retrieval heads, prefill chunks of more than a few tokens, as the
   // CPU op applies it): the kept key blocks per (query block, KV head), estimated once each.
-  const bool block_sparse =
-      c_.sparse.prefill_sparsity > 0 && !s.decode && s.q_len >= kSparsePrefillMinQueries;
+  const bool block_sparse = s.uses_prefill_blocks();
   std::map<std::pair<int32_t, int>, std::vector<std::vector<int32_t>>> kept_blocks;
   for (int i = 0; i < s.q_len; ++i) {
     const int32_t pos = s.start_pos + i;

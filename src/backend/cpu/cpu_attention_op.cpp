@@ -216,8 +216,7 @@ void CpuBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvC
   for (const HeadTask& t : large) {
     collect(plan, t.seq, layer, t, cache, keys);
     const SeqStep& seq = plan.seqs[t.seq];
-    if (seq.prefill_sparsity > 0 && !seq.decode && seq.q_len >= kSparsePrefillMinQueries &&
-        cache.heads().cls[layer][t.kv_head] == HeadClass::kRetrieval) {
+    if (seq.uses_prefill_blocks() && cache.heads().cls[layer][t.kv_head] == HeadClass::kRetrieval) {
       attend_prefill_blocks(
           seq, heads_of(t), keys, seq.prefill_sparsity,
           [&](int qh, const KeySet& ks) { return args_for(t, qh, ks); }, pool_, blocks_kept_,

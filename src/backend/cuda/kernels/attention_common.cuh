@@ -151,6 +151,12 @@ struct KeyLoc {
   }
 };
 
+// Tiles [0, a) and [b, c) of an item (see KeyTiles::whole_tiles).
+struct WholeTiles {
+  int32_t a, b, c;
+  __device__ __forceinline__ bool operator()(int32_t t) const { return t < a || (t >= b && t < c); }
+};
+
 // The key tiles of a work item, KT keys each: range 0's tiles, then range 1's (kind-2 ranges are
 // clipped to the selected-page list on the device).
 template <int KT>
@@ -189,16 +195,45 @@ struct KeyTiles {
     return k < end ? km.locate(k, &entry) : -1;
   }
 
-  // Whether tile t needs no mask for rows at positions >= qmin: a dense item's tile whose keys
-  // all exist and none is after qmin (the bulk of causal attention). Arithmetic only, and the
-  // same for every thread that passes the same qmin.
-  __device__ __forceinline__ bool whole(int32_t t, int32_t qmin) const {
-    int32_t end;
-    const int32_t last = index(t, KT - 1, &end);
-    return km.kind == kAllPages && last < end && last < km.seq_end && last <= qmin;
+  // The tiles that need no mask for rows at positions qmin..qmax, as spans of tile indices:
+  // every key exists, none is after qmin, and on a streaming head all are in the sink or all
+  // inside qmax's window (the bulk of causal and streaming attention). Positions grow with the
+  // tile inside each range (a streaming head's window keys are their indices shifted by whole
+  // pages; kept blocks ascend and all but the last lie before the queries' block), so each
+  // range's such tiles are one span, found once per item by arithmetic instead of per tile.
+  __device__ __forceinline__ WholeTiles whole_tiles(int32_t qmin, int32_t qmax, int32_t sink,
+                                                    int32_t window) const {
+    WholeTiles wt{0, 0, 0};
+    if (km.kind == kAllPages) {
+      wt.a = span_end(kb[0], 0, tiles0, min(min(ke[0], km.seq_end) - 1, qmin));
+    } else if (km.kind == kStreamPages) {
+      wt.a = span_end(kb[0], 0, tiles0, min(min(min(ke[0], km.seq_end) - 1, qmin), sink - 1));
+      // Window keys: position = key index + shift. Their tiles start at or after the window's
+      // first position for qmax and end by the last position every row sees.
+      const int32_t shift = (km.window_first - km.sink_blocks) * km.P;
+      const int32_t tiles1 = n_tiles - tiles0;
+      const int64_t from = static_cast<int64_t>(qmax) - window + 1 - shift - kb[1];
+      const int64_t first_tile = from <= 0 ? 0 : (from + KT - 1) / KT;
+      const int32_t lo = static_cast<int32_t>(first_tile < tiles1 ? first_tile : tiles1);
+      const int32_t hi =
+          span_end(kb[1] + shift, 0, tiles1, min(min(ke[1] + shift, km.seq_end) - 1, qmin));
+      wt.b = tiles0 + lo;
+      wt.c = tiles0 + max(lo, hi);
+    } else if (km.kind == kKeptBlocks && KT == kKeptBlockKeys && n_tiles > 0) {
+      const int32_t last = km.list[n_tiles - 1] * kKeptBlockKeys + KT - 1;
+      wt.a = n_tiles - (last < km.seq_end && last <= qmin ? 0 : 1);
+    }
+    return wt;
   }
 
  private:
+  // The end of the span [t0, .) of a range's tiles (keys begin + t KT ..) whose last key is at
+  // most `limit`, capped at t1.
+  __device__ __forceinline__ static int32_t span_end(int32_t begin, int32_t t0, int32_t t1,
+                                                     int32_t limit) {
+    const int32_t room = limit - (begin + KT - 1);
+    return room < 0 ? t0 : min(t1, t0 + room / KT + 1);
+  }
   // Key j of tile t's index in the item's key order, and the end of its range.
   __device__ __forceinline__ int32_t index(int32_t t, int j, int32_t* end) const {
     const bool second = t >= tiles0;

@@ -4,23 +4,26 @@
 //
 // - Producer warpgroup (warps 0-3, 56 registers): per 128-key tile, one thread per key looks up
 //   its page (the page-table read is issued a tile ahead) and writes the key's pool row to shared
-//   memory. Runs of keys at consecutive pool rows that fill a TMA box (a page, or 128 keys of a
-//   longer one: WsTmaMaps) are loaded by TMA (cp.async.bulk.tensor, one instruction per box and
-//   64 columns, issued by one thread, into the 128-byte-swizzled stages); the rest (the page the
-//   item's keys end in, page sizes without boxes) the warpgroup gathers key by key with cp.async
-//   (coalesced: 16 lanes per 256-byte row). Each stage's K and V have their own "full"
-//   mbarrier, which completes when every producer thread has arrived (after its own copies
-//   landed) and the TMA boxes' bytes are in, and their own "empty" one that the consumers arrive
-//   on.
+//   memory (kWsRowSlots tiles of rows). Runs of keys at consecutive pool rows that fill a TMA box
+//   (a page, or 128 keys of a longer one: WsTmaMaps) are loaded by TMA (cp.async.bulk.tensor,
+//   one instruction per box and 64 columns, issued by one thread, into the 128-byte-swizzled
+//   stages); the rest (the page the item's keys end in, page sizes without boxes) the warpgroup
+//   gathers key by key with cp.async (coalesced: 16 lanes per 256-byte row). Step t loads K of
+//   tile t, then V of tile t - 1 (the order the consumers use them in). No producer thread waits
+//   for a copy: each arrives on the stage's "full" mbarrier at once where the tile is all boxes
+//   (the usual case: no per-key work at all), else through cp.async.mbarrier.arrive, which
+//   fires once its gathers have landed; the barrier completes when the boxes' bytes are in too.
+//   Each stage also has an "empty" mbarrier that the consumers' warps arrive on.
 // - Two consumer warpgroups (224 registers), 64 rows each: S = Q K^T (wgmma m64n128k16, both
 //   operands in shared memory), then, while that runs, O += P V of the previous tile (wgmma with
 //   P from registers); the softmax of tile t (mask, row maxima, exponentials) runs while
 //   P V of tile t - 1 is still on the tensor cores, and only the output's rescale waits for it.
 //   K's stage is released as soon as its scores are read, V's once its product is retired.
 //   Each consumer warpgroup works out its tiles' key positions itself (arithmetic on the work
-//   item, no page-table read): whether a tile needs a mask at all, and for those that do, the
+//   item, no page-table read): once per item, the spans of tiles that need no mask at all
+//   (KeyTiles::whole_tiles: dense, streaming and kept-block items), and for the other tiles the
 //   positions, shared among its warps through its own shared-memory slots and a named barrier.
-//   Only cp.async data crosses from producer to consumers, so every shared-memory handoff is
+//   Only K and V data (TMA, cp.async) cross from producer to consumers, so every handoff is
 //   ordered by a barrier that compute-sanitizer's racecheck follows (it does not follow
 //   mbarriers: positions handed over by the producer were reported as races).
 //
@@ -78,7 +81,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 #else
   constexpr int BM = kPrefillRows;  // two consumer warpgroups x 64 rows
   constexpr int BN = kWsKeyTile;
-  constexpr int S = kWsStages;
+  constexpr int SK = kWsKStages, SV = kWsVStages;
   constexpr int CHUNKS = D / 8;  // 16-byte chunks per row
   constexpr int NT = BN / 8;     // score n-tiles of a consumer warp
   constexpr int DT = D / 8;      // output n-tiles
@@ -89,15 +92,15 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* base = smem_raw + (1024 - smem_addr(smem_raw) % 1024) % 1024;
   bf16* qs = reinterpret_cast<bf16*>(base);                    // [BM][D]
-  bf16* ks = reinterpret_cast<bf16*>(base + sm.ks);            // [S][BN][D]
-  bf16* vs = reinterpret_cast<bf16*>(base + sm.vs);            // [S][BN][D]
+  bf16* ks = reinterpret_cast<bf16*>(base + sm.ks);            // [SK][BN][D]
+  bf16* vs = reinterpret_cast<bf16*>(base + sm.vs);            // [SV][BN][D]
   int32_t* cpos = reinterpret_cast<int32_t*>(base + sm.cpos);  // [2][2][BN] positions (-1: none)
-  int32_t* krow = reinterpret_cast<int32_t*>(base + sm.krow);  // [S][BN] pool rows (-1: none)
-  uint64_t* full_k = reinterpret_cast<uint64_t*>(base + sm.bars);  // [S] each
-  uint64_t* full_v = full_k + S;
-  uint64_t* empty_k = full_v + S;
-  uint64_t* empty_v = empty_k + S;
-  int32_t* list = reinterpret_cast<int32_t*>(base + sm.list);  // [max_sel + 2]
+  int32_t* krow = reinterpret_cast<int32_t*>(base + sm.krow);  // [slots][BN] pool rows, -1: none
+  uint64_t* full_k = reinterpret_cast<uint64_t*>(base + sm.bars);  // [SK]
+  uint64_t* empty_k = full_k + SK;                                 // [SK]
+  uint64_t* full_v = empty_k + SK;                                 // [SV]
+  uint64_t* empty_v = full_v + SV;                                 // [SV]
+  int32_t* list = reinterpret_cast<int32_t*>(base + sm.list);      // [max_sel + 2]
 
   AttnWork w;
   if (!cta_work(p, &w)) return;
@@ -114,10 +117,12 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   const int32_t n_tiles = tiles.n_tiles;
 
   if (tid == 0) {
-    for (int i = 0; i < S; ++i) {
+    for (int i = 0; i < SK; ++i) {
       mbar_init(&full_k[i], 128);  // the producer's threads (and their copies)
+      mbar_init(&empty_k[i], 8);   // the consumers' warps
+    }
+    for (int i = 0; i < SV; ++i) {
       mbar_init(&full_v[i], 128);
-      mbar_init(&empty_k[i], 8);  // the consumers' warps
       mbar_init(&empty_v[i], 8);
     }
   }
@@ -128,8 +133,12 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   __syncthreads();  // also publishes the barriers' initialisation
 
   if (wg == 0) {
-    // Producer. Stage st of tile t is free once the consumers released tile t - S (parity trick:
-    // a fresh barrier's "previous phase" counts as complete, so the first S waits pass).
+    // Producer. Step t loads K of tile t, then V of tile t - 1: the consumers issue S of tile t
+    // with P V of tile t - 1, so K runs a tile ahead of V and never queues behind a V stage.
+    // A K stage of tile t is free once the consumers released tile t - SK (parity trick: a fresh
+    // barrier's "previous phase" counts as complete, so the first SK waits pass); V likewise.
+    // No thread waits for its copies: each arrives on the stage's "full" barrier, through
+    // cp.async.mbarrier.arrive (which fires once its copies have landed) where it gathered keys.
     setmaxnreg_dec<kWsProducerRegs>();
     const KvPoolView pool = p.kv.pool(streaming);
     const auto* kpool = static_cast<const bf16*>(pool.k);
@@ -137,55 +146,60 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     const int32_t hs = p.kv.head_slot[w.kv_head];
     const int box_rows = maps.box_rows;  // 0: every key by cp.async
     const int box_shift = box_rows > 0 ? __ffs(box_rows) - 1 : 31;
+    const uint32_t all_boxes = box_rows > 0 ? (1u << (BN / box_rows)) - 1 : ~0u;  // 16 at most
     const CUtensorMap* kmap = &maps.k[streaming ? 1 : 0];
     const CUtensorMap* vmap = &maps.v[streaming ? 1 : 0];
-    KeyLoc loc{-1, 0};
-    if (n_tiles > 0) loc = tiles.locate(0, tid);
-    for (int32_t t = 0; t < n_tiles; ++t) {
-      const int st = t % S;
-      const uint32_t parity = ((t / S) & 1) ^ 1;
-      mbar_wait(&empty_k[st], parity);
-      krow[st * BN + tid] = loc.pos >= 0 ? loc.row(pool.n, hs, P) : -1;
-      named_barrier_sync(1, 128);  // every key's row is known to the warpgroup
-      if (t + 1 < n_tiles) loc = tiles.locate(t + 1, tid);  // in flight during the copies
-      // Whole boxes (a page each, in the usual case) go by TMA, issued by thread 0, which first
-      // adds their bytes to the stage's "full" barrier; the other keys (a page cut by the end of
-      // the item's keys, page sizes without boxes) are gathered by cp.async, zeros for none.
-      const uint32_t boxes = box_rows > 0 ? ws_tma_boxes(krow + st * BN, box_rows, lane) : 0;
-      auto copy = [&](bf16* dst, const bf16* src, const CUtensorMap* map, uint64_t* full) {
-        bf16* stage = dst + st * BN * D;
-        if (tid == 0 && boxes != 0) {
-          mbar_expect_tx(full, __popc(boxes) * box_rows * D * 2);
-          for (int b = 0; b < BN / box_rows; ++b) {
-            if (!((boxes >> b) & 1)) continue;
-            const int32_t row = krow[st * BN + b * box_rows];
+    // Whole boxes (a page each, in the usual case) go by TMA, issued by thread 0, which first
+    // adds their bytes to the stage's "full" barrier; the other keys (a page cut by the end of
+    // the item's keys, page sizes without boxes) are gathered by cp.async, zeros for none.
+    auto copy = [&](int32_t t, int st, bf16* dst, const bf16* src, const CUtensorMap* map,
+                    uint64_t* full) {
+      const int32_t* rows_of = krow + (t % kWsRowSlots) * BN;
+      const uint32_t boxes = box_rows > 0 ? ws_tma_boxes(rows_of, box_rows, lane) : 0;
+      bf16* stage = dst + st * BN * D;
+      if (tid == 0 && boxes != 0) {
+        mbar_expect_tx(full, __popc(boxes) * box_rows * D * 2);
+        for (int b = 0; b < BN / box_rows; ++b) {
+          if (!((boxes >> b) & 1)) continue;
+          const int32_t row = rows_of[b * box_rows];
 #pragma unroll
-            for (int h = 0; h < D / 64; ++h) {
-              tma_load_2d(stage + h * BN * 64 + b * box_rows * 64, map, h * 64, row, full);
-            }
+          for (int h = 0; h < D / 64; ++h) {
+            tma_load_2d(stage + h * BN * 64 + b * box_rows * 64, map, h * 64, row, full);
           }
         }
+      }
+      if (boxes == all_boxes) {  // the usual tile: no per-key work at all
+        mbar_arrive(full);
+        return;
+      }
 #pragma unroll 4
-        for (int idx = tid; idx < BN * CHUNKS; idx += 128) {
-          const int j = idx / CHUNKS, c = idx % CHUNKS;
-          if ((boxes >> (j >> box_shift)) & 1) continue;
-          const int64_t row = krow[st * BN + j];
-          cp_async_16(stage + tile_offset<BN>(j, c * 8), src + max(row, 0L) * D + c * 8, row >= 0);
-        }
-      };
-      // Each thread arrives once its own copies have landed (its arrival releases them to the
-      // consumers; the TMA boxes complete on the barrier by themselves); K's arrival waits until
-      // V's copies are issued, which keeps the two streams of copies in flight together.
-      copy(ks, kpool, kmap, &full_k[st]);
-      cp_async_commit();
-      mbar_wait(&empty_v[st], parity);
-      copy(vs, vpool, vmap, &full_v[st]);
-      cp_async_commit();
-      cp_async_wait<1>();
-      mbar_arrive(&full_k[st]);
-      cp_async_wait<0>();
-      mbar_arrive(&full_v[st]);
+      for (int idx = tid; idx < BN * CHUNKS; idx += 128) {
+        const int j = idx / CHUNKS, c = idx % CHUNKS;
+        if ((boxes >> (j >> box_shift)) & 1) continue;
+        const int64_t row = rows_of[j];
+        cp_async_16(stage + tile_offset<BN>(j, c * 8), src + max(row, 0L) * D + c * 8, row >= 0);
+      }
+      cp_async_arrive(full);
+    };
+    KeyLoc loc{-1, 0};
+    if (n_tiles > 0) loc = tiles.locate(0, tid);
+    for (int32_t t = 0; t <= n_tiles; ++t) {
+      if (t < n_tiles) {
+        // Tile t's pool rows, in a slot of their own (kWsRowSlots: V of tile t - 1 still reads
+        // its slot while the fastest threads write the next tile's).
+        krow[(t % kWsRowSlots) * BN + tid] = loc.pos >= 0 ? loc.row(pool.n, hs, P) : -1;
+        named_barrier_sync(1, 128);  // every key's row is known to the warpgroup
+        if (t + 1 < n_tiles) loc = tiles.locate(t + 1, tid);  // in flight during the copies
+        mbar_wait(&empty_k[t % SK], ((t / SK) & 1) ^ 1);
+        copy(t, t % SK, ks, kpool, kmap, &full_k[t % SK]);
+      }
+      if (t > 0) {
+        const int32_t u = t - 1;
+        mbar_wait(&empty_v[u % SV], ((u / SV) & 1) ^ 1);
+        copy(u, u % SV, vs, vpool, vmap, &full_v[u % SV]);
+      }
     }
+    cp_async_wait_all();  // nothing in flight when the thread exits
     return;
   }
 
@@ -198,11 +212,13 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     const int r = 64 * cw + 16 * wi + lane / 4 + 8 * h;
     qpos[h] = r < rows ? s.start_pos + w.q_first + r / w.rg : -1;
   }
-  // The earliest position among the warpgroup's rows (the same for all its threads, so the
-  // whole-tile test and the barrier under it are warpgroup-uniform). A warpgroup of padding rows
-  // only computes what is never written.
+  // The earliest and latest positions among the warpgroup's rows (the same for all its threads,
+  // so the whole-tile test and the barrier under it are warpgroup-uniform). A warpgroup of
+  // padding rows only computes what is never written.
   const int32_t wg_qmin = 64 * cw < rows ? s.start_pos + w.q_first + 64 * cw / w.rg : INT32_MAX;
+  const int32_t wg_qmax = s.start_pos + w.q_first + (min(64 * cw + 63, rows - 1)) / w.rg;
   const int32_t window = s.stream_window;
+  const WholeTiles whole_tile = tiles.whole_tiles(wg_qmin, wg_qmax, p.sink, window);
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   float o[DT][4];
 #pragma unroll
@@ -212,8 +228,8 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 
   // O += P V of tile t (its V stage waited for), issued as one wgmma group.
   auto issue_pv = [&](int32_t t) {
-    const int st = t % S;
-    mbar_wait(&full_v[st], (t / S) & 1);
+    const int st = t % SV;
+    mbar_wait(&full_v[st], (t / SV) & 1);
     fence_proxy_async();  // the copies' writes, seen through the barrier, before wgmma reads
     wgmma_pv_issue<D, BN>(o, pa, vs + st * BN * D);
   };
@@ -224,8 +240,8 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 
   // S = Q K^T of tile t (its K stage waited for), issued as one wgmma group.
   auto issue_qk = [&](int32_t t) {
-    const int st = t % S;
-    mbar_wait(&full_k[st], (t / S) & 1);
+    const int st = t % SK;
+    mbar_wait(&full_k[st], (t / SK) & 1);
     fence_proxy_async();
     wgmma_qk_issue<D, BM, BN>(sc, qs, ks + st * BN * D, cw);
   };
@@ -236,14 +252,14 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   int32_t* my_pos = cpos + 2 * cw * BN;
   int32_t masked = 0;
   auto prepare_mask = [&](int32_t t) {
-    const bool whole = tiles.whole(t, wg_qmin);
+    const bool whole = whole_tile(t);
     if (!whole) my_pos[(masked % 2) * BN + tid % 128] = tiles.position(t, tid % 128);
     return whole;
   };
   // Tile t's scores (retired): its K stage released, masked, the softmax state advanced.
   auto softmax = [&](bool whole, float(&alpha)[2], int32_t t) {
     wgmma_fence_operand(sc);
-    release(&empty_k[t % S]);  // the scores are in registers
+    release(&empty_k[t % SK]);  // the scores are in registers
     if (!whole) {
       named_barrier_sync(2 + cw, 128);  // the warpgroup's positions of tile t are written
       mask_scores<NT>(sc, my_pos + (masked % 2) * BN, qpos, streaming, p.sink, window, lane);
@@ -270,7 +286,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
       wgmma_wait<0>();
       wgmma_fence_operand(o);
       wgmma_fence_operand(pa);
-      release(&empty_v[(t - 1) % S]);
+      release(&empty_v[(t - 1) % SV]);
       rescale_output<DT>(o, alpha[0], alpha[1]);
       pack_probs<BN>(sc, pa);
     }

@@ -31,6 +31,16 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// One arrival on `bar` once every cp.async this thread issued so far has landed (the thread goes
+// on at once); it counts as one of the barrier's expected arrivals.
+__device__ __forceinline__ void cp_async_arrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar))
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
 // Shared-memory barriers (mbarrier, sm_80+) between the producer and consumer warps of a CTA.
 // A phase completes when its expected arrivals have arrived; waiters name the phase by its
 // parity.

@@ -83,12 +83,16 @@ static_assert(3 * (attn_smem_bytes(128, kDecodeRows, 200, false, false, decode_k
               228 * 1024);
 
 // The warp-specialised Hopper prefill (attention_ws.cuh): a producer warpgroup and two consumer
-// warpgroups (kPrefillRows rows), 128-key tiles, two K and two V stages. Shared memory from the
-// 1024-byte aligned base: Q, the K stages, the V stages, per stage the keys' positions and pool
-// rows, the stages' mbarriers (full K, full V, empty K, empty V), the selected-page list.
+// warpgroups (kPrefillRows rows), 128-key tiles, kWsKStages K and kWsVStages V stages. Shared
+// memory from the 1024-byte aligned base: Q, the K stages, the V stages, the consumers' key
+// positions, the producer's pool rows (kWsRowSlots tiles), the mbarriers (full and empty K, full
+// and empty V), the selected-page list.
 constexpr int kWsThreads = 384;
 constexpr int kWsKeyTile = 128;
-constexpr int kWsStages = 2;
+// Stages per operand (a third K stage, or a third V stage, measured no faster on the H200).
+constexpr int kWsKStages = 2;
+constexpr int kWsVStages = 2;
+constexpr int kWsRowSlots = 3;  // the producer's per-tile pool rows (it loads two tiles at a time)
 
 // The warp-specialised kernel's TMA boxes: box_rows consecutive pool rows (keys) x 64 columns,
 // 128-byte swizzled as the stages are, one tensor map per pool of the layer ([0] retrieval, [1]
@@ -112,11 +116,11 @@ struct WsSmem {
 constexpr WsSmem ws_smem(int head_dim) {
   WsSmem s{};
   s.ks = kPrefillRows * head_dim * 2;
-  s.vs = s.ks + kWsStages * kWsKeyTile * head_dim * 2;
-  s.cpos = s.vs + kWsStages * kWsKeyTile * head_dim * 2;
+  s.vs = s.ks + kWsKStages * kWsKeyTile * head_dim * 2;
+  s.cpos = s.vs + kWsVStages * kWsKeyTile * head_dim * 2;
   s.krow = s.cpos + 2 * 2 * kWsKeyTile * 4;  // [consumer][2][BN] key positions
-  s.bars = s.krow + kWsStages * kWsKeyTile * 4;
-  s.list = s.bars + 4 * kWsStages * 8;
+  s.bars = s.krow + kWsRowSlots * kWsKeyTile * 4;
+  s.list = s.bars + 2 * (kWsKStages + kWsVStages) * 8;
   return s;
 }
 constexpr int ws_smem_bytes(int head_dim, int max_sel) {
