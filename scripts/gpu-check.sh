@@ -7,6 +7,9 @@
 #                every GPU test; fails on any report (SANITIZE_FILTER: a gtest filter;
 #                SANITIZE_TIMEOUT: seconds per tool; SANITIZE_TOOLS: a subset of the four)
 #   KERNELS=1    bench/attention_bench and its PyTorch SDPA peer (BENCH_ARGS / PEER_ARGS)
+#   SOURCE=1     ncu's source-level warp sampling of one launch of the kernel SOURCE_KERNEL (a regex,
+#                default the warp-specialised prefill) in attention_bench SOURCE_ARGS, summarised
+#                by scripts/ncu_source.py (stalls per role and per instruction)
 #   GEMV=1       bench/gemv_bench: decode GEMMs vs cuBLASLt (GEMV_ARGS)
 #   E2E=1        bench/e2e_gpu.py: `lserve bench` decode, Llama-3.1-8B shape (E2E_ARGS); with
 #                E2E_EXTRA (lserve flags) the same runs once more with those flags
@@ -83,6 +86,21 @@ if [ "${KERNELS:-0}" = 1 ]; then
   timeout 200 python3 bench/sdpa_peer.py ${PEER_ARGS:-} >"$OUT/peer.log" 2>&1 || status=1
   echo "==== lserve"; cat "$OUT/bench.log"
   echo "==== peers (PyTorch SDPA)"; cat "$OUT/peer.log"
+fi
+if [ "${SOURCE:-0}" = 1 ]; then
+  # The first launch after the bench's own warm-up calls of that kernel (SOURCE_SKIP to move on).
+  timeout 300 ncu --clock-control none --kernel-name "regex:${SOURCE_KERNEL:-prefill_ws_kernel}" \
+    --launch-skip "${SOURCE_SKIP:-0}" --launch-count 1 --section SourceCounters \
+    --section WarpStateStats --section SchedulerStats --section SpeedOfLight --import-source no \
+    -f -o /tmp/lserve-source build-gpu/attention_bench \
+    ${SOURCE_ARGS:---prefill 32768 --batch 1 --context 8192 --warp-specialized --sparse-only} \
+    >"$OUT/source-ncu.log" 2>&1 || status=1
+  ncu -i /tmp/lserve-source.ncu-rep --page details >"$OUT/source-details.txt" 2>&1
+  ncu -i /tmp/lserve-source.ncu-rep --page source --csv --print-source sass 2>/dev/null \
+    | gzip >"$OUT/source.csv.gz"
+  grep -E "Duration|One or More Eligible|Eligible Warps Per|Warp Cycles Per Issued" \
+    "$OUT/source-details.txt" | head -8 | tee -a "$summary"
+  python3 scripts/ncu_source.py "$OUT/source.csv.gz" 2>&1 | tee -a "$summary"
 fi
 if [ "${E2E:-0}" = 1 ]; then
   timeout 480 python3 bench/e2e_gpu.py --lserve build-gpu/lserve --json "$OUT/e2e.jsonl" ${E2E_ARGS:-} \
