@@ -1,6 +1,7 @@
 // `lserve profile-heads`: ranks KV heads by how much they need full attention and writes a
 // DuoAttention-format pattern (full_attention_heads.tsv) for --head-pattern.
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -28,6 +29,7 @@ struct ProfileOptions {
   int cases = 3;
   std::string haystack_dir;
   std::string output = "full_attention_heads.tsv";
+  std::vector<double> prefill_recall;  // thresholds: measure these instead of profiling
 };
 
 // The `lserve eval` tasks' prompts with their answers written after the answer prefix: the probed
@@ -80,6 +82,21 @@ int run_profile(ProfileOptions& o) {
     log::info("calibration prompt {}/{} done ({:.0f} s)", done, total,
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   };
+  if (!o.prefill_recall.empty()) {
+    LSERVE_CHECK(o.calibration == "tasks", "--prefill-recall needs --calibration tasks");
+    const auto prompts = task_prompts(o, tok);
+    log::info("prefill-sparsity recall at the answers of {} prompts of the tasks {}",
+              prompts.size(), fmt::join(o.tasks, ", "));
+    const auto recall = prefill_recall(*model, backend, prompts, o.prefill_recall, progress);
+    std::printf(
+        "| threshold | key blocks kept | answer rows' attention kept: mean | min | "
+        "rows under the threshold | rows |\n|---|---|---|---|---|---|\n");
+    for (const PrefillRecall& r : recall) {
+      std::printf("| %.3f | %.1f%% | %.4f | %.4f | %.1f%% | %lld |\n", r.threshold, 100 * r.blocks,
+                  r.mean, r.min, 100 * r.below, static_cast<long long>(r.rows));
+    }
+    return 0;
+  }
   HeadProfile p;
   if (o.calibration == "passkey") {
     log::info("profiling {} KV heads on {} passkey prompts (sink {}, local {}, {} probe queries)",
@@ -145,6 +162,11 @@ Command add_profile_heads_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--calibration-seed", opts->profile.seed, "Seed of the calibration prompts")
       ->capture_default_str();
+  cmd->add_option("--prefill-recall", opts->prefill_recall,
+                  "Instead of profiling (and writing no pattern): for each threshold T, how much "
+                  "of the answer rows' exact attention the key blocks that --prefill-sparsity T "
+                  "keeps hold, over every layer and KV head (--calibration tasks)")
+      ->check(CLI::Range(0.001, 1.0));
   return [opts] { return run_profile(*opts); };
 }
 

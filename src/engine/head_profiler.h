@@ -42,6 +42,24 @@ HeadProfile profile_heads(Model& model, CpuBackend& backend,
                           const std::vector<CalibrationPrompt>& prompts,
                           const HeadProfileOptions& options,
                           const std::function<void(int done, int total)>& progress);
+// How much of the probed queries' true attention dynamic prefill sparsity keeps
+// (sparse/prefill_blocks.h), per threshold: for every probed row, query head and KV head of the
+// layers without a model window, the rows' query block is estimated from the chunk's rows of
+// that block, as prefill does, and the share of the row's exact softmax mass on the kept key
+// blocks is recorded. Probed rows are where retrieval happens (the answer of a task prompt).
+struct PrefillRecall {
+  double threshold = 0;
+  double mean = 0;    // mean kept share of the true attention
+  double min = 1;     // the smallest
+  double below = 0;   // fraction of (row, query head) pairs whose kept share is under threshold
+  double blocks = 0;  // mean share of the causal key blocks kept
+  int64_t rows = 0;   // (row, query head) pairs measured
+};
+std::vector<PrefillRecall> prefill_recall(Model& model, CpuBackend& backend,
+                                          const std::vector<CalibrationPrompt>& prompts,
+                                          const std::vector<double>& thresholds,
+                                          const std::function<void(int done, int total)>& progress);
+
 // On passkey prompts of options.lengths x options.depths.
 HeadProfile profile_heads(Model& model, CpuBackend& backend, const Tokenizer& tokenizer,
                           const HeadProfileOptions& options,

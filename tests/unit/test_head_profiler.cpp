@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "engine/head_profiler.h"
+#include "sparse/prefill_blocks.h"
 #include "test_util.h"
 
 namespace lserve {
@@ -91,6 +92,34 @@ TEST(HeadProfiler, GivenPromptsAreProbedAtTheirOwnPositions) {
   }
   prompts[0].probe_queries = 0;
   EXPECT_THROW(profile_heads(*m.model, *m.backend, prompts, o, nullptr), Error);
+}
+
+// Prefill-sparsity recall at the probed rows: a passkey prompt of several 128-token blocks, probed
+// at its last 6 rows (two query blocks' estimates). Threshold 1 keeps every block and so all of
+// the rows' attention; lower thresholds keep fewer blocks and less of it, never more.
+TEST(HeadProfiler, PrefillRecallFallsWithTheThreshold) {
+  auto& m = test::default_model();
+  std::string text = "The pass key is 71432. Remember it. ";
+  for (int i = 0; i < 60; ++i) text += "The grass is green. The sky is blue. The sun is yellow. ";
+  text += "What is the pass key? The pass key is 71432.";
+  const auto tokens = m.tokenizer->encode(text, false, m.tokenizer->add_bos());
+  ASSERT_GT(tokens.size(), 3u * kPrefillBlock);
+  const std::vector<double> t = {0.3, 0.9, 1.0};
+  int calls = 0;
+  const auto r = prefill_recall(*m.model, *m.backend, {{tokens, 6}}, t, [&](int, int) { ++calls; });
+  EXPECT_EQ(calls, 1);
+  ASSERT_EQ(r.size(), 3u);
+  for (const PrefillRecall& x : r) EXPECT_EQ(x.rows, 30 * 9 * 6);  // layers x query heads x rows
+  EXPECT_NEAR(r[2].mean, 1.0, 1e-9);
+  EXPECT_NEAR(r[2].min, 1.0, 1e-9);
+  EXPECT_EQ(r[2].below, 0.0);
+  EXPECT_DOUBLE_EQ(r[2].blocks, 1.0);
+  EXPECT_LT(r[0].blocks, r[1].blocks);
+  EXPECT_LE(r[1].blocks, r[2].blocks);
+  EXPECT_LT(r[0].mean, r[1].mean);
+  EXPECT_LE(r[1].mean, r[2].mean);
+  EXPECT_GT(r[0].mean, 0.0);
+  EXPECT_THROW(prefill_recall(*m.model, *m.backend, {{tokens, 6}}, {0.0}, nullptr), Error);
 }
 
 }  // namespace
