@@ -264,10 +264,14 @@ int main(int argc, char** argv) {
         if (!sparse_only) lserve::bench_prefill(be, n, false, t);
         lserve::bench_prefill(be, n, true, t);
       }
-      for (double t : prefill_sparsity) {
-        const std::string label = "dyn-" + std::to_string(t).substr(0, 4);
-        lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, label.c_str(), t);
-      }
+      // dyn-T rows: --prefill-sparsity T on the retrieval heads, with the current kernels.
+      auto bench_dynamic = [&](const std::string& suffix) {
+        for (double t : prefill_sparsity) {
+          const std::string label = "dyn-" + std::to_string(t).substr(0, 4) + suffix;
+          lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, label.c_str(), t);
+        }
+      };
+      bench_dynamic("");
       if (portable) {
         be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kPortable);
         lserve::bench_prefill(be, n, false, lserve::KvDtype::kAuto, "dense-mma");
@@ -276,10 +280,7 @@ int main(int argc, char** argv) {
         be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kWarpSpecialized);
         lserve::bench_prefill(be, n, false, lserve::KvDtype::kAuto, "dense-ws");
         lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, "sparse-ws");
-        for (double t : prefill_sparsity) {
-          const std::string label = "dyn-" + std::to_string(t).substr(0, 4) + "-ws";
-          lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, label.c_str(), t);
-        }
+        bench_dynamic("-ws");
       }
       be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kAuto);
     }

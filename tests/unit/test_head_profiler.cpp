@@ -95,8 +95,9 @@ TEST(HeadProfiler, GivenPromptsAreProbedAtTheirOwnPositions) {
 }
 
 // Prefill-sparsity recall at the probed rows: a passkey prompt of several 128-token blocks, probed
-// at its last 6 rows (two query blocks' estimates). Threshold 1 keeps every block and so all of
-// the rows' attention; lower thresholds keep fewer blocks and less of it, never more.
+// from 3 rows before its last block starts (so two query blocks' estimates). Threshold 1 keeps
+// every block and so all of the rows' attention; lower thresholds keep fewer blocks and less of
+// it, never more.
 TEST(HeadProfiler, PrefillRecallFallsWithTheThreshold) {
   auto& m = test::default_model();
   std::string text = "The pass key is 71432. Remember it. ";
@@ -104,12 +105,15 @@ TEST(HeadProfiler, PrefillRecallFallsWithTheThreshold) {
   text += "What is the pass key? The pass key is 71432.";
   const auto tokens = m.tokenizer->encode(text, false, m.tokenizer->add_bos());
   ASSERT_GT(tokens.size(), 3u * kPrefillBlock);
+  const int probes = static_cast<int>(tokens.size() % kPrefillBlock) + 3;
+  ASSERT_GT(probes, 3) << "the prompt must end inside a block";
   const std::vector<double> t = {0.3, 0.9, 1.0};
   int calls = 0;
-  const auto r = prefill_recall(*m.model, *m.backend, {{tokens, 6}}, t, [&](int, int) { ++calls; });
+  const auto r =
+      prefill_recall(*m.model, *m.backend, {{tokens, probes}}, t, [&](int, int) { ++calls; });
   EXPECT_EQ(calls, 1);
   ASSERT_EQ(r.size(), 3u);
-  for (const PrefillRecall& x : r) EXPECT_EQ(x.rows, 30 * 9 * 6);  // layers x query heads x rows
+  for (const PrefillRecall& x : r) EXPECT_EQ(x.rows, 30 * 9 * probes);  // layers x q heads x rows
   EXPECT_NEAR(r[2].mean, 1.0, 1e-9);
   EXPECT_NEAR(r[2].min, 1.0, 1e-9);
   EXPECT_EQ(r[2].below, 0.0);
@@ -119,7 +123,7 @@ TEST(HeadProfiler, PrefillRecallFallsWithTheThreshold) {
   EXPECT_LT(r[0].mean, r[1].mean);
   EXPECT_LE(r[1].mean, r[2].mean);
   EXPECT_GT(r[0].mean, 0.0);
-  EXPECT_THROW(prefill_recall(*m.model, *m.backend, {{tokens, 6}}, {0.0}, nullptr), Error);
+  EXPECT_THROW(prefill_recall(*m.model, *m.backend, {{tokens, probes}}, {0.0}, nullptr), Error);
 }
 
 }  // namespace
