@@ -110,7 +110,6 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   const int32_t hs = p.kv.head_slot[w.kv_head];
   const KvPoolView pool = p.kv.pool(streaming);
   const int32_t n_pool = pool.n;
-  const int32_t P = p.kv.page_size;
 
   {
     const KeyTiles<KT> item_tiles(w, work_key_map(p, w, s, list));
@@ -126,7 +125,7 @@ __global__ void __launch_bounds__(32 * WARPS_M * WARPS_N, MIN_CTAS) attention_ke
   static_assert(kThreads >= KT, "one thread per key of a tile");
   auto finish_locate = [&](int slot, int j, const KeyLoc& loc) {
     kpos[slot * KT + j] = loc.pos;
-    krow[slot * KT + j] = loc.row(n_pool, hs, P);
+    krow[slot * KT + j] = loc.row(tiles.km, n_pool, hs);
   };
   auto issue_tile = [&](int stage, int slot) {
     if constexpr (FP8) {

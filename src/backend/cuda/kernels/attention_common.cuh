@@ -16,7 +16,7 @@ namespace lserve::cuda {
 
 // Where key index k of a work item lives: its position, its page, or position -1 if none.
 struct KeyMap {
-  int32_t kind, P, page_base, stream_base, n_stream, sink_blocks, window_first, n_list, seq_end;
+  int32_t kind, P, p_shift, page_base, stream_base, n_stream, sink_blocks, window_first, n_list, seq_end;
   const int32_t* page_indices;
   const int32_t* stream_indices;
   const int32_t* list;  // selected pages (kind 2, shared memory) or kept blocks (kind 3, global)
@@ -28,6 +28,15 @@ struct KeyMap {
     return w.k_end[r];
   }
 
+  // x / P and x % P. The lookups run per key and tile, and a division by a runtime divisor is
+  // some twenty instructions: power-of-two page sizes (p_shift >= 0, the usual ones) shift.
+  __device__ __forceinline__ int32_t page_of(int32_t x) const {
+    return p_shift >= 0 ? x >> p_shift : x / P;
+  }
+  __device__ __forceinline__ int32_t slot_of(int32_t x) const {
+    return p_shift >= 0 ? x & (P - 1) : x % P;
+  }
+
   // *entry: the page-table element holding key k's page (its load is the caller's, so it can
   // be issued early and consumed later).
   __device__ __forceinline__ int32_t locate(int32_t k, const int32_t** entry) const {
@@ -35,10 +44,10 @@ struct KeyMap {
       const int32_t bi = k / kKeptBlockKeys;
       if (bi >= n_list) return -1;
       const int32_t pos = list[bi] * kKeptBlockKeys + k % kKeptBlockKeys;
-      *entry = page_indices + page_base + pos / P;
+      *entry = page_indices + page_base + page_of(pos);
       return pos < seq_end ? pos : -1;
     }
-    const int32_t li = k / P, slot = k % P;
+    const int32_t li = page_of(k), slot = slot_of(k);
     int32_t block;
     if (kind == kAllPages) {
       block = li;
@@ -109,8 +118,10 @@ __device__ __forceinline__ KeyMap work_key_map(const AttnParams& p, const AttnWo
     n_list = p.kept_count[w.list];
     blocks = p.kept + static_cast<int64_t>(w.list) * p.kept_stride;
   }
+  const int32_t P = p.kv.page_size;
   return KeyMap{w.kind,
-                p.kv.page_size,
+                P,
+                (P & (P - 1)) == 0 ? __ffs(P) - 1 : -1,
                 s.page_base,
                 s.stream_base,
                 s.n_stream,
@@ -146,8 +157,8 @@ __device__ __forceinline__ void load_query_tile(const AttnParams& p, const AttnW
 struct KeyLoc {
   int32_t pos, page;
   // The key's row in its pool (0 for none: a harmless address, the copy is zero-filled).
-  __device__ __forceinline__ int32_t row(int32_t n_pool, int32_t head_slot, int32_t P) const {
-    return pos >= 0 ? (page * n_pool + head_slot) * P + pos % P : 0;
+  __device__ __forceinline__ int32_t row(const KeyMap& km, int32_t n_pool, int32_t head_slot) const {
+    return pos >= 0 ? (page * n_pool + head_slot) * km.P + km.slot_of(pos) : 0;
   }
 };
 

@@ -2,18 +2,19 @@
 // ranges and masks as attention.cuh's prefill tiles (128 rows: a GQA group's heads of up to 128
 // queries), with the roles split (FlashAttention-3's structure, written for the paged pools):
 //
-// - Producer warpgroup (warps 0-3, 56 registers): per 128-key tile, one thread per key looks up
-//   its page (the page-table read is issued a tile ahead) and writes the key's pool row to shared
-//   memory (kWsRowSlots tiles of rows). Runs of keys at consecutive pool rows that fill a TMA box
-//   (a page, or 128 keys of a longer one: WsTmaMaps) are loaded by TMA (cp.async.bulk.tensor,
-//   one instruction per box and 64 columns, issued by one thread, into the 128-byte-swizzled
-//   stages); the rest (the page the item's keys end in, page sizes without boxes) the warpgroup
-//   gathers key by key with cp.async (coalesced: 16 lanes per 256-byte row). Step t loads K of
-//   tile t, then V of tile t - 1 (the order the consumers use them in). No producer thread waits
-//   for a copy: each arrives on the stage's "full" mbarrier at once where the tile is all boxes
-//   (the usual case: no per-key work at all), else through cp.async.mbarrier.arrive, which
-//   fires once its gathers have landed; the barrier completes when the boxes' bytes are in too.
-//   Each stage also has an "empty" mbarrier that the consumers' warps arrive on.
+// - Producer warpgroup (warps 0-3, 56 registers): per 128-key tile, each warp works out which
+//   of its TMA boxes (a page, or 128 keys of a longer one: WsTmaMaps) are whole, one lane per
+//   box (the box's first key's page-table read, issued a tile ahead, and its last key's
+//   position), and warp 0 loads them (cp.async.bulk.tensor, one instruction per box and 64
+//   columns, into the 128-byte-swizzled stages). Only a tile with keys outside whole boxes (the
+//   page the item's keys end in, page sizes without boxes) has the warpgroup look up each key
+//   and gather those keys with cp.async (coalesced: 16 lanes per 256-byte row). Step t loads K
+//   of tile t, then V of tile t - 1 (the order the consumers use them in). No producer thread
+//   waits for a copy: each arrives on the stage's "full" mbarrier at once where the tile is all
+//   boxes (the usual case: no per-key work), else through
+//   cp.async.mbarrier.arrive, which fires once its gathers have landed; the barrier completes
+//   when the boxes' bytes are in too. Each stage also has an "empty" mbarrier that the
+//   consumers' warps arrive on.
 // - Two consumer warpgroups (224 registers), 64 rows each: S = Q K^T (wgmma m64n128k16, both
 //   operands in shared memory), then, while that runs, O += P V of the previous tile (wgmma with
 //   P from registers); the softmax of tile t (mask, row maxima, exponentials) runs while
@@ -48,27 +49,6 @@ constexpr int kWsConsumerRegs = 224;
 static_assert(kWsProducerRegs + 2 * kWsConsumerRegs <= 3 * kWsLaunchRegs,
               "setmaxnreg.inc would wait for registers no warpgroup releases");
 static_assert(kWsLaunchRegs * kWsThreads <= 65536 && kWsLaunchRegs % 8 == 0);
-
-// Bit b set: keys [b R, (b + 1) R) of a 128-key tile are all present at consecutive pool rows
-// (rows: the tile's pool rows, -1 for none; R a power of two >= 8), so one TMA box per 64
-// columns loads them. Every lane of the calling warp gets the same bits (each checks 4 keys).
-__device__ __forceinline__ uint32_t ws_tma_boxes(const int32_t* rows, int R, int lane) {
-  static_assert(kWsKeyTile == 4 * 32, "four keys per lane");
-  bool ok = true;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int j = 4 * lane + i, first = j & ~(R - 1);
-    ok = ok && rows[j] >= 0 && rows[j] == rows[first] + (j - first);
-  }
-  const uint32_t lanes = __ballot_sync(0xffffffffu, ok);
-  const int per = R / 4;  // lanes per box
-  uint32_t boxes = 0;
-  for (int b = 0; b < kWsKeyTile / R; ++b) {
-    const uint32_t m = per == 32 ? 0xffffffffu : ((1u << per) - 1) << (b * per);
-    if ((lanes & m) == m) boxes |= 1u << b;
-  }
-  return boxes;
-}
 
 template <int D>
 __global__ void __launch_bounds__(kWsThreads, 1)
@@ -111,7 +91,6 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
   const int32_t rows = w.q_count * w.rg;
   const bool streaming = w.kind == kStreamPages;
-  const int32_t P = p.kv.page_size;
 
   const KeyTiles<BN> tiles(w, work_key_map(p, w, s, list));
   const int32_t n_tiles = tiles.n_tiles;
@@ -144,27 +123,48 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     const auto* kpool = static_cast<const bf16*>(pool.k);
     const auto* vpool = static_cast<const bf16*>(pool.v);
     const int32_t hs = p.kv.head_slot[w.kv_head];
-    const int box_rows = maps.box_rows;  // 0: every key by cp.async
-    const int box_shift = box_rows > 0 ? __ffs(box_rows) - 1 : 31;
-    const uint32_t all_boxes = box_rows > 0 ? (1u << (BN / box_rows)) - 1 : ~0u;  // 16 at most
+    const int R = maps.box_rows;  // 0: every key by cp.async
+    const int n_boxes = R > 0 ? BN / R : 0;
+    const int box_shift = R > 0 ? __ffs(R) - 1 : 31;
+    const uint32_t all_boxes = R > 0 ? (1u << n_boxes) - 1 : ~0u;  // 16 boxes at most
     const CUtensorMap* kmap = &maps.k[streaming ? 1 : 0];
     const CUtensorMap* vmap = &maps.v[streaming ? 1 : 0];
-    // Whole boxes (a page each, in the usual case) go by TMA, issued by thread 0, which first
-    // adds their bytes to the stage's "full" barrier; the other keys (a page cut by the end of
-    // the item's keys, page sizes without boxes) are gathered by cp.async, zeros for none.
-    auto copy = [&](int32_t t, int st, bf16* dst, const bf16* src, const CUtensorMap* map,
-                    uint64_t* full) {
-      const int32_t* rows_of = krow + (t % kWsRowSlots) * BN;
-      const uint32_t boxes = box_rows > 0 ? ws_tma_boxes(rows_of, box_rows, lane) : 0;
-      bf16* stage = dst + st * BN * D;
-      if (tid == 0 && boxes != 0) {
-        mbar_expect_tx(full, __popc(boxes) * box_rows * D * 2);
-        for (int b = 0; b < BN / box_rows; ++b) {
-          if (!((boxes >> b) & 1)) continue;
-          const int32_t row = rows_of[b * box_rows];
+    const KeyMap& km = tiles.km;
+    // A tile's boxes are worked out per box, not per key: lane b looks up box b's first key
+    // (its page-table read) and last key's position. Keys' positions grow strictly with their
+    // index, so the box is whole (all R keys present at consecutive rows) when both ends exist,
+    // lie R - 1 positions apart and share a page. Every producer warp computes the same bits, so
+    // branches on them are uniform over the warpgroup without a barrier.
+    struct Box {
+      KeyLoc first;
+      bool whole;
+    };
+    auto locate_box = [&](int32_t t) {
+      Box bx{{-1, 0}, false};
+      if (lane < n_boxes) {
+        const int j = lane * R;
+        bx.first = tiles.locate(t, j);
+        const int32_t last = tiles.position(t, j + R - 1);
+        bx.whole = bx.first.pos >= 0 && last - bx.first.pos == R - 1 &&
+                   km.page_of(last) == km.page_of(bx.first.pos);
+      }
+      return bx;
+    };
+    // Tile t into a stage: the whole boxes by TMA (warp 0: lane 0 adds their bytes to the
+    // "full" barrier, then issues each box's loads, one per 64 columns), any other keys (a
+    // page cut by the end of the item's keys, page sizes without boxes) gathered by cp.async,
+    // zeros for none. box_row: this lane's box's first pool row.
+    int32_t gathers = 0;
+    auto copy = [&](int32_t t, uint32_t boxes, int32_t box_row, bf16* dst, const bf16* src,
+                    const CUtensorMap* map, uint64_t* full) {
+      if (boxes != 0 && tid < 32) {
+        if (lane == 0) mbar_expect_tx(full, __popc(boxes) * R * D * 2);
+        for (int b = 0; b < n_boxes; ++b) {
+          const int32_t row = __shfl_sync(0xffffffffu, box_row, b);
+          if (lane != 0 || !((boxes >> b) & 1)) continue;
 #pragma unroll
           for (int h = 0; h < D / 64; ++h) {
-            tma_load_2d(stage + h * BN * 64 + b * box_rows * 64, map, h * 64, row, full);
+            tma_load_2d(dst + h * BN * 64 + b * R * 64, map, h * 64, row, full);
           }
         }
       }
@@ -172,32 +172,42 @@ __global__ void __launch_bounds__(kWsThreads, 1)
         mbar_arrive(full);
         return;
       }
+      // Each key's pool row, shared so that 16 lanes copy a row's 256 bytes together. Two slots:
+      // a slot is rewritten only after the next gather's barrier, which its readers have passed.
+      int32_t* rows_of = krow + (gathers++ % kWsRowSlots) * BN;
+      const KeyLoc loc = tiles.locate(t, tid);
+      rows_of[tid] = loc.pos >= 0 ? loc.row(km, pool.n, hs) : -1;
+      named_barrier_sync(1, 128);
 #pragma unroll 4
       for (int idx = tid; idx < BN * CHUNKS; idx += 128) {
         const int j = idx / CHUNKS, c = idx % CHUNKS;
         if ((boxes >> (j >> box_shift)) & 1) continue;
         const int64_t row = rows_of[j];
-        cp_async_16(stage + tile_offset<BN>(j, c * 8), src + max(row, 0L) * D + c * 8, row >= 0);
+        cp_async_16(dst + tile_offset<BN>(j, c * 8), src + max(row, 0L) * D + c * 8, row >= 0);
       }
       cp_async_arrive(full);
     };
-    KeyLoc loc{-1, 0};
-    if (n_tiles > 0) loc = tiles.locate(0, tid);
+    Box next{{-1, 0}, false};
+    if (n_tiles > 0) next = locate_box(0);
+    uint32_t v_boxes = 0;  // tile t - 1's boxes and this lane's box row
+    int32_t v_row = 0;
     for (int32_t t = 0; t <= n_tiles; ++t) {
+      uint32_t k_boxes = 0;
+      int32_t k_row = 0;
       if (t < n_tiles) {
-        // Tile t's pool rows, in a slot of their own (kWsRowSlots: V of tile t - 1 still reads
-        // its slot while the fastest threads write the next tile's).
-        krow[(t % kWsRowSlots) * BN + tid] = loc.pos >= 0 ? loc.row(pool.n, hs, P) : -1;
-        named_barrier_sync(1, 128);  // every key's row is known to the warpgroup
-        if (t + 1 < n_tiles) loc = tiles.locate(t + 1, tid);  // in flight during the copies
+        k_boxes = __ballot_sync(0xffffffffu, next.whole);
+        k_row = next.first.row(km, pool.n, hs);
+        if (t + 1 < n_tiles) next = locate_box(t + 1);  // its page read in flight meanwhile
         mbar_wait(&empty_k[t % SK], ((t / SK) & 1) ^ 1);
-        copy(t, t % SK, ks, kpool, kmap, &full_k[t % SK]);
+        copy(t, k_boxes, k_row, ks + (t % SK) * BN * D, kpool, kmap, &full_k[t % SK]);
       }
       if (t > 0) {
         const int32_t u = t - 1;
         mbar_wait(&empty_v[u % SV], ((u / SV) & 1) ^ 1);
-        copy(u, u % SV, vs, vpool, vmap, &full_v[u % SV]);
+        copy(u, v_boxes, v_row, vs + (u % SV) * BN * D, vpool, vmap, &full_v[u % SV]);
       }
+      v_boxes = k_boxes;
+      v_row = k_row;
     }
     cp_async_wait_all();  // nothing in flight when the thread exits
     return;

@@ -85,14 +85,14 @@ static_assert(3 * (attn_smem_bytes(128, kDecodeRows, 200, false, false, decode_k
 // The warp-specialised Hopper prefill (attention_ws.cuh): a producer warpgroup and two consumer
 // warpgroups (kPrefillRows rows), 128-key tiles, kWsKStages K and kWsVStages V stages. Shared
 // memory from the 1024-byte aligned base: Q, the K stages, the V stages, the consumers' key
-// positions, the producer's pool rows (kWsRowSlots tiles), the mbarriers (full and empty K, full
+// positions, the producer's pool rows for gathers (kWsRowSlots tiles), the mbarriers (full and empty K, full
 // and empty V), the selected-page list.
 constexpr int kWsThreads = 384;
 constexpr int kWsKeyTile = 128;
 // Stages per operand (a third K stage, or a third V stage, measured no faster on the H200).
 constexpr int kWsKStages = 2;
 constexpr int kWsVStages = 2;
-constexpr int kWsRowSlots = 3;  // the producer's per-tile pool rows (it loads two tiles at a time)
+constexpr int kWsRowSlots = 2;  // pool rows of the producer's gathered tiles (alternating slots)
 
 // The warp-specialised kernel's TMA boxes: box_rows consecutive pool rows (keys) x 64 columns,
 // 128-byte swizzled as the stages are, one tensor map per pool of the layer ([0] retrieval, [1]
