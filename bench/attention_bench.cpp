@@ -232,7 +232,7 @@ int main(int argc, char** argv) {
   app.add_option("--prefill", prefill, "Prefill lengths (0: none)")->capture_default_str();
   app.add_option("--batch", batches, "Decode batch sizes")->capture_default_str();
   app.add_option("--context", contexts, "Decode context lengths")->capture_default_str();
-  bool portable = false, warp_specialized = false, sparse_only = false;
+  bool portable = false, wgmma_tiles = false, sparse_only = false;
   std::vector<double> prefill_sparsity;
   app.add_option("--prefill-sparsity", prefill_sparsity,
                  "Also time sparse prefill (bf16) with dynamic block sparsity at these thresholds "
@@ -249,9 +249,9 @@ int main(int argc, char** argv) {
   app.add_flag(
       "--portable", portable,
       "Also time dense prefill with the portable mma.sync kernel (what non-Hopper GPUs run)");
-  app.add_flag("--warp-specialized", warp_specialized,
-               "Also time bf16 prefill (dense and sparse) with the warp-specialised Hopper kernel "
-               "(a producer warpgroup and two consumer warpgroups; not the default yet)");
+  app.add_flag("--wgmma-tiles", wgmma_tiles,
+               "Also time bf16 prefill (dense and sparse) with the wgmma tiles on Hopper (the "
+               "default before the warp-specialised kernel; fp8 pools still use them)");
   CLI11_PARSE(app, argc, argv);
   try {
     lserve::CudaBackend be(0);
@@ -276,11 +276,11 @@ int main(int argc, char** argv) {
         be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kPortable);
         lserve::bench_prefill(be, n, false, lserve::KvDtype::kAuto, "dense-mma");
       }
-      if (warp_specialized) {
-        be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kWarpSpecialized);
-        lserve::bench_prefill(be, n, false, lserve::KvDtype::kAuto, "dense-ws");
-        lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, "sparse-ws");
-        bench_dynamic("-ws");
+      if (wgmma_tiles) {
+        be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kWgmmaTiles);
+        lserve::bench_prefill(be, n, false, lserve::KvDtype::kAuto, "dense-tiles");
+        lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, "sparse-tiles");
+        bench_dynamic("-tiles");
       }
       be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kAuto);
     }

@@ -93,7 +93,7 @@ if [ "${SOURCE:-0}" = 1 ]; then
     --launch-skip "${SOURCE_SKIP:-0}" --launch-count 1 --section SourceCounters \
     --section WarpStateStats --section SchedulerStats --section SpeedOfLight --import-source no \
     -f -o /tmp/lserve-source build-gpu/attention_bench \
-    ${SOURCE_ARGS:---prefill 32768 --batch 1 --context 8192 --warp-specialized --sparse-only} \
+    ${SOURCE_ARGS:---prefill 32768 --batch 1 --context 8192 --sparse-only} \
     >"$OUT/source-ncu.log" 2>&1 || status=1
   ncu -i /tmp/lserve-source.ncu-rep --page details >"$OUT/source-details.txt" 2>&1
   ncu -i /tmp/lserve-source.ncu-rep --page source --csv --print-source sass 2>/dev/null \

@@ -206,15 +206,16 @@ TEST_P(CudaSparse, MatchesDenseUnderTheVisibilityMask) {
   EXPECT_GT(std::count(r.begin(), r.end(), true), 3);
 }
 
-// kAuto runs the wgmma prefill tiles on the H200, kWarpSpecialized the warp-specialised prefill
-// (producer and consumer warpgroups, bf16 pools), kPortable the mma.sync tiles every GPU runs.
+// kAuto runs the warp-specialised prefill on the H200 (producer and consumer warpgroups; bf16
+// pools, fp8 ones the wgmma tiles), kWgmmaTiles the wgmma prefill tiles for bf16 pools too,
+// kPortable the mma.sync tiles every GPU runs.
 using K = CudaBackend::AttnKernels;
 const char* kernels_name(K k) {
   switch (k) {
     case K::kAuto:
       return "auto";
-    case K::kWarpSpecialized:
-      return "ws";
+    case K::kWgmmaTiles:
+      return "tiles";
     case K::kPortable:
       return "portable";
     case K::kReference:
@@ -225,21 +226,21 @@ const char* kernels_name(K k) {
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaSparse,
     testing::Values(
-        GpuShape{1, 64, SelectorGranularity::kKvHead, K::kAuto},
-        GpuShape{3, 64, SelectorGranularity::kKvHead, K::kAuto},
-        GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto},
-        GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto},
+        GpuShape{1, 64, SelectorGranularity::kKvHead, K::kWgmmaTiles},
+        GpuShape{3, 64, SelectorGranularity::kKvHead, K::kWgmmaTiles},
+        GpuShape{4, 128, SelectorGranularity::kKvHead, K::kWgmmaTiles},
+        GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kWgmmaTiles},
         GpuShape{3, 128, SelectorGranularity::kKvHead, K::kPortable},
         GpuShape{1, 64, SelectorGranularity::kQueryHead, K::kPortable},
         GpuShape{3, 128, SelectorGranularity::kKvHead, K::kReference},
         GpuShape{4, 64, SelectorGranularity::kQueryHead, K::kReference},
-        GpuShape{4, 128, SelectorGranularity::kKvHead, K::kWarpSpecialized},
-        GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kWarpSpecialized},
-        GpuShape{3, 64, SelectorGranularity::kQueryHead, K::kWarpSpecialized},
-        GpuShape{1, 64, SelectorGranularity::kKvHead, K::kWarpSpecialized},
-        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kWarpSpecialized, 1},
-        GpuShape{3, 64, SelectorGranularity::kKvHead, K::kAuto, 1},
-        GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto, 1},
+        GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto},
+        GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kAuto},
+        GpuShape{3, 64, SelectorGranularity::kQueryHead, K::kAuto},
+        GpuShape{1, 64, SelectorGranularity::kKvHead, K::kAuto},
+        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kAuto, 1},
+        GpuShape{3, 64, SelectorGranularity::kKvHead, K::kWgmmaTiles, 1},
+        GpuShape{4, 128, SelectorGranularity::kQueryHead, K::kWgmmaTiles, 1},
         // FP8 pools: E4M3 tiles widened in registers (decode, portable prefill) or
         // in shared memory (wgmma prefill), scales on the scores and probabilities;
         // the reference rounds its keys and values the same way.
@@ -316,9 +317,9 @@ TEST_P(CudaPrefillSparsity, KeptBlocksAreExactlyWhatTheQueriesSee) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaPrefillSparsity,
-                         testing::Values(PrefillBlocksShape{4, 128, K::kAuto},
+                         testing::Values(PrefillBlocksShape{4, 128, K::kWgmmaTiles},
                                          PrefillBlocksShape{3, 64, K::kAuto},
-                                         PrefillBlocksShape{4, 128, K::kWarpSpecialized},
+                                         PrefillBlocksShape{4, 128, K::kAuto},
                                          PrefillBlocksShape{3, 128, K::kPortable},
                                          PrefillBlocksShape{2, 64, K::kReference}),
                          [](const testing::TestParamInfo<PrefillBlocksShape>& i) {
@@ -372,9 +373,9 @@ TEST_P(CudaModelWindows, WindowedLayersSeeExactlyTheirWindow) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaModelWindows,
-    testing::Values(WindowShape{64, K::kAuto}, WindowShape{128, K::kAuto},
+    testing::Values(WindowShape{64, K::kWgmmaTiles}, WindowShape{128, K::kWgmmaTiles},
                     WindowShape{64, K::kPortable}, WindowShape{128, K::kReference},
-                    WindowShape{64, K::kWarpSpecialized}, WindowShape{128, K::kWarpSpecialized},
+                    WindowShape{64, K::kAuto}, WindowShape{128, K::kAuto},
                     WindowShape{256, K::kAuto}, WindowShape{256, K::kAuto, KvDtype::kFp8},
                     WindowShape{128, K::kAuto, KvDtype::kFp8},
                     WindowShape{64, K::kAuto, KvDtype::kAuto, true},

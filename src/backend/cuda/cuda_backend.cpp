@@ -510,10 +510,10 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
   };
   auto prefill_variant = cuda::AttnVariant::kPrefill;
   if (impl_->hopper() && attn_kernels_ == AttnKernels::kAuto) {
-    prefill_variant = cuda::AttnVariant::kPrefillWgmma;
-  } else if (impl_->hopper() && attn_kernels_ == AttnKernels::kWarpSpecialized) {
     // FP8 pools: the wgmma tiles (the warp-specialised kernel reads bf16 tiles only).
     prefill_variant = p.kv.fp8 ? cuda::AttnVariant::kPrefillWgmma : cuda::AttnVariant::kPrefillWs;
+  } else if (impl_->hopper() && attn_kernels_ == AttnKernels::kWgmmaTiles) {
+    prefill_variant = cuda::AttnVariant::kPrefillWgmma;
   }
   launch(sa.decode, sa.n_decode, cuda::AttnVariant::kDecode);
   launch(sa.prefill, sa.n_prefill, prefill_variant);

@@ -71,11 +71,12 @@ class CudaBackend final : public Backend {
   void sample(const Tensor& logits, const StepPlan& plan) override;
   std::span<const SampledToken> sampled() override;
 
-  // Which attention kernels run. kAuto: prefill tiles on Hopper's wgmma where the device is an
-  // sm_90 one, the portable mma.sync kernel elsewhere; tests and benchmarks also force the
-  // warp-specialised Hopper prefill (kWarpSpecialized, bf16 pools; not the default: slower than
-  // the wgmma tiles so far, docs/performance.md), the portable kernel or the reference kernel.
-  enum class AttnKernels { kAuto, kWarpSpecialized, kPortable, kReference };
+  // Which attention kernels run. kAuto: on an sm_90 device the warp-specialised prefill
+  // (attention_ws.cuh) for bf16 pools and the wgmma prefill tiles for fp8 ones, the portable
+  // mma.sync kernel elsewhere; tests and benchmarks also force the wgmma tiles for bf16 pools
+  // too (kWgmmaTiles, Hopper only; the default before the warp-specialised kernel overtook
+  // them), the portable kernel or the reference kernel.
+  enum class AttnKernels { kAuto, kWgmmaTiles, kPortable, kReference };
   void set_attention_kernels(AttnKernels k) { attn_kernels_ = k; }
   // Tuning hook (bench/attention_bench): the shortest key range a decode item is split into.
   void set_min_split_keys(int keys) { min_split_keys_ = keys; }
