@@ -84,6 +84,8 @@ def main():
                     help="dense, sparse, sparse-eager, dense-eager (eager: --enforce-eager)")
     ap.add_argument("--output-len", type=int, default=64, help="tokens generated per request")
     ap.add_argument("--num-iters", type=int, default=2)
+    ap.add_argument("--num-iters-warmup", type=int, default=1,
+                    help="untimed runs first (0 for a 1M-token --real-prefill: each prefills)")
     ap.add_argument("--real-prefill", action="store_true",
                     help="compute the prompt instead of filling the KV with random values")
     ap.add_argument("--copy-tbs", type=float, default=4.3,
@@ -120,7 +122,7 @@ def main():
                 cmd = [args.lserve, "bench", "--device", "cuda", "--model", d, "--load-format",
                        "dummy", "--input-len", str(ctx), "--output-len", str(args.output_len),
                        "--batch-size", str(batch), "--num-iters", str(args.num_iters),
-                       "--num-iters-warmup", "1", "--max-num-batched-tokens", "8192",
+                       "--num-iters-warmup", str(args.num_iters_warmup), "--max-num-batched-tokens", "8192",
                        "--max-model-len", str(ctx + args.output_len + 64), "--log-level", "warn",
                        *flags[base], *args.extra_args.split()]
                 if not args.real_prefill:
