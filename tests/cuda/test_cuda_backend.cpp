@@ -175,6 +175,10 @@ struct GpuShape {
   KvDtype kv_dtype = KvDtype::kAuto;
   int min_split_keys =
       0;  // > 0: split decode items over keys this short (merges at short contexts)
+  // Tokens per physical page. 16 is a TMA box of 16 rows in the warp-specialised prefill; 8 makes
+  // 16 boxes a tile, 128 one box a tile, and 24 (no boxes, not a power of two) has every key
+  // gathered and the key lookups divide instead of shifting.
+  int page_size = 16;
 };
 
 class CudaSparse : public testing::TestWithParam<GpuShape> {};
@@ -190,13 +194,16 @@ TEST_P(CudaSparse, MatchesDenseUnderTheVisibilityMask) {
   c.sparse = small_sparse();
   c.sparse.granularity = GetParam().granularity;
   c.sparse.logical_page_size = GetParam().logical_page_size;
+  const int P = GetParam().page_size;
+  c.sparse.page_size = P;
+  c.sparse.token_budget = P * std::max(2, 64 / P);
   c.prompt_len = 301;  // several 64-key tiles and prefill chunks
   c.decode_steps = 40;
   c.chunk = 97;
   c.n_kv_heads = 2;
   c.retrieval = {{true, false}, {true, true}, {false, true}};
-  c.num_pages = 64;
-  c.num_stream_pages = 64;
+  c.num_pages = std::max(64, 1024 / P);
+  c.num_stream_pages = c.num_pages;
   c.kv_dtype = GetParam().kv_dtype;
   test::SparseHarness h(gpu, c, test::test_seed());
   const double diff = h.run(kAttnTolerance);
@@ -258,14 +265,23 @@ INSTANTIATE_TEST_SUITE_P(
         GpuShape{4, 256, SelectorGranularity::kKvHead, K::kAuto},
         GpuShape{3, 256, SelectorGranularity::kQueryHead, K::kAuto, 1},
         GpuShape{4, 256, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kAuto, 64},
-        GpuShape{2, 256, SelectorGranularity::kQueryHead, K::kPortable, 4, KvDtype::kFp8, 64}),
+        GpuShape{2, 256, SelectorGranularity::kQueryHead, K::kPortable, 4, KvDtype::kFp8, 64},
+        // Other page sizes (the default cases use 16).
+        GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kAuto, 0, 8},
+        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kAuto, 0, 24},
+        GpuShape{4, 64, SelectorGranularity::kQueryHead, K::kAuto, 4, KvDtype::kAuto, 0, 128},
+        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kWgmmaTiles, 4, KvDtype::kAuto, 0, 24},
+        GpuShape{4, 128, SelectorGranularity::kKvHead, K::kWgmmaTiles, 4, KvDtype::kAuto, 0, 128},
+        GpuShape{3, 64, SelectorGranularity::kKvHead, K::kPortable, 4, KvDtype::kAuto, 0, 24},
+        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kFp8, 0, 24}),
     [](const testing::TestParamInfo<GpuShape>& i) {
       return fmt::format(
-          "G{}_d{}_{}_{}_L{}{}{}", i.param.group, i.param.head_dim,
+          "G{}_d{}_{}_{}_L{}{}{}{}", i.param.group, i.param.head_dim,
           i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead",
           kernels_name(i.param.kernels), i.param.logical_page_size,
           i.param.kv_dtype == KvDtype::kFp8 ? "_fp8" : "",
-          i.param.min_split_keys > 0 ? fmt::format("_split{}", i.param.min_split_keys) : "");
+          i.param.min_split_keys > 0 ? fmt::format("_split{}", i.param.min_split_keys) : "",
+          i.param.page_size != 16 ? fmt::format("_P{}", i.param.page_size) : "");
     });
 
 // Dynamic block-sparse prefill on the GPU: the estimate and keep kernels, then the prefill
