@@ -16,7 +16,8 @@ namespace lserve::cuda {
 
 // Where key index k of a work item lives: its position, its page, or position -1 if none.
 struct KeyMap {
-  int32_t kind, P, p_shift, page_base, stream_base, n_stream, sink_blocks, window_first, n_list, seq_end;
+  int32_t kind, P, p_shift, page_base, stream_base, n_stream, sink_blocks, window_first, n_list,
+      seq_end;
   const int32_t* page_indices;
   const int32_t* stream_indices;
   const int32_t* list;  // selected pages (kind 2, shared memory) or kept blocks (kind 3, global)
@@ -157,7 +158,8 @@ __device__ __forceinline__ void load_query_tile(const AttnParams& p, const AttnW
 struct KeyLoc {
   int32_t pos, page;
   // The key's row in its pool (0 for none: a harmless address, the copy is zero-filled).
-  __device__ __forceinline__ int32_t row(const KeyMap& km, int32_t n_pool, int32_t head_slot) const {
+  __device__ __forceinline__ int32_t row(const KeyMap& km, int32_t n_pool,
+                                         int32_t head_slot) const {
     return pos >= 0 ? (page * n_pool + head_slot) * km.P + km.slot_of(pos) : 0;
   }
 };

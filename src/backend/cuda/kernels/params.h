@@ -85,8 +85,8 @@ static_assert(3 * (attn_smem_bytes(128, kDecodeRows, 200, false, false, decode_k
 // The warp-specialised Hopper prefill (attention_ws.cuh): a producer warpgroup and two consumer
 // warpgroups (kPrefillRows rows), 128-key tiles, kWsKStages K and kWsVStages V stages. Shared
 // memory from the 1024-byte aligned base: Q, the K stages, the V stages, the consumers' key
-// positions, the producer's pool rows for gathers (kWsRowSlots tiles), the mbarriers (full and empty K, full
-// and empty V), the selected-page list.
+// positions, the producer's pool rows for gathers (kWsRowSlots tiles), the mbarriers (full and
+// empty K, full and empty V), the selected-page list.
 constexpr int kWsThreads = 384;
 constexpr int kWsKeyTile = 128;
 // Stages per operand (a third K stage, or a third V stage, measured no faster on the H200).
