@@ -131,10 +131,15 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     const CUtensorMap* vmap = &maps.v[streaming ? 1 : 0];
     const KeyMap& km = tiles.km;
     // A tile's boxes are worked out per box, not per key: lane b looks up box b's first key
-    // (its page-table read) and last key's position. Keys' positions grow strictly with their
-    // index, so the box is whole (all R keys present at consecutive rows) when both ends exist,
-    // lie R - 1 positions apart and share a page. Every producer warp computes the same bits, so
-    // branches on them are uniform over the warpgroup without a barrier.
+    // (its page-table read) and last key's position. The box is whole (all R keys present at
+    // consecutive rows of one page) when both ends exist, lie R - 1 positions apart and share a
+    // page: on dense, streaming and selected-page items a key's slot in its page is its index's
+    // slot, so such ends come from one entry of the page list; a kept-block box spans at most
+    // two blocks (R <= kKeptBlockKeys) and passes only if they are adjacent. No key between two
+    // present ends can be missing (every existence test is monotone in the key index). The bits
+    // depend on positions only, not on page-table values, so every producer warp computes the
+    // same ones and branches on them are uniform over the warpgroup without a barrier.
+    static_assert(kKeptBlockKeys % BN == 0, "a box never spans more than two kept blocks");
     struct Box {
       KeyLoc first;
       bool whole;
