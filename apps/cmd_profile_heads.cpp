@@ -17,6 +17,7 @@
 #include "model/model.h"
 #include "model/model_loader.h"
 #include "options.h"
+#include "sparse/prefill_blocks.h"
 
 namespace lserve::app {
 namespace {
@@ -30,6 +31,7 @@ struct ProfileOptions {
   std::string haystack_dir;
   std::string output = "full_attention_heads.tsv";
   std::vector<double> prefill_recall;  // thresholds: measure these instead of profiling
+  std::string prefill_estimate = "antidiagonal";
 };
 
 // The `lserve eval` tasks' prompts with their answers written after the answer prefix: the probed
@@ -87,7 +89,10 @@ int run_profile(ProfileOptions& o) {
     const auto prompts = task_prompts(o, tok);
     log::info("prefill-sparsity recall at the answers of {} prompts of the tasks {}",
               prompts.size(), fmt::join(o.tasks, ", "));
-    const auto recall = prefill_recall(*model, backend, prompts, o.prefill_recall, progress);
+    const PrefillEstimate estimate = parse_prefill_estimate(o.prefill_estimate);
+    log::info("prefill block shares estimated by {}", prefill_estimate_name(estimate));
+    const auto recall =
+        prefill_recall(*model, backend, prompts, o.prefill_recall, estimate, progress);
     std::printf(
         "| threshold | key blocks kept | answer rows' attention kept: mean | min | "
         "rows under the threshold | rows |\n|---|---|---|---|---|---|\n");
@@ -162,11 +167,21 @@ Command add_profile_heads_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--calibration-seed", opts->profile.seed, "Seed of the calibration prompts")
       ->capture_default_str();
-  cmd->add_option("--prefill-recall", opts->prefill_recall,
-                  "Instead of profiling (and writing no pattern): for each threshold T, how much "
-                  "of the answer rows' exact attention the key blocks that --prefill-sparsity T "
-                  "keeps hold, over every layer and KV head (--calibration tasks)")
-      ->check(CLI::Range(0.001, 1.0));
+  CLI::Option* recall =
+      cmd->add_option(
+             "--prefill-recall", opts->prefill_recall,
+             "Instead of profiling (and writing no pattern): for each threshold T, how much "
+             "of the answer rows' exact attention the key blocks that --prefill-sparsity T "
+             "keeps hold, over every layer and KV head (--calibration tasks)")
+          ->check(CLI::Range(0.001, 1.0));
+  cmd->add_option("--prefill-estimate", opts->prefill_estimate,
+                  "With --prefill-recall: the block shares the kept blocks are chosen from: "
+                  "antidiagonal (what --prefill-sparsity runs: XAttention's stride-8 antidiagonal "
+                  "sums) or sampled-rows (every 8th query scored exactly against every key; "
+                  "measured here only, not yet a --prefill-sparsity estimate)")
+      ->check(CLI::IsMember({"antidiagonal", "sampled-rows"}))
+      ->needs(recall)
+      ->capture_default_str();
   return [opts] { return run_profile(*opts); };
 }
 

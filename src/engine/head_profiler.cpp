@@ -109,7 +109,8 @@ class Probe {
 // The recall of dynamic prefill sparsity's kept blocks at the probed rows (prefill_recall).
 class RecallProbe {
  public:
-  explicit RecallProbe(const std::vector<double>& thresholds) : acc_(thresholds.size()) {
+  RecallProbe(const std::vector<double>& thresholds, PrefillEstimate estimate)
+      : acc_(thresholds.size()), estimate_(estimate) {
     for (size_t i = 0; i < thresholds.size(); ++i) acc_[i].threshold = thresholds[i];
   }
 
@@ -144,7 +145,7 @@ class RecallProbe {
           in.k = k.data();
           in.nk = s.start_pos + r1;
           in.scale = scale;
-          const std::vector<double> mass = prefill_block_mass(in);
+          const std::vector<double> mass = prefill_block_mass(in, estimate_);
           kept.clear();
           for (const PrefillRecall& a : acc_)
             kept.push_back(keep_prefill_blocks(mass, a.threshold));
@@ -201,6 +202,7 @@ class RecallProbe {
   }
 
   std::vector<PrefillRecall> acc_;
+  PrefillEstimate estimate_;
   int probe_queries_ = 1;
 };
 
@@ -237,12 +239,13 @@ void run_probed(Model& model, CpuBackend& backend, const std::vector<Calibration
 std::vector<PrefillRecall> prefill_recall(Model& model, CpuBackend& backend,
                                           const std::vector<CalibrationPrompt>& prompts,
                                           const std::vector<double>& thresholds,
+                                          PrefillEstimate estimate,
                                           const std::function<void(int, int)>& progress) {
   LSERVE_CHECK(!prompts.empty(), "prefill recall needs calibration prompts");
   for (double t : thresholds) {
     LSERVE_CHECK(t > 0 && t <= 1, "prefill recall threshold {} must be in (0, 1]", t);
   }
-  RecallProbe probe(thresholds);
+  RecallProbe probe(thresholds, estimate);
   run_probed(
       model, backend, prompts,
       [&](int layer, const Tensor& q, const StepPlan& plan, KvCache& cache, const Tensor&) {

@@ -11,6 +11,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "model/model.h"
 #include "sparse/head_pattern.h"
+#include "sparse/prefill_blocks.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lserve {
@@ -47,6 +48,7 @@ HeadProfile profile_heads(Model& model, CpuBackend& backend,
 // layers without a model window, the rows' query block is estimated from the chunk's rows of
 // that block, as prefill does, and the share of the row's exact softmax mass on the kept key
 // blocks is recorded. Probed rows are where retrieval happens (the answer of a task prompt).
+// `estimate`: the shares the kept blocks are chosen from (sparse/prefill_blocks.h).
 struct PrefillRecall {
   double threshold = 0;
   double mean = 0;    // mean kept share of the true attention
@@ -58,6 +60,7 @@ struct PrefillRecall {
 std::vector<PrefillRecall> prefill_recall(Model& model, CpuBackend& backend,
                                           const std::vector<CalibrationPrompt>& prompts,
                                           const std::vector<double>& thresholds,
+                                          PrefillEstimate estimate,
                                           const std::function<void(int done, int total)>& progress);
 
 // On passkey prompts of options.lengths x options.depths.

@@ -12,17 +12,36 @@
 
 namespace lserve {
 
-std::vector<double> prefill_block_mass(const PrefillBlockQuery& in) {
-  constexpr int S = kAntidiagStride, B = kPrefillBlock;
+std::string_view prefill_estimate_name(PrefillEstimate e) {
+  return e == PrefillEstimate::kSampledRows ? "sampled-rows" : "antidiagonal";
+}
+
+PrefillEstimate parse_prefill_estimate(const std::string& name) {
+  for (PrefillEstimate e : {PrefillEstimate::kAntidiagonal, PrefillEstimate::kSampledRows}) {
+    if (name == prefill_estimate_name(e)) return e;
+  }
+  throw Error(fmt::format("unknown prefill estimate '{}' (antidiagonal, sampled-rows)", name));
+}
+
+std::vector<double> prefill_block_mass(const PrefillBlockQuery& in, PrefillEstimate estimate) {
+  // Both estimates are one computation: rows of S queries against columns of S keys (S = 1 for
+  // sampled rows, which also leave out the queries between samples).
+  const bool sampled = estimate == PrefillEstimate::kSampledRows;
+  const int S = sampled ? 1 : kAntidiagStride;
+  constexpr int B = kPrefillBlock;
   const int d = in.head_dim, width = S * d;
   LSERVE_ASSERT(in.nq > 0 && in.nk > 0 && d > 0 && in.group > 0);
   const int32_t qb = in.q_pos[0] / B;
   LSERVE_ASSERT(in.q_pos[in.nq - 1] / B == qb && in.q_pos[in.nq - 1] < in.nk);
+  auto used = [&](int r) {
+    return !sampled || r == in.nq - 1 || in.q_pos[r] % kSampledRowStride == kSampledRowStride - 1;
+  };
 
   // The compressed rows present (ascending, as the positions are) and, per query head, their
   // vectors: row a holds the query at a S + S - 1 - i in slot i (the antidiagonal's order).
   std::vector<int32_t> rows_a;
   for (int r = 0; r < in.nq; ++r) {
+    if (!used(r)) continue;
     const int32_t a = in.q_pos[r] / S;
     if (rows_a.empty() || rows_a.back() != a) rows_a.push_back(a);
   }
@@ -30,6 +49,7 @@ std::vector<double> prefill_block_mass(const PrefillBlockQuery& in) {
   const int m = in.group * n_rows;
   std::vector<float> qc(static_cast<size_t>(m) * width, 0.0f);
   for (int r = 0, ai = 0; r < in.nq; ++r) {
+    if (!used(r)) continue;
     while (rows_a[ai] != in.q_pos[r] / S) ++ai;
     const int slot = S - 1 - (in.q_pos[r] - rows_a[ai] * S);
     for (int g = 0; g < in.group; ++g) {

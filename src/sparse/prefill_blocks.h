@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <vector>
 
 namespace lserve {
@@ -13,6 +15,15 @@ namespace lserve {
 // antidiagonal of each block pair.
 constexpr int kPrefillBlock = 128;
 constexpr int kAntidiagStride = 8;
+// How a query block's shares are estimated. kAntidiagonal is what prefill sparsity runs (both
+// backends); kSampledRows (every kSampledRowStride-th query scored exactly against every key, as
+// many products as the antidiagonal's) is measured by `lserve profile-heads --prefill-recall`
+// only, until the CUDA estimate computes it too.
+enum class PrefillEstimate { kAntidiagonal, kSampledRows };
+constexpr int kSampledRowStride = 8;
+std::string_view prefill_estimate_name(PrefillEstimate e);
+PrefillEstimate parse_prefill_estimate(const std::string& name);  // throws Error if unknown
+
 // Prefill chunks of fewer queries than this attend densely (the estimate would cost more than
 // it saves; every backend and the tests' reference apply the same rule).
 constexpr int kSparsePrefillMinQueries = 5;
@@ -35,8 +46,12 @@ struct PrefillBlockQuery {
 // concatenation of the queries at positions a S + S - 1, ..., a S (reversed), key column b that
 // of the keys at b S, ..., b S + S - 1 (absent rows are zeros); the compressed score scale / S *
 // <row a, column b> is softmaxed over the columns b <= a, and the probabilities are summed per key
-// block and averaged over the compressed rows present and the group's query heads.
-std::vector<double> prefill_block_mass(const PrefillBlockQuery& in);
+// block and averaged over the compressed rows present and the group's query heads. kSampledRows:
+// the rows are the queries at positions p with p % kSampledRowStride == kSampledRowStride - 1,
+// and the block's last query, each scored exactly (scale * <q, k>) against keys 0 .. p; the same
+// softmax, sums and averages.
+std::vector<double> prefill_block_mass(const PrefillBlockQuery& in,
+                                       PrefillEstimate estimate = PrefillEstimate::kAntidiagonal);
 
 // The key blocks kept for a mass vector (ascending): the fewest of the largest shares (ties: the
 // lower block first) whose sum reaches `threshold`, plus block 0 (the sink) and the diagonal

@@ -109,8 +109,8 @@ TEST(HeadProfiler, PrefillRecallFallsWithTheThreshold) {
   ASSERT_GT(probes, 3) << "the prompt must end inside a block";
   const std::vector<double> t = {0.3, 0.9, 1.0};
   int calls = 0;
-  const auto r =
-      prefill_recall(*m.model, *m.backend, {{tokens, probes}}, t, [&](int, int) { ++calls; });
+  const auto r = prefill_recall(*m.model, *m.backend, {{tokens, probes}}, t,
+                                PrefillEstimate::kAntidiagonal, [&](int, int) { ++calls; });
   EXPECT_EQ(calls, 1);
   ASSERT_EQ(r.size(), 3u);
   for (const PrefillRecall& x : r) EXPECT_EQ(x.rows, 30 * 9 * probes);  // layers x q heads x rows
@@ -123,7 +123,18 @@ TEST(HeadProfiler, PrefillRecallFallsWithTheThreshold) {
   EXPECT_LT(r[0].mean, r[1].mean);
   EXPECT_LE(r[1].mean, r[2].mean);
   EXPECT_GT(r[0].mean, 0.0);
-  EXPECT_THROW(prefill_recall(*m.model, *m.backend, {{tokens, probes}}, {0.0}, nullptr), Error);
+  EXPECT_THROW(prefill_recall(*m.model, *m.backend, {{tokens, probes}}, {0.0},
+                              PrefillEstimate::kAntidiagonal, nullptr),
+               Error);
+  // The sampled-row estimate through the same probe: every block at 1, fewer below.
+  const auto s = prefill_recall(*m.model, *m.backend, {{tokens, probes}}, {0.3, 1.0},
+                                PrefillEstimate::kSampledRows, nullptr);
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[1].rows, 30 * 9 * probes);
+  EXPECT_NEAR(s[1].mean, 1.0, 1e-9);
+  EXPECT_DOUBLE_EQ(s[1].blocks, 1.0);
+  EXPECT_LT(s[0].blocks, 1.0);
+  EXPECT_LT(s[0].mean, s[1].mean);
 }
 
 }  // namespace

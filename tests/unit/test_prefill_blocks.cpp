@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "core/error.h"
 #include "sparse/prefill_blocks.h"
 #include "test_util.h"
 
@@ -84,22 +85,63 @@ std::vector<double> reference_mass(const Inputs& x) {
   return mass;
 }
 
-TEST(PrefillBlocks, MassMatchesTheReference) {
+// The sampled-row estimate by its definition: the queries at p % kSampledRowStride ==
+// kSampledRowStride - 1 and the last one, each row's exact softmax over keys 0 .. p summed per
+// key block, averaged over the rows and the group's query heads.
+std::vector<double> reference_sampled_mass(const Inputs& x) {
+  const int32_t qb = x.q_pos.front() / kPrefillBlock;
+  std::vector<double> mass(qb + 1, 0.0);
+  const double scale = 1.0 / std::sqrt(x.d);
+  int rows = 0;
+  for (size_t r = 0; r < x.q_pos.size(); ++r) {
+    const int32_t p = x.q_pos[r];
+    if (r + 1 < x.q_pos.size() && p % kSampledRowStride != kSampledRowStride - 1) continue;
+    ++rows;
+    for (int g = 0; g < x.group; ++g) {
+      const float* q = x.q.data() + (r * x.group + g) * x.d;
+      std::vector<double> s(p + 1, 0.0);
+      for (int32_t j = 0; j <= p; ++j) {
+        for (int c = 0; c < x.d; ++c) s[j] += static_cast<double>(q[c]) * x.k[j * x.d + c];
+        s[j] *= scale;
+      }
+      const double mx = *std::max_element(s.begin(), s.end());
+      double sum = 0;
+      for (double v : s) sum += std::exp(v - mx);
+      for (int32_t j = 0; j <= p; ++j) mass[j / kPrefillBlock] += std::exp(s[j] - mx) / sum;
+    }
+  }
+  for (double& m : mass) m /= static_cast<double>(x.group * rows);
+  return mass;
+}
+
+// `estimate` against its reference on fresh random inputs, (group, head_dim, first query, last
+// query): blocks 0 to 4, rows that start and end inside a stride group (and a block whose last
+// query is not a sampled row), a last key column that is partial, a single query.
+void expect_matches(PrefillEstimate estimate, std::vector<double> (*reference)(const Inputs&)) {
   std::mt19937_64 rng(test::test_seed());
-  // (group, head_dim, first query, last query): blocks 0 to 4, rows that start and end inside a
-  // stride group, a last key column that is partial, a single query.
   const int cases[][4] = {{3, 24, 0, 77},    {1, 64, 130, 255}, {4, 40, 387, 509},
                           {2, 16, 517, 517}, {3, 72, 256, 259}, {2, 32, 601, 639}};
   for (const auto& c : cases) {
     const Inputs x = random_inputs(rng, c[0], c[1], c[2], c[3]);
-    const std::vector<double> got = prefill_block_mass(x.view());
-    const std::vector<double> want = reference_mass(x);
+    const std::vector<double> got = prefill_block_mass(x.view(), estimate);
+    const std::vector<double> want = reference(x);
     ASSERT_EQ(got.size(), want.size());
     EXPECT_NEAR(std::accumulate(got.begin(), got.end(), 0.0), 1.0, 1e-9);
     for (size_t b = 0; b < got.size(); ++b) {
       EXPECT_NEAR(got[b], want[b], 1e-5) << "block " << b << " of queries " << c[2] << ".." << c[3];
     }
   }
+}
+
+TEST(PrefillBlocks, MassMatchesTheReference) {
+  expect_matches(PrefillEstimate::kAntidiagonal, reference_mass);
+}
+
+TEST(PrefillBlocks, SampledRowsMatchTheReference) {
+  expect_matches(PrefillEstimate::kSampledRows, reference_sampled_mass);
+  EXPECT_EQ(parse_prefill_estimate("sampled-rows"), PrefillEstimate::kSampledRows);
+  EXPECT_EQ(parse_prefill_estimate("antidiagonal"), PrefillEstimate::kAntidiagonal);
+  EXPECT_THROW(parse_prefill_estimate("rows"), Error);
 }
 
 TEST(PrefillBlocks, AKeyBlockTheQueriesResembleCarriesTheMass) {
