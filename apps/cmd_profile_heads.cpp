@@ -31,7 +31,6 @@ struct ProfileOptions {
   std::string haystack_dir;
   std::string output = "full_attention_heads.tsv";
   std::vector<double> prefill_recall;  // thresholds: measure these instead of profiling
-  std::string prefill_estimate = "antidiagonal";
 };
 
 // The `lserve eval` tasks' prompts with their answers written after the answer prefix: the probed
@@ -84,12 +83,14 @@ int run_profile(ProfileOptions& o) {
     log::info("calibration prompt {}/{} done ({:.0f} s)", done, total,
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   };
+  const PrefillEstimate estimate = parse_prefill_estimate(o.model.prefill_estimate);
+  LSERVE_CHECK(!o.prefill_recall.empty() || estimate == PrefillEstimate::kAntidiagonal,
+               "profile-heads uses --prefill-estimate only with --prefill-recall");
   if (!o.prefill_recall.empty()) {
     LSERVE_CHECK(o.calibration == "tasks", "--prefill-recall needs --calibration tasks");
     const auto prompts = task_prompts(o, tok);
     log::info("prefill-sparsity recall at the answers of {} prompts of the tasks {}",
               prompts.size(), fmt::join(o.tasks, ", "));
-    const PrefillEstimate estimate = parse_prefill_estimate(o.prefill_estimate);
     log::info("prefill block shares estimated by {}", prefill_estimate_name(estimate));
     const auto recall =
         prefill_recall(*model, backend, prompts, o.prefill_recall, estimate, progress);
@@ -167,21 +168,11 @@ Command add_profile_heads_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--calibration-seed", opts->profile.seed, "Seed of the calibration prompts")
       ->capture_default_str();
-  CLI::Option* recall =
-      cmd->add_option(
-             "--prefill-recall", opts->prefill_recall,
-             "Instead of profiling (and writing no pattern): for each threshold T, how much "
-             "of the answer rows' exact attention the key blocks that --prefill-sparsity T "
-             "keeps hold, over every layer and KV head (--calibration tasks)")
-          ->check(CLI::Range(0.001, 1.0));
-  cmd->add_option("--prefill-estimate", opts->prefill_estimate,
-                  "With --prefill-recall: the block shares the kept blocks are chosen from: "
-                  "antidiagonal (what --prefill-sparsity runs: XAttention's stride-8 antidiagonal "
-                  "sums) or sampled-rows (every 8th query scored exactly against every key; "
-                  "measured here only, not yet a --prefill-sparsity estimate)")
-      ->check(CLI::IsMember({"antidiagonal", "sampled-rows"}))
-      ->needs(recall)
-      ->capture_default_str();
+  cmd->add_option("--prefill-recall", opts->prefill_recall,
+                  "Instead of profiling (and writing no pattern): for each threshold T, how much "
+                  "of the answer rows' exact attention the key blocks that --prefill-sparsity T "
+                  "keeps hold, over every layer and KV head (--calibration tasks)")
+      ->check(CLI::Range(0.001, 1.0));
   return [opts] { return run_profile(*opts); };
 }
 

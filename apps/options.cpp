@@ -146,6 +146,14 @@ void add_sparse_options(CLI::App& cmd, ModelOptions& o) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str()
       ->group(g);
+  cmd.add_option("--prefill-estimate", o.prefill_estimate,
+                 "How --prefill-sparsity estimates each block's share: antidiagonal (XAttention's "
+                 "stride-8 antidiagonal sums) or sampled-rows (every 8th query scored exactly "
+                 "against every key: more of the attention kept per block; CPU backend only; "
+                 "profile-heads: the estimate --prefill-recall measures)")
+      ->check(CLI::IsMember({"antidiagonal", "sampled-rows"}))
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--selector-granularity", o.granularity,
                  "kv-head: one selection per KV head (max over its query heads); query-head: one "
                  "per query head")
@@ -297,6 +305,7 @@ std::unique_ptr<Engine> build_engine(const ModelOptions& o) {
   ec.kv_dtype = parse_kv_dtype(o.kv_cache_dtype);
   ec.sparse = o.sparse;
   ec.sparse.granularity = parse_granularity(o.granularity);
+  ec.sparse.prefill_estimate = parse_prefill_estimate(o.prefill_estimate);
   ec.sparse.validate();
   ec.kv_cache_bytes = static_cast<int64_t>(o.kv_cache_mib) << 20;
   if (o.kv_cache_mib == 0) {

@@ -30,6 +30,7 @@ struct ModelOptions {
   bool enable_prefix_caching = false;  // `serve` turns it on before its flags are parsed
   SparseAttentionConfig sparse;
   std::string granularity = "kv-head";
+  std::string prefill_estimate = "antidiagonal";
 };
 
 // Model, device, memory and batching flags, plus the sparse-attention flags.

@@ -86,6 +86,7 @@ void Scheduler::add_to_plan(ScheduledStep& step, Sequence* seq, int32_t n) {
   if (!sparse_.dense && !seq->sparse.dense) {
     s.token_budget = seq->sparse.token_budget > 0 ? seq->sparse.token_budget : sparse_.token_budget;
     s.prefill_sparsity = sparse_.prefill_sparsity;
+    s.prefill_estimate = sparse_.prefill_estimate;
   }
   // The selector runs on the reuse clock, and whenever the slot holds no current selection
   // (first sparse step, after a dense step or a preemption).

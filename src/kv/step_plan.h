@@ -33,6 +33,7 @@ struct SeqStep {
   // Retrieval heads while prefilling: keep the key blocks holding this share of each query
   // block's estimated attention (sparse/prefill_blocks.h); 0: every key.
   double prefill_sparsity = 0;
+  PrefillEstimate prefill_estimate = PrefillEstimate::kAntidiagonal;  // how they are estimated
   bool refresh_selection = false;  // recompute the page selection at this step
   int32_t sel_slot = -1;           // where this sequence's selection is kept
 

@@ -43,13 +43,18 @@ void SparseAttentionConfig::validate() const {
                "--prefill-sparsity {} must be in [0, 1] (0: off)", prefill_sparsity);
   LSERVE_CHECK(!dense || prefill_sparsity == 0,
                "--prefill-sparsity is sparse attention: it cannot be combined with --dense");
+  LSERVE_CHECK(prefill_estimate == PrefillEstimate::kAntidiagonal || prefill_sparsity > 0,
+               "--prefill-estimate {} applies to --prefill-sparsity, which is off",
+               prefill_estimate_name(prefill_estimate));
   LSERVE_CHECK(selector_skip_layers >= 0, "--selector-skip-layers {} must not be negative",
                selector_skip_layers);
 }
 
 std::string SparseAttentionConfig::summary() const {
   const std::string prefill =
-      prefill_sparsity > 0 ? fmt::format(", prefill blocks to mass {}", prefill_sparsity) : "";
+      prefill_sparsity > 0 ? fmt::format(", prefill blocks to mass {} ({})", prefill_sparsity,
+                                         prefill_estimate_name(prefill_estimate))
+                           : "";
   if (dense) return fmt::format("dense (P {})", page_size);
   return fmt::format(
       "static sparsity {}, sink {}, local {} (prefill {}), P {}, L {}, budget {}, interval {}{}, "

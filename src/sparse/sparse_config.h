@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "sparse/prefill_blocks.h"
+
 namespace lserve {
 
 enum class SelectorGranularity { kKvHead, kQueryHead };
@@ -30,6 +32,8 @@ struct SparseAttentionConfig {
   // (sparse/prefill_blocks.h; 0: off, every key; 1: every block, through the same path). Not with
   // `dense`, and not for requests that ask for dense attention.
   double prefill_sparsity = 0.0;
+  // How those shares are estimated (sparse/prefill_blocks.h); only with prefill_sparsity.
+  PrefillEstimate prefill_estimate = PrefillEstimate::kAntidiagonal;
 
   // Throws Error with a message naming the flag when values are inconsistent.
   void validate() const;

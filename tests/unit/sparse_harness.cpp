@@ -218,7 +218,7 @@ std::vector<std::vector<int32_t>> SparseHarness::prefill_kept_blocks(const SeqSt
   in.k = k.data();
   in.nk = last + 1;
   in.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  const std::vector<double> mass = prefill_block_mass(in);
+  const std::vector<double> mass = prefill_block_mass(in, c_.sparse.prefill_estimate);
   const double threshold = c_.sparse.prefill_sparsity;
   std::vector<std::vector<int32_t>> sets = {keep_prefill_blocks(mass, threshold)};
   ++prefill_block_estimates;

@@ -54,15 +54,19 @@ TEST(SparseConfig, RejectsInconsistentValues) {
     EXPECT_THROW(s.validate(), Error);
   };
   bad([](auto& s) { s.logical_page_size = 24; });  // 64 % 24 != 0
-  bad([](auto& s) { s.token_budget = 100; });       // not a multiple of P
-  bad([](auto& s) { s.token_budget = 64; });        // one page only
+  bad([](auto& s) { s.token_budget = 100; });      // not a multiple of P
+  bad([](auto& s) { s.token_budget = 64; });       // one page only
   bad([](auto& s) { s.sink_tokens = -1; });
   bad([](auto& s) { s.local_tokens = 0; });
   bad([](auto& s) { s.prefill_local_tokens = 100; });  // below local
   bad([](auto& s) { s.static_sparsity = 1.5; });
   bad([](auto& s) { s.selector_interval = 0; });
   bad([](auto& s) { s.selector_skip_layers = -2; });
+  bad([](auto& s) { s.prefill_estimate = PrefillEstimate::kSampledRows; });  // sparsity off
   SparseAttentionConfig ok;
+  EXPECT_NO_THROW(ok.validate());
+  ok.prefill_sparsity = 0.9;
+  ok.prefill_estimate = PrefillEstimate::kSampledRows;
   EXPECT_NO_THROW(ok.validate());
   try {
     SparseAttentionConfig s;

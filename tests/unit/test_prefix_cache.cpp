@@ -277,6 +277,7 @@ TEST(SchedulerPrefillBlocks, ChunksAndReusedPrefixesEndOnQueryBlocks) {
   SparseAttentionConfig sparse;
   sparse.static_sparsity = 0;  // no streaming heads: only the retrieval pool
   sparse.prefill_sparsity = 0.5;
+  sparse.prefill_estimate = PrefillEstimate::kSampledRows;
   Scheduler sched(sc, sparse, bm);
 
   auto run_prompt = [&](Sequence& seq) {
@@ -300,7 +301,10 @@ TEST(SchedulerPrefillBlocks, ChunksAndReusedPrefixesEndOnQueryBlocks) {
   EXPECT_EQ(steps[0].q_len, 256);
   EXPECT_EQ(steps[1].end_pos(), 512);
   EXPECT_EQ(steps[2].end_pos(), 700);
-  for (const SeqStep& s : steps) EXPECT_EQ(s.prefill_sparsity, 0.5);
+  for (const SeqStep& s : steps) {
+    EXPECT_EQ(s.prefill_sparsity, 0.5);
+    EXPECT_EQ(s.prefill_estimate, PrefillEstimate::kSampledRows);
+  }
 
   // The document again with a question: 43 cached pages (688 tokens), reused down to 640.
   auto asked = doc;

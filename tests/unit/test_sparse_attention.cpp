@@ -199,7 +199,7 @@ TEST(SparseAttentionMemory, StreamingPagesStayBoundedAsTheSequenceGrows) {
 // same queries and keys and applies as an explicit mask. A prompt of several 128-token blocks,
 // mixed head classes, decode after it; chunks of 250 tokens (the scheduler ends them on blocks)
 // and of 100 (less than a block: estimates from partial blocks). At threshold 0.5 random queries
-// drop blocks; at 1 none are dropped and the result is dense attention.
+// drop blocks; at 1 none are dropped and the result is dense attention. Both estimates.
 TEST(SparseAttentionPrefillBlocks, KeptBlocksAreExactlyWhatTheQueriesSee) {
   CpuBackend backend(2);
   test::SparseCase c;
@@ -212,17 +212,27 @@ TEST(SparseAttentionPrefillBlocks, KeptBlocksAreExactlyWhatTheQueriesSee) {
   c.decode_steps = 6;
   c.num_pages = 128;
   c.num_stream_pages = 128;
-  for (auto [chunk, threshold] : {std::pair{250, 0.5}, {100, 0.5}, {250, 1.0}}) {
+  struct Run {
+    int chunk;
+    double threshold;
+    PrefillEstimate estimate;
+  };
+  for (auto [chunk, threshold, estimate] :
+       {Run{250, 0.5, PrefillEstimate::kAntidiagonal},
+        Run{100, 0.5, PrefillEstimate::kAntidiagonal},
+        Run{250, 1.0, PrefillEstimate::kAntidiagonal}, Run{250, 0.5, PrefillEstimate::kSampledRows},
+        Run{100, 0.5, PrefillEstimate::kSampledRows}}) {
     c.chunk = chunk;
     c.sparse.prefill_sparsity = threshold;
+    c.sparse.prefill_estimate = estimate;
     test::SparseHarness h(backend, c, test::test_seed());
     const Backend::PrefillBlockStats before = backend.prefill_block_stats();
     const double diff = h.run(kTolerance);
     std::printf(
-        "chunk %d, threshold %.1f: %d estimates, %d key blocks dropped, %d rows on a "
+        "chunk %d, threshold %.1f, %s: %d estimates, %d key blocks dropped, %d rows on a "
         "rounding-close kept set, max |diff| %.2e\n",
-        chunk, threshold, h.prefill_block_estimates, h.prefill_blocks_dropped, h.prefill_block_ties,
-        diff);
+        chunk, threshold, std::string(prefill_estimate_name(estimate)).c_str(),
+        h.prefill_block_estimates, h.prefill_blocks_dropped, h.prefill_block_ties, diff);
     h.expect_block_counts(before);
     EXPECT_EQ(h.prefill_block_ties, 0) << "the CPU op estimates exactly as the reference";
     EXPECT_GT(h.prefill_block_estimates, 10);

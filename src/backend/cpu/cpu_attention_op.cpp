@@ -133,7 +133,8 @@ void attend_prefill_blocks(const SeqStep& seq, const std::vector<int>& heads, co
     in.scale = whole.scale;
     KeySet kept;
     kept.vis = keys.vis;
-    const std::vector<int32_t> blocks = keep_prefill_blocks(prefill_block_mass(in), threshold);
+    const std::vector<int32_t> blocks =
+        keep_prefill_blocks(prefill_block_mass(in, seq.prefill_estimate), threshold);
     kept_total += static_cast<int64_t>(blocks.size());
     causal_total += qb + 1;
     for (int32_t b : blocks) {
