@@ -122,7 +122,8 @@ def main():
                 cmd = [args.lserve, "bench", "--device", "cuda", "--model", d, "--load-format",
                        "dummy", "--input-len", str(ctx), "--output-len", str(args.output_len),
                        "--batch-size", str(batch), "--num-iters", str(args.num_iters),
-                       "--num-iters-warmup", str(args.num_iters_warmup), "--max-num-batched-tokens", "8192",
+                       "--num-iters-warmup", str(args.num_iters_warmup),
+                       "--max-num-batched-tokens", "8192",
                        "--max-model-len", str(ctx + args.output_len + 64), "--log-level", "warn",
                        *flags[base], *args.extra_args.split()]
                 if not args.real_prefill:
