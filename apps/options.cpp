@@ -149,7 +149,7 @@ void add_sparse_options(CLI::App& cmd, ModelOptions& o) {
   cmd.add_option("--prefill-estimate", o.prefill_estimate,
                  "How --prefill-sparsity estimates each block's share: antidiagonal (XAttention's "
                  "stride-8 antidiagonal sums) or sampled-rows (every 8th query scored exactly "
-                 "against every key: more of the attention kept per block; CPU backend only; "
+                 "against every key: more of the attention kept per block; "
                  "profile-heads: the estimate --prefill-recall measures)")
       ->check(CLI::IsMember({"antidiagonal", "sampled-rows"}))
       ->capture_default_str()

@@ -8,6 +8,7 @@
 // (the estimate and keep kernels included in the time). The inputs are random, so every key
 // block gets about the same estimated share and a threshold T keeps about a fraction T of the
 // blocks: the rows measure the cost at that kept fraction, not what real attention would keep.
+// --prefill-estimate picks the estimates timed (rows of sampled-rows end in "-rows").
 #include <cuda_runtime.h>
 
 #include <CLI/CLI.hpp>
@@ -95,7 +96,8 @@ struct Setup {
 // One layer; `batch` sequences each with `ctx` tokens cached; q_len new tokens each (the last
 // q_len positions). Pages are contiguous per sequence; streaming heads keep sink + window pages.
 Setup make_setup(CudaBackend& be, int batch, int ctx, int q_len, bool sparse, int budget,
-                 int window, KvDtype kv_dtype) {
+                 int window, KvDtype kv_dtype, double prefill_sparsity = 0,
+                 PrefillEstimate estimate = PrefillEstimate::kAntidiagonal) {
   Setup s;
   KvCacheConfig kc;
   kc.dtype = kv_dtype;
@@ -111,6 +113,8 @@ Setup make_setup(CudaBackend& be, int batch, int ctx, int q_len, bool sparse, in
   kc.sparse.token_budget = budget;
   kc.sparse.selector_skip_layers = 0;
   kc.sparse.dense = !sparse;
+  kc.sparse.prefill_sparsity = prefill_sparsity;
+  kc.sparse.prefill_estimate = estimate;
   const int P = 64, blocks = (ctx + P - 1) / P;
   kc.num_pages = batch * blocks;
   const int sink_blocks = 2;
@@ -170,8 +174,9 @@ std::string mode_name(bool sparse, KvDtype kv_dtype) {
 }
 
 void bench_prefill(CudaBackend& be, int n, bool sparse, KvDtype kv_dtype,
-                   const char* label = nullptr, double prefill_sparsity = 0) {
-  Setup s = make_setup(be, 1, n, n, sparse, 4096, 8192, kv_dtype);
+                   const char* label = nullptr, double prefill_sparsity = 0,
+                   PrefillEstimate estimate = PrefillEstimate::kAntidiagonal) {
+  Setup s = make_setup(be, 1, n, n, sparse, 4096, 8192, kv_dtype, prefill_sparsity, estimate);
   for (SeqStep& st : s.plan.seqs) st.prefill_sparsity = prefill_sparsity;
   Tensor q = be.random(n, kHq * kD, 7, 1.0f), out = be.alloc(DType::BF16, n, kHq * kD);
   be.begin_step(s.plan, *s.cache);
@@ -238,6 +243,11 @@ int main(int argc, char** argv) {
                  "Also time sparse prefill (bf16) with dynamic block sparsity at these thresholds "
                  "(random inputs: a threshold T keeps about a fraction T of the key blocks)")
       ->check(CLI::Range(0.0, 1.0));
+  std::vector<std::string> estimates = {"antidiagonal"};
+  app.add_option("--prefill-estimate", estimates,
+                 "Estimates to time --prefill-sparsity with (antidiagonal, sampled-rows)")
+      ->check(CLI::IsMember({"antidiagonal", "sampled-rows"}))
+      ->capture_default_str();
   std::vector<std::string> kv_dtypes = {"auto"};
   app.add_option("--kv-cache-dtype", kv_dtypes,
                  "KV element types to time, each case once per type (auto = bf16; fp8)")
@@ -266,9 +276,14 @@ int main(int argc, char** argv) {
       }
       // dyn-T rows: --prefill-sparsity T on the retrieval heads, with the current kernels.
       auto bench_dynamic = [&](const std::string& suffix) {
-        for (double t : prefill_sparsity) {
-          const std::string label = "dyn-" + std::to_string(t).substr(0, 4) + suffix;
-          lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, label.c_str(), t);
+        for (const std::string& name : estimates) {
+          const lserve::PrefillEstimate e = lserve::parse_prefill_estimate(name);
+          for (double t : prefill_sparsity) {
+            const std::string label =
+                "dyn-" + std::to_string(t).substr(0, 4) +
+                (e == lserve::PrefillEstimate::kSampledRows ? "-rows" : "") + suffix;
+            lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, label.c_str(), t, e);
+          }
         }
       };
       bench_dynamic("");

@@ -39,6 +39,10 @@ declare -A configs=(
   [prefill-0.9]="--modes sparse --prefill-sparsity 0.9"
   [prefill-0.95]="--modes sparse --prefill-sparsity 0.95"
   [prefill-0.99]="--modes sparse --prefill-sparsity 0.99"
+  # The same with the sampled-row estimate.
+  [rows-0.9]="--modes sparse --prefill-sparsity 0.9 --prefill-estimate sampled-rows"
+  [rows-0.95]="--modes sparse --prefill-sparsity 0.95 --prefill-estimate sampled-rows"
+  [rows-0.99]="--modes sparse --prefill-sparsity 0.99 --prefill-estimate sampled-rows"
 )
 order=(default scaled streaming-only selection-only interval-1 query-head logical-2 logical-16
   drift exact exact-selection-only exact-interval-1 default-exact)

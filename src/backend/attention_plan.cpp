@@ -79,6 +79,7 @@ std::vector<cuda::AppendGroup> plan_append(const StepPlan& plan, int L) {
 AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
                              const SparseAttentionConfig& sp, const AttentionPlanConfig& cfg) {
   AttentionPlan out;
+  out.prefill_estimate = sp.prefill_estimate;
   const int group = cfg.n_heads / cfg.n_kv_heads;
   const int P = sp.page_size;
   LSERVE_CHECK(group <= cfg.prefill_rows, "group size {} is larger than the attention tile ({})",

@@ -33,6 +33,7 @@ struct AttentionPlan {
   // (AttnWork::list); the most key blocks any of them has.
   std::vector<cuda::PrefillMassItem> prefill_mass;
   int prefill_max_blocks = 0;
+  PrefillEstimate prefill_estimate = PrefillEstimate::kAntidiagonal;  // the sparse settings'
 };
 
 // The device copy of sequence s of the plan (page-table bases, streaming window, flags).

@@ -85,8 +85,6 @@ class Backend {
   // it does, in words (for the error when it does not).
   virtual bool supports_prefill_sparsity(KvDtype, int) const { return true; }
   virtual std::string prefill_sparsity_supported() const { return "always"; }
-  // Whether it estimates the blocks with `e` (SparseAttentionConfig::prefill_estimate).
-  virtual bool supports_prefill_estimate(PrefillEstimate) const { return true; }
   // What dynamic prefill sparsity kept so far: key blocks read, of the causal ones the estimates
   // chose from (summed over layers, KV heads and query blocks).
   struct PrefillBlockStats {

@@ -127,10 +127,6 @@ std::unique_ptr<KvCache> make_cache(Backend& backend, const LoadedModel& m, cons
                    backend.supports_prefill_sparsity(c.kv_dtype, m.config.head_dim),
                "--prefill-sparsity runs on the {} backend only {} (this model's head_dim is {})",
                backend.name(), backend.prefill_sparsity_supported(), m.config.head_dim);
-  LSERVE_CHECK(backend.supports_prefill_estimate(c.sparse.prefill_estimate),
-               "--prefill-estimate {} is not implemented on the {} backend yet (it runs on the "
-               "CPU backend; use antidiagonal)",
-               prefill_estimate_name(c.sparse.prefill_estimate), backend.name());
   HeadMap heads = choose_heads(m, c.sparse);
   const KvCacheConfig kc = kv_config(m.config, c, heads,
                                      kv_row_bytes(backend.kv_storage_dtype(c.kv_dtype),

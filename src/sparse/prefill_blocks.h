@@ -15,10 +15,9 @@ namespace lserve {
 // antidiagonal of each block pair.
 constexpr int kPrefillBlock = 128;
 constexpr int kAntidiagStride = 8;
-// How a query block's shares are estimated (--prefill-estimate): kAntidiagonal (the default;
-// both backends) or kSampledRows (every kSampledRowStride-th query scored exactly against every
-// key, as many products as the antidiagonal's; the CPU backend so far: the CUDA estimate kernel
-// computes kAntidiagonal only).
+// How a query block's shares are estimated (--prefill-estimate): kAntidiagonal (the default) or
+// kSampledRows (every kSampledRowStride-th query scored exactly against every key: as many
+// products as the antidiagonal's, 8x its exponentials).
 enum class PrefillEstimate { kAntidiagonal, kSampledRows };
 constexpr int kSampledRowStride = 8;
 std::string_view prefill_estimate_name(PrefillEstimate e);

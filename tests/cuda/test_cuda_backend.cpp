@@ -292,8 +292,10 @@ INSTANTIATE_TEST_SUITE_P(
 struct PrefillBlocksShape {
   int group, head_dim;
   CudaBackend::AttnKernels kernels;
+  PrefillEstimate estimate = PrefillEstimate::kAntidiagonal;
 };
 class CudaPrefillSparsity : public testing::TestWithParam<PrefillBlocksShape> {};
+constexpr PrefillEstimate kSampled = PrefillEstimate::kSampledRows;
 
 TEST_P(CudaPrefillSparsity, KeptBlocksAreExactlyWhatTheQueriesSee) {
   LSERVE_SKIP_WITHOUT_GPU();
@@ -304,6 +306,7 @@ TEST_P(CudaPrefillSparsity, KeptBlocksAreExactlyWhatTheQueriesSee) {
   c.head_dim = GetParam().head_dim;
   c.sparse = small_sparse();
   c.sparse.prefill_local_tokens = 300;
+  c.sparse.prefill_estimate = GetParam().estimate;
   c.sparse.token_budget = 64;
   c.n_kv_heads = 2;
   c.retrieval = {{true, false}, {true, true}, {false, true}};
@@ -337,10 +340,14 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaPrefillSparsity,
                                          PrefillBlocksShape{3, 64, K::kAuto},
                                          PrefillBlocksShape{4, 128, K::kAuto},
                                          PrefillBlocksShape{3, 128, K::kPortable},
-                                         PrefillBlocksShape{2, 64, K::kReference}),
+                                         PrefillBlocksShape{2, 64, K::kReference},
+                                         PrefillBlocksShape{4, 128, K::kAuto, kSampled},
+                                         PrefillBlocksShape{3, 64, K::kPortable, kSampled}),
                          [](const testing::TestParamInfo<PrefillBlocksShape>& i) {
-                           return fmt::format("G{}_d{}_{}", i.param.group, i.param.head_dim,
-                                              kernels_name(i.param.kernels));
+                           return fmt::format(
+                               "G{}_d{}_{}{}", i.param.group, i.param.head_dim,
+                               kernels_name(i.param.kernels),
+                               i.param.estimate == kSampled ? "_sampled_rows" : "");
                          });
 
 // Layers with the model's own sliding window (Gemma 3): streaming heads of exactly that window and

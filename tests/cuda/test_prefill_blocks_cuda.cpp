@@ -1,5 +1,5 @@
-// The GPU estimate and keep rule of dynamic block-sparse prefill (kernels/prefill_blocks.cuh)
-// against the CPU reference (sparse/prefill_blocks.h): keys in a paged pool with shuffled pages,
+// The GPU estimates (antidiagonal and sampled rows) and keep rule of dynamic block-sparse prefill
+// (kernels/prefill_blocks.cuh) against the CPU reference (sparse/prefill_blocks.h): keys in a paged pool with shuffled pages,
 // chunks starting and ending inside query blocks, groups below, at and above the kernel's four
 // heads per pass, head dims 64 and 128, a planted key block so the shares are far from uniform.
 // Shares are compared to 1e-4 (float on the GPU, double on the CPU); the kept blocks of the GPU's
@@ -12,6 +12,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/launch.h"
@@ -30,7 +31,7 @@ struct MassCase {
   int32_t start_pos, q_len;  // the prefill chunk
 };
 
-void run_case(const MassCase& c, bool wgmma, uint64_t seed) {
+void run_case(const MassCase& c, bool wgmma, PrefillEstimate estimate, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   const int n_kv = 2, hq = n_kv * c.group, d = c.head_dim, P = c.page_size;
@@ -106,13 +107,14 @@ void run_case(const MassCase& c, bool wgmma, uint64_t seed) {
   mp.page_size = P;
   mp.n_pool = n_pool;
   mp.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  mp.sampled_rows = estimate == PrefillEstimate::kSampledRows;
   mp.items = ditems.as<PrefillMassItem>();
   mp.n_items = n_items;
   mp.mass = dmass.as<float>();
   mp.max_blocks = max_blocks;
   // Fewer CTAs than items, so CTAs take several items each (and reuse their scratch).
   const int ctas = std::max(1, n_items / 3);
-  mp.scratch_stride = prefill_mass_scratch_floats(max_blocks);
+  mp.scratch_stride = prefill_mass_scratch_floats(max_blocks, mp.sampled_rows);
   DeviceBuffer dscratch(static_cast<size_t>(ctas) * mp.scratch_stride * sizeof(float));
   mp.scratch = dscratch.as<float>();
   LSERVE_CUDA_CHECK(launch_prefill_mass(mp, d, wgmma, ctas, Stream{}));
@@ -136,7 +138,7 @@ void run_case(const MassCase& c, bool wgmma, uint64_t seed) {
     in.k = k.data() + static_cast<size_t>(it.kv_head) * n_tokens * d;
     in.nk = q_pos.back() + 1;
     in.scale = mp.scale;
-    const std::vector<double> want = prefill_block_mass(in);
+    const std::vector<double> want = prefill_block_mass(in, estimate);
     got[i].assign(mass.begin() + static_cast<int64_t>(i) * max_blocks,
                   mass.begin() + static_cast<int64_t>(i) * max_blocks + want.size());
     for (int32_t b = static_cast<int32_t>(want.size()); b < max_blocks; ++b) {
@@ -154,8 +156,8 @@ void run_case(const MassCase& c, bool wgmma, uint64_t seed) {
     }
   }
   EXPECT_GT(planted_first, 0) << "the planted block leads no item's off-diagonal shares";
-  std::printf("%s: items %d, max |share diff| %.2e\n", wgmma ? "wgmma" : "mma.sync", n_items,
-              worst);
+  std::printf("%s, %s: items %d, max |share diff| %.2e\n", wgmma ? "wgmma" : "mma.sync",
+              std::string(prefill_estimate_name(estimate)).c_str(), n_items, worst);
 
   // The keep rule on the GPU's shares, at thresholds from few blocks to all.
   for (float threshold : {0.3f, 0.7f, 0.95f, 1.0f}) {
@@ -189,7 +191,7 @@ void run_case(const MassCase& c, bool wgmma, uint64_t seed) {
 
 class CudaPrefillBlocks : public testing::TestWithParam<MassCase> {};
 
-// The mma.sync estimate (what GPUs before Hopper run) everywhere, the wgmma one on sm_90.
+// Both estimates: with mma.sync (what GPUs before Hopper run) everywhere, with wgmma on sm_90.
 TEST_P(CudaPrefillBlocks, SharesAndKeptBlocksMatchTheReference) {
   LSERVE_SKIP_WITHOUT_GPU();
   bool hopper = false;
@@ -199,8 +201,10 @@ TEST_P(CudaPrefillBlocks, SharesAndKeptBlocksMatchTheReference) {
       std::printf("no sm_90 device: the wgmma estimate is not run\n");
       continue;
     }
-    SCOPED_TRACE(wgmma ? "wgmma estimate" : "mma.sync estimate");
-    run_case(GetParam(), wgmma, test::test_seed());
+    for (PrefillEstimate e : {PrefillEstimate::kAntidiagonal, PrefillEstimate::kSampledRows}) {
+      SCOPED_TRACE(fmt::format("{}, {}", wgmma ? "wgmma" : "mma.sync", prefill_estimate_name(e)));
+      run_case(GetParam(), wgmma, e, test::test_seed());
+    }
   }
 }
 

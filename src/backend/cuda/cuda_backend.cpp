@@ -171,9 +171,12 @@ Backend::PrefillBlockStats CudaBackend::prefill_block_stats() const {
 }
 
 bool CudaBackend::supports_prefill_sparsity(KvDtype t, int head_dim) const {
-  // The estimate keeps a query block's compressed rows (1,024 x head_dim bytes) in shared memory.
+  // The estimate keeps a pass's query rows (up to 1,024 x head_dim bytes) and its key stages in
+  // shared memory; either estimate must fit.
+  const bool hopper = impl_->hopper();
   return t != KvDtype::kFp8 && (head_dim == 64 || head_dim == 128) &&
-         cuda::prefill_mass_smem_bytes(head_dim, impl_->hopper()) <= impl_->smem_optin();
+         std::max(cuda::prefill_mass_smem_bytes(head_dim, hopper, false),
+                  cuda::prefill_mass_smem_bytes(head_dim, hopper, true)) <= impl_->smem_optin();
 }
 
 std::unique_ptr<StepRecording> CudaBackend::record(const std::function<void()>& work) {
@@ -482,6 +485,7 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
     mp.page_size = p.kv.page_size;
     mp.n_pool = pool.n;
     mp.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+    mp.sampled_rows = sa.sampled_rows;
     mp.items = sa.mass_items;
     mp.n_items = sa.n_mass;
     mp.mass = sa.mass.as<float>();

@@ -38,10 +38,6 @@ class CudaBackend final : public Backend {
   std::string head_dims_supported() const override { return "64, 128 or 256"; }
   // The estimate reads bf16 keys at head_dim 64 or 128 (kernels/prefill_blocks.cuh).
   bool supports_prefill_sparsity(KvDtype t, int head_dim) const override;
-  // The estimate kernel computes the antidiagonal shares only.
-  bool supports_prefill_estimate(PrefillEstimate e) const override {
-    return e == PrefillEstimate::kAntidiagonal;
-  }
   // Summed by the keep kernel on the device; reading them waits for the stream.
   PrefillBlockStats prefill_block_stats() const override;
   std::string prefill_sparsity_supported() const override {

@@ -216,6 +216,7 @@ struct CudaBackend::Impl {
     // The estimate runs one CTA per row of mass_scratch (at most one per SM).
     const cuda::PrefillMassItem* mass_items = nullptr;
     int n_mass = 0, max_blocks = 0;
+    bool sampled_rows = false;  // the estimate (AttentionPlan::prefill_estimate)
     Tensor mass, kept, kept_count, mass_scratch;
   };
   template <typename PlanFn>
@@ -238,12 +239,13 @@ struct CudaBackend::Impl {
     if (!ap.prefill_mass.empty()) {
       sa.n_mass = static_cast<int>(ap.prefill_mass.size());
       sa.max_blocks = ap.prefill_max_blocks;
+      sa.sampled_rows = ap.prefill_estimate == PrefillEstimate::kSampledRows;
       sa.mass_items = stage_vec(ap.prefill_mass);
       sa.mass = alloc(DType::F32, sa.n_mass, sa.max_blocks);
       sa.kept = alloc(DType::I32, sa.n_mass, sa.max_blocks);
       sa.kept_count = alloc(DType::I32, 1, sa.n_mass);
       sa.mass_scratch = alloc(DType::F32, std::min(sa.n_mass, num_sms_),
-                              cuda::prefill_mass_scratch_floats(sa.max_blocks));
+                              cuda::prefill_mass_scratch_floats(sa.max_blocks, sa.sampled_rows));
     }
     return staged_.emplace(signature, std::move(sa)).first->second;
   }

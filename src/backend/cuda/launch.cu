@@ -13,6 +13,7 @@
 #include "backend/cuda/kernels/rope_append.cuh"
 #include "backend/cuda/kernels/selector.cuh"
 #include "backend/cuda/launch_kernel.cuh"
+#include "sparse/prefill_blocks.h"
 
 namespace lserve::cuda {
 namespace {
@@ -137,20 +138,29 @@ cudaError_t probe_wgmma(bool* yes, cudaStream_t st) {
   return err;
 }
 
-template <int D, bool kWgmma>
-cudaError_t launch_prefill_mass_dim(const PrefillMassParams& p, int ctas, Stream st) {
-  const int smem = prefill_mass_smem(D, kWgmma);
-  const cudaError_t err = cudaFuncSetAttribute(prefill_mass_kernel<D, kWgmma>,
+static_assert(kAntidiagStride == kMassRowStride && kSampledRowStride == kMassRowStride &&
+              kPrefillBlock == kMassBlock);
+
+template <int D, bool kWgmma, int S>
+cudaError_t launch_prefill_mass_estimate(const PrefillMassParams& p, int ctas, Stream st) {
+  const int smem = prefill_mass_smem(D, kWgmma, S);
+  const cudaError_t err = cudaFuncSetAttribute(prefill_mass_kernel<D, kWgmma, S>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  return launch_kernel(prefill_mass_kernel<D, kWgmma>, dim3(static_cast<unsigned>(ctas)),
-                       32 * kMassWarps, smem, st, p);
+  return launch_kernel(prefill_mass_kernel<D, kWgmma, S>, dim3(static_cast<unsigned>(ctas)),
+                       kMassThreads, smem, st, p);
+}
+
+template <int D, bool kWgmma>
+cudaError_t launch_prefill_mass_dim(const PrefillMassParams& p, int ctas, Stream st) {
+  return p.sampled_rows ? launch_prefill_mass_estimate<D, kWgmma, 1>(p, ctas, st)
+                        : launch_prefill_mass_estimate<D, kWgmma, kMassRowStride>(p, ctas, st);
 }
 
 cudaError_t launch_prefill_mass(const PrefillMassParams& p, int head_dim, bool wgmma, int ctas,
                                 Stream st) {
   if (p.n_items <= 0) return cudaSuccess;
-  if (ctas <= 0 || p.scratch_stride < prefill_mass_scratch(p.max_blocks)) {
+  if (ctas <= 0 || p.scratch_stride < prefill_mass_scratch_floats(p.max_blocks, p.sampled_rows)) {
     return cudaErrorInvalidValue;
   }
   ctas = std::min(ctas, p.n_items);
@@ -165,10 +175,13 @@ cudaError_t launch_prefill_mass(const PrefillMassParams& p, int head_dim, bool w
   return cudaErrorInvalidValue;
 }
 
-int64_t prefill_mass_scratch_floats(int max_blocks) { return prefill_mass_scratch(max_blocks); }
+int64_t prefill_mass_scratch_floats(int max_blocks, bool sampled_rows) {
+  return prefill_mass_scratch(max_blocks, mass_stride(sampled_rows));
+}
 
-int prefill_mass_smem_bytes(int head_dim, bool wgmma) {
-  return prefill_mass_smem(head_dim, wgmma) + 4 * kMassRows * static_cast<int>(sizeof(float));
+int prefill_mass_smem_bytes(int head_dim, bool wgmma, bool sampled_rows) {
+  return prefill_mass_smem(head_dim, wgmma, mass_stride(sampled_rows)) +
+         4 * kMassRows * static_cast<int>(sizeof(float));
 }
 
 cudaError_t launch_prefill_keep(const PrefillKeepParams& p, int n_items, Stream st) {

@@ -67,12 +67,13 @@ cudaError_t launch_merge(const AttnParams& p, const MergeItem* items, int n_item
 // memory limit before launching (more than the default 48 KB; a host call per launch, which a
 // prefill step's few launches per layer can afford). The estimate runs `ctas` CTAs (at most one
 // per SM is resident) over p.n_items items, with wgmma on sm_90a or mma.sync elsewhere; p.scratch
-// holds ctas x p.scratch_stride floats, the stride at least prefill_mass_scratch_floats.
+// holds ctas x p.scratch_stride floats, the stride at least prefill_mass_scratch_floats (of the
+// estimate p.sampled_rows picks).
 cudaError_t launch_prefill_mass(const PrefillMassParams& p, int head_dim, bool wgmma, int ctas,
                                 Stream st);
-int64_t prefill_mass_scratch_floats(int max_blocks);
+int64_t prefill_mass_scratch_floats(int max_blocks, bool sampled_rows);
 // Shared memory one estimate CTA takes (the device must allow it per block).
-int prefill_mass_smem_bytes(int head_dim, bool wgmma);
+int prefill_mass_smem_bytes(int head_dim, bool wgmma, bool sampled_rows);
 cudaError_t launch_prefill_keep(const PrefillKeepParams& p, int n_items, Stream st);
 
 }  // namespace lserve::cuda

@@ -139,11 +139,12 @@ struct PrefillMassParams {
   int32_t page_size;
   int32_t n_pool;
   float scale;  // the attention's score scale, 1 / sqrt(head_dim)
+  bool sampled_rows;  // the estimate: sampled rows, else the antidiagonal (PrefillEstimate)
   const PrefillMassItem* items;
   int32_t n_items;
   float* mass;  // [items, max_blocks]: item i's share per key block 0 .. its query block
   int32_t max_blocks;
-  float* scratch;  // [gridDim.x, scratch_stride]: each CTA's (prefill_mass_scratch(max_blocks))
+  float* scratch;  // [gridDim.x, scratch_stride]: each CTA's (prefill_mass_scratch)
   int64_t scratch_stride;
 };
 // The kept key blocks of each item's mass vector (keep_prefill_blocks's rule), ascending.

@@ -1,34 +1,38 @@
-// Dynamic block-sparse prefill on the GPU, the estimate and the keep rule of
+// Dynamic block-sparse prefill on the GPU, the estimates and the keep rule of
 // sparse/prefill_blocks.h (the CPU reference; docs/sparse-attention.md, "Dynamic prefill
 // sparsity"):
-//  1. prefill_mass_kernel: the antidiagonal estimate as a product of compressed rows: compressed
-//     query row a of head g is the queries at positions 8a + 7, ..., 8a (in that order) side by
-//     side, compressed key column b the keys 8b, ..., 8b + 7, so <row a, column b> sums one
-//     antidiagonal of the 8 x 8 block of Q K^T. Rows are softmaxed over their causal columns
-//     (b <= a), scaled by scale / 8, and the probabilities summed per 128-key block (16 columns)
-//     and averaged over the rows present.
+//  1. prefill_mass_kernel: a query block's share per key block, as a product of 16 rows per query
+//     head against columns of keys, softmaxed per row over its causal columns, the probabilities
+//     summed per 128-key block and averaged over the rows present. Two estimates, one kernel
+//     (template argument S, the keys per column):
+//     - antidiagonal (S = 8): row a of head g is the queries at positions 8a + 7, ..., 8a (in
+//       that order) side by side, column b the keys 8b, ..., 8b + 7, so <row a, column b> sums one
+//       antidiagonal of the 8 x 8 block of Q K^T; scores scaled by scale / 8, visible while b <= a.
+//     - sampled rows (S = 1): row j is the query at position 128 qb + 8j + 7 (the block's last
+//       query where that lies past it), column b key b; scores scaled by scale, visible while
+//       b <= the row's position. The same number of products, 8x the exponentials.
 //  2. prefill_keep_kernel: one CTA per item: the blocks sorted by share (ties: lower block
 //     first, bitonic in shared memory), the fewest largest whose sum reaches the threshold
 //     (summed in double in that order, as the CPU does, so the same shares give the same
 //     blocks), plus block 0 and the diagonal block; written ascending.
 //
 // The estimate in one pass over the keys. An item is (query block, retrieval KV head); a pass
-// takes four of its query heads, 64 compressed rows (16 per head). Keys stream through in tiles
-// of 128 compressed columns (1,024 keys, eight 128-key blocks), each tile in pipeline stages of
-// 64 of the 8 * head_dim terms of the products (one stage: 128 columns x 64 bf16, 16 KB), loaded
-// with cp.async. Two warpgroups share the queries and split each stage: warpgroup wg loads and
-// multiplies the tile's columns 64 wg .. 64 wg + 63 (a half tile, four key blocks), warp w % 4
-// of it the rows of head g0 + w % 4, and waits at its own barrier per stage, so the warpgroups
-// meet only at the start and end of a pass. After a half tile each row knows, per block, the sum of
-// exp(score - the half tile's row maximum), and updates its running maximum and normaliser
-// (online softmax, per warpgroup); the block sums and half-tile maxima go to a per-CTA scratch
-// area (a row's share of a block needs its final normaliser, known only after the last tile).
-// The epilogue merges the two warpgroups' normalisers, turns the sums into shares and sums the
-// rows per block. Each warpgroup's 64 x 64 score tile of a stage is one warpgroup MMA (wgmma,
-// m64n64k16, both operands in shared memory) on sm_90a, or 8 m16n8k16 mma.sync per warp
-// elsewhere; the rest is shared. Scores are kept in log2 units (scale / 8 * log2(e) folded in).
-// A persistent grid (one CTA per SM: the compressed queries alone take 1,024 x head_dim bytes of
-// shared memory) walks the items from the longest down.
+// takes four of its query heads, 64 rows (16 per head) of 8 * head_dim (antidiagonal) or head_dim
+// terms. Keys stream through in tiles of 128 columns (antidiagonal: 1,024 keys, eight 128-key
+// blocks) or 256 (sampled rows: two blocks), each tile in pipeline stages of 64 of the products'
+// terms (one stage: the tile's columns x 64 bf16), loaded with cp.async. Two warpgroups share the
+// queries and split each stage: warpgroup wg loads and multiplies its half of the tile's columns
+// (four key blocks, or one), warp w % 4 of it the rows of head g0 + w % 4, and waits at its own
+// barrier per stage, so the warpgroups meet only at the start and end of a pass. After a half
+// tile each row knows, per block, the sum of exp(score - the half tile's row maximum), and updates
+// its running maximum and normaliser (online softmax, per warpgroup); the block sums and half-tile
+// maxima go to a per-CTA scratch area (a row's share of a block needs its final normaliser, known
+// only after the last tile). The epilogue merges the two warpgroups' normalisers, turns the sums
+// into shares and sums the rows per block. Each warpgroup's score tile of a stage is one warpgroup
+// MMA (wgmma, m64n64k16 or m64n128k16, both operands in shared memory) on sm_90a, or m16n8k16
+// mma.sync per warp elsewhere; the rest is shared. Scores are kept in log2 units (the scale and
+// log2(e) folded in). A persistent grid (one CTA per SM: the antidiagonal's rows alone take
+// 1,024 x head_dim bytes of shared memory) walks the items from the longest down.
 #pragma once
 
 #include <cfloat>
@@ -40,45 +44,52 @@
 
 namespace lserve::cuda {
 
-constexpr int kMassStride = 8;  // sparse/prefill_blocks.h kAntidiagStride
+// Rows per query block: one per 8 positions (kAntidiagStride and kSampledRowStride of
+// sparse/prefill_blocks.h; launch.cu checks they agree).
+constexpr int kMassRowStride = 8;
 constexpr int kMassBlock = kKeptBlockKeys;
 constexpr int kMassHeads = 4;               // query heads per pass over the keys
-constexpr int kMassRows = 16 * kMassHeads;  // compressed rows per pass
-constexpr int kMassWarps = 8;               // two warpgroups, one per half tile
+constexpr int kMassRows = 16 * kMassHeads;  // rows per pass
+static_assert(kMassBlock / kMassRowStride == 16);
+constexpr int kMassWarps = 8;  // two warpgroups, one per half tile
 constexpr int kMassThreads = 32 * kMassWarps;
-constexpr int kMassCols = 128;            // compressed columns per key tile
-constexpr int kMassHalf = kMassCols / 2;  // columns per warpgroup
-constexpr int kMassHalfBlocks = kMassHalf * kMassStride / kMassBlock;  // 4 key blocks
 constexpr int kMassChunk = 64;  // product terms per pipeline stage
+
+// Keys per column: 8 for the antidiagonal, 1 for sampled rows.
+constexpr int mass_stride(bool sampled_rows) { return sampled_rows ? 1 : kMassRowStride; }
+// Columns per warpgroup and tile: four 128-key blocks (antidiagonal) or one (sampled rows).
+constexpr int mass_half(int S) { return S == 1 ? 128 : 64; }
+constexpr int mass_half_blocks(int S) { return mass_half(S) * S / kMassBlock; }
 
 // Pipeline stages: with wgmma a stage is free again two steps later (one group stays in flight).
 constexpr int prefill_mass_stages(bool wgmma) { return wgmma ? 6 : 2; }
 
-constexpr int prefill_mass_smem(int head_dim, bool wgmma) {
-  return 1024 + kMassRows * kMassStride * head_dim * 2 +
-         prefill_mass_stages(wgmma) * kMassCols * kMassChunk * 2;
+constexpr int prefill_mass_smem(int head_dim, bool wgmma, int S) {
+  return 1024 + kMassRows * S * head_dim * 2 +
+         prefill_mass_stages(wgmma) * 2 * mass_half(S) * kMassChunk * 2;
 }
 
 // Scratch floats per CTA for items of up to max_blocks key blocks: per block and row the sum of
 // exp(score - half-tile maximum), per half tile and row that maximum (two halves per whole tile:
 // a tile is written whole even where the item's blocks end inside it).
-constexpr int64_t prefill_mass_scratch(int max_blocks) {
-  constexpr int kTileBlocks = 2 * kMassHalfBlocks;
+constexpr int64_t prefill_mass_scratch(int max_blocks, int S) {
+  const int tile_blocks = 2 * mass_half_blocks(S);
   return static_cast<int64_t>(kMassRows) *
-         (max_blocks + 2 * ((max_blocks + kTileBlocks - 1) / kTileBlocks));
+         (max_blocks + 2 * ((max_blocks + tile_blocks - 1) / tile_blocks));
 }
 
-template <int D, bool kWgmma>
+template <int D, bool kWgmma, int S>
 __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMassParams p) {
   griddep_wait();
   griddep_launch_dependents();
-  constexpr int S = kMassStride, kChunks = S * D / kMassChunk,
-                kStages = prefill_mass_stages(kWgmma);
+  constexpr int kHalf = mass_half(S), kCols = 2 * kHalf, kHalfBlocks = mass_half_blocks(S);
+  constexpr int kBlockTiles = kHalf / 8 / kHalfBlocks;  // 8-column MMA tiles per key block
+  constexpr int kChunks = S * D / kMassChunk, kStages = prefill_mass_stages(kWgmma);
   constexpr int kAhead = kWgmma ? kStages - 2 : kStages - 1;  // stages loaded ahead of the MMA
-  constexpr int kStageElems = kMassCols * kMassChunk;
-  constexpr int kLoads = kMassCols * (kMassChunk / 8) / kMassThreads;  // 16-byte copies a stage
+  constexpr int kStageElems = kCols * kMassChunk;
+  constexpr int kLoads = kCols * (kMassChunk / 8) / kMassThreads;  // 16-byte copies a stage
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  // qs: [8D / 64][64 rows][64] and the stages [kStages][128 columns][64], 128-byte swizzled
+  // qs: [S D / 64][64 rows][64] and the stages [kStages][kCols columns][64], 128-byte swizzled
   // (wgmma.cuh tile_offset), 1024-byte aligned for the wgmma descriptors.
   bf16* qs = reinterpret_cast<bf16*>(smem_raw + (1024 - smem_addr(smem_raw) % 1024) % 1024);
   bf16* ks = qs + kMassRows * S * D;
@@ -93,17 +104,19 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
   // of the tile (each warpgroup loads the stages' columns it multiplies, so the two meet only
   // at the start and the end of a pass and otherwise run apart: one's exponentials while the
   // other's products).
-  const int ch = tid % 8, col0 = wg * kMassHalf + (tid % 128) / 8;
-  static_assert(kLoads * 128 / 8 == kMassHalf && 128 / 8 == 16);
+  const int ch = tid % 8, col0 = wg * kHalf + (tid % 128) / 8;
+  static_assert(kLoads * 128 / 8 == kHalf && 128 / 8 == 16);
 
   for (int32_t i = blockIdx.x; i < p.n_items; i += gridDim.x) {
     const int32_t item = p.n_items - 1 - i;  // items come in query-block order: longest last
     const PrefillMassItem it = p.items[item];
     const int32_t pos0 = it.start_pos + it.r0, pos1 = it.start_pos + it.r1 - 1;
     const int32_t qb = pos0 / kMassBlock;
-    const int32_t a_first = pos0 / S, a_last = pos1 / S, a_base = qb * (kMassBlock / S);
+    // Row j of a head is present while a_first <= a_base + j <= a_last (both estimates).
+    const int32_t a_first = pos0 / kMassRowStride, a_last = pos1 / kMassRowStride;
+    const int32_t a_base = qb * (kMassBlock / kMassRowStride);
     const int32_t nk = pos1 + 1, n_kb = qb + 1;
-    const int32_t n_tiles = (a_last + kMassCols) / kMassCols;
+    const int32_t n_tiles = pos1 / S / kCols + 1;
     const int32_t n_steps = n_tiles * kChunks;
     const int32_t hs = p.head_slot[it.kv_head];
     const float inv_rows = 1.0f / static_cast<float>(p.group * (a_last - a_first + 1));
@@ -115,20 +128,21 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
       const int32_t page = p.page_indices[it.page_base + key / p.page_size];
       return (static_cast<int64_t>(page) * p.n_pool + hs) * p.page_size + key % p.page_size;
     };
-    int64_t col_row[kLoads];   // pool row of key 8 b (slot 0) of this thread's columns in the tile
+    int64_t col_row[kLoads];   // pool row of key S b (slot 0) of this thread's columns in the tile
     int32_t col_keys[kLoads];  // keys of that column before the last query's position + 1
     auto tile_rows = [&](int32_t t) {
 #pragma unroll
       for (int l = 0; l < kLoads; ++l) {
-        const int32_t key = (t * kMassCols + col0 + 16 * l) * S;
+        const int32_t key = (t * kCols + col0 + 16 * l) * S;
         col_keys[l] = nk - key;
         col_row[l] = whole_cols && key < nk ? key_row(key) : 0;
       }
     };
 
     // Pipeline step j: stage j % kStages holds terms [64 c, 64 c + 64) of columns
-    // 128 t .. 128 t + 127 (t = j / kChunks, c = j % kChunks): slot 64 c / D of each column, i.e.
-    // key 8 column + that slot, dims from 64 c % D (keys past the last query's are zeros).
+    // kCols t .. kCols (t + 1) - 1 (t = j / kChunks, c = j % kChunks): slot 64 c / D of each
+    // column, i.e. key S column + that slot, dims from 64 c % D (keys past the last query's are
+    // zeros).
     // Called in step order; a step of the next tile first looks up that tile's rows.
     int32_t rows_tile = -1;
     auto load_stage = [&](int32_t j) {
@@ -144,27 +158,38 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
       for (int l = 0; l < kLoads; ++l) {
         const bool valid = slot < col_keys[l];
         int64_t row = col_row[l] + slot;
-        if (!whole_cols && valid) row = key_row((t * kMassCols + col0 + 16 * l) * S + slot);
-        cp_async_16(dst + tile_offset<kMassCols>(col0 + 16 * l, ch * 8),
+        if (!whole_cols && valid) row = key_row((t * kCols + col0 + 16 * l) * S + slot);
+        cp_async_16(dst + tile_offset<kCols>(col0 + 16 * l, ch * 8),
                     p.k + (valid ? row : 0) * D + dim0 + ch * 8, valid);
       }
     };
 
     for (int32_t g0 = 0; g0 < p.group; g0 += kMassHeads) {
       const bool head_ok = g0 + wr < p.group;
-      int32_t row_a[2];
+      // This thread's rows: whether present, and the last column each sees.
+      int32_t row_last[2];
       bool row_ok[2];
       for (int h = 0; h < 2; ++h) {
-        row_a[h] = a_base + row0 % 16 + 8 * h;
-        row_ok[h] = head_ok && row_a[h] >= a_first && row_a[h] <= a_last;
+        const int32_t a = a_base + row0 % 16 + 8 * h;
+        row_ok[h] = head_ok && a >= a_first && a <= a_last;
+        row_last[h] = S == 1 ? min(a * kMassRowStride + kMassRowStride - 1, pos1) : a;
       }
-      // The compressed query rows of heads g0 .. g0 + 3 (slot s of row a: position 8a + 7 - s),
-      // shared by both warpgroups: their own group of loads, waited for by the whole CTA.
+      const bool rows_full = row_ok[0] && row_ok[1];
+      const int32_t rows_last = min(row_last[0], row_last[1]);
+      // The query rows of heads g0 .. g0 + 3 (slot s of antidiagonal row a: position 8a + 7 - s;
+      // sampled row j: position row_last), shared by both warpgroups: their own group of loads,
+      // waited for by the whole CTA.
       for (int idx = tid; idx < kMassRows * S * (D / 8); idx += kMassThreads) {
         const int qc = idx % (D / 8), s = (idx / (D / 8)) % S, r = idx / (D / 8 * S);
         const int w = r / 16, j = r % 16;
-        const int32_t pos = (a_base + j) * S + S - 1 - s;
-        const bool valid = g0 + w < p.group && pos >= pos0 && pos <= pos1;
+        int32_t pos = (a_base + j) * kMassRowStride + kMassRowStride - 1 - s;
+        bool valid = a_base + j >= a_first && a_base + j <= a_last;
+        if constexpr (S == 1) {
+          pos = min(pos, pos1);
+        } else {
+          valid = pos >= pos0 && pos <= pos1;
+        }
+        valid = valid && g0 + w < p.group;
         const int64_t token = valid ? it.q_offset + (pos - it.start_pos) : 0;
         const int32_t head = it.kv_head * p.group + g0 + (valid ? w : 0);
         const int col = s * D + qc * 8;
@@ -182,7 +207,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
       __syncthreads();
 
       float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // log2 units
-      float sc[kMassHalf / 8][4];
+      float sc[kHalf / 8][4];
       // Step j's stage half has landed for every thread of the warpgroup, and the half loaded
       // kAhead steps ahead is no longer read (its MMA retired before the barrier).
       auto begin_step = [&](int32_t j) {
@@ -194,18 +219,18 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
       };
       // This warpgroup's half of step j's stage.
       auto stage = [&](int32_t j) {
-        return ks + (j % kStages) * kStageElems + wg * kMassHalf * 64;
+        return ks + (j % kStages) * kStageElems + wg * kHalf * 64;
       };
       for (int32_t t = 0; t < n_tiles; ++t) {
         if constexpr (kWgmma) {
           // One group per stage, all adding to the same scores; the operand fences stay outside
           // the chain so that the groups overlap (one in flight while the next stage is waited).
           begin_step(t * kChunks);
-          wgmma_qk_issue<kMassChunk, kMassRows, kMassHalf>(sc, qs, stage(t * kChunks), 0);
+          wgmma_qk_issue<kMassChunk, kMassRows, kHalf>(sc, qs, stage(t * kChunks), 0);
           for (int c = 1; c < kChunks; ++c) {
             wgmma_wait<1>();
             begin_step(t * kChunks + c);
-            wgmma_qk_issue<kMassChunk, kMassRows, kMassHalf, false>(
+            wgmma_qk_issue<kMassChunk, kMassRows, kHalf, false>(
                 sc, qs + c * kMassRows * 64, stage(t * kChunks + c), 0, true);
           }
           wgmma_wait<0>();
@@ -224,9 +249,9 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
                           qc + tile_offset<kMassRows>(16 * wr + (lane % 8) + 8 * ((lane / 8) % 2),
                                                       kk * 16 + 8 * (lane / 16)));
 #pragma unroll
-              for (int np = 0; np < kMassHalf / 16; ++np) {
+              for (int np = 0; np < kHalf / 16; ++np) {
                 uint32_t b[4];
-                ldmatrix_x4(b, kc + tile_offset<kMassCols>(16 * np + (lane % 8) + 8 * (lane / 16),
+                ldmatrix_x4(b, kc + tile_offset<kCols>(16 * np + (lane % 8) + 8 * (lane / 16),
                                                            kk * 16 + 8 * ((lane / 8) % 2)));
                 mma_16816(sc[2 * np], a, b[0], b[1]);
                 mma_16816(sc[2 * np + 1], a, b[2], b[3]);
@@ -237,18 +262,16 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
 
         // This warpgroup's half of tile t is complete. Per row: the half tile's maximum, the
         // block sums relative to it (lane q of a quad writes block q), the running maximum and
-        // normaliser. Masking only where some column lies past some row (the diagonal's tiles,
-        // rows outside the item, absent heads).
-        const int32_t half = 2 * t + wg, col_first = half * kMassHalf;
-        const bool full = head_ok && a_first <= a_base && a_last >= a_base + 15 &&
-                          col_first + kMassHalf - 1 <= a_base;
-        if (!full) {
+        // normaliser. Masking only where some column of the warp's lies past some row (the
+        // diagonal's tiles, rows outside the item, absent heads).
+        const int32_t half = 2 * t + wg, col_first = half * kHalf;
+        if (!__all_sync(0xffffffffu, rows_full && col_first + kHalf - 1 <= rows_last)) {
 #pragma unroll
-          for (int nt = 0; nt < kMassHalf / 8; ++nt) {
+          for (int nt = 0; nt < kHalf / 8; ++nt) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
               const int32_t col = col_first + nt * 8 + 2 * (lane % 4) + e % 2;
-              if (!row_ok[e / 2] || col > row_a[e / 2]) sc[nt][e] = -INFINITY;
+              if (!row_ok[e / 2] || col > row_last[e / 2]) sc[nt][e] = -INFINITY;
             }
           }
         }
@@ -256,7 +279,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
         for (int h = 0; h < 2; ++h) {
           float mt = -INFINITY;
 #pragma unroll
-          for (int nt = 0; nt < kMassHalf / 8; ++nt) {
+          for (int nt = 0; nt < kHalf / 8; ++nt) {
             mt = fmaxf(mt, fmaxf(sc[nt][2 * h], sc[nt][2 * h + 1]));
           }
           mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
@@ -266,17 +289,17 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
           const int row = row0 + 8 * h;
           float half_sum = 0.0f;
 #pragma unroll
-          for (int bb = 0; bb < kMassHalfBlocks; ++bb) {
+          for (int bb = 0; bb < kHalfBlocks; ++bb) {
             float bs = 0.0f;
 #pragma unroll
-            for (int nt = 2 * bb; nt < 2 * bb + 2; ++nt) {
+            for (int nt = kBlockTiles * bb; nt < kBlockTiles * (bb + 1); ++nt) {
               bs += fast_exp2(fmaf(sc[nt][2 * h], k2, -base)) +
                     fast_exp2(fmaf(sc[nt][2 * h + 1], k2, -base));
             }
             bs += __shfl_xor_sync(0xffffffffu, bs, 1);
             bs += __shfl_xor_sync(0xffffffffu, bs, 2);
             half_sum += bs;
-            const int32_t kb = half * kMassHalfBlocks + bb;
+            const int32_t kb = half * kHalfBlocks + bb;
             if (bb == lane % 4 && kb < n_kb) sums[static_cast<int64_t>(kb) * kMassRows + row] = bs;
           }
           if (lane % 4 == 0) hmax[half * kMassRows + row] = mt == -INFINITY ? -INFINITY : mt2;
@@ -290,7 +313,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
       cp_async_wait<0>();
 
       // Epilogue: each row's maximum and normaliser over both warpgroups' halves; then row r's
-      // share of block kb is sums[kb][r] 2^(hmax[kb / 4][r] - max_r) / norm_r, and warp w sums
+      // share of block kb is sums[kb][r] 2^(hmax[its half tile][r] - max_r) / norm_r, and warp w sums
       // blocks w, w + 8, ... over the 64 rows.
       if (lane % 4 == 0) {
         for (int h = 0; h < 2; ++h) {
@@ -314,7 +337,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
         for (int r = lane; r < kMassRows; r += 32) {
           if (s_sum[0][r] > 0.0f) {
             v += sums[static_cast<int64_t>(kb) * kMassRows + r] *
-                 exp2f(hmax[kb / kMassHalfBlocks * kMassRows + r] - s_max[0][r]) * s_sum[0][r];
+                 exp2f(hmax[kb / kHalfBlocks * kMassRows + r] - s_max[0][r]) * s_sum[0][r];
           }
         }
         v = warp_sum(v);
