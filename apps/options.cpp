@@ -146,6 +146,12 @@ void add_sparse_options(CLI::App& cmd, ModelOptions& o) {
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str()
       ->group(g);
+  cmd.add_option("--prefill-dense-tail", s.prefill_dense_tail,
+                 "With --prefill-sparsity: the query blocks holding any of the prompt's last N "
+                 "positions (where a question usually is) attend to every key block")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str()
+      ->group(g);
   cmd.add_option("--prefill-estimate", o.prefill_estimate,
                  "How --prefill-sparsity estimates each block's share: antidiagonal (XAttention's "
                  "stride-8 antidiagonal sums) or sampled-rows (every 8th query scored exactly "

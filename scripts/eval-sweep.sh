@@ -43,6 +43,10 @@ declare -A configs=(
   [rows-0.9]="--modes sparse --prefill-sparsity 0.9 --prefill-estimate sampled-rows"
   [rows-0.95]="--modes sparse --prefill-sparsity 0.95 --prefill-estimate sampled-rows"
   [rows-0.99]="--modes sparse --prefill-sparsity 0.99 --prefill-estimate sampled-rows"
+  # The same with the prompt's last 256 positions dense.
+  [tail-0.9]="--modes sparse --prefill-sparsity 0.9 --prefill-dense-tail 256"
+  [tail-0.95]="--modes sparse --prefill-sparsity 0.95 --prefill-dense-tail 256"
+  [tail-0.99]="--modes sparse --prefill-sparsity 0.99 --prefill-dense-tail 256"
 )
 order=(default scaled streaming-only selection-only interval-1 query-head logical-2 logical-16
   drift exact exact-selection-only exact-interval-1 default-exact)

@@ -140,7 +140,7 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
           m.r1 = std::min(seq.q_len, (qb + 1) * kPrefillBlock - seq.start_pos);
           m.page_base = info.page_base;
           m.kv_head = h;
-          m.threshold = seq.prefill_sparsity;
+          m.threshold = seq.prefill_threshold(seq.start_pos + m.r1 - 1);
           const int32_t list = static_cast<int32_t>(out.prefill_mass.size());
           out.prefill_mass.push_back(m);
           out.prefill_max_blocks = std::max(out.prefill_max_blocks, qb + 1);

@@ -34,6 +34,9 @@ struct SeqStep {
   // block's estimated attention (sparse/prefill_blocks.h); 0: every key.
   double prefill_sparsity = 0;
   PrefillEstimate prefill_estimate = PrefillEstimate::kAntidiagonal;  // how they are estimated
+  // Query blocks whose last query of this chunk is at or past this position attend to every key
+  // block (the prompt's dense tail, SparseAttentionConfig::prefill_dense_tail).
+  int32_t prefill_dense_from = INT_MAX;
   bool refresh_selection = false;  // recompute the page selection at this step
   int32_t sel_slot = -1;           // where this sequence's selection is kept
 
@@ -47,6 +50,11 @@ struct SeqStep {
   // measured no more accurate, docs/accuracy.md).
   bool uses_prefill_blocks() const {
     return prefill_sparsity > 0 && !decode && q_len >= kSparsePrefillMinQueries;
+  }
+  // The keep threshold (keep_prefill_blocks) of the query block whose last query of this chunk
+  // is at `last`.
+  double prefill_threshold(int32_t last) const {
+    return last >= prefill_dense_from ? 1.0 : prefill_sparsity;
   }
 };
 

@@ -46,15 +46,21 @@ void SparseAttentionConfig::validate() const {
   LSERVE_CHECK(prefill_estimate == PrefillEstimate::kAntidiagonal || prefill_sparsity > 0,
                "--prefill-estimate {} applies to --prefill-sparsity, which is off",
                prefill_estimate_name(prefill_estimate));
+  LSERVE_CHECK(prefill_dense_tail >= 0, "--prefill-dense-tail {} must not be negative",
+               prefill_dense_tail);
+  LSERVE_CHECK(prefill_dense_tail == 0 || prefill_sparsity > 0,
+               "--prefill-dense-tail applies to --prefill-sparsity, which is off");
   LSERVE_CHECK(selector_skip_layers >= 0, "--selector-skip-layers {} must not be negative",
                selector_skip_layers);
 }
 
 std::string SparseAttentionConfig::summary() const {
   const std::string prefill =
-      prefill_sparsity > 0 ? fmt::format(", prefill blocks to mass {} ({})", prefill_sparsity,
-                                         prefill_estimate_name(prefill_estimate))
-                           : "";
+      prefill_sparsity > 0
+          ? fmt::format(", prefill blocks to mass {} ({}, last {} positions dense)",
+                        prefill_sparsity, prefill_estimate_name(prefill_estimate),
+                        prefill_dense_tail)
+          : "";
   if (dense) return fmt::format("dense (P {})", page_size);
   return fmt::format(
       "static sparsity {}, sink {}, local {} (prefill {}), P {}, L {}, budget {}, interval {}{}, "

@@ -293,9 +293,11 @@ struct PrefillBlocksShape {
   int group, head_dim;
   CudaBackend::AttnKernels kernels;
   PrefillEstimate estimate = PrefillEstimate::kAntidiagonal;
+  int dense_tail = 0;  // SparseAttentionConfig::prefill_dense_tail
 };
 class CudaPrefillSparsity : public testing::TestWithParam<PrefillBlocksShape> {};
 constexpr PrefillEstimate kSampled = PrefillEstimate::kSampledRows;
+constexpr PrefillEstimate kAnti = PrefillEstimate::kAntidiagonal;
 
 TEST_P(CudaPrefillSparsity, KeptBlocksAreExactlyWhatTheQueriesSee) {
   LSERVE_SKIP_WITHOUT_GPU();
@@ -307,6 +309,7 @@ TEST_P(CudaPrefillSparsity, KeptBlocksAreExactlyWhatTheQueriesSee) {
   c.sparse = small_sparse();
   c.sparse.prefill_local_tokens = 300;
   c.sparse.prefill_estimate = GetParam().estimate;
+  c.sparse.prefill_dense_tail = GetParam().dense_tail;
   c.sparse.token_budget = 64;
   c.n_kv_heads = 2;
   c.retrieval = {{true, false}, {true, true}, {false, true}};
@@ -342,12 +345,16 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaPrefillSparsity,
                                          PrefillBlocksShape{3, 128, K::kPortable},
                                          PrefillBlocksShape{2, 64, K::kReference},
                                          PrefillBlocksShape{4, 128, K::kAuto, kSampled},
-                                         PrefillBlocksShape{3, 64, K::kPortable, kSampled}),
+                                         PrefillBlocksShape{3, 64, K::kPortable, kSampled},
+                                         PrefillBlocksShape{4, 128, K::kAuto, kAnti, 100}),
                          [](const testing::TestParamInfo<PrefillBlocksShape>& i) {
                            return fmt::format(
-                               "G{}_d{}_{}{}", i.param.group, i.param.head_dim,
+                               "G{}_d{}_{}{}{}", i.param.group, i.param.head_dim,
                                kernels_name(i.param.kernels),
-                               i.param.estimate == kSampled ? "_sampled_rows" : "");
+                               i.param.estimate == kSampled ? "_sampled_rows" : "",
+                               i.param.dense_tail > 0
+                                   ? fmt::format("_tail{}", i.param.dense_tail)
+                                   : "");
                          });
 
 // Layers with the model's own sliding window (Gemma 3): streaming heads of exactly that window and

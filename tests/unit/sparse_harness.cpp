@@ -219,7 +219,7 @@ std::vector<std::vector<int32_t>> SparseHarness::prefill_kept_blocks(const SeqSt
   in.nk = last + 1;
   in.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const std::vector<double> mass = prefill_block_mass(in, c_.sparse.prefill_estimate);
-  const double threshold = c_.sparse.prefill_sparsity;
+  const double threshold = s.prefill_threshold(last);
   std::vector<std::vector<int32_t>> sets = {keep_prefill_blocks(mass, threshold)};
   ++prefill_block_estimates;
   prefill_blocks_dropped += qb + 1 - static_cast<int>(sets[0].size());

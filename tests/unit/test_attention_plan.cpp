@@ -170,7 +170,8 @@ TEST(AttentionPlan, EveryVisibleKeyIsCoveredExactlyOnce) {
 // Block-sparse prefill (SeqStep::prefill_sparsity): one estimate per (query block, retrieval KV
 // head) of the chunk; that head's tiles stay inside one query block (they share its kept list,
 // AttnWork::list) and cover each of its queries once; streaming heads plan as usual; chunks of
-// fewer than kSparsePrefillMinQueries queries are dense.
+// fewer than kSparsePrefillMinQueries queries are dense; blocks whose last query lies in the
+// dense tail (SeqStep::prefill_dense_from) keep every key block (threshold 1).
 TEST(AttentionPlan, BlockSparsePrefillTilesStayInsideTheirQueryBlock) {
   SparseAttentionConfig sp = coverage_config();
   const HeadMap heads = HeadMap::from_flags({{true, false}});
@@ -180,6 +181,7 @@ TEST(AttentionPlan, BlockSparsePrefillTilesStayInsideTheirQueryBlock) {
     seq.start_pos = start;
     seq.q_len = 401;
     seq.prefill_sparsity = 0.9;
+    seq.prefill_dense_from = start + 300;
     plan.seqs.push_back(seq);
     plan.positions.resize(seq.q_len);
     AttentionPlanConfig cfg;
@@ -200,7 +202,7 @@ TEST(AttentionPlan, BlockSparsePrefillTilesStayInsideTheirQueryBlock) {
       ASSERT_LT(w.list, static_cast<int32_t>(ap.prefill_mass.size()));
       const cuda::PrefillMassItem& m = ap.prefill_mass[w.list];
       EXPECT_EQ(m.kv_head, 0);
-      EXPECT_FLOAT_EQ(m.threshold, 0.9f);
+      EXPECT_EQ(m.threshold, start + m.r1 - 1 >= start + 300 ? 1.0 : 0.9);
       EXPECT_GE(w.q_first, m.r0);
       EXPECT_LE(w.q_first + w.q_count, m.r1);
       const int32_t qb = (start + m.r0) / kPrefillBlock;

@@ -63,10 +63,16 @@ TEST(SparseConfig, RejectsInconsistentValues) {
   bad([](auto& s) { s.selector_interval = 0; });
   bad([](auto& s) { s.selector_skip_layers = -2; });
   bad([](auto& s) { s.prefill_estimate = PrefillEstimate::kSampledRows; });  // sparsity off
+  bad([](auto& s) { s.prefill_dense_tail = 256; });                          // sparsity off
+  bad([](auto& s) {
+    s.prefill_sparsity = 0.9;
+    s.prefill_dense_tail = -1;
+  });
   SparseAttentionConfig ok;
   EXPECT_NO_THROW(ok.validate());
   ok.prefill_sparsity = 0.9;
   ok.prefill_estimate = PrefillEstimate::kSampledRows;
+  ok.prefill_dense_tail = 256;
   EXPECT_NO_THROW(ok.validate());
   try {
     SparseAttentionConfig s;

@@ -263,8 +263,9 @@ TEST(SchedulerPrefix, AdmissionSkipsTheCachedPrefixAndCountsIt) {
 }
 
 // Dynamic prefill sparsity: a sequence's prefill chunks end on 128-token query blocks where the
-// budget holds one (the prompt's end is one), cached prefixes are reused in whole blocks, and a
-// dense-override sequence is neither aligned nor sparse.
+// budget holds one (the prompt's end is one), cached prefixes are reused in whole blocks, the
+// dense tail starts prefill_dense_tail positions before the prompt's end, and a dense-override
+// sequence is neither aligned nor sparse.
 TEST(SchedulerPrefillBlocks, ChunksAndReusedPrefixesEndOnQueryBlocks) {
   std::mt19937 rng(test::test_seed());
   BlockManagerConfig bc;
@@ -278,6 +279,7 @@ TEST(SchedulerPrefillBlocks, ChunksAndReusedPrefixesEndOnQueryBlocks) {
   sparse.static_sparsity = 0;  // no streaming heads: only the retrieval pool
   sparse.prefill_sparsity = 0.5;
   sparse.prefill_estimate = PrefillEstimate::kSampledRows;
+  sparse.prefill_dense_tail = 150;
   Scheduler sched(sc, sparse, bm);
 
   auto run_prompt = [&](Sequence& seq) {
@@ -304,6 +306,9 @@ TEST(SchedulerPrefillBlocks, ChunksAndReusedPrefixesEndOnQueryBlocks) {
   for (const SeqStep& s : steps) {
     EXPECT_EQ(s.prefill_sparsity, 0.5);
     EXPECT_EQ(s.prefill_estimate, PrefillEstimate::kSampledRows);
+    EXPECT_EQ(s.prefill_dense_from, 550);
+    EXPECT_EQ(s.prefill_threshold(549), 0.5);
+    EXPECT_EQ(s.prefill_threshold(550), 1.0);
   }
 
   // The document again with a question: 43 cached pages (688 tokens), reused down to 640.
@@ -321,6 +326,7 @@ TEST(SchedulerPrefillBlocks, ChunksAndReusedPrefixesEndOnQueryBlocks) {
   ASSERT_FALSE(dense.empty());
   EXPECT_EQ(dense[0].q_len, 300);
   EXPECT_EQ(dense[0].prefill_sparsity, 0.0);
+  EXPECT_EQ(dense[0].prefill_dense_from, INT_MAX);
 }
 
 }  // namespace
