@@ -85,6 +85,14 @@ int run_eval(EvalOptions& o) {
       cases.insert(cases.end(), c.begin(), c.end());
     }
     const auto results = eval::run_cases(*engine, cases, o.modes, fmt::format("{} tokens", length));
+    // Under --prefill-sparsity: the share of key blocks the retrieval heads read (sparse mode).
+    const Backend::PrefillBlockStats pb = engine->backend().prefill_block_stats();
+    if (pb.causal > 0) {
+      out["prefill_blocks"][std::to_string(length)] = {{"kept", pb.kept}, {"causal", pb.causal}};
+      log::info("prefill key blocks read by retrieval heads at {} tokens: {} of {} ({:.1f}%)",
+                length, pb.kept, pb.causal,
+                100.0 * static_cast<double>(pb.kept) / static_cast<double>(pb.causal));
+    }
     for (const eval::EvalResult& r : results) {
       auto& [sum, n] = sums[{r.c->task, length, r.mode}];
       sum += r.score;

@@ -7,7 +7,8 @@
 // --prefill-sparsity T adds sparse prefill with dynamic block sparsity on the retrieval heads
 // (the estimate and keep kernels included in the time). The inputs are random, so every key
 // block gets about the same estimated share and a threshold T keeps about a fraction T of the
-// blocks: the rows measure the cost at that kept fraction, not what real attention would keep.
+// blocks: the rows measure the cost at that kept fraction, not what real attention would keep;
+// the last 256 queries (the default --prefill-dense-tail) keep every block, as served.
 // --prefill-estimate picks the estimates timed (rows of sampled-rows end in "-rows").
 #include <cuda_runtime.h>
 
@@ -177,7 +178,10 @@ void bench_prefill(CudaBackend& be, int n, bool sparse, KvDtype kv_dtype,
                    const char* label = nullptr, double prefill_sparsity = 0,
                    PrefillEstimate estimate = PrefillEstimate::kAntidiagonal) {
   Setup s = make_setup(be, 1, n, n, sparse, 4096, 8192, kv_dtype, prefill_sparsity, estimate);
-  for (SeqStep& st : s.plan.seqs) st.prefill_sparsity = prefill_sparsity;
+  for (SeqStep& st : s.plan.seqs) {
+    st.prefill_sparsity = prefill_sparsity;
+    st.prefill_dense_from = std::max(0, n - s.cache->sparse().prefill_dense_tail);  // as served
+  }
   Tensor q = be.random(n, kHq * kD, 7, 1.0f), out = be.alloc(DType::BF16, n, kHq * kD);
   be.begin_step(s.plan, *s.cache);
   const int reps = n >= 65536 ? 3 : 10;

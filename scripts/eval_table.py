@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """One markdown table of several `lserve eval` JSON files: a row per (file, mode), a column per
-task with its average score over every length and case, and the overall average.
+task with its average score over every length and case, and the overall average; under
+--prefill-sparsity also the share of key blocks the retrieval heads read (sparse mode, all
+lengths).
 
     python3 scripts/eval_table.py results/*.json [--by-length]
 """
@@ -18,6 +20,7 @@ def main():
     args = ap.parse_args()
     rows = []
     columns = []
+    any_blocks = False
     for path in args.results:
         try:
             data = json.load(open(path))
@@ -31,17 +34,23 @@ def main():
             sums[r["mode"]][col].append(r["score"])
             if col not in columns:
                 columns.append(col)
+        blocks = data.get("prefill_blocks", {}).values()
+        kept, causal = sum(b["kept"] for b in blocks), sum(b["causal"] for b in blocks)
+        read = f"{100 * kept / causal:.1f}%" if causal else "—"
+        any_blocks = any_blocks or causal > 0
         for mode in data["modes"]:
             if mode in sums:
-                rows.append((f"{name} ({mode})", sums[mode]))
-    print("| configuration | " + " | ".join(columns) + " | average |")
-    print("|---" * (len(columns) + 2) + "|")
-    for label, cols in rows:
+                rows.append((f"{name} ({mode})", sums[mode], read if mode == "sparse" else "—"))
+    extra = " blocks read |" if any_blocks else ""
+    print("| configuration | " + " | ".join(columns) + " | average |" + extra)
+    print("|---" * (len(columns) + 2 + any_blocks) + "|")
+    for label, cols, read in rows:
         avgs = [100 * sum(cols[c]) / len(cols[c]) if cols.get(c) else None for c in columns]
         shown = [a for a in avgs if a is not None]
         cells = ["—" if a is None else f"{a:.1f}" for a in avgs]
         total = f"{sum(shown) / len(shown):.1f}" if shown else "—"
-        print(f"| {label} | " + " | ".join(cells) + f" | {total} |")
+        print(f"| {label} | " + " | ".join(cells) + f" | {total} |" +
+              (f" {read} |" if any_blocks else ""))
 
 
 if __name__ == "__main__":

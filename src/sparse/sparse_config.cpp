@@ -48,8 +48,6 @@ void SparseAttentionConfig::validate() const {
                prefill_estimate_name(prefill_estimate));
   LSERVE_CHECK(prefill_dense_tail >= 0, "--prefill-dense-tail {} must not be negative",
                prefill_dense_tail);
-  LSERVE_CHECK(prefill_dense_tail == 0 || prefill_sparsity > 0,
-               "--prefill-dense-tail applies to --prefill-sparsity, which is off");
   LSERVE_CHECK(selector_skip_layers >= 0, "--selector-skip-layers {} must not be negative",
                selector_skip_layers);
 }

@@ -63,7 +63,6 @@ TEST(SparseConfig, RejectsInconsistentValues) {
   bad([](auto& s) { s.selector_interval = 0; });
   bad([](auto& s) { s.selector_skip_layers = -2; });
   bad([](auto& s) { s.prefill_estimate = PrefillEstimate::kSampledRows; });  // sparsity off
-  bad([](auto& s) { s.prefill_dense_tail = 256; });                          // sparsity off
   bad([](auto& s) {
     s.prefill_sparsity = 0.9;
     s.prefill_dense_tail = -1;
