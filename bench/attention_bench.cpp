@@ -260,10 +260,6 @@ int main(int argc, char** argv) {
   app.add_option("--min-split-keys", split_keys,
                  "Shortest key range of a split decode item (0: the backend's default)");
   app.add_flag("--sparse-only", sparse_only, "Only the sparse modes (for profiling)");
-  std::vector<int> prefill_ctas;
-  app.add_option("--prefill-ctas", prefill_ctas,
-                 "Also time dense prefill with the warp-specialised kernel on at most this many "
-                 "persistent CTAs (-1: one CTA per item, none taking several)");
   app.add_flag(
       "--portable", portable,
       "Also time dense prefill with the portable mma.sync kernel (what non-Hopper GPUs run)");
@@ -287,20 +283,14 @@ int main(int argc, char** argv) {
         for (const std::string& name : estimates) {
           const lserve::PrefillEstimate e = lserve::parse_prefill_estimate(name);
           for (double t : prefill_sparsity) {
-            const std::string label = "dyn-" + std::to_string(t).substr(0, 4) +
-                                      (e == lserve::PrefillEstimate::kSampledRows ? "-rows" : "") +
-                                      suffix;
+            const std::string label =
+                "dyn-" + std::to_string(t).substr(0, 4) +
+                (e == lserve::PrefillEstimate::kSampledRows ? "-rows" : "") + suffix;
             lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, label.c_str(), t, e);
           }
         }
       };
       bench_dynamic("");
-      for (int c : prefill_ctas) {
-        be.set_prefill_ctas(c);
-        const std::string label = "dense-ctas" + std::to_string(c);
-        lserve::bench_prefill(be, n, false, lserve::KvDtype::kAuto, label.c_str());
-      }
-      be.set_prefill_ctas(0);
       if (portable) {
         be.set_attention_kernels(lserve::CudaBackend::AttnKernels::kPortable);
         lserve::bench_prefill(be, n, false, lserve::KvDtype::kAuto, "dense-mma");

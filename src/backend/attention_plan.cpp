@@ -197,14 +197,6 @@ AttentionPlan plan_attention(const StepPlan& plan, const HeadMap& heads,
   };
   std::stable_sort(out.prefill.begin(), out.prefill.end(),
                    [&](const AttnWork& a, const AttnWork& b) { return keys_of(a) > keys_of(b); });
-  int64_t prefill_keys = 0;
-  for (const AttnWork& w : out.prefill) {
-    prefill_keys += keys_of(w);
-    out.prefill_selected = out.prefill_selected || w.kind == cuda::kSelectedPages;
-  }
-  out.prefill_persistent =
-      !out.prefill.empty() && !out.prefill_selected &&
-      prefill_keys <= kPersistentPrefillKeys * static_cast<int64_t>(out.prefill.size());
 
   // Split long decode items over keys into pieces of at most `chunk` keys. The decode kernel
   // runs about 3 CTAs per multiprocessor (its shared memory and registers), so a launch takes

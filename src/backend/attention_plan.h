@@ -12,8 +12,6 @@
 
 namespace lserve {
 
-constexpr int64_t kPersistentPrefillKeys = 16384;
-
 struct AttentionPlanConfig {
   int layer = 0;
   int n_heads = 0;
@@ -27,12 +25,6 @@ struct AttentionPlanConfig {
 
 struct AttentionPlan {
   std::vector<cuda::AttnWork> prefill;  // prefill_rows-row tiles, heaviest first
-  bool prefill_selected = false;        // some of them read selected pages
-  // Whether the warp-specialised prefill runs persistent CTAs over them (attention_ws.cuh): not
-  // when one reads selected pages, and only while they are short (mean keys per item at most
-  // kPersistentPrefillKeys): on the H200 persistent CTAs measured 5% faster with 4K keys per
-  // item (8K prompts), 1% with 16K and 15% slower with 64K (128K prompts).
-  bool prefill_persistent = false;
   std::vector<cuda::AttnWork> decode;   // 16-row tiles, possibly split over keys
   std::vector<cuda::MergeItem> merges;  // one per split decode item
   int n_partials = 0;

@@ -179,9 +179,6 @@ struct GpuShape {
   // 16 boxes a tile, 128 one box a tile, and 24 (no boxes, not a power of two) has every key
   // gathered and the key lookups divide instead of shifting.
   int page_size = 16;
-  // > 0: the warp-specialised prefill on this many CTAs, each taking several items in a row
-  // (the default, a CTA per multiprocessor, gives these small steps one item per CTA).
-  int prefill_ctas = 0;
 };
 
 class CudaSparse : public testing::TestWithParam<GpuShape> {};
@@ -191,7 +188,6 @@ TEST_P(CudaSparse, MatchesDenseUnderTheVisibilityMask) {
   CudaBackend gpu(0);
   gpu.set_attention_kernels(GetParam().kernels);
   if (GetParam().min_split_keys > 0) gpu.set_min_split_keys(GetParam().min_split_keys);
-  gpu.set_prefill_ctas(GetParam().prefill_ctas);
   test::SparseCase c;
   c.group = GetParam().group;
   c.head_dim = GetParam().head_dim;
@@ -277,22 +273,15 @@ INSTANTIATE_TEST_SUITE_P(
         GpuShape{3, 128, SelectorGranularity::kKvHead, K::kWgmmaTiles, 4, KvDtype::kAuto, 0, 24},
         GpuShape{4, 128, SelectorGranularity::kKvHead, K::kWgmmaTiles, 4, KvDtype::kAuto, 0, 128},
         GpuShape{3, 64, SelectorGranularity::kKvHead, K::kPortable, 4, KvDtype::kAuto, 0, 24},
-        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kFp8, 0, 24},
-        // The persistent warp-specialised prefill with CTAs taking several items in a row
-        // (streaming and dense ones mixed, boxes and gathers).
-        GpuShape{4, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kAuto, 0, 16, 2},
-        GpuShape{3, 64, SelectorGranularity::kQueryHead, K::kAuto, 4, KvDtype::kAuto, 0, 16, 3},
-        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kAuto, 0, 24, 2},
-        GpuShape{4, 64, SelectorGranularity::kQueryHead, K::kAuto, 4, KvDtype::kAuto, 0, 128, 3}),
+        GpuShape{3, 128, SelectorGranularity::kKvHead, K::kAuto, 4, KvDtype::kFp8, 0, 24}),
     [](const testing::TestParamInfo<GpuShape>& i) {
       return fmt::format(
-          "G{}_d{}_{}_{}_L{}{}{}{}{}", i.param.group, i.param.head_dim,
+          "G{}_d{}_{}_{}_L{}{}{}{}", i.param.group, i.param.head_dim,
           i.param.granularity == SelectorGranularity::kKvHead ? "kvhead" : "qhead",
           kernels_name(i.param.kernels), i.param.logical_page_size,
           i.param.kv_dtype == KvDtype::kFp8 ? "_fp8" : "",
           i.param.min_split_keys > 0 ? fmt::format("_split{}", i.param.min_split_keys) : "",
-          i.param.page_size != 16 ? fmt::format("_P{}", i.param.page_size) : "",
-          i.param.prefill_ctas > 0 ? fmt::format("_ctas{}", i.param.prefill_ctas) : "");
+          i.param.page_size != 16 ? fmt::format("_P{}", i.param.page_size) : "");
     });
 
 // Dynamic block-sparse prefill on the GPU: the estimate and keep kernels, then the prefill
@@ -304,8 +293,7 @@ struct PrefillBlocksShape {
   int group, head_dim;
   CudaBackend::AttnKernels kernels;
   PrefillEstimate estimate = PrefillEstimate::kAntidiagonal;
-  int dense_tail = 0;    // SparseAttentionConfig::prefill_dense_tail
-  int prefill_ctas = 0;  // as GpuShape::prefill_ctas
+  int dense_tail = 0;  // SparseAttentionConfig::prefill_dense_tail
 };
 class CudaPrefillSparsity : public testing::TestWithParam<PrefillBlocksShape> {};
 constexpr PrefillEstimate kSampled = PrefillEstimate::kSampledRows;
@@ -322,7 +310,6 @@ TEST_P(CudaPrefillSparsity, KeptBlocksAreExactlyWhatTheQueriesSee) {
   c.sparse.prefill_local_tokens = 300;
   c.sparse.prefill_estimate = GetParam().estimate;
   c.sparse.prefill_dense_tail = GetParam().dense_tail;
-  gpu.set_prefill_ctas(GetParam().prefill_ctas);
   c.sparse.token_budget = 64;
   c.n_kv_heads = 2;
   c.retrieval = {{true, false}, {true, true}, {false, true}};
@@ -351,22 +338,24 @@ TEST_P(CudaPrefillSparsity, KeptBlocksAreExactlyWhatTheQueriesSee) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, CudaPrefillSparsity,
-    testing::Values(PrefillBlocksShape{4, 128, K::kWgmmaTiles}, PrefillBlocksShape{3, 64, K::kAuto},
-                    PrefillBlocksShape{4, 128, K::kAuto}, PrefillBlocksShape{3, 128, K::kPortable},
-                    PrefillBlocksShape{2, 64, K::kReference},
-                    PrefillBlocksShape{4, 128, K::kAuto, kSampled},
-                    PrefillBlocksShape{3, 64, K::kPortable, kSampled},
-                    PrefillBlocksShape{4, 128, K::kAuto, kAnti, 100},
-                    PrefillBlocksShape{3, 64, K::kAuto, kAnti, 0, 2}),
-    [](const testing::TestParamInfo<PrefillBlocksShape>& i) {
-      return fmt::format(
-          "G{}_d{}_{}{}{}{}", i.param.group, i.param.head_dim, kernels_name(i.param.kernels),
-          i.param.estimate == kSampled ? "_sampled_rows" : "",
-          i.param.dense_tail > 0 ? fmt::format("_tail{}", i.param.dense_tail) : "",
-          i.param.prefill_ctas > 0 ? fmt::format("_ctas{}", i.param.prefill_ctas) : "");
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaPrefillSparsity,
+                         testing::Values(PrefillBlocksShape{4, 128, K::kWgmmaTiles},
+                                         PrefillBlocksShape{3, 64, K::kAuto},
+                                         PrefillBlocksShape{4, 128, K::kAuto},
+                                         PrefillBlocksShape{3, 128, K::kPortable},
+                                         PrefillBlocksShape{2, 64, K::kReference},
+                                         PrefillBlocksShape{4, 128, K::kAuto, kSampled},
+                                         PrefillBlocksShape{3, 64, K::kPortable, kSampled},
+                                         PrefillBlocksShape{4, 128, K::kAuto, kAnti, 100}),
+                         [](const testing::TestParamInfo<PrefillBlocksShape>& i) {
+                           return fmt::format(
+                               "G{}_d{}_{}{}{}", i.param.group, i.param.head_dim,
+                               kernels_name(i.param.kernels),
+                               i.param.estimate == kSampled ? "_sampled_rows" : "",
+                               i.param.dense_tail > 0
+                                   ? fmt::format("_tail{}", i.param.dense_tail)
+                                   : "");
+                         });
 
 // Layers with the model's own sliding window (Gemma 3): streaming heads of exactly that window and
 // no sink, which the kernels read from the step's sequence table for that window

@@ -225,29 +225,6 @@ TEST(AttentionPlan, BlockSparsePrefillTilesStayInsideTheirQueryBlock) {
   EXPECT_TRUE(plan_attention(small, heads, sp, cfg).prefill_mass.empty());
 }
 
-// The warp-specialised prefill runs persistent CTAs over short items only: a 1,000-token prompt
-// chunk's tiles average fewer than kPersistentPrefillKeys keys, the same chunk after 100K cached
-// tokens more.
-TEST(AttentionPlan, PersistentPrefillOnlyForShortItems) {
-  SparseAttentionConfig sp = coverage_config();
-  const HeadMap heads = HeadMap::all_retrieval(1, 2);
-  for (int32_t start : {0, 100000}) {
-    StepPlan plan;
-    SeqStep seq;
-    seq.start_pos = start;
-    seq.q_len = 1000;
-    plan.seqs.push_back(seq);
-    plan.positions.resize(seq.q_len);
-    AttentionPlanConfig cfg;
-    cfg.n_heads = 8;
-    cfg.n_kv_heads = 2;
-    const AttentionPlan ap = plan_attention(plan, heads, sp, cfg);
-    ASSERT_FALSE(ap.prefill.empty());
-    EXPECT_FALSE(ap.prefill_selected);
-    EXPECT_EQ(ap.prefill_persistent, start == 0) << start;
-  }
-}
-
 // Split decode items take whole key tiles (the FP8 decode kernel's are 128 keys, bf16's 64): a
 // split boundary inside a tile would leave a tile half empty, loaded and computed for nothing.
 TEST(AttentionPlan, DecodeSplitsAreWholeKeyTiles) {

@@ -506,21 +506,11 @@ void CudaBackend::attention(int layer, const Tensor& q, const StepPlan& plan, Kv
     p.kept_count = kp.count;
     p.kept_stride = sa.max_blocks;
   }
-  // The warp-specialised prefill: persistent CTAs (one per multiprocessor, each taking several
-  // items) where the plan says so, or as many as a test or benchmark asks for (never over
-  // selected pages).
-  int ws_ctas = sa.prefill_persistent ? impl_->num_sms() : 0;
-  if (prefill_ctas_ != 0 && !sa.prefill_selected) ws_ctas = std::max(0, prefill_ctas_);
   auto launch = [&](const cuda::AttnWork* items, int n, cuda::AttnVariant variant) {
     if (n == 0) return;
     p.work = items;
-    p.n_work = n;
-    if (variant == cuda::AttnVariant::kPrefillWs && !reference && ws_ctas > 0 && ws_ctas < n) {
-      p.ws_next = impl_->ws_counter();
-      LSERVE_CUDA_CHECK(cudaMemsetAsync(p.ws_next, 0, sizeof(int32_t), st.handle));
-    }
-    LSERVE_CUDA_CHECK(cuda::launch_attention(
-        p, n, d, reference ? cuda::AttnVariant::kReference : variant, st, ws_ctas));
+    LSERVE_CUDA_CHECK(
+        cuda::launch_attention(p, n, d, reference ? cuda::AttnVariant::kReference : variant, st));
   };
   auto prefill_variant = cuda::AttnVariant::kPrefill;
   if (impl_->hopper() && attn_kernels_ == AttnKernels::kAuto) {

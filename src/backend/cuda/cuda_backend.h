@@ -80,10 +80,6 @@ class CudaBackend final : public Backend {
   void set_attention_kernels(AttnKernels k) { attn_kernels_ = k; }
   // Tuning hook (bench/attention_bench): the shortest key range a decode item is split into.
   void set_min_split_keys(int keys) { min_split_keys_ = keys; }
-  // The warp-specialised prefill's CTAs at most (0: the plan's choice, AttentionPlan::
-  // prefill_persistent; -1: one per item, no CTA taking several); tests set a few so that each
-  // CTA takes several items.
-  void set_prefill_ctas(int ctas) { prefill_ctas_ = ctas; }
 
   struct Impl;
 
@@ -93,7 +89,6 @@ class CudaBackend final : public Backend {
   int sampled_rows_ = 0;
   AttnKernels attn_kernels_ = AttnKernels::kAuto;
   int min_split_keys_ = AttentionPlanConfig{}.min_split_keys;
-  int prefill_ctas_ = 0;
 };
 
 // Whether a CUDA device can be used here (false on machines without a GPU or driver).

@@ -108,12 +108,6 @@ struct CudaBackend::Impl {
     return static_cast<unsigned long long*>(prefill_totals_.data);
   }
   bool has_prefill_totals() const { return !prefill_totals_.empty(); }
-  // The warp-specialised prefill's item counter (AttnParams::ws_next), zeroed before each
-  // persistent launch.
-  int32_t* ws_counter() {
-    if (ws_counter_.empty()) ws_counter_ = alloc(DType::I32, 1, 1);
-    return ws_counter_.as<int32_t>();
-  }
   const unsigned long long* prefill_totals() const {
     return static_cast<const unsigned long long*>(prefill_totals_.data);
   }
@@ -216,9 +210,7 @@ struct CudaBackend::Impl {
     const cuda::AttnWork* prefill = nullptr;
     const cuda::MergeItem* merges = nullptr;
     int n_decode = 0, n_prefill = 0, n_merges = 0;
-    bool prefill_selected = false;    // AttentionPlan::prefill_selected
-    bool prefill_persistent = false;  // AttentionPlan::prefill_persistent
-    Tensor part_o, part_lse;          // split-KV partial results
+    Tensor part_o, part_lse;  // split-KV partial results
     // Block-sparse prefill: the estimate items, their shares and kept lists ([n_mass,
     // max_blocks]) and list lengths, rewritten by every layer that uses this plan.
     // The estimate runs one CTA per row of mass_scratch (at most one per SM).
@@ -237,8 +229,6 @@ struct CudaBackend::Impl {
     sa.n_decode = static_cast<int>(ap.decode.size());
     sa.n_prefill = static_cast<int>(ap.prefill.size());
     sa.n_merges = static_cast<int>(ap.merges.size());
-    sa.prefill_selected = ap.prefill_selected;
-    sa.prefill_persistent = ap.prefill_persistent;
     sa.decode = stage_vec(ap.decode);
     sa.prefill = stage_vec(ap.prefill);
     sa.merges = stage_vec(ap.merges);
@@ -512,7 +502,6 @@ struct CudaBackend::Impl {
   int num_sms_ = 0;
   int smem_optin_ = 0;  // shared memory a block may opt in to
   Tensor prefill_totals_;
-  Tensor ws_counter_;
   bool hopper_ = false;  // this build's sm_90a code (wgmma) runs on the device
   uint64_t generation_ = 0;
   cuda::Gemm gemm_;

@@ -65,8 +65,7 @@ cudaError_t launch_reference_attention(const AttnParams& p, int n_items, Stream 
 }
 
 template <int D, bool FP8>
-cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Stream st,
-                          int max_ctas) {
+cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Stream st) {
   using K = AttnKernels<D, FP8>;
   const dim3 grid = attention_grid(p, n_items);
   switch (v) {
@@ -84,12 +83,10 @@ cudaError_t attention_dim(const AttnParams& p, int n_items, AttnVariant v, Strea
       if constexpr (FP8) {
         return cudaErrorInvalidValue;
       } else {
-        if (!p.work || p.n_work != n_items) return cudaErrorInvalidValue;
         WsTmaMaps maps;
         if (const cudaError_t err = encode_ws_maps(p.kv, &maps); err != cudaSuccess) return err;
-        const int ctas = max_ctas > 0 ? std::min(n_items, max_ctas) : n_items;
-        return launch_kernel(prefill_ws_kernel<D>, dim3(static_cast<unsigned>(ctas)), kWsThreads,
-                             ws_smem_bytes(D, p.max_sel), st, p, maps);
+        return launch_kernel(prefill_ws_kernel<D>, grid, kWsThreads, ws_smem_bytes(D, p.max_sel),
+                             st, p, maps);
       }
     case AttnVariant::kReference:
       return launch_reference_attention<D>(p, n_items, st);
@@ -315,8 +312,8 @@ cudaError_t encode_ws_maps(const LayerKv& kv, WsTmaMaps* maps) {
     const cuuint32_t steps[2] = {1, 1};
     return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, base, dims, strides, box, steps,
                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+           CUDA_SUCCESS;
   };
   if (!one(kv.k_ret, kv.rows_ret, &maps->k[0]) || !one(kv.v_ret, kv.rows_ret, &maps->v[0]) ||
       !one(kv.k_str, kv.rows_str, &maps->k[1]) || !one(kv.v_str, kv.rows_str, &maps->v[1])) {
@@ -327,15 +324,15 @@ cudaError_t encode_ws_maps(const LayerKv& kv, WsTmaMaps* maps) {
 }
 
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
-                             Stream st, int max_ctas) {
+                             Stream st) {
   if (n_items == 0) return cudaSuccess;
   if (head_dim == 64) {
-    return p.kv.fp8 ? attention_dim<64, true>(p, n_items, variant, st, max_ctas)
-                    : attention_dim<64, false>(p, n_items, variant, st, max_ctas);
+    return p.kv.fp8 ? attention_dim<64, true>(p, n_items, variant, st)
+                    : attention_dim<64, false>(p, n_items, variant, st);
   }
   if (head_dim == 128) {
-    return p.kv.fp8 ? attention_dim<128, true>(p, n_items, variant, st, max_ctas)
-                    : attention_dim<128, false>(p, n_items, variant, st, max_ctas);
+    return p.kv.fp8 ? attention_dim<128, true>(p, n_items, variant, st)
+                    : attention_dim<128, false>(p, n_items, variant, st);
   }
   if (head_dim == 256) {
     // The fast kernels (attention.cuh) cover head_dim 64 and 128; 256 (Gemma 3) has only the

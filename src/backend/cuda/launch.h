@@ -47,10 +47,9 @@ enum class AttnVariant { kDecode, kPrefill, kPrefillWgmma, kPrefillWs, kReferenc
 // n_items work items (p.work), or n_items units x p.grid.splits CTAs when p.work is null (a
 // device-planned decode step). Supported head dims: 64 and 128 (every variant), 256 (kReference
 // only: the fast kernels cover 64 and 128); cudaErrorInvalidValue otherwise, and for kPrefillWs
-// over fp8 pools. kPrefillWs runs min(n_items, max_ctas) CTAs, each taking several items
-// (max_ctas 0: one CTA per item, which items of selected pages need).
+// over fp8 pools.
 cudaError_t launch_attention(const AttnParams& p, int n_items, int head_dim, AttnVariant variant,
-                             Stream st, int max_ctas = 0);
+                             Stream st);
 // The warp-specialised prefill's tensor maps over the layer's bf16 pools (kPrefillWs encodes
 // them at each launch: host-side work, about a microsecond each). box_rows 0 (every key gathered
 // by cp.async) for fp8 pools and page sizes ws_tma_box_rows rejects; cudaErrorNotSupported where

@@ -106,14 +106,15 @@ __device__ __forceinline__ bool cta_work(const AttnParams& p, AttnWork* w) {
   return decode_work(p.grid, p.step.seqs, p.kv.head_class, blockIdx.x, blockIdx.y, w, &pieces);
 }
 
-// The work item's key map, kind 2's page list already built in `list` (load_selected_list); kind
-// 3 reads its kept blocks where the keep kernel wrote them.
-__device__ __forceinline__ KeyMap item_key_map(const AttnParams& p, const AttnWork& w,
-                                               const SeqInfo& s, const int32_t* list) {
+// The work item's key map (for kind 2 it first builds the page list in shared memory: every
+// thread of the block must call it; kind 3 reads its kept blocks where the keep kernel wrote
+// them).
+__device__ __forceinline__ KeyMap work_key_map(const AttnParams& p, const AttnWork& w,
+                                               const SeqInfo& s, int32_t* list) {
   int32_t n_list = 0;
   const int32_t* blocks = list;
   if (w.kind == kSelectedPages) {
-    n_list = list[p.max_sel + 1];
+    n_list = load_selected_list(p, w, s, list);
   } else if (w.kind == kKeptBlocks) {
     n_list = p.kept_count[w.list];
     blocks = p.kept + static_cast<int64_t>(w.list) * p.kept_stride;
@@ -132,14 +133,6 @@ __device__ __forceinline__ KeyMap item_key_map(const AttnParams& p, const AttnWo
                 p.step.page_indices,
                 p.step.stream_indices,
                 blocks};
-}
-
-// The work item's key map (for kind 2 it first builds the page list in shared memory: every
-// thread of the block must call it).
-__device__ __forceinline__ KeyMap work_key_map(const AttnParams& p, const AttnWork& w,
-                                               const SeqInfo& s, int32_t* list) {
-  if (w.kind == kSelectedPages) load_selected_list(p, w, s, list);
-  return item_key_map(p, w, s, list);
 }
 
 // Issues (cp.async, not committed) the copies of the item's BM-row query tile into qs

@@ -2,7 +2,7 @@
 // ranges and masks as attention.cuh's prefill tiles (128 rows: a GQA group's heads of up to 128
 // queries), with the roles split (FlashAttention-3's structure, written for the paged pools):
 //
-// - Producer warpgroup (warps 0-3, 72 registers): per 128-key tile, each warp works out which
+// - Producer warpgroup (warps 0-3, 56 registers): per 128-key tile, each warp works out which
 //   of its TMA boxes (a page, or 128 keys of a longer one: WsTmaMaps) are whole, one lane per
 //   box (the box's first key's page-table read, issued a tile ahead, and its last key's
 //   position), and warp 0 loads them (cp.async.bulk.tensor, one instruction per box and 64
@@ -15,7 +15,7 @@
 //   cp.async.mbarrier.arrive, which fires once its gathers have landed; the barrier completes
 //   when the boxes' bytes are in too. Each stage also has an "empty" mbarrier that the
 //   consumers' warps arrive on.
-// - Two consumer warpgroups (216 registers), 64 rows each: S = Q K^T (wgmma m64n128k16, both
+// - Two consumer warpgroups (224 registers), 64 rows each: S = Q K^T (wgmma m64n128k16, both
 //   operands in shared memory), then, while that runs, O += P V of the previous tile (wgmma with
 //   P from registers); the softmax of tile t (mask, row maxima, exponentials) runs while
 //   P V of tile t - 1 is still on the tensor cores, and only the output's rescale waits for it.
@@ -27,19 +27,6 @@
 //   Only K and V data (TMA, cp.async) cross from producer to consumers, so every handoff is
 //   ordered by a barrier that compute-sanitizer's racecheck follows (it does not follow
 //   mbarriers: positions handed over by the producer were reported as races).
-//
-// Persistent: a launch runs at most one CTA per multiprocessor over AttnParams' n_work items (the
-// plan orders them heaviest first). CTA b takes item b first, then claims the next unclaimed one
-// (gridDim.x + an atomic counter), so faster multiprocessors take more items (a fixed
-// round-robin share measured 10% slower at 128K). A CTA's producer runs on into its next item
-// while the consumers finish the current one: the next item's queries go to the other of two Q
-// buffers, its first K tiles into the stages as they free, so a CTA's start-up (queries, first
-// tiles) overlaps the previous item's last tiles and output. The producer claims item j + 1 as
-// it starts item j and hands the index to the consumers with item j's queries (four index
-// slots), so the consumers read an item's descriptors while they wait for its queries. The K and
-// V stage rings, their barriers' phases and the mask slots run on across items. An item of
-// selected pages (its page list built in shared memory by the whole CTA, where the second Q buffer
-// would be) runs alone in its CTA: the host then launches one CTA per item.
 //
 // Pages need not be contiguous (streaming heads' sink + window, kept blocks), so a tile is
 // loaded page by page (a box per page) rather than as one box; keys that do not exist (past the
@@ -56,11 +43,9 @@ namespace lserve::cuda {
 // Register budgets after setmaxnreg. The warpgroups trade within the CTA's own allocation, 168
 // per thread at launch (65,536 / 384, rounded down to a multiple of 8), not the whole register
 // file: consumers that ask for more than the producer gave back wait in setmaxnreg.inc forever.
-// The producer's loop over items spills at 56 (168 bytes; 52 at 72, where the consumers still fit
-// without spilling).
 constexpr int kWsLaunchRegs = 168;
-constexpr int kWsProducerRegs = 72;
-constexpr int kWsConsumerRegs = 216;
+constexpr int kWsProducerRegs = 56;
+constexpr int kWsConsumerRegs = 224;
 static_assert(kWsProducerRegs + 2 * kWsConsumerRegs <= 3 * kWsLaunchRegs,
               "setmaxnreg.inc would wait for registers no warpgroup releases");
 static_assert(kWsLaunchRegs * kWsThreads <= 65536 && kWsLaunchRegs % 8 == 0);
@@ -86,8 +71,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* base = smem_raw + (1024 - smem_addr(smem_raw) % 1024) % 1024;
-  bf16* qbuf[2] = {reinterpret_cast<bf16*>(base),              // [BM][D] each
-                   reinterpret_cast<bf16*>(base + sm.extra)};  // (or the page list)
+  bf16* qs = reinterpret_cast<bf16*>(base);                    // [BM][D]
   bf16* ks = reinterpret_cast<bf16*>(base + sm.ks);            // [SK][BN][D]
   bf16* vs = reinterpret_cast<bf16*>(base + sm.vs);            // [SV][BN][D]
   int32_t* cpos = reinterpret_cast<int32_t*>(base + sm.cpos);  // [2][2][BN] positions (-1: none)
@@ -96,39 +80,20 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   uint64_t* empty_k = full_k + SK;                                 // [SK]
   uint64_t* full_v = empty_k + SK;                                 // [SV]
   uint64_t* empty_v = full_v + SV;                                 // [SV]
-  uint64_t* full_q = empty_v + SV;                                 // [2]
-  uint64_t* empty_q = full_q + 2;                                  // [2]
-  int32_t* slots = reinterpret_cast<int32_t*>(empty_q + 2);        // [4] item j + 1 in (j + 1) % 4
-  int32_t* list = reinterpret_cast<int32_t*>(base + sm.extra);     // [max_sel + 2]
+  int32_t* list = reinterpret_cast<int32_t*>(base + sm.list);      // [max_sel + 2]
 
-  // This CTA's first item is blockIdx.x (the grid is at most n_work CTAs); with fewer CTAs than
-  // items it claims more.
-  const bool persistent = static_cast<int32_t>(gridDim.x) < p.n_work;
-  {
-    // A first item of selected pages: its page list, built by the whole CTA (only a CTA's only
-    // item may be one: the list is where the second Q buffer would be).
-    const AttnWork w0 = p.work[blockIdx.x];
-    if (w0.kind == kSelectedPages) {
-      if (persistent) __trap();  // the host runs those one per CTA
-      load_selected_list(p, w0, p.step.seqs[w0.seq], list);
-    }
-  }
-  // Item idx, read where the host planned it (rather than kept in registers between items).
-  struct Item {
-    AttnWork w;
-    SeqInfo s;
-    KeyMap km;
-  };
-  auto item = [&](int32_t idx, bool first) {
-    const AttnWork w = p.work[idx];
-    if (!first && w.kind == kSelectedPages) __trap();
-    const SeqInfo s = p.step.seqs[w.seq];
-    return Item{w, s, item_key_map(p, w, s, list)};
-  };
+  AttnWork w;
+  if (!cta_work(p, &w)) return;
+  const SeqInfo s = p.step.seqs[w.seq];
   const int tid = threadIdx.x, lane = tid % 32;
   // The warpgroup, through a shuffle so the compiler knows it is warp-uniform (wgmma in a path it
   // thinks divergent gets serialised).
   const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
+  const int32_t rows = w.q_count * w.rg;
+  const bool streaming = w.kind == kStreamPages;
+
+  const KeyTiles<BN> tiles(w, work_key_map(p, w, s, list));
+  const int32_t n_tiles = tiles.n_tiles;
 
   if (tid == 0) {
     for (int i = 0; i < SK; ++i) {
@@ -139,139 +104,115 @@ __global__ void __launch_bounds__(kWsThreads, 1)
       mbar_init(&full_v[i], 128);
       mbar_init(&empty_v[i], 8);
     }
-    for (int i = 0; i < 2; ++i) {
-      mbar_init(&full_q[i], 129);  // the producer's threads' copies, then thread 0's index
-      mbar_init(&empty_q[i], 8);
-    }
   }
-  __syncthreads();  // the barriers' initialisation (and a selected item's list) are visible
+  load_query_tile<D, BM>(p, w, s, qs, tid, kWsThreads);
+  cp_async_commit();
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();  // also publishes the barriers' initialisation
 
   if (wg == 0) {
-    // Producer. Per item: its queries into Q buffer j % 2 once the consumers released it (item
-    // j - 2), then step t loads K of tile t, then V of tile t - 1: the consumers issue S of tile
-    // t with P V of tile t - 1, so K runs a tile ahead of V and never queues behind a V stage.
-    // The item's K tile t is the CTA's K tile gk + t (gk: the K tiles of its earlier items),
-    // whose stage is free once the consumers released K tile gk + t - SK (parity trick: a fresh
+    // Producer. Step t loads K of tile t, then V of tile t - 1: the consumers issue S of tile t
+    // with P V of tile t - 1, so K runs a tile ahead of V and never queues behind a V stage.
+    // A K stage of tile t is free once the consumers released tile t - SK (parity trick: a fresh
     // barrier's "previous phase" counts as complete, so the first SK waits pass); V likewise.
     // No thread waits for its copies: each arrives on the stage's "full" barrier, through
-    // cp.async.mbarrier.arrive (which fires once its copies have landed) where it gathered keys
-    // (and for the queries).
+    // cp.async.mbarrier.arrive (which fires once its copies have landed) where it gathered keys.
     setmaxnreg_dec<kWsProducerRegs>();
+    const KvPoolView pool = p.kv.pool(streaming);
+    const auto* kpool = static_cast<const bf16*>(pool.k);
+    const auto* vpool = static_cast<const bf16*>(pool.v);
+    const int32_t hs = p.kv.head_slot[w.kv_head];
     const int R = maps.box_rows;  // 0: every key by cp.async
     const int n_boxes = R > 0 ? BN / R : 0;
     const int box_shift = R > 0 ? __ffs(R) - 1 : 31;
     const uint32_t all_boxes = R > 0 ? (1u << n_boxes) - 1 : ~0u;  // 16 boxes at most
-    int32_t gk = 0, gv = 0, gathers = 0;
-    int32_t idx = blockIdx.x;  // item j's
-#pragma unroll 1
-    for (int32_t j = 0; idx < p.n_work; ++j) {
-      const Item it = item(idx, j == 0);
-      const AttnWork& w = it.w;
-      const bool streaming = w.kind == kStreamPages;
-      const KeyTiles<BN> tiles(w, it.km);
-      const int32_t n_tiles = tiles.n_tiles;
-      const KvPoolView pool = p.kv.pool(streaming);
-      const auto* kpool = static_cast<const bf16*>(pool.k);
-      const auto* vpool = static_cast<const bf16*>(pool.v);
-      const int32_t hs = p.kv.head_slot[w.kv_head];
-      const CUtensorMap* kmap = &maps.k[streaming ? 1 : 0];
-      const CUtensorMap* vmap = &maps.v[streaming ? 1 : 0];
-      const KeyMap& km = tiles.km;
-      // Item j + 1 (n_work: none), claimed now and published with item j's queries.
-      int32_t next_idx = p.n_work;
-      if (tid == 0 && persistent) next_idx = gridDim.x + atomicAdd(p.ws_next, 1);
-      mbar_wait(&empty_q[j % 2], ((j / 2) & 1) ^ 1);
-      if (tid == 0) slots[(j + 1) % 4] = next_idx;
-      named_barrier_sync(1, 128);
-      next_idx = slots[(j + 1) % 4];
-      load_query_tile<D, BM>(p, w, it.s, qbuf[j % 2], tid, 128);
-      cp_async_arrive(&full_q[j % 2]);
-      if (tid == 0) mbar_arrive(&full_q[j % 2]);  // after the slot's write
-      // A tile's boxes are worked out per box, not per key: lane b looks up box b's first key
-      // (its page-table read) and last key's position. The box is whole (all R keys present at
-      // consecutive rows of one page) when both ends exist, lie R - 1 positions apart and share a
-      // page: on dense, streaming and selected-page items a key's slot in its page is its index's
-      // slot, so such ends come from one entry of the page list; a kept-block box spans at most
-      // two blocks (R <= kKeptBlockKeys) and passes only if they are adjacent. No key between two
-      // present ends can be missing (every existence test is monotone in the key index). The bits
-      // depend on positions only, not on page-table values, so every producer warp computes the
-      // same ones and branches on them are uniform over the warpgroup without a barrier.
-      static_assert(kKeptBlockKeys % BN == 0, "a box never spans more than two kept blocks");
-      struct Box {
-        KeyLoc first;
-        bool whole;
-      };
-      auto locate_box = [&](int32_t t) {
-        Box bx{{-1, 0}, false};
-        if (lane < n_boxes) {
-          const int k0 = lane * R;
-          bx.first = tiles.locate(t, k0);
-          const int32_t last = tiles.position(t, k0 + R - 1);
-          bx.whole = bx.first.pos >= 0 && last - bx.first.pos == R - 1 &&
-                     km.page_of(last) == km.page_of(bx.first.pos);
-        }
-        return bx;
-      };
-      // Tile t into a stage: the whole boxes by TMA (warp 0: lane 0 adds their bytes to the
-      // "full" barrier, then issues each box's loads, one per 64 columns), any other keys (a
-      // page cut by the end of the item's keys, page sizes without boxes) gathered by cp.async,
-      // zeros for none. box_row: this lane's box's first pool row.
-      auto copy = [&](int32_t t, uint32_t boxes, int32_t box_row, bf16* dst, const bf16* src,
-                      const CUtensorMap* map, uint64_t* full) {
-        if (boxes != 0 && tid < 32) {
-          if (lane == 0) mbar_expect_tx(full, __popc(boxes) * R * D * 2);
-          for (int b = 0; b < n_boxes; ++b) {
-            const int32_t row = __shfl_sync(0xffffffffu, box_row, b);
-            if (lane != 0 || !((boxes >> b) & 1)) continue;
+    const CUtensorMap* kmap = &maps.k[streaming ? 1 : 0];
+    const CUtensorMap* vmap = &maps.v[streaming ? 1 : 0];
+    const KeyMap& km = tiles.km;
+    // A tile's boxes are worked out per box, not per key: lane b looks up box b's first key
+    // (its page-table read) and last key's position. The box is whole (all R keys present at
+    // consecutive rows of one page) when both ends exist, lie R - 1 positions apart and share a
+    // page: on dense, streaming and selected-page items a key's slot in its page is its index's
+    // slot, so such ends come from one entry of the page list; a kept-block box spans at most
+    // two blocks (R <= kKeptBlockKeys) and passes only if they are adjacent. No key between two
+    // present ends can be missing (every existence test is monotone in the key index). The bits
+    // depend on positions only, not on page-table values, so every producer warp computes the
+    // same ones and branches on them are uniform over the warpgroup without a barrier.
+    static_assert(kKeptBlockKeys % BN == 0, "a box never spans more than two kept blocks");
+    struct Box {
+      KeyLoc first;
+      bool whole;
+    };
+    auto locate_box = [&](int32_t t) {
+      Box bx{{-1, 0}, false};
+      if (lane < n_boxes) {
+        const int j = lane * R;
+        bx.first = tiles.locate(t, j);
+        const int32_t last = tiles.position(t, j + R - 1);
+        bx.whole = bx.first.pos >= 0 && last - bx.first.pos == R - 1 &&
+                   km.page_of(last) == km.page_of(bx.first.pos);
+      }
+      return bx;
+    };
+    // Tile t into a stage: the whole boxes by TMA (warp 0: lane 0 adds their bytes to the
+    // "full" barrier, then issues each box's loads, one per 64 columns), any other keys (a
+    // page cut by the end of the item's keys, page sizes without boxes) gathered by cp.async,
+    // zeros for none. box_row: this lane's box's first pool row.
+    int32_t gathers = 0;
+    auto copy = [&](int32_t t, uint32_t boxes, int32_t box_row, bf16* dst, const bf16* src,
+                    const CUtensorMap* map, uint64_t* full) {
+      if (boxes != 0 && tid < 32) {
+        if (lane == 0) mbar_expect_tx(full, __popc(boxes) * R * D * 2);
+        for (int b = 0; b < n_boxes; ++b) {
+          const int32_t row = __shfl_sync(0xffffffffu, box_row, b);
+          if (lane != 0 || !((boxes >> b) & 1)) continue;
 #pragma unroll
-            for (int h = 0; h < D / 64; ++h) {
-              tma_load_2d(dst + h * BN * 64 + b * R * 64, map, h * 64, row, full);
-            }
+          for (int h = 0; h < D / 64; ++h) {
+            tma_load_2d(dst + h * BN * 64 + b * R * 64, map, h * 64, row, full);
           }
         }
-        if (boxes == all_boxes) {  // the usual tile: no per-key work at all
-          mbar_arrive(full);
-          return;
-        }
-        // Each key's pool row, shared so that 16 lanes copy a row's 256 bytes together. Two slots:
-        // a slot is rewritten only after the next gather's barrier, which its readers have passed.
-        int32_t* rows_of = krow + (gathers++ % kWsRowSlots) * BN;
-        const KeyLoc loc = tiles.locate(t, tid);
-        rows_of[tid] = loc.pos >= 0 ? loc.row(km, pool.n, hs) : -1;
-        named_barrier_sync(1, 128);
-#pragma unroll 4
-        for (int idx = tid; idx < BN * CHUNKS; idx += 128) {
-          const int key = idx / CHUNKS, c = idx % CHUNKS;
-          if ((boxes >> (key >> box_shift)) & 1) continue;
-          const int64_t row = rows_of[key];
-          cp_async_16(dst + tile_offset<BN>(key, c * 8), src + max(row, 0L) * D + c * 8, row >= 0);
-        }
-        cp_async_arrive(full);
-      };
-      Box next{{-1, 0}, false};
-      if (n_tiles > 0) next = locate_box(0);
-      uint32_t v_boxes = 0;  // tile t - 1's boxes and this lane's box row
-      int32_t v_row = 0;
-      for (int32_t t = 0; t <= n_tiles; ++t) {
-        uint32_t k_boxes = 0;
-        int32_t k_row = 0;
-        if (t < n_tiles) {
-          k_boxes = __ballot_sync(0xffffffffu, next.whole);
-          k_row = next.first.row(km, pool.n, hs);
-          if (t + 1 < n_tiles) next = locate_box(t + 1);  // its page read in flight meanwhile
-          mbar_wait(&empty_k[gk % SK], ((gk / SK) & 1) ^ 1);
-          copy(t, k_boxes, k_row, ks + (gk % SK) * BN * D, kpool, kmap, &full_k[gk % SK]);
-          ++gk;
-        }
-        if (t > 0) {
-          mbar_wait(&empty_v[gv % SV], ((gv / SV) & 1) ^ 1);
-          copy(t - 1, v_boxes, v_row, vs + (gv % SV) * BN * D, vpool, vmap, &full_v[gv % SV]);
-          ++gv;
-        }
-        v_boxes = k_boxes;
-        v_row = k_row;
       }
-      idx = next_idx;
+      if (boxes == all_boxes) {  // the usual tile: no per-key work at all
+        mbar_arrive(full);
+        return;
+      }
+      // Each key's pool row, shared so that 16 lanes copy a row's 256 bytes together. Two slots:
+      // a slot is rewritten only after the next gather's barrier, which its readers have passed.
+      int32_t* rows_of = krow + (gathers++ % kWsRowSlots) * BN;
+      const KeyLoc loc = tiles.locate(t, tid);
+      rows_of[tid] = loc.pos >= 0 ? loc.row(km, pool.n, hs) : -1;
+      named_barrier_sync(1, 128);
+#pragma unroll 4
+      for (int idx = tid; idx < BN * CHUNKS; idx += 128) {
+        const int j = idx / CHUNKS, c = idx % CHUNKS;
+        if ((boxes >> (j >> box_shift)) & 1) continue;
+        const int64_t row = rows_of[j];
+        cp_async_16(dst + tile_offset<BN>(j, c * 8), src + max(row, 0L) * D + c * 8, row >= 0);
+      }
+      cp_async_arrive(full);
+    };
+    Box next{{-1, 0}, false};
+    if (n_tiles > 0) next = locate_box(0);
+    uint32_t v_boxes = 0;  // tile t - 1's boxes and this lane's box row
+    int32_t v_row = 0;
+    for (int32_t t = 0; t <= n_tiles; ++t) {
+      uint32_t k_boxes = 0;
+      int32_t k_row = 0;
+      if (t < n_tiles) {
+        k_boxes = __ballot_sync(0xffffffffu, next.whole);
+        k_row = next.first.row(km, pool.n, hs);
+        if (t + 1 < n_tiles) next = locate_box(t + 1);  // its page read in flight meanwhile
+        mbar_wait(&empty_k[t % SK], ((t / SK) & 1) ^ 1);
+        copy(t, k_boxes, k_row, ks + (t % SK) * BN * D, kpool, kmap, &full_k[t % SK]);
+      }
+      if (t > 0) {
+        const int32_t u = t - 1;
+        mbar_wait(&empty_v[u % SV], ((u / SV) & 1) ^ 1);
+        copy(u, v_boxes, v_row, vs + (u % SV) * BN * D, vpool, vmap, &full_v[u % SV]);
+      }
+      v_boxes = k_boxes;
+      v_row = k_row;
     }
     cp_async_wait_all();  // nothing in flight when the thread exits
     return;
@@ -280,132 +221,113 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   // Consumers: warpgroup cw holds rows 64 cw ..; warp wi of it rows 16 wi ...
   setmaxnreg_inc<kWsConsumerRegs>();
   const int cw = wg - 1, wi = (tid / 32) % 4;
+  int32_t qpos[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = 64 * cw + 16 * wi + lane / 4 + 8 * h;
+    qpos[h] = r < rows ? s.start_pos + w.q_first + r / w.rg : -1;
+  }
+  // The earliest and latest positions among the warpgroup's rows (the same for all its threads,
+  // so the whole-tile test and the barrier under it are warpgroup-uniform). A warpgroup of
+  // padding rows only computes what is never written.
+  const int32_t wg_qmin = 64 * cw < rows ? s.start_pos + w.q_first + 64 * cw / w.rg : INT32_MAX;
+  const int32_t wg_qmax = s.start_pos + w.q_first + (min(64 * cw + 63, rows - 1)) / w.rg;
+  const int32_t window = s.stream_window;
+  const WholeTiles whole_tile = tiles.whole_tiles(wg_qmin, wg_qmax, p.sink, window);
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[DT][4];
+#pragma unroll
+  for (int i = 0; i < DT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float sc[NT][4];
+  uint32_t pa[BN / 16][4];  // the previous tile's probabilities, A fragments of P V
+
+  // O += P V of tile t (its V stage waited for), issued as one wgmma group.
+  auto issue_pv = [&](int32_t t) {
+    const int st = t % SV;
+    mbar_wait(&full_v[st], (t / SV) & 1);
+    fence_proxy_async();  // the copies' writes, seen through the barrier, before wgmma reads
+    wgmma_pv_issue<D, BN>(o, pa, vs + st * BN * D);
+  };
   auto release = [&](uint64_t* bar) {
     __syncwarp();
     if (lane == 0) mbar_arrive(bar);
   };
-  // Tile t of the current item is the CTA's K (and V) tile g0 + t: its stage and phase.
-  int32_t g0 = 0, masked = 0;
+
+  // S = Q K^T of tile t (its K stage waited for), issued as one wgmma group.
+  auto issue_qk = [&](int32_t t) {
+    const int st = t % SK;
+    mbar_wait(&full_k[st], (t / SK) & 1);
+    fence_proxy_async();
+    wgmma_qk_issue<D, BM, BN>(sc, qs, ks + st * BN * D, cw);
+  };
+  // Whether tile t needs its mask; if so, the warpgroup's key positions of it, one per thread,
+  // into the next of two slots (alternating over masked tiles). Two slots: a warp past one masked
+  // tile's barrier writes the next one's while others still read the first; a slot is reused
+  // only after the next masked tile's barrier, which every reader of it has passed.
   int32_t* my_pos = cpos + 2 * cw * BN;
-  int32_t idx = blockIdx.x;  // item j's (its descriptors are read before its queries land)
-  for (int32_t j = 0; idx < p.n_work; ++j) {
-    const Item it = item(idx, j == 0);
-    const AttnWork& w = it.w;
-    const SeqInfo& s = it.s;
-    const KeyTiles<BN> tiles(w, it.km);
-    const int32_t n_tiles = tiles.n_tiles;
-    const int32_t rows = w.q_count * w.rg;
-    const bool streaming = w.kind == kStreamPages;
-    int32_t qpos[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = 64 * cw + 16 * wi + lane / 4 + 8 * h;
-      qpos[h] = r < rows ? s.start_pos + w.q_first + r / w.rg : -1;
+  int32_t masked = 0;
+  auto prepare_mask = [&](int32_t t) {
+    const bool whole = whole_tile(t);
+    if (!whole) my_pos[(masked % 2) * BN + tid % 128] = tiles.position(t, tid % 128);
+    return whole;
+  };
+  // Tile t's scores (retired): its K stage released, masked, the softmax state advanced.
+  auto softmax = [&](bool whole, float(&alpha)[2], int32_t t) {
+    wgmma_fence_operand(sc);
+    release(&empty_k[t % SK]);  // the scores are in registers
+    if (!whole) {
+      named_barrier_sync(2 + cw, 128);  // the warpgroup's positions of tile t are written
+      mask_scores<NT>(sc, my_pos + (masked % 2) * BN, qpos, streaming, p.sink, window, lane);
+      ++masked;
     }
-    // The earliest and latest positions among the warpgroup's rows (the same for all its
-    // threads, so the whole-tile test and the barrier under it are warpgroup-uniform). A
-    // warpgroup of padding rows only computes what is never written.
-    const int32_t wg_qmin = 64 * cw < rows ? s.start_pos + w.q_first + 64 * cw / w.rg : INT32_MAX;
-    const int32_t wg_qmax = s.start_pos + w.q_first + (min(64 * cw + 63, rows - 1)) / w.rg;
-    const int32_t window = s.stream_window;
-    const WholeTiles whole_tile = tiles.whole_tiles(wg_qmin, wg_qmax, p.sink, window);
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    float o[DT][4];
-#pragma unroll
-    for (int i = 0; i < DT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    float sc[NT][4];
-    uint32_t pa[BN / 16][4];  // the previous tile's probabilities, A fragments of P V
-    const bf16* qs = qbuf[j % 2];
-    mbar_wait(&full_q[j % 2], (j / 2) & 1);
-    const int32_t next_idx = slots[(j + 1) % 4];
-    fence_proxy_async();  // the queries' copies, seen through the barrier, before wgmma reads
+    online_softmax<NT>(sc, m, l, p.scale_log2, alpha);
+  };
 
-    // O += P V of tile t (its V stage waited for), issued as one wgmma group.
-    auto issue_pv = [&](int32_t t) {
-      const int st = (g0 + t) % SV;
-      mbar_wait(&full_v[st], ((g0 + t) / SV) & 1);
-      fence_proxy_async();  // the copies' writes, seen through the barrier, before wgmma reads
-      wgmma_pv_issue<D, BN>(o, pa, vs + st * BN * D);
-    };
-    // S = Q K^T of tile t (its K stage waited for), issued as one wgmma group.
-    auto issue_qk = [&](int32_t t) {
-      const int st = (g0 + t) % SK;
-      mbar_wait(&full_k[st], ((g0 + t) / SK) & 1);
-      fence_proxy_async();
-      wgmma_qk_issue<D, BM, BN>(sc, qs, ks + st * BN * D, cw);
-    };
-    // Whether tile t needs its mask; if so, the warpgroup's key positions of it, one per thread,
-    // into the next of two slots (alternating over masked tiles, across items). Two slots: a
-    // warp past one masked tile's barrier writes the next one's while others still read the
-    // first; a slot is reused only after the next masked tile's barrier, which every reader of
-    // it has passed.
-    auto prepare_mask = [&](int32_t t) {
-      const bool whole = whole_tile(t);
-      if (!whole) my_pos[(masked % 2) * BN + tid % 128] = tiles.position(t, tid % 128);
-      return whole;
-    };
-    // Tile t's scores (retired): its K stage released, masked, the softmax state advanced.
-    auto softmax = [&](bool whole, float(&alpha)[2], int32_t t) {
-      wgmma_fence_operand(sc);
-      release(&empty_k[(g0 + t) % SK]);  // the scores are in registers
-      if (!whole) {
-        named_barrier_sync(2 + cw, 128);  // the warpgroup's positions of tile t are written
-        mask_scores<NT>(sc, my_pos + (masked % 2) * BN, qpos, streaming, p.sink, window, lane);
-        ++masked;
-      }
-      online_softmax<NT>(sc, m, l, p.scale_log2, alpha);
-    };
-
-    // Tile 0 alone, then every further tile with the previous one's P V in flight (no wgmma in
-    // a branch: the compiler would serialise them all).
-    if (n_tiles > 0) {
-      float alpha[2];
-      bool whole = prepare_mask(0);
-      issue_qk(0);
-      wgmma_wait<0>();
-      softmax(whole, alpha, 0);  // o is still 0: nothing to rescale
-      pack_probs<BN>(sc, pa);
-      for (int32_t t = 1; t < n_tiles; ++t) {
-        whole = prepare_mask(t);
-        issue_qk(t);
-        issue_pv(t - 1);
-        wgmma_wait<1>();  // S of tile t is in; P V of tile t - 1 may still run
-        softmax(whole, alpha, t);
-        wgmma_wait<0>();
-        wgmma_fence_operand(o);
-        wgmma_fence_operand(pa);
-        release(&empty_v[(g0 + t - 1) % SV]);
-        rescale_output<DT>(o, alpha[0], alpha[1]);
-        pack_probs<BN>(sc, pa);
-      }
-      issue_pv(n_tiles - 1);
+  // Tile 0 alone, then every further tile with the previous one's P V in flight (no wgmma in a
+  // branch: the compiler would serialise them all).
+  if (n_tiles > 0) {
+    float alpha[2];
+    bool whole = prepare_mask(0);
+    issue_qk(0);
+    wgmma_wait<0>();
+    softmax(whole, alpha, 0);  // o is still 0: nothing to rescale
+    pack_probs<BN>(sc, pa);
+    for (int32_t t = 1; t < n_tiles; ++t) {
+      whole = prepare_mask(t);
+      issue_qk(t);
+      issue_pv(t - 1);
+      wgmma_wait<1>();  // S of tile t is in; P V of tile t - 1 may still run
+      softmax(whole, alpha, t);
       wgmma_wait<0>();
       wgmma_fence_operand(o);
       wgmma_fence_operand(pa);
-      release(&empty_v[(g0 + n_tiles - 1) % SV]);
+      release(&empty_v[(t - 1) % SV]);
+      rescale_output<DT>(o, alpha[0], alpha[1]);
+      pack_probs<BN>(sc, pa);
     }
-    release(&empty_q[j % 2]);  // every product that reads the queries has retired
-    g0 += n_tiles;
-    idx = next_idx;
+    issue_pv(n_tiles - 1);
+    wgmma_wait<0>();
+    wgmma_fence_operand(o);
+    wgmma_fence_operand(pa);
+  }
 
-    // Row sums over the quad that shares each row, then the normalised rows.
+  // Row sums over the quad that shares each row, then the normalised rows.
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-    }
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = 64 * cw + 16 * wi + lane / 4 + 8 * h;
-      if (r >= rows) continue;
-      const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
-      const int64_t token = s.q_offset + w.q_first + r / w.rg;
-      bf16* dst = p.out + (token * p.n_heads + w.head0 + r % w.rg) * D;
+  for (int h = 0; h < 2; ++h) {
+    const int r = 64 * cw + 16 * wi + lane / 4 + 8 * h;
+    if (r >= rows) continue;
+    const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+    const int64_t token = s.q_offset + w.q_first + r / w.rg;
+    bf16* dst = p.out + (token * p.n_heads + w.head0 + r % w.rg) * D;
 #pragma unroll
-      for (int nd = 0; nd < DT; ++nd) {
-        *reinterpret_cast<__nv_bfloat162*>(dst + nd * 8 + 2 * (lane % 4)) =
-            __floats2bfloat162_rn(o[nd][2 * h] * inv, o[nd][2 * h + 1] * inv);
-      }
+    for (int nd = 0; nd < DT; ++nd) {
+      *reinterpret_cast<__nv_bfloat162*>(dst + nd * 8 + 2 * (lane % 4)) =
+          __floats2bfloat162_rn(o[nd][2 * h] * inv, o[nd][2 * h + 1] * inv);
     }
   }
 #endif  // LSERVE_WGMMA

@@ -86,10 +86,7 @@ static_assert(3 * (attn_smem_bytes(128, kDecodeRows, 200, false, false, decode_k
 // warpgroups (kPrefillRows rows), 128-key tiles, kWsKStages K and kWsVStages V stages. Shared
 // memory from the 1024-byte aligned base: Q, the K stages, the V stages, the consumers' key
 // positions, the producer's pool rows for gathers (kWsRowSlots tiles), the mbarriers (full and
-// empty K, full and empty V, full and empty Q), the next items' indices, then either the second
-// Q buffer (a CTA taking
-// several items loads the next one's queries while it finishes the current one) or the
-// selected-page list (an item of selected pages runs alone in its CTA).
+// empty K, full and empty V), the selected-page list.
 constexpr int kWsThreads = 384;
 constexpr int kWsKeyTile = 128;
 // Stages per operand (a third K stage, or a third V stage, measured no faster on the H200).
@@ -114,27 +111,21 @@ constexpr int ws_tma_box_rows(int page_size) {
   return page_size % kWsKeyTile == 0 ? kWsKeyTile : 0;
 }
 struct WsSmem {
-  int ks, vs, cpos, krow, bars, extra, q_bytes;
+  int ks, vs, cpos, krow, bars, list;
 };
 constexpr WsSmem ws_smem(int head_dim) {
   WsSmem s{};
-  s.q_bytes = kPrefillRows * head_dim * 2;
-  s.ks = s.q_bytes;
+  s.ks = kPrefillRows * head_dim * 2;
   s.vs = s.ks + kWsKStages * kWsKeyTile * head_dim * 2;
   s.cpos = s.vs + kWsVStages * kWsKeyTile * head_dim * 2;
   s.krow = s.cpos + 2 * 2 * kWsKeyTile * 4;  // [consumer][2][BN] key positions
   s.bars = s.krow + kWsRowSlots * kWsKeyTile * 4;
-  // Barriers, then four item indices.
-  s.extra = (s.bars + (2 * (kWsKStages + kWsVStages) + 4) * 8 + 16 + 1023) / 1024 * 1024;
+  s.list = s.bars + 2 * (kWsKStages + kWsVStages) * 8;
   return s;
 }
 constexpr int ws_smem_bytes(int head_dim, int max_sel) {
-  const WsSmem s = ws_smem(head_dim);
-  const int list = (max_sel + 2) * 4;
-  return 1024 + s.extra + (list > s.q_bytes ? list : s.q_bytes);
+  return 1024 + ws_smem(head_dim).list + (max_sel + 2) * 4;
 }
-static_assert(ws_smem(128).extra % 1024 == 0, "the second Q buffer is a wgmma operand");
-static_assert(ws_smem_bytes(128, 0) <= 227 * 1024);
 
 // The estimate and keep kernels of dynamic block-sparse prefill (prefill_blocks.cuh), over the
 // items of step_params.h.
@@ -147,7 +138,7 @@ struct PrefillMassParams {
   const int32_t* head_slot;  // [n_kv_heads]
   int32_t page_size;
   int32_t n_pool;
-  float scale;        // the attention's score scale, 1 / sqrt(head_dim)
+  float scale;  // the attention's score scale, 1 / sqrt(head_dim)
   bool sampled_rows;  // the estimate: sampled rows, else the antidiagonal (PrefillEstimate)
   const PrefillMassItem* items;
   int32_t n_items;
@@ -209,10 +200,6 @@ struct SelectorParams {
 struct AttnParams {
   DeviceStep step;
   const AttnWork* work;  // host-planned items; null: decode items derived from `grid`
-  int32_t n_work;        // host-planned items: how many (kPrefillWs CTAs take several each)
-  // kPrefillWs with fewer CTAs than items: items claimed so far past each CTA's first
-  // (blockIdx.x); zero at launch.
-  int32_t* ws_next;
   DecodeGrid grid;
   const bf16* q;    // [n_tokens, n_heads * d]
   bf16* out;        // [n_tokens, n_heads * d]
