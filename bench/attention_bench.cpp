@@ -283,9 +283,9 @@ int main(int argc, char** argv) {
         for (const std::string& name : estimates) {
           const lserve::PrefillEstimate e = lserve::parse_prefill_estimate(name);
           for (double t : prefill_sparsity) {
-            const std::string label =
-                "dyn-" + std::to_string(t).substr(0, 4) +
-                (e == lserve::PrefillEstimate::kSampledRows ? "-rows" : "") + suffix;
+            const std::string label = "dyn-" + std::to_string(t).substr(0, 4) +
+                                      (e == lserve::PrefillEstimate::kSampledRows ? "-rows" : "") +
+                                      suffix;
             lserve::bench_prefill(be, n, true, lserve::KvDtype::kAuto, label.c_str(), t, e);
           }
         }

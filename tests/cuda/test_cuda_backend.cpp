@@ -338,24 +338,20 @@ TEST_P(CudaPrefillSparsity, KeptBlocksAreExactlyWhatTheQueriesSee) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaPrefillSparsity,
-                         testing::Values(PrefillBlocksShape{4, 128, K::kWgmmaTiles},
-                                         PrefillBlocksShape{3, 64, K::kAuto},
-                                         PrefillBlocksShape{4, 128, K::kAuto},
-                                         PrefillBlocksShape{3, 128, K::kPortable},
-                                         PrefillBlocksShape{2, 64, K::kReference},
-                                         PrefillBlocksShape{4, 128, K::kAuto, kSampled},
-                                         PrefillBlocksShape{3, 64, K::kPortable, kSampled},
-                                         PrefillBlocksShape{4, 128, K::kAuto, kAnti, 100}),
-                         [](const testing::TestParamInfo<PrefillBlocksShape>& i) {
-                           return fmt::format(
-                               "G{}_d{}_{}{}{}", i.param.group, i.param.head_dim,
-                               kernels_name(i.param.kernels),
-                               i.param.estimate == kSampled ? "_sampled_rows" : "",
-                               i.param.dense_tail > 0
-                                   ? fmt::format("_tail{}", i.param.dense_tail)
-                                   : "");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaPrefillSparsity,
+    testing::Values(PrefillBlocksShape{4, 128, K::kWgmmaTiles}, PrefillBlocksShape{3, 64, K::kAuto},
+                    PrefillBlocksShape{4, 128, K::kAuto}, PrefillBlocksShape{3, 128, K::kPortable},
+                    PrefillBlocksShape{2, 64, K::kReference},
+                    PrefillBlocksShape{4, 128, K::kAuto, kSampled},
+                    PrefillBlocksShape{3, 64, K::kPortable, kSampled},
+                    PrefillBlocksShape{4, 128, K::kAuto, kAnti, 100}),
+    [](const testing::TestParamInfo<PrefillBlocksShape>& i) {
+      return fmt::format("G{}_d{}_{}{}{}", i.param.group, i.param.head_dim,
+                         kernels_name(i.param.kernels),
+                         i.param.estimate == kSampled ? "_sampled_rows" : "",
+                         i.param.dense_tail > 0 ? fmt::format("_tail{}", i.param.dense_tail) : "");
+    });
 
 // Layers with the model's own sliding window (Gemma 3): streaming heads of exactly that window and
 // no sink, which the kernels read from the step's sequence table for that window

@@ -1,9 +1,9 @@
 // The GPU estimates (antidiagonal and sampled rows) and keep rule of dynamic block-sparse prefill
-// (kernels/prefill_blocks.cuh) against the CPU reference (sparse/prefill_blocks.h): keys in a paged pool with shuffled pages,
-// chunks starting and ending inside query blocks, groups below, at and above the kernel's four
-// heads per pass, head dims 64 and 128, a planted key block so the shares are far from uniform.
-// Shares are compared to 1e-4 (float on the GPU, double on the CPU); the kept blocks of the GPU's
-// own shares must equal the CPU rule's applied to the same shares.
+// (kernels/prefill_blocks.cuh) against the CPU reference (sparse/prefill_blocks.h): keys in a paged
+// pool with shuffled pages, chunks starting and ending inside query blocks, groups below, at and
+// above the kernel's four heads per pass, head dims 64 and 128, a planted key block so the shares
+// are far from uniform. Shares are compared to 1e-4 (float on the GPU, double on the CPU); the kept
+// blocks of the GPU's own shares must equal the CPU rule's applied to the same shares.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>

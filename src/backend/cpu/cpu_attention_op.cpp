@@ -108,8 +108,8 @@ void collect(const StepPlan& plan, size_t s, int layer, const HeadTask& t, KvCac
 // blocks kept and the causal ones are added to `kept` and `causal`.
 template <typename ArgsFor>
 void attend_prefill_blocks(const SeqStep& seq, const std::vector<int>& heads, const KeySet& keys,
-                           const ArgsFor& args, ThreadPool& pool,
-                           std::atomic<int64_t>& kept_total, std::atomic<int64_t>& causal_total) {
+                           const ArgsFor& args, ThreadPool& pool, std::atomic<int64_t>& kept_total,
+                           std::atomic<int64_t>& causal_total) {
   const int32_t n_keys = static_cast<int32_t>(keys.pos.size());
   LSERVE_ASSERT(n_keys == seq.end_pos() && keys.pos.front() == 0);
   const int32_t first_block = seq.start_pos / kPrefillBlock;
@@ -133,9 +133,8 @@ void attend_prefill_blocks(const SeqStep& seq, const std::vector<int>& heads, co
     in.scale = whole.scale;
     KeySet kept;
     kept.vis = keys.vis;
-    const std::vector<int32_t> blocks =
-        keep_prefill_blocks(prefill_block_mass(in, seq.prefill_estimate),
-                            seq.prefill_threshold(last));
+    const std::vector<int32_t> blocks = keep_prefill_blocks(
+        prefill_block_mass(in, seq.prefill_estimate), seq.prefill_threshold(last));
     kept_total += static_cast<int64_t>(blocks.size());
     causal_total += qb + 1;
     for (int32_t b : blocks) {
@@ -220,8 +219,8 @@ void CpuBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvC
     const SeqStep& seq = plan.seqs[t.seq];
     if (seq.uses_prefill_blocks() && cache.heads().cls[layer][t.kv_head] == HeadClass::kRetrieval) {
       attend_prefill_blocks(
-          seq, heads_of(t), keys, [&](int qh, const KeySet& ks) { return args_for(t, qh, ks); }, pool_, blocks_kept_,
-          blocks_causal_);
+          seq, heads_of(t), keys, [&](int qh, const KeySet& ks) { return args_for(t, qh, ks); },
+          pool_, blocks_kept_, blocks_causal_);
       continue;
     }
     for (int qh : heads_of(t)) attend(args_for(t, qh, keys), pool_);

@@ -312,8 +312,8 @@ cudaError_t encode_ws_maps(const LayerKv& kv, WsTmaMaps* maps) {
     const cuuint32_t steps[2] = {1, 1};
     return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, base, dims, strides, box, steps,
                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
-           CUDA_SUCCESS;
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
   };
   if (!one(kv.k_ret, kv.rows_ret, &maps->k[0]) || !one(kv.v_ret, kv.rows_ret, &maps->v[0]) ||
       !one(kv.k_str, kv.rows_str, &maps->k[1]) || !one(kv.v_str, kv.rows_str, &maps->v[1])) {

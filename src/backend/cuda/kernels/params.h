@@ -138,7 +138,7 @@ struct PrefillMassParams {
   const int32_t* head_slot;  // [n_kv_heads]
   int32_t page_size;
   int32_t n_pool;
-  float scale;  // the attention's score scale, 1 / sqrt(head_dim)
+  float scale;        // the attention's score scale, 1 / sqrt(head_dim)
   bool sampled_rows;  // the estimate: sampled rows, else the antidiagonal (PrefillEstimate)
   const PrefillMassItem* items;
   int32_t n_items;

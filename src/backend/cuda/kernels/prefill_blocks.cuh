@@ -218,9 +218,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
         cp_async_commit();
       };
       // This warpgroup's half of step j's stage.
-      auto stage = [&](int32_t j) {
-        return ks + (j % kStages) * kStageElems + wg * kHalf * 64;
-      };
+      auto stage = [&](int32_t j) { return ks + (j % kStages) * kStageElems + wg * kHalf * 64; };
       for (int32_t t = 0; t < n_tiles; ++t) {
         if constexpr (kWgmma) {
           // One group per stage, all adding to the same scores; the operand fences stay outside
@@ -230,8 +228,8 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
           for (int c = 1; c < kChunks; ++c) {
             wgmma_wait<1>();
             begin_step(t * kChunks + c);
-            wgmma_qk_issue<kMassChunk, kMassRows, kHalf, false>(
-                sc, qs + c * kMassRows * 64, stage(t * kChunks + c), 0, true);
+            wgmma_qk_issue<kMassChunk, kMassRows, kHalf, false>(sc, qs + c * kMassRows * 64,
+                                                                stage(t * kChunks + c), 0, true);
           }
           wgmma_wait<0>();
           wgmma_fence_operand(sc);
@@ -252,7 +250,7 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
               for (int np = 0; np < kHalf / 16; ++np) {
                 uint32_t b[4];
                 ldmatrix_x4(b, kc + tile_offset<kCols>(16 * np + (lane % 8) + 8 * (lane / 16),
-                                                           kk * 16 + 8 * ((lane / 8) % 2)));
+                                                       kk * 16 + 8 * ((lane / 8) % 2)));
                 mma_16816(sc[2 * np], a, b[0], b[1]);
                 mma_16816(sc[2 * np + 1], a, b[2], b[3]);
               }
@@ -313,8 +311,8 @@ __global__ void __launch_bounds__(kMassThreads, 1) prefill_mass_kernel(PrefillMa
       cp_async_wait<0>();
 
       // Epilogue: each row's maximum and normaliser over both warpgroups' halves; then row r's
-      // share of block kb is sums[kb][r] 2^(hmax[its half tile][r] - max_r) / norm_r, and warp w sums
-      // blocks w, w + 8, ... over the 64 rows.
+      // share of block kb is sums[kb][r] 2^(hmax[its half tile][r] - max_r) / norm_r, and warp w
+      // sums blocks w, w + 8, ... over the 64 rows.
       if (lane % 4 == 0) {
         for (int h = 0; h < 2; ++h) {
           s_max[wg][row0 + 8 * h] = m[h];
