@@ -147,8 +147,9 @@ void add_sparse_options(CLI::App& cmd, ModelOptions& o) {
       ->capture_default_str()
       ->group(g);
   cmd.add_option("--prefill-dense-tail", s.prefill_dense_tail,
-                 "With --prefill-sparsity: the query blocks holding any of the prompt's last N "
-                 "positions (where a question usually is) attend to every key block (0 = none)")
+                 "With --prefill-sparsity: a query block whose last query in the chunk lies in the "
+                 "prompt's last N positions (where a question usually is) attends to every key "
+                 "block (0 = none)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str()
       ->group(g);

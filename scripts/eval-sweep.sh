@@ -35,15 +35,15 @@ declare -A configs=(
   [exact-interval-1]="--modes sparse $scaled --logical-page-size 1 --budget-ratio 0.06 --selector-interval 1"
   [default-exact]="--modes sparse --logical-page-size 1"
   # Dynamic block-sparse prefill on top of the defaults (bf16 KV on CUDA; not in the
-  # default order: name them to run them).
-  [prefill-0.9]="--modes sparse --prefill-sparsity 0.9"
-  [prefill-0.95]="--modes sparse --prefill-sparsity 0.95"
-  [prefill-0.99]="--modes sparse --prefill-sparsity 0.99"
+  # default order: name them to run them), without the dense tail.
+  [prefill-0.9]="--modes sparse --prefill-sparsity 0.9 --prefill-dense-tail 0"
+  [prefill-0.95]="--modes sparse --prefill-sparsity 0.95 --prefill-dense-tail 0"
+  [prefill-0.99]="--modes sparse --prefill-sparsity 0.99 --prefill-dense-tail 0"
   # The same with the sampled-row estimate.
-  [rows-0.9]="--modes sparse --prefill-sparsity 0.9 --prefill-estimate sampled-rows"
-  [rows-0.95]="--modes sparse --prefill-sparsity 0.95 --prefill-estimate sampled-rows"
-  [rows-0.99]="--modes sparse --prefill-sparsity 0.99 --prefill-estimate sampled-rows"
-  # The same with the prompt's last 256 positions dense.
+  [rows-0.9]="--modes sparse --prefill-sparsity 0.9 --prefill-estimate sampled-rows --prefill-dense-tail 0"
+  [rows-0.95]="--modes sparse --prefill-sparsity 0.95 --prefill-estimate sampled-rows --prefill-dense-tail 0"
+  [rows-0.99]="--modes sparse --prefill-sparsity 0.99 --prefill-estimate sampled-rows --prefill-dense-tail 0"
+  # The antidiagonal with the prompt's last 256 positions dense (the default tail).
   [tail-0.9]="--modes sparse --prefill-sparsity 0.9 --prefill-dense-tail 256"
   [tail-0.95]="--modes sparse --prefill-sparsity 0.95 --prefill-dense-tail 256"
   [tail-0.99]="--modes sparse --prefill-sparsity 0.99 --prefill-dense-tail 256"

@@ -86,7 +86,6 @@ void Scheduler::add_to_plan(ScheduledStep& step, Sequence* seq, int32_t n) {
   if (!sparse_.dense && !seq->sparse.dense) {
     s.token_budget = seq->sparse.token_budget > 0 ? seq->sparse.token_budget : sparse_.token_budget;
     s.prefill_sparsity = sparse_.prefill_sparsity;
-    s.prefill_estimate = sparse_.prefill_estimate;
     if (sparse_.prefill_dense_tail > 0) {
       s.prefill_dense_from = std::max(0, seq->prompt_len - sparse_.prefill_dense_tail);
     }

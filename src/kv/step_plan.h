@@ -33,7 +33,6 @@ struct SeqStep {
   // Retrieval heads while prefilling: keep the key blocks holding this share of each query
   // block's estimated attention (sparse/prefill_blocks.h); 0: every key.
   double prefill_sparsity = 0;
-  PrefillEstimate prefill_estimate = PrefillEstimate::kAntidiagonal;  // how they are estimated
   // Query blocks whose last query of this chunk is at or past this position attend to every key
   // block (the prompt's dense tail, SparseAttentionConfig::prefill_dense_tail).
   int32_t prefill_dense_from = INT_MAX;

@@ -55,9 +55,11 @@ void SparseAttentionConfig::validate() const {
 std::string SparseAttentionConfig::summary() const {
   const std::string prefill =
       prefill_sparsity > 0
-          ? fmt::format(", prefill blocks to mass {} ({}, last {} positions dense)",
-                        prefill_sparsity, prefill_estimate_name(prefill_estimate),
-                        prefill_dense_tail)
+          ? fmt::format(", prefill blocks to mass {} ({}{})", prefill_sparsity,
+                        prefill_estimate_name(prefill_estimate),
+                        prefill_dense_tail > 0
+                            ? fmt::format(", last {} positions dense", prefill_dense_tail)
+                            : "")
           : "";
   if (dense) return fmt::format("dense (P {})", page_size);
   return fmt::format(

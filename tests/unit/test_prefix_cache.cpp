@@ -305,7 +305,6 @@ TEST(SchedulerPrefillBlocks, ChunksAndReusedPrefixesEndOnQueryBlocks) {
   EXPECT_EQ(steps[2].end_pos(), 700);
   for (const SeqStep& s : steps) {
     EXPECT_EQ(s.prefill_sparsity, 0.5);
-    EXPECT_EQ(s.prefill_estimate, PrefillEstimate::kSampledRows);
     EXPECT_EQ(s.prefill_dense_from, 550);
     EXPECT_EQ(s.prefill_threshold(549), 0.5);
     EXPECT_EQ(s.prefill_threshold(550), 1.0);

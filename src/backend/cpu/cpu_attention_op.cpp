@@ -104,11 +104,12 @@ void collect(const StepPlan& plan, size_t s, int layer, const HeadTask& t, KvCac
 // A retrieval head's prefill chunk under --prefill-sparsity: per block of its queries, the key
 // blocks the estimate keeps (sparse/prefill_blocks.h), then causal attention over just those
 // keys for each query head of the group. `keys` holds every position 0 .. end - 1; `args` gives
-// a query head's arguments over a key set. Blocks spread over the pool, one thread each; the
-// blocks kept and the causal ones are added to `kept` and `causal`.
+// a query head's arguments over a key set; `estimate` is the sparse settings'. Blocks spread over
+// the pool, one thread each; the blocks kept and the causal ones are added to `kept` and `causal`.
 template <typename ArgsFor>
-void attend_prefill_blocks(const SeqStep& seq, const std::vector<int>& heads, const KeySet& keys,
-                           const ArgsFor& args, ThreadPool& pool, std::atomic<int64_t>& kept_total,
+void attend_prefill_blocks(const SeqStep& seq, PrefillEstimate estimate,
+                           const std::vector<int>& heads, const KeySet& keys, const ArgsFor& args,
+                           ThreadPool& pool, std::atomic<int64_t>& kept_total,
                            std::atomic<int64_t>& causal_total) {
   const int32_t n_keys = static_cast<int32_t>(keys.pos.size());
   LSERVE_ASSERT(n_keys == seq.end_pos() && keys.pos.front() == 0);
@@ -133,8 +134,8 @@ void attend_prefill_blocks(const SeqStep& seq, const std::vector<int>& heads, co
     in.scale = whole.scale;
     KeySet kept;
     kept.vis = keys.vis;
-    const std::vector<int32_t> blocks = keep_prefill_blocks(
-        prefill_block_mass(in, seq.prefill_estimate), seq.prefill_threshold(last));
+    const std::vector<int32_t> blocks =
+        keep_prefill_blocks(prefill_block_mass(in, estimate), seq.prefill_threshold(last));
     kept_total += static_cast<int64_t>(blocks.size());
     causal_total += qb + 1;
     for (int32_t b : blocks) {
@@ -219,8 +220,9 @@ void CpuBackend::attention(int layer, const Tensor& q, const StepPlan& plan, KvC
     const SeqStep& seq = plan.seqs[t.seq];
     if (seq.uses_prefill_blocks() && cache.heads().cls[layer][t.kv_head] == HeadClass::kRetrieval) {
       attend_prefill_blocks(
-          seq, heads_of(t), keys, [&](int qh, const KeySet& ks) { return args_for(t, qh, ks); },
-          pool_, blocks_kept_, blocks_causal_);
+          seq, cache.sparse().prefill_estimate, heads_of(t), keys,
+          [&](int qh, const KeySet& ks) { return args_for(t, qh, ks); }, pool_, blocks_kept_,
+          blocks_causal_);
       continue;
     }
     for (int qh : heads_of(t)) attend(args_for(t, qh, keys), pool_);

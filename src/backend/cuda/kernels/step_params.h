@@ -193,7 +193,7 @@ struct PrefillMassItem {
   int32_t r0, r1;     // the item's rows of the chunk
   int32_t page_base;  // the sequence's first entry in page_indices
   int32_t kv_head;
-  double threshold;  // the keep rule's (the sequence's prefill sparsity), as the CPU compares it
+  double threshold;  // the keep rule's (SeqStep::prefill_threshold), as the CPU compares it
 };
 
 // Combines the partial results [first, first + count) of one item's rows.
