@@ -180,7 +180,7 @@ void bench_prefill(CudaBackend& be, int n, bool sparse, KvDtype kv_dtype,
   Setup s = make_setup(be, 1, n, n, sparse, 4096, 8192, kv_dtype, prefill_sparsity, estimate);
   for (SeqStep& st : s.plan.seqs) {
     st.prefill_sparsity = prefill_sparsity;
-    st.prefill_dense_from = std::max(0, n - s.cache->sparse().prefill_dense_tail);  // as served
+    st.prefill_dense_from = s.cache->sparse().prefill_dense_from(n);  // as served
   }
   Tensor q = be.random(n, kHq * kD, 7, 1.0f), out = be.alloc(DType::BF16, n, kHq * kD);
   be.begin_step(s.plan, *s.cache);

@@ -86,9 +86,7 @@ void Scheduler::add_to_plan(ScheduledStep& step, Sequence* seq, int32_t n) {
   if (!sparse_.dense && !seq->sparse.dense) {
     s.token_budget = seq->sparse.token_budget > 0 ? seq->sparse.token_budget : sparse_.token_budget;
     s.prefill_sparsity = sparse_.prefill_sparsity;
-    if (sparse_.prefill_dense_tail > 0) {
-      s.prefill_dense_from = std::max(0, seq->prompt_len - sparse_.prefill_dense_tail);
-    }
+    s.prefill_dense_from = sparse_.prefill_dense_from(seq->prompt_len);
   }
   // The selector runs on the reuse clock, and whenever the slot holds no current selection
   // (first sparse step, after a dense step or a preemption).

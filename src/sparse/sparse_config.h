@@ -2,6 +2,9 @@
 // docs/sparse-attention.md ("Visibility", "Page selection").
 #pragma once
 
+#include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <string>
 
 #include "sparse/prefill_blocks.h"
@@ -43,6 +46,10 @@ struct SparseAttentionConfig {
 
   // Throws Error with a message naming the flag when values are inconsistent.
   void validate() const;
+  // The first position of a prompt's dense tail (SeqStep::prefill_dense_from); INT_MAX: none.
+  int32_t prefill_dense_from(int32_t prompt_len) const {
+    return prefill_dense_tail > 0 ? std::max(0, prompt_len - prefill_dense_tail) : INT_MAX;
+  }
   // Pages a selection holds at most: budget / P (the current page included).
   int max_selected_pages() const { return token_budget / page_size; }
   std::string summary() const;

@@ -2,8 +2,9 @@
 // (kernels/prefill_blocks.cuh) against the CPU reference (sparse/prefill_blocks.h): keys in a paged
 // pool with shuffled pages, chunks starting and ending inside query blocks, groups below, at and
 // above the kernel's four heads per pass, head dims 64 and 128, a planted key block so the shares
-// are far from uniform. Shares are compared to 1e-4 (float on the GPU, double on the CPU); the kept
-// blocks of the GPU's own shares must equal the CPU rule's applied to the same shares.
+// are far from uniform. Shares are compared to 1e-5 (float on the GPU, double on the CPU: 56 runs
+// on the H200 differed by at most 7.4e-7), their sums to 1e-4; the kept blocks of the GPU's own
+// shares must equal the CPU rule's applied to the same shares.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -147,7 +148,7 @@ void run_case(const MassCase& c, bool wgmma, PrefillEstimate estimate, uint64_t 
     double sum = 0;
     for (size_t b = 0; b < want.size(); ++b) {
       worst = std::max(worst, std::abs(got[i][b] - want[b]));
-      ASSERT_NEAR(got[i][b], want[b], 1e-4) << "item " << i << " block " << b;
+      ASSERT_NEAR(got[i][b], want[b], 1e-5) << "item " << i << " block " << b;
       sum += got[i][b];
     }
     EXPECT_NEAR(sum, 1.0, 1e-4) << "item " << i;
