@@ -19,6 +19,9 @@
 //   operands in shared memory), then, while that runs, O += P V of the previous tile (wgmma with
 //   P from registers); the softmax of tile t (mask, row maxima, exponentials) runs while
 //   P V of tile t - 1 is still on the tensor cores, and only the output's rescale waits for it.
+//   The two warpgroups take turns issuing those products (ping-pong, through named barriers),
+//   so one's softmax also overlaps the other's products. They load the queries themselves
+//   while the producer starts on the first tiles.
 //   K's stage is released as soon as its scores are read, V's once its product is retired.
 //   Each consumer warpgroup works out its tiles' key positions itself (arithmetic on the work
 //   item, no page-table read): once per item, the spans of tiles that need no mask at all
@@ -105,11 +108,12 @@ __global__ void __launch_bounds__(kWsThreads, 1)
       mbar_init(&empty_v[i], 8);
     }
   }
-  load_query_tile<D, BM>(p, w, s, qs, tid, kWsThreads);
-  cp_async_commit();
-  cp_async_wait<0>();
-  fence_proxy_async();
-  __syncthreads();  // also publishes the barriers' initialisation
+  // The consumers load the queries while the producer starts on the first tiles.
+  if (wg > 0) {
+    load_query_tile<D, BM>(p, w, s, qs, tid - 128, kWsThreads - 128);
+    cp_async_commit();
+  }
+  __syncthreads();  // publishes the barriers' initialisation
 
   if (wg == 0) {
     // Producer. Step t loads K of tile t, then V of tile t - 1: the consumers issue S of tile t
@@ -220,6 +224,9 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 
   // Consumers: warpgroup cw holds rows 64 cw ..; warp wi of it rows 16 wi ...
   setmaxnreg_inc<kWsConsumerRegs>();
+  cp_async_wait<0>();
+  fence_proxy_async();         // the queries' writes before wgmma reads them
+  named_barrier_sync(4, 256);  // both consumer warpgroups' query rows are in
   const int cw = wg - 1, wi = (tid / 32) % 4;
   int32_t qpos[2];
 #pragma unroll
@@ -283,6 +290,18 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     online_softmax<NT>(sc, m, l, p.scale_log2, alpha);
   };
 
+  // Ping-pong (FlashAttention-3's schedule between warpgroups): in the steady loop the two
+  // warpgroups take turns issuing their products, so that one's softmax runs while the other's
+  // products hold the tensor cores. Barrier 5 + cw is warpgroup cw's turn (both warpgroups
+  // count: one waits, the other arrives). Warpgroup 0 takes its first turn unasked and
+  // warpgroup 1 passes no turn after its last, so every arrival is waited for.
+  auto take_turn = [&](int32_t t) {
+    if (cw == 1 || t > 1) named_barrier_sync(5 + cw, 256);
+  };
+  auto pass_turn = [&](int32_t t) {
+    if (cw == 0 || t + 1 < n_tiles) named_barrier_arrive(6 - cw, 256);
+  };
+
   // Tile 0 alone, then every further tile with the previous one's P V in flight (no wgmma in a
   // branch: the compiler would serialise them all).
   if (n_tiles > 0) {
@@ -294,8 +313,10 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     pack_probs<BN>(sc, pa);
     for (int32_t t = 1; t < n_tiles; ++t) {
       whole = prepare_mask(t);
+      take_turn(t);
       issue_qk(t);
       issue_pv(t - 1);
+      pass_turn(t);
       wgmma_wait<1>();  // S of tile t is in; P V of tile t - 1 may still run
       softmax(whole, alpha, t);
       wgmma_wait<0>();
