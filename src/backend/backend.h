@@ -14,6 +14,7 @@
 #include "backend/tensor.h"
 #include "kv/kv_dtype.h"
 #include "kv/step_plan.h"
+#include "sparse/prefill_blocks.h"
 
 namespace lserve {
 
@@ -81,9 +82,9 @@ class Backend {
   // The head sizes it takes, in words, for the error when a model's is not among them.
   virtual std::string head_dims_supported() const { return "any"; }
   // Whether attention() applies SparseAttentionConfig::prefill_sparsity (dynamic block-sparse
-  // prefill of retrieval heads) for KV stored as `kv_dtype` and heads of `head_dim`, and where
-  // it does, in words (for the error when it does not).
-  virtual bool supports_prefill_sparsity(KvDtype, int) const { return true; }
+  // prefill of retrieval heads) for KV stored as `kv_dtype`, heads of `head_dim` and blocks
+  // chosen by `estimate`, and where it does, in words (for the error when it does not).
+  virtual bool supports_prefill_sparsity(KvDtype, int, PrefillEstimate) const { return true; }
   virtual std::string prefill_sparsity_supported() const { return "always"; }
   // What dynamic prefill sparsity kept so far: key blocks read, of the causal ones the estimates
   // chose from (summed over layers, KV heads and query blocks).

@@ -124,9 +124,12 @@ std::unique_ptr<KvCache> make_cache(Backend& backend, const LoadedModel& m, cons
                "the {} backend does not support this model's head_dim {} (it takes {})",
                backend.name(), m.config.head_dim, backend.head_dims_supported());
   LSERVE_CHECK(c.sparse.prefill_sparsity == 0 ||
-                   backend.supports_prefill_sparsity(c.kv_dtype, m.config.head_dim),
-               "--prefill-sparsity runs on the {} backend only {} (this model's head_dim is {})",
-               backend.name(), backend.prefill_sparsity_supported(), m.config.head_dim);
+                   backend.supports_prefill_sparsity(c.kv_dtype, m.config.head_dim,
+                                                     c.sparse.prefill_estimate),
+               "--prefill-sparsity runs on the {} backend only {} (this model's head_dim is {}, "
+               "the estimate {})",
+               backend.name(), backend.prefill_sparsity_supported(), m.config.head_dim,
+               prefill_estimate_name(c.sparse.prefill_estimate));
   HeadMap heads = choose_heads(m, c.sparse);
   const KvCacheConfig kc = kv_config(m.config, c, heads,
                                      kv_row_bytes(backend.kv_storage_dtype(c.kv_dtype),

@@ -550,6 +550,30 @@ TEST(CudaHeadDims, UnsupportedSizesAreRefusedUpFront) {
   for (int d : {16, 32, 80, 96, 192}) EXPECT_FALSE(gpu.supports_head_dim(d)) << d;
 }
 
+// Dynamic prefill sparsity is refused at load time where its estimate cannot run: FP8 pools,
+// head sizes the estimate kernel has no instance for, an estimate whose shared memory does not
+// fit a block (sm_90 takes both estimates at 64 and 128; ~99 KB GPUs only the sampled rows at 128).
+TEST(CudaPrefillSparsitySupport, RefusedWhereTheEstimateCannotRun) {
+  LSERVE_SKIP_WITHOUT_GPU();
+  CudaBackend gpu(0);
+  int major = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+  for (PrefillEstimate e : {PrefillEstimate::kAntidiagonal, PrefillEstimate::kSampledRows}) {
+    const auto name = prefill_estimate_name(e);
+    EXPECT_FALSE(gpu.supports_prefill_sparsity(KvDtype::kFp8, 128, e)) << name;
+    for (int d : {32, 80, 256}) EXPECT_FALSE(gpu.supports_prefill_sparsity(KvDtype::kAuto, d, e));
+    if (major == 9) {
+      for (int d : {64, 128}) EXPECT_TRUE(gpu.supports_prefill_sparsity(KvDtype::kAuto, d, e));
+    }
+  }
+  // The sampled rows need less shared memory: supported wherever the antidiagonal is.
+  for (int d : {64, 128}) {
+    if (gpu.supports_prefill_sparsity(KvDtype::kAuto, d, PrefillEstimate::kAntidiagonal)) {
+      EXPECT_TRUE(gpu.supports_prefill_sparsity(KvDtype::kAuto, d, PrefillEstimate::kSampledRows));
+    }
+  }
+}
+
 TEST_F(Cuda, WholeModelLogitsWithFp8KvMatchTheCpu) {
   expect_whole_model_logits_match(cpu_, *gpu_, KvDtype::kFp8);
 }

@@ -170,13 +170,12 @@ Backend::PrefillBlockStats CudaBackend::prefill_block_stats() const {
   return {static_cast<int64_t>(totals[0]), static_cast<int64_t>(totals[1])};
 }
 
-bool CudaBackend::supports_prefill_sparsity(KvDtype t, int head_dim) const {
+bool CudaBackend::supports_prefill_sparsity(KvDtype t, int head_dim, PrefillEstimate e) const {
   // The estimate keeps a pass's query rows (up to 1,024 x head_dim bytes) and its key stages in
-  // shared memory; either estimate must fit.
-  const bool hopper = impl_->hopper();
+  // shared memory.
   return t != KvDtype::kFp8 && (head_dim == 64 || head_dim == 128) &&
-         std::max(cuda::prefill_mass_smem_bytes(head_dim, hopper, false),
-                  cuda::prefill_mass_smem_bytes(head_dim, hopper, true)) <= impl_->smem_optin();
+         cuda::prefill_mass_smem_bytes(head_dim, impl_->hopper(),
+                                       e == PrefillEstimate::kSampledRows) <= impl_->smem_optin();
 }
 
 std::unique_ptr<StepRecording> CudaBackend::record(const std::function<void()>& work) {

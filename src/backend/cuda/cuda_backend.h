@@ -36,13 +36,15 @@ class CudaBackend final : public Backend {
   // The tensor-core kernels take 64 and 128, the reference attention kernel 256 (Gemma 3).
   bool supports_head_dim(int d) const override { return d == 64 || d == 128 || d == 256; }
   std::string head_dims_supported() const override { return "64, 128 or 256"; }
-  // The estimate reads bf16 keys at head_dim 64 or 128 (kernels/prefill_blocks.cuh).
-  bool supports_prefill_sparsity(KvDtype t, int head_dim) const override;
+  // The estimate reads bf16 keys at head_dim 64 or 128 (kernels/prefill_blocks.cuh) and needs
+  // its shared memory (query rows, key stages; per estimate) to fit one block.
+  bool supports_prefill_sparsity(KvDtype t, int head_dim, PrefillEstimate e) const override;
   // Summed by the keep kernel on the device; reading them waits for the stream.
   PrefillBlockStats prefill_block_stats() const override;
   std::string prefill_sparsity_supported() const override {
-    return "with bf16 KV (not --kv-cache-dtype fp8) and head_dim 64 or 128 (128 needs 165 KB of "
-           "shared memory per block: sm_80 or sm_90)";
+    return "with bf16 KV (not --kv-cache-dtype fp8), head_dim 64 or 128, and the estimate's "
+           "shared memory within a block's (at head_dim 128 the antidiagonal needs 162 KB: sm_80 "
+           "or sm_90; --prefill-estimate sampled-rows 82 KB)";
   }
   bool supports_kv_dtype(KvDtype) const override { return true; }
   DType kv_storage_dtype(KvDtype t) const override {
