@@ -572,6 +572,12 @@ TEST(CudaPrefillSparsitySupport, RefusedWhereTheEstimateCannotRun) {
       EXPECT_TRUE(gpu.supports_prefill_sparsity(KvDtype::kAuto, d, PrefillEstimate::kSampledRows));
     }
   }
+  // The refusal names this GPU's limit.
+  int optin = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0),
+            cudaSuccess);
+  const std::string where = gpu.prefill_sparsity_supported();
+  EXPECT_NE(where.find(fmt::format("{} KB per block", optin / 1024)), std::string::npos) << where;
 }
 
 TEST_F(Cuda, WholeModelLogitsWithFp8KvMatchTheCpu) {

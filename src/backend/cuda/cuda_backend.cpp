@@ -6,6 +6,8 @@
 #include <map>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "backend/attention_plan.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_state.h"
@@ -176,6 +178,17 @@ bool CudaBackend::supports_prefill_sparsity(KvDtype t, int head_dim, PrefillEsti
   return t != KvDtype::kFp8 && (head_dim == 64 || head_dim == 128) &&
          cuda::prefill_mass_smem_bytes(head_dim, impl_->hopper(),
                                        e == PrefillEstimate::kSampledRows) <= impl_->smem_optin();
+}
+
+std::string CudaBackend::prefill_sparsity_supported() const {
+  const auto kib = [&](int d, bool sampled) {
+    return cuda::prefill_mass_smem_bytes(d, impl_->hopper(), sampled) / 1024;
+  };
+  return fmt::format(
+      "with bf16 KV (not --kv-cache-dtype fp8), head_dim 64 or 128, and the estimate's shared "
+      "memory within this GPU's {} KB per block (antidiagonal {} / {} KB at head_dim 64 / 128, "
+      "--prefill-estimate sampled-rows {} / {} KB)",
+      impl_->smem_optin() / 1024, kib(64, false), kib(128, false), kib(64, true), kib(128, true));
 }
 
 std::unique_ptr<StepRecording> CudaBackend::record(const std::function<void()>& work) {

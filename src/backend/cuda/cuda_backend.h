@@ -41,11 +41,7 @@ class CudaBackend final : public Backend {
   bool supports_prefill_sparsity(KvDtype t, int head_dim, PrefillEstimate e) const override;
   // Summed by the keep kernel on the device; reading them waits for the stream.
   PrefillBlockStats prefill_block_stats() const override;
-  std::string prefill_sparsity_supported() const override {
-    return "with bf16 KV (not --kv-cache-dtype fp8), head_dim 64 or 128, and the estimate's "
-           "shared memory within a block's (at head_dim 128 the antidiagonal needs 162 KB: sm_80 "
-           "or sm_90; --prefill-estimate sampled-rows 82 KB)";
-  }
+  std::string prefill_sparsity_supported() const override;
   bool supports_kv_dtype(KvDtype) const override { return true; }
   DType kv_storage_dtype(KvDtype t) const override {
     return t == KvDtype::kFp8 ? DType::F8E4M3 : DType::BF16;

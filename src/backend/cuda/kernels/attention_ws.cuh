@@ -53,6 +53,17 @@ static_assert(kWsProducerRegs + 2 * kWsConsumerRegs <= 3 * kWsLaunchRegs,
               "setmaxnreg.inc would wait for registers no warpgroup releases");
 static_assert(kWsLaunchRegs * kWsThreads <= 65536 && kWsLaunchRegs % 8 == 0);
 
+// The kernel's named barriers (0 is __syncthreads): the producer's gathered pool rows (128
+// threads); each consumer warpgroup's key positions (128, two ids); both consumer warpgroups'
+// queries (256); each consumer warpgroup's turn to issue its products (256, two ids).
+enum WsBarrier : int {
+  kWsBarGather = 1,
+  kWsBarPositions = 2,  // + the consumer warpgroup
+  kWsBarQueries = 4,
+  kWsBarTurn = 5,  // + the consumer warpgroup
+};
+static_assert(kWsBarTurn + 1 < 16, "16 named barriers per CTA");
+
 template <int D>
 __global__ void __launch_bounds__(kWsThreads, 1)
     prefill_ws_kernel(const __grid_constant__ AttnParams p,
@@ -186,7 +197,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
       int32_t* rows_of = krow + (gathers++ % kWsRowSlots) * BN;
       const KeyLoc loc = tiles.locate(t, tid);
       rows_of[tid] = loc.pos >= 0 ? loc.row(km, pool.n, hs) : -1;
-      named_barrier_sync(1, 128);
+      named_barrier_sync(kWsBarGather, 128);
 #pragma unroll 4
       for (int idx = tid; idx < BN * CHUNKS; idx += 128) {
         const int j = idx / CHUNKS, c = idx % CHUNKS;
@@ -225,8 +236,8 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   // Consumers: warpgroup cw holds rows 64 cw ..; warp wi of it rows 16 wi ...
   setmaxnreg_inc<kWsConsumerRegs>();
   cp_async_wait<0>();
-  fence_proxy_async();         // the queries' writes before wgmma reads them
-  named_barrier_sync(4, 256);  // both consumer warpgroups' query rows are in
+  fence_proxy_async();                     // the queries' writes before wgmma reads them
+  named_barrier_sync(kWsBarQueries, 256);  // both consumer warpgroups' query rows are in
   const int cw = wg - 1, wi = (tid / 32) % 4;
   int32_t qpos[2];
 #pragma unroll
@@ -283,7 +294,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     wgmma_fence_operand(sc);
     release(&empty_k[t % SK]);  // the scores are in registers
     if (!whole) {
-      named_barrier_sync(2 + cw, 128);  // the warpgroup's positions of tile t are written
+      named_barrier_sync(kWsBarPositions + cw, 128);  // the warpgroup's positions of tile t
       mask_scores<NT>(sc, my_pos + (masked % 2) * BN, qpos, streaming, p.sink, window, lane);
       ++masked;
     }
@@ -292,14 +303,14 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 
   // Ping-pong (FlashAttention-3's schedule between warpgroups): in the steady loop the two
   // warpgroups take turns issuing their products, so that one's softmax runs while the other's
-  // products hold the tensor cores. Barrier 5 + cw is warpgroup cw's turn (both warpgroups
-  // count: one waits, the other arrives). Warpgroup 0 takes its first turn unasked and
+  // products hold the tensor cores. Barrier kWsBarTurn + cw is warpgroup cw's turn (both
+  // warpgroups count: one waits, the other arrives). Warpgroup 0 takes its first turn unasked and
   // warpgroup 1 passes no turn after its last, so every arrival is waited for.
   auto take_turn = [&](int32_t t) {
-    if (cw == 1 || t > 1) named_barrier_sync(5 + cw, 256);
+    if (cw == 1 || t > 1) named_barrier_sync(kWsBarTurn + cw, 256);
   };
   auto pass_turn = [&](int32_t t) {
-    if (cw == 0 || t + 1 < n_tiles) named_barrier_arrive(6 - cw, 256);
+    if (cw == 0 || t + 1 < n_tiles) named_barrier_arrive(kWsBarTurn + 1 - cw, 256);
   };
 
   // Tile 0 alone, then every further tile with the previous one's P V in flight (no wgmma in a
